@@ -1,0 +1,460 @@
+//! Sampling from the model: temperature, top-k, top-p, seed, stop strings, max
+//! tokens, streaming, cancellation between tokens; G samples of one prompt decoded
+//! as one batch after one shared prefill (the trainer samples groups); the
+//! log-probability of every sampled token; teacher-forced log-probs of a given
+//! completion; reuse of the KV cache of the previous prompt's common prefix.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::{Tensor, D};
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::tokenizer::Tokenizer;
+use crate::transformer::{Logits, Model};
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling threshold; 1 disables it.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens; 0 disables it.
+    pub top_k: usize,
+    pub seed: u64,
+    pub max_tokens: usize,
+    /// Generation stops when the text contains one of these (the stop string and
+    /// what follows it are cut from the text).
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            max_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    /// log p(token) of each sampled token under the distribution it was drawn from
+    /// before top-k/top-p truncation: the softmax of logits / temperature (of the raw
+    /// logits when greedy). This is the behaviour policy's log-prob that off-policy
+    /// training needs, and what a trainer recomputes at the same temperature.
+    pub logprobs: Vec<f32>,
+    pub finish_reason: FinishReason,
+}
+
+impl Completion {
+    pub fn sum_logprob(&self) -> f64 {
+        self.logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// The completions of one request and what it cost.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub completions: Vec<Completion>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys/values came from the previous request's cache.
+    pub reused_prompt_tokens: usize,
+    pub prefill_secs: f64,
+    /// Tokens decoded after the first one of each sequence (which the prefill
+    /// produced), summed over the group.
+    pub decode_tokens: usize,
+    pub decode_secs: f64,
+}
+
+/// What the streaming callback receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextDelta<'a> {
+    /// Which sample of the group.
+    pub index: usize,
+    pub text: &'a str,
+}
+
+/// Minimum prompt length worth keeping a KV cache for.
+const PREFIX_CACHE_MIN_TOKENS: usize = 16;
+
+struct PrefixEntry {
+    ids: Vec<u32>,
+    cache: KvCache,
+}
+
+/// A generator over one model and tokenizer, remembering the KV cache of the last
+/// prompt so that a request sharing its prefix (the same system prompt and file
+/// context, a retried request) prefills only what is new.
+pub struct Generator {
+    prefix: Mutex<Option<PrefixEntry>>,
+}
+
+impl Default for Generator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Generator {
+    pub fn new() -> Self {
+        Self { prefix: Mutex::new(None) }
+    }
+
+    /// Samples `n` completions of `prompt`. `on_text` receives text as it is decoded;
+    /// `cancelled` is polled between tokens.
+    pub fn generate(
+        &self,
+        model: &Model,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: &SamplingParams,
+        n: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        if n == 0 {
+            return Err(Error::InvalidArgument("at least one sample must be asked for".into()));
+        }
+        if !(params.temperature >= 0.0 && params.temperature.is_finite()) {
+            return Err(Error::InvalidArgument(format!("temperature {} must be >= 0", params.temperature)));
+        }
+        if !(params.top_p > 0.0 && params.top_p <= 1.0) {
+            return Err(Error::InvalidArgument(format!("top_p {} must be in (0, 1]", params.top_p)));
+        }
+        let context = model.config().context_length;
+        if prompt.len() >= context {
+            return Err(Error::PromptTooLong { prompt_tokens: prompt.len(), context });
+        }
+        let vocab = model.config().vocab_size;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let max_tokens = params.max_tokens.min(context - prompt.len());
+        let device = model.device();
+
+        // Prefill, reusing the cached prefix where there is one.
+        let start = Instant::now();
+        let (mut cache, reused) = self.take_prefix(model, prompt)?;
+        let rest = &prompt[reused..];
+        let ids = Tensor::new(rest, device)?.unsqueeze(0)?;
+        let logits = model.forward(&ids, Some(&mut cache), Logits::Last)?;
+        let first_logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        self.store_prefix(prompt, &cache)?;
+        let prefill_secs = start.elapsed().as_secs_f64();
+
+        let start = Instant::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
+        let mut seqs: Vec<SeqState> = (0..n).map(|_| SeqState::default()).collect();
+        let mut cache = if n > 1 { cache.fork(n, max_tokens)? } else { cache };
+        if max_tokens == 0 {
+            for s in &mut seqs {
+                s.finish = Some(FinishReason::Length);
+            }
+        } else {
+            for (i, s) in seqs.iter_mut().enumerate() {
+                let (tok, lp) = sample(&first_logits, params, &mut rng);
+                s.push(i, tok, lp, tokenizer, params, max_tokens, on_text)?;
+            }
+        }
+        // `active[j]` is the sequence in row j of the batch.
+        let mut active: Vec<usize> = (0..n).filter(|&i| seqs[i].finish.is_none()).collect();
+        if active.len() < n && !active.is_empty() {
+            cache.select(&active.iter().map(|&i| i as u32).collect::<Vec<_>>())?;
+        }
+        let mut decode_tokens = 0;
+        while !active.is_empty() {
+            if cancelled() {
+                for &i in &active {
+                    seqs[i].finish = Some(FinishReason::Cancelled);
+                }
+                break;
+            }
+            let last: Vec<u32> = active.iter().map(|&i| *seqs[i].tokens.last().expect("one token sampled")).collect();
+            let ids = Tensor::new(last.as_slice(), device)?.unsqueeze(1)?;
+            let logits = model.forward(&ids, Some(&mut cache), Logits::Last)?;
+            let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
+            decode_tokens += active.len();
+            for (row, &i) in rows.iter().zip(&active) {
+                let (tok, lp) = sample(row, params, &mut rng);
+                seqs[i].push(i, tok, lp, tokenizer, params, max_tokens, on_text)?;
+            }
+            let still: Vec<usize> = (0..active.len()).filter(|&j| seqs[active[j]].finish.is_none()).collect();
+            if still.len() < active.len() {
+                if !still.is_empty() {
+                    cache.select(&still.iter().map(|&j| j as u32).collect::<Vec<_>>())?;
+                }
+                active = still.iter().map(|&j| active[j]).collect();
+            }
+        }
+        let decode_secs = start.elapsed().as_secs_f64();
+        let completions = seqs
+            .into_iter()
+            .map(|s| Completion {
+                text: s.text,
+                token_ids: s.tokens,
+                logprobs: s.logprobs,
+                finish_reason: s.finish.unwrap_or(FinishReason::Length),
+            })
+            .collect();
+        Ok(Generation {
+            completions,
+            prompt_tokens: prompt.len(),
+            reused_prompt_tokens: reused,
+            prefill_secs,
+            decode_tokens,
+            decode_secs,
+        })
+    }
+
+    /// A cache holding the longest prefix of `prompt` that the stored entry shares
+    /// (always leaving at least one token to prefill), and its length.
+    fn take_prefix(&self, model: &Model, prompt: &[u32]) -> Result<(KvCache, usize)> {
+        let guard = self.prefix.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = guard.as_ref() {
+            let common = entry.ids.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            let common = common.min(prompt.len() - 1).min(entry.cache.len());
+            if common >= PREFIX_CACHE_MIN_TOKENS {
+                let mut cache = entry.cache.fork(1, prompt.len() - common)?;
+                cache.truncate(common);
+                return Ok((cache, common));
+            }
+        }
+        Ok((model.new_cache(), 0))
+    }
+
+    fn store_prefix(&self, prompt: &[u32], cache: &KvCache) -> Result<()> {
+        if prompt.len() < PREFIX_CACHE_MIN_TOKENS {
+            return Ok(());
+        }
+        let copy = cache.fork(1, 0)?;
+        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = Some(PrefixEntry { ids: prompt.to_vec(), cache: copy });
+        Ok(())
+    }
+
+    /// Drops the remembered prefix (e.g. when the model's weights change).
+    pub fn clear_prefix(&self) {
+        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[derive(Default)]
+struct SeqState {
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    text: String,
+    /// Incremental detokenization: text is emitted once the bytes decoded so far
+    /// form whole characters.
+    prefix_offset: usize,
+    read_offset: usize,
+    finish: Option<FinishReason>,
+}
+
+impl SeqState {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        index: usize,
+        tok: u32,
+        logprob: f32,
+        tokenizer: &Tokenizer,
+        params: &SamplingParams,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>),
+    ) -> Result<()> {
+        self.tokens.push(tok);
+        self.logprobs.push(logprob);
+        if tokenizer.eos_ids().contains(&tok) {
+            self.finish = Some(FinishReason::Eos);
+            return Ok(());
+        }
+        let before = tokenizer.decode(&self.tokens[self.prefix_offset..self.read_offset])?;
+        let after = tokenizer.decode(&self.tokens[self.prefix_offset..])?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') && after.is_char_boundary(before.len()) {
+            let delta = &after[before.len()..];
+            let old_len = self.text.len();
+            self.text.push_str(delta);
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.tokens.len();
+            if let Some(cut) = find_stop(&self.text, old_len, &params.stop) {
+                let emitted_upto = cut.max(old_len);
+                self.text.truncate(cut);
+                if emitted_upto > old_len {
+                    on_text(TextDelta { index, text: &self.text[old_len..emitted_upto] });
+                }
+                self.finish = Some(FinishReason::Stop);
+                return Ok(());
+            }
+            on_text(TextDelta { index, text: &self.text[old_len..] });
+        }
+        if self.tokens.len() >= max_tokens {
+            self.finish = Some(FinishReason::Length);
+        }
+        Ok(())
+    }
+}
+
+/// The byte offset of the first stop string that ends after `new_from`.
+fn find_stop(text: &str, new_from: usize, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let mut from = new_from.saturating_sub(s.len() - 1);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            text[from..].find(s.as_str()).map(|i| from + i)
+        })
+        .min()
+}
+
+/// Draws a token; returns it with its log-prob (see `Completion::logprobs`).
+pub(crate) fn sample(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -> (u32, f32) {
+    let greedy = params.temperature <= 0.0;
+    let t = if greedy { 1.0 } else { params.temperature };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let probs: Vec<f32> = logits.iter().map(|&l| ((l - max) / t).exp()).collect();
+    let total: f32 = probs.iter().sum();
+    let logprob_of = |i: usize| ((logits[i] - max) / t) - total.ln();
+    if greedy {
+        let best = argmax(logits);
+        return (best as u32, logprob_of(best));
+    }
+    // Candidates after top-k and top-p, most likely first only when needed.
+    let mut candidates: Vec<usize> = (0..probs.len()).collect();
+    if params.top_k > 0 && params.top_k < candidates.len() {
+        candidates.select_nth_unstable_by(params.top_k - 1, |&a, &b| probs[b].total_cmp(&probs[a]));
+        candidates.truncate(params.top_k);
+    }
+    if params.top_p < 1.0 {
+        candidates.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let mass: f32 = candidates.iter().map(|&i| probs[i]).sum();
+        let mut acc = 0.0;
+        let mut keep = candidates.len();
+        for (j, &i) in candidates.iter().enumerate() {
+            acc += probs[i];
+            if acc >= params.top_p * mass {
+                keep = j + 1;
+                break;
+            }
+        }
+        candidates.truncate(keep);
+    }
+    let mass: f32 = candidates.iter().map(|&i| probs[i]).sum();
+    let mut u = rng.random::<f32>() * mass;
+    for &i in &candidates {
+        u -= probs[i];
+        if u <= 0.0 {
+            return (i as u32, logprob_of(i));
+        }
+    }
+    let last = *candidates.last().expect("at least one candidate");
+    (last as u32, logprob_of(last))
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    xs.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .0
+}
+
+/// log p(target) at every position: `logits` (batch, seq, vocab), `targets`
+/// (batch, seq) → (batch, seq). Differentiable (the trainer's forward).
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    Ok(logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?)
+}
+
+/// Teacher-forced log-probs of `completion` after `prompt`, one per completion
+/// token, at temperature `temperature` (1 for the raw distribution).
+pub fn completion_logprobs(model: &Model, prompt: &[u32], completion: &[u32], temperature: f32) -> Result<Vec<f32>> {
+    if prompt.is_empty() || completion.is_empty() {
+        return Err(Error::InvalidArgument("prompt and completion must both be non-empty".into()));
+    }
+    let mut all = prompt.to_vec();
+    all.extend_from_slice(&completion[..completion.len() - 1]);
+    let ids = Tensor::new(all.as_slice(), model.device())?.unsqueeze(0)?;
+    let logits = model.forward(&ids, None, Logits::All)?;
+    let logits = logits.narrow(1, prompt.len() - 1, completion.len())?;
+    let logits = if temperature > 0.0 && temperature != 1.0 {
+        (logits / temperature as f64)?
+    } else {
+        logits
+    };
+    let targets = Tensor::new(completion, model.device())?.unsqueeze(0)?;
+    Ok(token_logprobs(&logits, &targets)?.squeeze(0)?.to_vec1()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_argmax_with_its_logprob() {
+        let logits = [0.0f32, 2.0, 1.0];
+        let (tok, lp) = sample(&logits, &SamplingParams::default(), &mut rand::rngs::StdRng::seed_from_u64(0));
+        assert_eq!(tok, 1);
+        let expected = 2.0 - (1.0f32 + 2f32.exp() + 1f32.exp()).ln();
+        assert!((lp - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seed_is_deterministic() {
+        let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
+        let p = SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(sample(&logits, &p, &mut rng).0 as usize, argmax(&logits));
+        let p = SamplingParams { temperature: 0.8, top_p: 0.9, ..Default::default() };
+        let draw = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..20).map(|_| sample(&logits, &p, &mut rng).0).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn top_p_excludes_the_tail() {
+        // One token has 99% of the mass: top_p 0.5 must always choose it.
+        let logits = [10.0f32, 0.0, 0.0, 0.0];
+        let p = SamplingParams { temperature: 1.0, top_p: 0.5, ..Default::default() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert!((0..200).all(|_| sample(&logits, &p, &mut rng).0 == 0));
+    }
+
+    #[test]
+    fn stop_strings_are_found_across_deltas() {
+        assert_eq!(find_stop("hello wor", 6, &["world".into()]), None);
+        assert_eq!(find_stop("hello world!", 9, &["world".into()]), Some(6));
+        assert_eq!(find_stop("a\n\nb", 2, &["\n\n".into(), "b".into()]), Some(1));
+        assert_eq!(find_stop("é", 2, &["xyz".into()]), None);
+    }
+}

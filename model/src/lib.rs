@@ -1,0 +1,135 @@
+//! The Basis coding model: a candle implementation of the Llama family and Qwen2
+//! loaded from GGUF or safetensors, its tokenizer and chat template, generation with
+//! per-token log-probs, and LoRA adapters in PEFT's layout.
+//!
+//! Architecture invariant: this crate knows nothing of skills, editors or LSP. It
+//! turns token ids into logits and text into token ids, and nothing else.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+mod gguf_check;
+pub mod kv_cache;
+pub mod lora;
+pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
+
+use std::path::Path;
+
+pub use candle_core::{Device, Tensor};
+pub use chat::{ChatTemplate, Message};
+pub use config::{Architecture, ModelConfig};
+pub use error::{Error, Result};
+pub use generate::{Completion, FinishReason, Generation, Generator, SamplingParams, TextDelta};
+pub use lora::LoraConfig;
+pub use tokenizer::Tokenizer;
+pub use transformer::{Logits, Model, OpMode};
+pub use weights::Precision;
+
+/// The device models run on: the first CUDA GPU when built with the `cuda` feature
+/// and one is present, otherwise the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// A model with everything needed to turn a chat into text.
+pub struct LanguageModel {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub generator: Generator,
+}
+
+impl LanguageModel {
+    /// Loads a GGUF file or a Hugging Face directory (config.json, *.safetensors,
+    /// tokenizer.json).
+    pub fn load(path: &Path, precision: Precision, device: &Device) -> Result<Self> {
+        let ckpt = transformer::open_checkpoint(path, device)?;
+        let (tokenizer, template_src) = match ckpt.gguf_metadata() {
+            Some(meta) => {
+                let tok = Tokenizer::from_gguf(meta)?;
+                let tmpl = meta
+                    .get("tokenizer.chat_template")
+                    .and_then(|v| v.to_string().ok())
+                    .cloned();
+                (tok, tmpl)
+            }
+            None => {
+                let tok = Tokenizer::from_hf_dir(path)?;
+                let tmpl = read_hf_chat_template(path)?;
+                (tok, tmpl)
+            }
+        };
+        let model = Model::from_checkpoint(&ckpt, precision, device)?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "the tokenizer has {} tokens but the model only {} embeddings",
+                    tokenizer.vocab_size(),
+                    model.config().vocab_size
+                ),
+            ));
+        }
+        let chat_template = template_src
+            .map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token()))
+            .transpose()?;
+        Ok(Self {
+            model,
+            tokenizer,
+            chat_template,
+            generator: Generator::new(),
+        })
+    }
+
+    /// The prompt text for a chat, from the model's own template.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(|| Error::ChatTemplate("the model has no chat template; use a raw prompt".into()))?
+            .render(messages)
+    }
+
+    /// Samples `n` completions of the token ids `prompt`.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        n: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        self.generator
+            .generate(&self.model, &self.tokenizer, prompt, params, n, on_text, cancelled)
+    }
+}
+
+fn read_hf_chat_template(dir: &Path) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
+    }
+    let cfg = dir.join("tokenizer_config.json");
+    if !cfg.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::bad_file(&cfg, e))?;
+    Ok(v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string))
+}
+
+/// Loads only the tokenizer of a GGUF file or Hugging Face directory (no weights).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        Tokenizer::from_hf_dir(path)
+    } else {
+        let ckpt = weights::Checkpoint::open_gguf(path)?;
+        Tokenizer::from_gguf(ckpt.gguf_metadata().expect("a GGUF checkpoint has metadata"))
+    }
+}

@@ -1,0 +1,599 @@
+//! The decoder-only transformer of the Llama family (SmolLM2, Llama, CodeLlama,
+//! DeepSeek-Coder) and of Qwen2 (Qwen2.5-Coder): pre-norm blocks of grouped-query
+//! attention with rotary position embeddings and a SwiGLU MLP.
+//! References: Touvron et al., "LLaMA" (arXiv 2302.13971); Qwen2 technical report
+//! (arXiv 2407.10671), which adds biases to the q/k/v projections.
+//!
+//! One implementation serves two paths:
+//! - serving: quantized weights (candle's quantized matmul), a KV cache and candle's
+//!   fused kernels (rms_norm, rope, softmax_last_dim);
+//! - training: f32 weights and only ops that record a backward pass. candle's fused
+//!   kernels and the quantized matmul record none, so with them `backward()` succeeds
+//!   while the weights silently get no gradient; `OpMode::Differentiable` avoids them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::lora::{LoraConfig, LoraWeights};
+use crate::weights::{Checkpoint, Precision, RawWeight};
+
+/// Which kernels the forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpMode {
+    /// candle's fused kernels: fast, but they record no gradient.
+    Fused,
+    /// Composite ops that all have a backward pass.
+    Differentiable,
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position (teacher forcing, training).
+    All,
+}
+
+enum LinearWeight {
+    Quantized(QMatMul),
+    Dense(Tensor),
+}
+
+/// A projection `y = x Wᵀ + b`, optionally with a LoRA update `(x Aᵀ) Bᵀ · α/r`.
+pub(crate) struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+    lora: Option<LoraWeights>,
+    out_features: usize,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let y = match &self.weight {
+            LinearWeight::Quantized(q) => q.forward(x)?,
+            LinearWeight::Dense(w) => {
+                let x2 = x.reshape((b * t, ()))?;
+                x2.matmul(&w.t()?)?.reshape((b, t, self.out_features))?
+            }
+        };
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        match &self.lora {
+            Some(lora) => Ok((y + lora.delta(x)?)?),
+            None => Ok(y),
+        }
+    }
+
+    pub(crate) fn lora_mut(&mut self) -> &mut Option<LoraWeights> {
+        &mut self.lora
+    }
+
+    pub(crate) fn in_out(&self) -> Result<(usize, usize)> {
+        let dims = match &self.weight {
+            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
+            LinearWeight::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2()?,
+            LinearWeight::Dense(t) => t.dims2()?,
+        };
+        Ok((dims.1, dims.0))
+    }
+}
+
+enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+struct Block {
+    input_layernorm: Tensor,
+    self_attn: Attention,
+    post_attention_layernorm: Tensor,
+    mlp: Mlp,
+}
+
+/// The target module names LoRA may adapt, as PEFT spells them.
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// A loaded causal language model.
+pub struct Model {
+    cfg: ModelConfig,
+    device: Device,
+    precision: Precision,
+    op_mode: OpMode,
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    /// cos/sin tables, (context_length, head_dim / 2).
+    rope_cos: Tensor,
+    rope_sin: Tensor,
+    /// The weights that training updates: every weight (full fine-tuning) or the
+    /// LoRA matrices.
+    trainable: Vec<(String, Var)>,
+    lora: Option<LoraConfig>,
+}
+
+/// Where the weights come from.
+pub(crate) fn open_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
+    if path.is_dir() {
+        Checkpoint::open_safetensors(path, device)
+    } else if path.exists() {
+        Checkpoint::open_gguf(path)
+    } else {
+        Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+    }
+}
+
+impl Model {
+    /// Loads weights from a checkpoint. `Precision::F32` gives the training path
+    /// (differentiable ops); `Precision::Quantized` the serving path.
+    pub(crate) fn from_checkpoint(ckpt: &Checkpoint, precision: Precision, device: &Device) -> Result<Self> {
+        let cfg = ckpt.config()?;
+        let mut w = Loader {
+            raw: ckpt.read_all(&cfg, precision, device)?,
+            path: ckpt.path(),
+            precision,
+            device,
+        };
+        let h = cfg.hidden_size;
+        let q_out = cfg.num_heads * cfg.head_dim;
+        let kv_out = cfg.num_kv_heads * cfg.head_dim;
+        let qkv_bias = cfg.architecture == crate::config::Architecture::Qwen2;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Block {
+                input_layernorm: w.norm(&format!("{p}.input_layernorm.weight"), h)?,
+                self_attn: Attention {
+                    q_proj: w.linear(&format!("{p}.self_attn.q_proj"), q_out, h, qkv_bias)?,
+                    k_proj: w.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, qkv_bias)?,
+                    v_proj: w.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, qkv_bias)?,
+                    o_proj: w.linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+                },
+                post_attention_layernorm: w.norm(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                mlp: Mlp {
+                    gate_proj: w.linear(&format!("{p}.mlp.gate_proj"), cfg.intermediate_size, h, false)?,
+                    up_proj: w.linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
+                    down_proj: w.linear(&format!("{p}.mlp.down_proj"), h, cfg.intermediate_size, false)?,
+                },
+            });
+        }
+        let norm = w.norm("model.norm.weight", h)?;
+        let emb = w.take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let (embed_tokens, tied_head) = match (emb, precision) {
+            (RawWeight::Quantized(q), Precision::Quantized) => {
+                let q = Arc::new(q);
+                (Embedding::Quantized(q.clone()), LinearWeight::Quantized(QMatMul::from_arc(q)?))
+            }
+            (emb, _) => {
+                let t = emb.to_dense(device)?;
+                (Embedding::Dense(t.clone()), LinearWeight::Dense(t))
+            }
+        };
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear {
+                weight: tied_head,
+                bias: None,
+                lora: None,
+                out_features: cfg.vocab_size,
+            }
+        } else {
+            w.linear("lm_head", cfg.vocab_size, h, false)?
+        };
+
+        let (rope_cos, rope_sin) = rope_tables(&cfg, device)?;
+        Ok(Self {
+            op_mode: match precision {
+                Precision::Quantized => OpMode::Fused,
+                Precision::F32 => OpMode::Differentiable,
+            },
+            cfg,
+            device: device.clone(),
+            precision,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope_cos,
+            rope_sin,
+            trainable: Vec::new(),
+            lora: None,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn op_mode(&self) -> OpMode {
+        self.op_mode
+    }
+
+    /// Chooses the kernels: `Fused` is faster for sampling, `Differentiable` is
+    /// required for training.
+    pub fn set_op_mode(&mut self, mode: OpMode) {
+        self.op_mode = mode;
+    }
+
+    /// A fresh KV cache for `batch` sequences.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_layers)
+    }
+
+    /// Runs the transformer on `ids` (batch, seq). With a cache, the new tokens are
+    /// placed after the cached positions and their keys/values appended.
+    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>, logits: Logits) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if past + t > self.cfg.context_length {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: past + t,
+                context: self.cfg.context_length,
+            });
+        }
+        if let Some(c) = cache.as_ref() {
+            if c.len() > 0 && c.batch() != b {
+                return Err(Error::InvalidArgument(format!(
+                    "the cache holds {} sequences but {b} were given",
+                    c.batch()
+                )));
+            }
+        }
+        let mut x = match &self.embed_tokens {
+            Embedding::Quantized(q) => q.embedding(ids)?,
+            Embedding::Dense(w) => w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?,
+        };
+        let cos = self.rope_cos.narrow(0, past, t)?;
+        let sin = self.rope_sin.narrow(0, past, t)?;
+        let mask = if t > 1 { Some(causal_mask(t, past, &self.device)?) } else { None };
+        let mut cache = cache;
+        for (i, block) in self.layers.iter().enumerate() {
+            let residual = &x;
+            let h = self.rms_norm(&x, &block.input_layernorm)?;
+            let h = self.attention(i, &block.self_attn, &h, &cos, &sin, mask.as_ref(), cache.as_deref_mut())?;
+            let x1 = (residual + h)?;
+            let h = self.rms_norm(&x1, &block.post_attention_layernorm)?;
+            let mlp = &block.mlp;
+            let gate = mlp.gate_proj.forward(&h)?.silu()?;
+            let up = mlp.up_proj.forward(&h)?;
+            let h = mlp.down_proj.forward(&(gate * up)?)?;
+            x = (x1 + h)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        let x = match logits {
+            Logits::Last => x.narrow(1, t - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = self.rms_norm(&x, &self.norm)?;
+        self.lm_head.forward(&x)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        attn: &Attention,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let hd = cfg.head_dim;
+        let q = attn.q_proj.forward(x)?.reshape((b, t, cfg.num_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = attn.k_proj.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = attn.v_proj.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = self.rope(&q, cos, sin)?;
+        let k = self.rope(&k, cos, sin)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        // Grouped-query attention without copying keys/values: the query heads that
+        // share a key/value head are stacked along the sequence axis.
+        let groups = cfg.kv_groups();
+        let q = q.reshape((b, cfg.num_kv_heads, groups * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        let att = match mask {
+            Some(m) => att
+                .reshape((b, cfg.num_kv_heads, groups, t, total))?
+                .broadcast_add(m)?
+                .reshape((b, cfg.num_kv_heads, groups * t, total))?,
+            None => att,
+        };
+        let att = self.softmax(&att)?;
+        let out = att.matmul(&v)?; // (b, kv_heads, groups * t, hd)
+        let out = out.reshape((b, cfg.num_heads, t, hd))?.transpose(1, 2)?.reshape((b, t, cfg.num_heads * hd))?;
+        attn.o_proj.forward(&out)
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps;
+        match self.op_mode {
+            OpMode::Fused => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
+            OpMode::Differentiable => {
+                let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+                Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+            }
+        }
+    }
+
+    /// Rotary embedding in the Hugging Face ("rotate half") layout.
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        match self.op_mode {
+            OpMode::Fused => Ok(candle_nn::rotary_emb::rope(x, cos, sin)?),
+            OpMode::Differentiable => {
+                let half = self.cfg.head_dim / 2;
+                let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
+                let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+            }
+        }
+    }
+
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        match self.op_mode {
+            OpMode::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
+            OpMode::Differentiable => {
+                // The max is a constant shift (softmax is invariant to it), so it is
+                // detached rather than differentiated.
+                let max = x.max_keepdim(D::Minus1)?.detach();
+                let e = x.broadcast_sub(&max)?.exp()?;
+                Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+            }
+        }
+    }
+
+    /// Turns every weight into a trainable variable (full fine-tuning). Only for the
+    /// f32 path.
+    pub fn train_all_weights(&mut self) -> Result<()> {
+        if self.precision != Precision::F32 {
+            return Err(Error::InvalidArgument("training needs the model loaded with Precision::F32".into()));
+        }
+        let mut vars = Vec::new();
+        let mut as_var = |name: String, t: &mut Tensor| -> Result<()> {
+            let var = Var::from_tensor(t)?;
+            *t = var.as_tensor().clone();
+            vars.push((name, var));
+            Ok(())
+        };
+        let tied = self.cfg.tie_word_embeddings;
+        if let Embedding::Dense(w) = &mut self.embed_tokens {
+            as_var("model.embed_tokens.weight".into(), w)?;
+            if tied {
+                if let LinearWeight::Dense(head) = &mut self.lm_head.weight {
+                    *head = w.clone();
+                }
+            }
+        }
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            as_var(format!("{p}.input_layernorm.weight"), &mut block.input_layernorm)?;
+            as_var(format!("{p}.post_attention_layernorm.weight"), &mut block.post_attention_layernorm)?;
+            for (name, lin) in block.linears_mut() {
+                if let LinearWeight::Dense(w) = &mut lin.weight {
+                    as_var(format!("{p}.{name}.weight"), w)?;
+                }
+                if let Some(b) = &mut lin.bias {
+                    as_var(format!("{p}.{name}.bias"), b)?;
+                }
+            }
+        }
+        as_var("model.norm.weight".into(), &mut self.norm)?;
+        if !tied {
+            if let LinearWeight::Dense(w) = &mut self.lm_head.weight {
+                as_var("lm_head.weight".into(), w)?;
+            }
+        }
+        self.trainable = vars;
+        Ok(())
+    }
+
+    /// The weights that training updates, with their Hugging Face / PEFT names.
+    pub fn trainable_vars(&self) -> &[(String, Var)] {
+        &self.trainable
+    }
+
+    /// The LoRA configuration, if adapters are attached.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Attaches fresh LoRA adapters (A random, B zero: the model's outputs are
+    /// unchanged until B is trained). Their matrices become the trainable variables.
+    pub fn add_lora(&mut self, cfg: LoraConfig, seed: u64) -> Result<()> {
+        cfg.validate()?;
+        let device = self.device.clone();
+        let mut vars = Vec::new();
+        let mut rng_seed = seed;
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            for (name, lin) in block.linears_mut() {
+                if !cfg.targets(name) {
+                    continue;
+                }
+                let (inp, out) = lin.in_out()?;
+                let prefix = format!("base_model.model.model.layers.{i}.{name}");
+                rng_seed = rng_seed.wrapping_add(1);
+                let w = LoraWeights::init(&cfg, inp, out, rng_seed, &device)?;
+                vars.push((format!("{prefix}.lora_A.weight"), w.a.clone()));
+                vars.push((format!("{prefix}.lora_B.weight"), w.b.clone()));
+                *lin.lora_mut() = Some(w);
+            }
+        }
+        self.trainable = vars;
+        self.lora = Some(cfg);
+        Ok(())
+    }
+
+    /// Attaches LoRA adapters with the given tensors (PEFT names, as in
+    /// `adapter_model.safetensors`).
+    pub fn set_lora(&mut self, cfg: LoraConfig, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        cfg.validate()?;
+        let mut vars = Vec::new();
+        let mut used = 0;
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            for (name, lin) in block.linears_mut() {
+                if !cfg.targets(name) {
+                    continue;
+                }
+                let prefix = format!("base_model.model.model.layers.{i}.{name}");
+                let get = |k: &str| -> Result<Tensor> {
+                    let key = format!("{prefix}.{k}.weight");
+                    tensors
+                        .get(&key)
+                        .cloned()
+                        .ok_or_else(|| Error::Adapter(format!("the adapter has no tensor `{key}`")))
+                };
+                let (a, b) = (get("lora_A")?, get("lora_B")?);
+                let (inp, out) = lin.in_out()?;
+                if a.dims() != [cfg.r, inp] || b.dims() != [out, cfg.r] {
+                    return Err(Error::Adapter(format!(
+                        "{prefix}: A {:?} / B {:?} do not fit a {out}x{inp} layer with rank {}",
+                        a.dims(),
+                        b.dims(),
+                        cfg.r
+                    )));
+                }
+                used += 2;
+                let w = LoraWeights::from_tensors(&cfg, &a, &b, &self.device)?;
+                vars.push((format!("{prefix}.lora_A.weight"), w.a.clone()));
+                vars.push((format!("{prefix}.lora_B.weight"), w.b.clone()));
+                *lin.lora_mut() = Some(w);
+            }
+        }
+        if used != tensors.len() {
+            return Err(Error::Adapter(format!(
+                "the adapter has {} tensors but only {used} match this model's target modules",
+                tensors.len()
+            )));
+        }
+        self.trainable = vars;
+        self.lora = Some(cfg);
+        Ok(())
+    }
+}
+
+/// Takes tensors out of a checkpoint by name, checking their shapes.
+struct Loader<'a> {
+    raw: HashMap<String, RawWeight>,
+    path: &'a Path,
+    precision: Precision,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn take(&mut self, name: &str, dims: &[usize]) -> Result<RawWeight> {
+        let w = self
+            .raw
+            .remove(name)
+            .ok_or_else(|| Error::bad_file(self.path, format!("missing tensor `{name}`")))?;
+        if w.dims() != dims {
+            return Err(Error::bad_file(
+                self.path,
+                format!("tensor `{name}` has shape {:?}, expected {dims:?}", w.dims()),
+            ));
+        }
+        Ok(w)
+    }
+
+    fn norm(&mut self, name: &str, dim: usize) -> Result<Tensor> {
+        self.take(name, &[dim])?.to_dense(self.device)
+    }
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let weight = match (self.take(&format!("{name}.weight"), &[out, inp])?, self.precision) {
+            (RawWeight::Quantized(q), Precision::Quantized) => LinearWeight::Quantized(QMatMul::from_qtensor(q)?),
+            (w, _) => LinearWeight::Dense(w.to_dense(self.device)?),
+        };
+        let bias = if bias {
+            Some(self.take(&format!("{name}.bias"), &[out])?.to_dense(self.device)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+            out_features: out,
+        })
+    }
+}
+
+impl Block {
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        let a = &mut self.self_attn;
+        let m = &mut self.mlp;
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
+}
+
+fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+    let positions = Tensor::arange(0u32, cfg.context_length as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((cfg.context_length, 1))?;
+    let freqs = positions.broadcast_mul(&inv_freq)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// (t, past + t) additive mask: new token i sees every cached position and the new
+/// positions up to itself.
+fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, total), device)?)
+}

