@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod config;
+mod cpu_q4_1;
 pub mod error;
 pub mod generate;
 mod gguf_check;
