@@ -48,6 +48,7 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
+    basis_model::configure_threads();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Model { command } => match command {

@@ -164,7 +164,7 @@ impl Generator {
         let (mut cache, reused) = self.take_prefix(model, prompt)?;
         let rest = &prompt[reused..];
         let ids = Tensor::new(rest, device)?.unsqueeze(0)?;
-        let logits = model.forward(&ids, Some(&mut cache), Logits::Last)?;
+        let logits = on_pool(|| model.forward(&ids, Some(&mut cache), Logits::Last))?;
         let first_logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         self.store_prefix(prompt, &cache)?;
         let prefill_secs = start.elapsed().as_secs_f64();
@@ -198,7 +198,7 @@ impl Generator {
             }
             let last: Vec<u32> = active.iter().map(|&i| *seqs[i].tokens.last().expect("one token sampled")).collect();
             let ids = Tensor::new(last.as_slice(), device)?.unsqueeze(1)?;
-            let logits = model.forward(&ids, Some(&mut cache), Logits::Last)?;
+            let logits = on_pool(|| model.forward(&ids, Some(&mut cache), Logits::Last))?;
             let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
             decode_tokens += active.len();
             for (row, &i) in rows.iter().zip(&active) {
@@ -318,6 +318,13 @@ impl SeqState {
         }
         Ok(())
     }
+}
+
+/// Runs `f` on a thread of rayon's pool. The kernels split every matmul over that
+/// pool; called from outside it, each of the ~200 matmuls of a decode step would
+/// put this thread to sleep and wake it again, which costs more than the matmul.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 /// The byte offset of the first stop string that ends after `new_from`.

@@ -7,7 +7,7 @@
 
 pub mod chat;
 pub mod config;
-mod cpu_q4_1;
+mod cpu_quant;
 pub mod error;
 pub mod generate;
 mod gguf_check;
@@ -37,6 +37,17 @@ pub fn default_device() -> Device {
         return d;
     }
     Device::Cpu
+}
+
+/// Fixes the CPU thread count once for the process. candle asks for its thread count
+/// on every op and, unless `RAYON_NUM_THREADS` is set, reads /proc/cpuinfo each time
+/// (a measurable share of a decode step). Call at the start of `main`, before any
+/// thread exists.
+pub fn configure_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
 }
 
 /// A model with everything needed to turn a chat into text.

@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 
 use crate::config::ModelConfig;
-use crate::cpu_q4_1::{Q41MatMul, Q41Matrix};
+use crate::cpu_quant::{QuantMatMul, QuantMatrix};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraConfig, LoraWeights};
@@ -45,8 +45,8 @@ pub enum Logits {
 
 enum LinearWeight {
     Quantized(QMatMul),
-    /// Q4_1 on a CPU with AVX2: our kernel (candle's is scalar for this type).
-    Q41(Arc<Q41Matrix>),
+    /// Q4_1 / Q8_0 on a CPU with AVX2: our kernels (see `cpu_quant`).
+    CpuQuant(Arc<QuantMatrix>),
     Dense(Tensor),
 }
 
@@ -63,7 +63,7 @@ impl Linear {
         let (b, t, _) = x.dims3()?;
         let y = match &self.weight {
             LinearWeight::Quantized(q) => q.forward(x)?,
-            LinearWeight::Q41(w) => x.contiguous()?.apply_op1_no_bwd(&Q41MatMul(w.clone()))?,
+            LinearWeight::CpuQuant(w) => x.contiguous()?.apply_op1_no_bwd(&QuantMatMul(w.clone()))?,
             LinearWeight::Dense(w) => {
                 let x2 = x.reshape((b * t, ()))?;
                 x2.matmul(&w.t()?)?.reshape((b, t, self.out_features))?
@@ -88,7 +88,7 @@ impl Linear {
             LinearWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
             LinearWeight::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2()?,
             LinearWeight::Dense(t) => t.dims2()?,
-            LinearWeight::Q41(w) => (w.rows(), w.cols()),
+            LinearWeight::CpuQuant(w) => (w.rows(), w.cols()),
         };
         Ok((dims.1, dims.0))
     }
@@ -190,8 +190,16 @@ impl Model {
         let emb = w.take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let (embed_tokens, tied_head) = match (emb, precision) {
             (RawWeight::Quantized(q), Precision::Quantized) => {
+                let (rows, cols) = q.shape().dims2()?;
+                let fast = (device.is_cpu() && QuantMatrix::supported())
+                    .then(|| QuantMatrix::from_ggml(q.dtype(), &q.data().ok()?, rows, cols))
+                    .flatten();
                 let q = Arc::new(q);
-                (Embedding::Quantized(q.clone()), LinearWeight::Quantized(QMatMul::from_arc(q)?))
+                let head = match fast {
+                    Some(m) => LinearWeight::CpuQuant(Arc::new(m)),
+                    None => LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
+                };
+                (Embedding::Quantized(q), head)
             }
             (emb, _) => {
                 let t = emb.to_dense(device)?;
@@ -548,11 +556,11 @@ impl Loader<'_> {
     fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let weight = match (self.take(&format!("{name}.weight"), &[out, inp])?, self.precision) {
             (RawWeight::Quantized(q), Precision::Quantized) => {
-                let fast = (q.dtype() == GgmlDType::Q4_1 && self.device.is_cpu() && Q41Matrix::supported())
-                    .then(|| Q41Matrix::from_ggml(&q.data().ok()?, out, inp))
+                let fast = (self.device.is_cpu() && QuantMatrix::supported())
+                    .then(|| QuantMatrix::from_ggml(q.dtype(), &q.data().ok()?, out, inp))
                     .flatten();
                 match fast {
-                    Some(m) => LinearWeight::Q41(Arc::new(m)),
+                    Some(m) => LinearWeight::CpuQuant(Arc::new(m)),
                     None => LinearWeight::Quantized(QMatMul::from_qtensor(q)?),
                 }
             }

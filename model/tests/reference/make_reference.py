@@ -124,13 +124,6 @@ class Inventory:
             total += item.price * item.quantity
         return total
 
-
-if __name__ == "__main__":
-    inv = Inventory()
-    inv.add(Item("apple", 0.5, 10))
-    inv.add(Item("pear", 0.75, 4))
-    print(f"Total: {inv.total_value():.2f}")
-
 The module above keeps track of a small shop. Each item has a name, a price
 and a quantity, and the inventory can report the total value of its stock.
 It is short on purpose, so that a language model can be checked against a
@@ -261,12 +254,18 @@ def make_llamacpp_json(args, llm, model, versions, digest):
     ids = llama_tokenize(llm, TEACHER_FORCED_TEXT)
     logits = eval_all(llm, ids)
     top1 = [int(i) for i in logits.argmax(axis=1)]
+    top2_vals = np.sort(logits, axis=1)[:, -2:]
+    top1_margins = [r(b - a) for a, b in top2_vals]
     with torch.no_grad():
         hf = model(torch.tensor([ids], dtype=torch.long)).logits[0].float().numpy()
     hf_top1 = hf.argmax(axis=1)
     agree = int(sum(int(a == b) for a, b in zip(top1, hf_top1)))
     print(f"teacher_forced: {len(ids)} tokens; llama.cpp vs transformers f32 top-1 agreement "
           f"{agree}/{len(ids)} = {agree / len(ids):.4f}")
+    for pos, (a, b) in enumerate(zip(top1, hf_top1)):
+        if a != b:
+            print(f"  pos {pos}: llama.cpp {a} (margin {top1_margins[pos]}), transformers {int(b)} "
+                  f"(f32 logits {hf[pos, a]:.3f} vs {hf[pos, b]:.3f})")
 
     eos = int(llm.token_eos())
     greedy_cases = []
@@ -297,6 +296,7 @@ def make_llamacpp_json(args, llm, model, versions, digest):
             "text": TEACHER_FORCED_TEXT,
             "ids": ids,
             "top1": top1,
+            "top1_margins": top1_margins,
             "transformers_f32_top1_agreement": r(agree / len(ids), 4),
         },
         "greedy_steps": GREEDY_STEPS,
