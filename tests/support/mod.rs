@@ -1,0 +1,61 @@
+//! Shared helpers for the end-to-end tests: the real `basis` binary, and the real
+//! default model, pulled into the store on first use (as a newcomer's first
+//! `basis generate` does).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn basis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_basis"))
+}
+
+/// Runs `basis args…` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    basis().args(args).output().expect("the basis binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The default model's GGUF, pulled with `basis model pull` if the store lacks it.
+/// The pull takes a file lock, so test binaries running at once download it once.
+pub fn default_model() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = run(&["model", "pull"]);
+        assert!(out.status.success(), "basis model pull failed:\n{}", stderr(&out));
+        let list = run(&["model", "list"]);
+        let text = stdout(&list);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("smollm2-135m-instruct\t"))
+            .unwrap_or_else(|| panic!("the default model is not listed:\n{text}"));
+        PathBuf::from(line.split('\t').nth(2).expect("path column"))
+    })
+}
+
+/// The directory of committed reference values.
+pub fn reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/reference")
+}
+
+pub fn reference(name: &str) -> serde_json::Value {
+    let path = reference_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
