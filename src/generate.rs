@@ -52,7 +52,8 @@ pub struct TokenizeArgs {
 pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
     let store = Store::open()?;
     let name = spec.unwrap_or(store::DEFAULT_MODEL);
-    if let Some(m) = store.manifest(name)? {
+    let is_name = store::validate_name(name).is_ok();
+    if let Some(m) = if is_name { store.manifest(name)? } else { None } {
         let path = store.weights_path(&m);
         if path.exists() {
             return Ok(path);
