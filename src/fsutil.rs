@@ -50,7 +50,9 @@ mod tests {
     #[test]
     fn full_disk_gets_an_actionable_message() {
         // /dev/full answers every write with ENOSPC, as a full disk does.
-        let err = write_synced(Path::new("/dev/full"), b"x").unwrap_err().to_string();
+        let err = write_synced(Path::new("/dev/full"), b"x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("disk is full"), "{err}");
         assert!(err.contains("BASIS_HOME"), "{err}");
     }

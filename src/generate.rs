@@ -59,7 +59,10 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
             return Ok(path);
         }
         if store::known_model(name).is_none() {
-            bail!("model {name} is registered at {} but that path is gone", path.display());
+            bail!(
+                "model {name} is registered at {} but that path is gone",
+                path.display()
+            );
         }
     }
     if let Some(known) = store::known_model(name) {
@@ -87,7 +90,9 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
                 bail!("give the prompt with --prompt TEXT or on stdin");
             }
             let mut p = String::new();
-            stdin.read_to_string(&mut p).context("reading the prompt from stdin")?;
+            stdin
+                .read_to_string(&mut p)
+                .context("reading the prompt from stdin")?;
             p
         }
     };
@@ -117,7 +122,10 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         1,
         &mut |delta| {
             if write_err.is_none() {
-                if let Err(e) = out.write_all(delta.text.as_bytes()).and_then(|_| out.flush()) {
+                if let Err(e) = out
+                    .write_all(delta.text.as_bytes())
+                    .and_then(|_| out.flush())
+                {
                     write_err = Some(e);
                 }
             }
@@ -135,8 +143,15 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     if args.stats {
         let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         let new_prompt = gen.prompt_tokens - gen.reused_prompt_tokens;
-        eprintln!("prefill: {new_prompt} tokens, {:.1} tok/s", rate(new_prompt, gen.prefill_secs));
-        eprintln!("decode: {} tokens, {:.1} tok/s", gen.decode_tokens, rate(gen.decode_tokens, gen.decode_secs));
+        eprintln!(
+            "prefill: {new_prompt} tokens, {:.1} tok/s",
+            rate(new_prompt, gen.prefill_secs)
+        );
+        eprintln!(
+            "decode: {} tokens, {:.1} tok/s",
+            gen.decode_tokens,
+            rate(gen.decode_tokens, gen.decode_secs)
+        );
     }
     Ok(())
 }

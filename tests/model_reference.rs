@@ -12,7 +12,10 @@ fn load(precision: Precision) -> LanguageModel {
 }
 
 fn logits_all(lm: &LanguageModel, ids: &[u32]) -> Vec<Vec<f32>> {
-    let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let t = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     lm.model
         .forward(&t, None, Logits::All)
         .unwrap()
@@ -43,12 +46,21 @@ fn tokenizer_ids_equal_llama_cpp() {
         let text = case["text"].as_str().unwrap();
         let got = tok.encode(text).unwrap();
         if got != ids(&case["ids"]) {
-            wrong.push(format!("{text:?}: got {got:?}, llama.cpp {:?}", ids(&case["ids"])));
+            wrong.push(format!(
+                "{text:?}: got {got:?}, llama.cpp {:?}",
+                ids(&case["ids"])
+            ));
         }
         // Decoding gives the text back (byte-level BPE is lossless).
         assert_eq!(tok.decode(&got).unwrap(), text);
     }
-    assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -56,13 +68,20 @@ fn f32_path_matches_transformers_logits() {
     let lm = load(Precision::F32);
     let r = reference("logits_f32.json");
     let prompt = ids(&r["ids"]);
-    assert_eq!(lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(), prompt);
+    assert_eq!(
+        lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(),
+        prompt
+    );
     let logits = logits_all(&lm, &prompt);
     let mut worst = 0f32;
     for pos in r["positions"].as_array().unwrap() {
         let row = &logits[pos["pos"].as_u64().unwrap() as usize];
         let top_ids = ids(&pos["top10_ids"]);
-        for (k, (&id, want)) in top_ids.iter().zip(pos["top10_logits"].as_array().unwrap()).enumerate() {
+        for (k, (&id, want)) in top_ids
+            .iter()
+            .zip(pos["top10_logits"].as_array().unwrap())
+            .enumerate()
+        {
             let diff = (row[id as usize] - want.as_f64().unwrap() as f32).abs();
             worst = worst.max(diff);
             if k == 0 {
@@ -77,7 +96,10 @@ fn f32_path_matches_transformers_logits() {
         worst = worst.max((lse - pos["logsumexp"].as_f64().unwrap() as f32).abs());
     }
     // Same weights, same math: only float summation order differs.
-    assert!(worst < 2e-3, "largest logit difference from transformers: {worst}");
+    assert!(
+        worst < 2e-3,
+        "largest logit difference from transformers: {worst}"
+    );
 }
 
 #[test]
@@ -85,12 +107,23 @@ fn quantized_path_agrees_with_llama_cpp_top1() {
     let lm = load(Precision::Quantized);
     let r = &reference("llamacpp.json")["teacher_forced"];
     let text_ids = ids(&r["ids"]);
-    assert_eq!(lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(), text_ids);
+    assert_eq!(
+        lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(),
+        text_ids
+    );
     let logits = logits_all(&lm, &text_ids);
     let want = ids(&r["top1"]);
-    let same = logits.iter().zip(&want).filter(|(row, &w)| argmax(row) == w).count();
+    let same = logits
+        .iter()
+        .zip(&want)
+        .filter(|(row, &w)| argmax(row) == w)
+        .count();
     let share = same as f64 / want.len() as f64;
-    assert!(share >= 0.98, "top-1 agreement with llama.cpp: {same}/{} = {share:.3}", want.len());
+    assert!(
+        share >= 0.98,
+        "top-1 agreement with llama.cpp: {same}/{} = {share:.3}",
+        want.len()
+    );
 }
 
 #[test]
@@ -98,24 +131,44 @@ fn greedy_continuations_equal_llama_cpp_where_confident() {
     let lm = load(Precision::Quantized);
     let r = reference("llamacpp.json");
     let eos = r["eos_id"].as_u64().unwrap() as u32;
-    let params = SamplingParams { temperature: 0.0, max_tokens: 24, ..Default::default() };
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 24,
+        ..Default::default()
+    };
     let mut compared = 0;
     for case in r["greedy"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["greedy_ids"]);
         // Compare up to the first near-tie (where summation order may flip the
         // choice) and up to the end of sequence.
-        let margins: Vec<f64> = case["margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = case["margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let confident = margins.iter().position(|&m| m < 0.25).unwrap_or(want.len());
         let upto = match case["first_eos_index"].as_u64() {
             Some(e) => confident.min(e as usize + 1),
             None => confident,
         };
-        let gen = lm.generate(&prompt, &params, 1, &mut |_| {}, &|| false).unwrap();
+        let gen = lm
+            .generate(&prompt, &params, 1, &mut |_| {}, &|| false)
+            .unwrap();
         let got = &gen.completions[0].token_ids;
-        assert_eq!(&got[..upto.min(got.len())], &want[..upto], "prompt {:?}", case["prompt"]);
+        assert_eq!(
+            &got[..upto.min(got.len())],
+            &want[..upto],
+            "prompt {:?}",
+            case["prompt"]
+        );
         if want[..upto].contains(&eos) {
-            assert_eq!(got.len(), upto, "generation stops at the end-of-sequence token");
+            assert_eq!(
+                got.len(),
+                upto,
+                "generation stops at the end-of-sequence token"
+            );
         }
         compared += upto;
     }

@@ -12,12 +12,17 @@ use support::{default_model, ids, reference, reference_dir};
 
 /// The fixture adapter: seeded A, and B filled by a fixed formula so it is non-zero.
 fn make_adapter(lm: &mut LanguageModel) {
-    lm.model.add_lora(LoraConfig::new(4, 8.0, &["q_proj", "v_proj"]), 3).unwrap();
+    lm.model
+        .add_lora(LoraConfig::new(4, 8.0, &["q_proj", "v_proj"]), 3)
+        .unwrap();
     for (i, (name, var)) in lm.model.trainable_vars().iter().enumerate() {
         if name.ends_with("lora_B.weight") {
             let (r, c) = var.as_tensor().dims2().unwrap();
-            let vals: Vec<f32> = (0..r * c).map(|k| (((k * 7919 + i * 104729) % 1000) as f32 / 1000.0 - 0.5) * 0.08).collect();
-            var.set(&Tensor::from_vec(vals, (r, c), &Device::Cpu).unwrap()).unwrap();
+            let vals: Vec<f32> = (0..r * c)
+                .map(|k| (((k * 7919 + i * 104729) % 1000) as f32 / 1000.0 - 0.5) * 0.08)
+                .collect();
+            var.set(&Tensor::from_vec(vals, (r, c), &Device::Cpu).unwrap())
+                .unwrap();
         }
     }
 }
@@ -40,7 +45,14 @@ fn peft_loads_our_adapter_and_computes_the_same_logits() {
     assert_eq!(ours.len(), committed.len());
     for (name, t) in &ours {
         let c = &committed[name];
-        let diff = (t - c).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (t - c)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0, "{name} differs from the committed fixture");
     }
 
@@ -49,8 +61,18 @@ fn peft_loads_our_adapter_and_computes_the_same_logits() {
     load_adapter(&mut fresh.model, &fixture).unwrap();
     let r = reference("peft_logits.json");
     let prompt = ids(&r["ids"]);
-    let t = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let logits: Vec<Vec<f32>> = fresh.model.forward(&t, None, Logits::All).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let t = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits: Vec<Vec<f32>> = fresh
+        .model
+        .forward(&t, None, Logits::All)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     let probe = ids(&r["probe_ids"]);
     let mut worst = 0f32;
     for (pos, want) in r["logits"].as_array().unwrap().iter().enumerate() {
@@ -61,7 +83,22 @@ fn peft_loads_our_adapter_and_computes_the_same_logits() {
     assert!(worst < 2e-3, "largest difference from PEFT: {worst}");
     // And the adapter really changes the model.
     let base = LanguageModel::load(default_model(), Precision::F32, &Device::Cpu).unwrap();
-    let base_logits: Vec<Vec<f32>> = base.model.forward(&t, None, Logits::All).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-    let moved = logits.iter().flatten().zip(base_logits.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(moved > 0.05, "the adapter barely changes the logits ({moved})");
+    let base_logits: Vec<Vec<f32>> = base
+        .model
+        .forward(&t, None, Logits::All)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let moved = logits
+        .iter()
+        .flatten()
+        .zip(base_logits.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 0.05,
+        "the adapter barely changes the logits ({moved})"
+    );
 }

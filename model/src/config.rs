@@ -57,14 +57,18 @@ impl ModelConfig {
         let arch_name = metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
-            .ok_or_else(|| Error::bad_file(path, "no `general.architecture` in the GGUF metadata"))?;
+            .ok_or_else(|| {
+                Error::bad_file(path, "no `general.architecture` in the GGUF metadata")
+            })?;
         let architecture = Architecture::parse(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let get_u = |k: &str| -> Result<usize> {
             let v = metadata
                 .get(&key(k))
                 .ok_or_else(|| Error::bad_file(path, format!("missing GGUF key `{}`", key(k))))?;
-            value_as_usize(v).ok_or_else(|| Error::bad_file(path, format!("GGUF key `{}` is not an integer", key(k))))
+            value_as_usize(v).ok_or_else(|| {
+                Error::bad_file(path, format!("GGUF key `{}` is not an integer", key(k)))
+            })
         };
         let get_f = |k: &str| -> Option<f64> { metadata.get(&key(k)).and_then(value_as_f64) };
 
@@ -121,7 +125,9 @@ impl ModelConfig {
             num_layers: raw.num_hidden_layers,
             num_heads: raw.num_attention_heads,
             num_kv_heads,
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
             rope_theta: raw.rope_theta.unwrap_or(10_000.0) as f32,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             context_length: raw.max_position_embeddings.unwrap_or(2048),
@@ -133,7 +139,11 @@ impl ModelConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |why: String| Err(Error::bad_file(path, why));
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 || self.hidden_size == 0 {
+        if self.num_heads == 0
+            || self.num_kv_heads == 0
+            || self.num_layers == 0
+            || self.hidden_size == 0
+        {
             return bad(format!("degenerate dimensions: {self:?}"));
         }
         if self.num_heads % self.num_kv_heads != 0 {
@@ -143,7 +153,10 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head dimension {} is odd, rotary embeddings need it even", self.head_dim));
+            return bad(format!(
+                "head dimension {} is odd, rotary embeddings need it even",
+                self.head_dim
+            ));
         }
         Ok(())
     }

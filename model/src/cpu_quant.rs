@@ -23,7 +23,11 @@ const QK: usize = 32;
 /// The block formats the kernels read.
 enum Blocks {
     /// Per block: scale, minimum, 16 bytes of nibbles (low: elements 0..16).
-    Q4_1 { d: Vec<f32>, m: Vec<f32>, qs: Vec<[u8; 16]> },
+    Q4_1 {
+        d: Vec<f32>,
+        m: Vec<f32>,
+        qs: Vec<[u8; 16]>,
+    },
     /// Per block: scale and 32 signed bytes.
     Q8_0 { d: Vec<f32>, qs: Vec<[i8; 32]> },
 }
@@ -41,7 +45,8 @@ impl QuantMatrix {
     pub(crate) fn supported() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -51,7 +56,12 @@ impl QuantMatrix {
 
     /// From GGML's raw bytes (row-major, `cols / 32` blocks per row); `None` for a
     /// type the kernels do not cover.
-    pub(crate) fn from_ggml(dtype: GgmlDType, bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
+    pub(crate) fn from_ggml(
+        dtype: GgmlDType,
+        bytes: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Option<Self> {
         let block_bytes = match dtype {
             GgmlDType::Q4_1 => 20,
             GgmlDType::Q8_0 => 34,
@@ -64,7 +74,11 @@ impl QuantMatrix {
         let scale = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
         let blocks = match dtype {
             GgmlDType::Q4_1 => {
-                let (mut d, mut m, mut qs) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+                let (mut d, mut m, mut qs) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
                 for b in bytes.chunks_exact(block_bytes) {
                     d.push(scale(b, 0));
                     m.push(scale(b, 2));
@@ -133,6 +147,7 @@ impl QuantMatrix {
     }
 
     #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+    #[allow(clippy::needless_range_loop)] // Indices mirror ggml's reference loops.
     fn dot_scalar(&self, r: usize, x: &Q8Row) -> f32 {
         let bpr = self.cols / QK;
         let mut sum = 0f32;
@@ -216,7 +231,10 @@ unsafe fn dot_q4_1_avx2(d: &[f32], m: &[f32], qs: &[[u8; 16]], r: usize, x: &Q8R
         // SAFETY: `qs[b]` is 16 bytes and `x.qs[i]` 32 bytes; the loads are unaligned.
         let packed = _mm_loadu_si128(qs[b].as_ptr() as *const __m128i);
         // Low nibbles are elements 0..16, high nibbles 16..32.
-        let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_mask);
+        let qw = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            low_mask,
+        );
         let qx = _mm256_loadu_si256(x.qs[i].as_ptr() as *const __m256i);
         let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * x.d[i]), _mm256_cvtepi32_ps(sums), acc);
@@ -238,7 +256,10 @@ unsafe fn dot_q8_0_avx2(d: &[f32], qs: &[[i8; 32]], r: usize, x: &Q8Row) -> f32 
         let qw = _mm256_loadu_si256(qs[b].as_ptr() as *const __m256i);
         let qx = _mm256_loadu_si256(x.qs[i].as_ptr() as *const __m256i);
         // maddubs multiplies unsigned by signed bytes: move w's sign onto x.
-        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)), ones);
+        let sums = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)),
+            ones,
+        );
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * x.d[i]), _mm256_cvtepi32_ps(sums), acc);
     }
     hsum(acc)
@@ -255,7 +276,11 @@ impl CustomOp1 for QuantMatMul {
         "basis-quant-matmul"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let w = &*self.0;
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("quantized matmul expects f32 activations");
@@ -267,18 +292,23 @@ impl CustomOp1 for QuantMatMul {
         let dims = layout.shape().dims();
         let k = *dims.last().unwrap_or(&0);
         if k != w.cols {
-            candle_core::bail!("quantized matmul: activations have {k} columns, weights {}", w.cols);
+            candle_core::bail!(
+                "quantized matmul: activations have {k} columns, weights {}",
+                w.cols
+            );
         }
         let m = x.len() / k;
         let n = w.rows;
         let rows: Vec<Q8Row> = x.chunks(k).map(quantize_row).collect();
         let mut out = vec![0f32; m * n];
         if m == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(t, chunk)| {
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = w.dot(t * ROWS_PER_TASK + j, &rows[0]);
-                }
-            });
+            out.par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .for_each(|(t, chunk)| {
+                    for (j, o) in chunk.iter_mut().enumerate() {
+                        *o = w.dot(t * ROWS_PER_TASK + j, &rows[0]);
+                    }
+                });
         } else {
             // Each task takes a band of weight rows and runs every activation row
             // against it, so a weight row is read from memory once per call.
@@ -300,7 +330,8 @@ impl CustomOp1 for QuantMatMul {
                 let r0 = t * ROWS_PER_TASK;
                 let width = band.len() / m;
                 for i in 0..m {
-                    out[i * n + r0..i * n + r0 + width].copy_from_slice(&band[i * width..(i + 1) * width]);
+                    out[i * n + r0..i * n + r0 + width]
+                        .copy_from_slice(&band[i * width..(i + 1) * width]);
                 }
             }
         }
@@ -341,30 +372,48 @@ mod tests {
     #[test]
     fn simd_matches_scalar_and_dequantized_reference() {
         let (rows, cols) = (70, 128);
-        let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0).collect();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0)
+            .collect();
         let q = quantize_row(&x);
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let w = QuantMatrix::from_ggml(dtype, &random_blocks(dtype, rows, cols, 7), rows, cols).unwrap();
+            let w = QuantMatrix::from_ggml(dtype, &random_blocks(dtype, rows, cols, 7), rows, cols)
+                .unwrap();
             for r in 0..rows {
                 let simd = w.dot(r, &q);
                 let scalar = w.dot_scalar(r, &q);
-                assert!((simd - scalar).abs() <= 1e-4 * scalar.abs().max(1.0), "{dtype:?} row {r}: {simd} vs {scalar}");
+                assert!(
+                    (simd - scalar).abs() <= 1e-4 * scalar.abs().max(1.0),
+                    "{dtype:?} row {r}: {simd} vs {scalar}"
+                );
                 // Against the exact f32 product: only the activation quantization differs.
                 let exact: f32 = w.row_f32(r).iter().zip(&x).map(|(a, b)| a * b).sum();
-                assert!((simd - exact).abs() < 0.05 * exact.abs().max(1.0), "{dtype:?} row {r}: {simd} vs {exact}");
+                assert!(
+                    (simd - exact).abs() < 0.05 * exact.abs().max(1.0),
+                    "{dtype:?} row {r}: {simd} vs {exact}"
+                );
             }
         }
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn op_matches_row_dots_for_batches() {
         let (rows, cols) = (130, 64);
         let w = Arc::new(
-            QuantMatrix::from_ggml(GgmlDType::Q4_1, &random_blocks(GgmlDType::Q4_1, rows, cols, 3), rows, cols)
-                .unwrap(),
+            QuantMatrix::from_ggml(
+                GgmlDType::Q4_1,
+                &random_blocks(GgmlDType::Q4_1, rows, cols, 3),
+                rows,
+                cols,
+            )
+            .unwrap(),
         );
-        let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect();
-        let t = candle_core::Tensor::from_vec(x.clone(), (1, 3, cols), &candle_core::Device::Cpu).unwrap();
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let t = candle_core::Tensor::from_vec(x.clone(), (1, 3, cols), &candle_core::Device::Cpu)
+            .unwrap();
         let y = t.apply_op1_no_bwd(&QuantMatMul(w.clone())).unwrap();
         assert_eq!(y.dims(), &[1, 3, rows]);
         let y: Vec<Vec<f32>> = y.squeeze(0).unwrap().to_vec2().unwrap();

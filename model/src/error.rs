@@ -24,7 +24,10 @@ pub enum Error {
     #[error("chat template error: {0}")]
     ChatTemplate(String),
     #[error("the prompt has {prompt_tokens} tokens but the model's context holds {context} (leave room for at least one generated token)")]
-    PromptTooLong { prompt_tokens: usize, context: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("LoRA adapter error: {0}")]

@@ -121,11 +121,14 @@ impl Default for Generator {
 
 impl Generator {
     pub fn new() -> Self {
-        Self { prefix: Mutex::new(None) }
+        Self {
+            prefix: Mutex::new(None),
+        }
     }
 
     /// Samples `n` completions of `prompt`. `on_text` receives text as it is decoded;
     /// `cancelled` is polled between tokens.
+    #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &self,
         model: &Model,
@@ -140,21 +143,34 @@ impl Generator {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
         if n == 0 {
-            return Err(Error::InvalidArgument("at least one sample must be asked for".into()));
+            return Err(Error::InvalidArgument(
+                "at least one sample must be asked for".into(),
+            ));
         }
         if !(params.temperature >= 0.0 && params.temperature.is_finite()) {
-            return Err(Error::InvalidArgument(format!("temperature {} must be >= 0", params.temperature)));
+            return Err(Error::InvalidArgument(format!(
+                "temperature {} must be >= 0",
+                params.temperature
+            )));
         }
         if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-            return Err(Error::InvalidArgument(format!("top_p {} must be in (0, 1]", params.top_p)));
+            return Err(Error::InvalidArgument(format!(
+                "top_p {} must be in (0, 1]",
+                params.top_p
+            )));
         }
         let context = model.config().context_length;
         if prompt.len() >= context {
-            return Err(Error::PromptTooLong { prompt_tokens: prompt.len(), context });
+            return Err(Error::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context,
+            });
         }
         let vocab = model.config().vocab_size;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {vocab}")));
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
         }
         let max_tokens = params.max_tokens.min(context - prompt.len());
         let device = model.device();
@@ -172,7 +188,11 @@ impl Generator {
         let start = Instant::now();
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
         let mut seqs: Vec<SeqState> = (0..n).map(|_| SeqState::default()).collect();
-        let mut cache = if n > 1 { cache.fork(n, max_tokens)? } else { cache };
+        let mut cache = if n > 1 {
+            cache.fork(n, max_tokens)?
+        } else {
+            cache
+        };
         if max_tokens == 0 {
             for s in &mut seqs {
                 s.finish = Some(FinishReason::Length);
@@ -196,7 +216,10 @@ impl Generator {
                 }
                 break;
             }
-            let last: Vec<u32> = active.iter().map(|&i| *seqs[i].tokens.last().expect("one token sampled")).collect();
+            let last: Vec<u32> = active
+                .iter()
+                .map(|&i| *seqs[i].tokens.last().expect("one token sampled"))
+                .collect();
             let ids = Tensor::new(last.as_slice(), device)?.unsqueeze(1)?;
             let logits = on_pool(|| model.forward(&ids, Some(&mut cache), Logits::Last))?;
             let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
@@ -205,7 +228,9 @@ impl Generator {
                 let (tok, lp) = sample(row, params, &mut rng);
                 seqs[i].push(i, tok, lp, tokenizer, params, max_tokens, on_text)?;
             }
-            let still: Vec<usize> = (0..active.len()).filter(|&j| seqs[active[j]].finish.is_none()).collect();
+            let still: Vec<usize> = (0..active.len())
+                .filter(|&j| seqs[active[j]].finish.is_none())
+                .collect();
             if still.len() < active.len() {
                 if !still.is_empty() {
                     cache.select(&still.iter().map(|&j| j as u32).collect::<Vec<_>>())?;
@@ -238,7 +263,12 @@ impl Generator {
     fn take_prefix(&self, model: &Model, prompt: &[u32]) -> Result<(KvCache, usize)> {
         let guard = self.prefix.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = guard.as_ref() {
-            let common = entry.ids.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            let common = entry
+                .ids
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count();
             let common = common.min(prompt.len() - 1).min(entry.cache.len());
             if common >= PREFIX_CACHE_MIN_TOKENS {
                 let mut cache = entry.cache.fork(1, prompt.len() - common)?;
@@ -254,7 +284,10 @@ impl Generator {
             return Ok(());
         }
         let copy = cache.fork(1, 0)?;
-        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = Some(PrefixEntry { ids: prompt.to_vec(), cache: copy });
+        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = Some(PrefixEntry {
+            ids: prompt.to_vec(),
+            cache: copy,
+        });
         Ok(())
     }
 
@@ -296,7 +329,10 @@ impl SeqState {
         }
         let before = tokenizer.decode(&self.tokens[self.prefix_offset..self.read_offset])?;
         let after = tokenizer.decode(&self.tokens[self.prefix_offset..])?;
-        if after.len() > before.len() && !after.ends_with('\u{FFFD}') && after.is_char_boundary(before.len()) {
+        if after.len() > before.len()
+            && !after.ends_with('\u{FFFD}')
+            && after.is_char_boundary(before.len())
+        {
             let delta = &after[before.len()..];
             let old_len = self.text.len();
             self.text.push_str(delta);
@@ -306,12 +342,18 @@ impl SeqState {
                 let emitted_upto = cut.max(old_len);
                 self.text.truncate(cut);
                 if emitted_upto > old_len {
-                    on_text(TextDelta { index, text: &self.text[old_len..emitted_upto] });
+                    on_text(TextDelta {
+                        index,
+                        text: &self.text[old_len..emitted_upto],
+                    });
                 }
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());
             }
-            on_text(TextDelta { index, text: &self.text[old_len..] });
+            on_text(TextDelta {
+                index,
+                text: &self.text[old_len..],
+            });
         }
         if self.tokens.len() >= max_tokens {
             self.finish = Some(FinishReason::Length);
@@ -389,7 +431,13 @@ pub(crate) fn sample(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng
 fn argmax(xs: &[f32]) -> usize {
     xs.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
         .0
 }
 
@@ -397,14 +445,23 @@ fn argmax(xs: &[f32]) -> usize {
 /// (batch, seq) → (batch, seq). Differentiable (the trainer's forward).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    Ok(logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?)
+    Ok(logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?)
 }
 
 /// Teacher-forced log-probs of `completion` after `prompt`, one per completion
 /// token, at temperature `temperature` (1 for the raw distribution).
-pub fn completion_logprobs(model: &Model, prompt: &[u32], completion: &[u32], temperature: f32) -> Result<Vec<f32>> {
+pub fn completion_logprobs(
+    model: &Model,
+    prompt: &[u32],
+    completion: &[u32],
+    temperature: f32,
+) -> Result<Vec<f32>> {
     if prompt.is_empty() || completion.is_empty() {
-        return Err(Error::InvalidArgument("prompt and completion must both be non-empty".into()));
+        return Err(Error::InvalidArgument(
+            "prompt and completion must both be non-empty".into(),
+        ));
     }
     let mut all = prompt.to_vec();
     all.extend_from_slice(&completion[..completion.len() - 1]);
@@ -427,7 +484,11 @@ mod tests {
     #[test]
     fn greedy_picks_argmax_with_its_logprob() {
         let logits = [0.0f32, 2.0, 1.0];
-        let (tok, lp) = sample(&logits, &SamplingParams::default(), &mut rand::rngs::StdRng::seed_from_u64(0));
+        let (tok, lp) = sample(
+            &logits,
+            &SamplingParams::default(),
+            &mut rand::rngs::StdRng::seed_from_u64(0),
+        );
         assert_eq!(tok, 1);
         let expected = 2.0 - (1.0f32 + 2f32.exp() + 1f32.exp()).ln();
         assert!((lp - expected).abs() < 1e-6);
@@ -436,13 +497,23 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_seed_is_deterministic() {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
-        let p = SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         assert_eq!(sample(&logits, &p, &mut rng).0 as usize, argmax(&logits));
-        let p = SamplingParams { temperature: 0.8, top_p: 0.9, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 0.8,
+            top_p: 0.9,
+            ..Default::default()
+        };
         let draw = |seed| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            (0..20).map(|_| sample(&logits, &p, &mut rng).0).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sample(&logits, &p, &mut rng).0)
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -452,7 +523,11 @@ mod tests {
     fn top_p_excludes_the_tail() {
         // One token has 99% of the mass: top_p 0.5 must always choose it.
         let logits = [10.0f32, 0.0, 0.0, 0.0];
-        let p = SamplingParams { temperature: 1.0, top_p: 0.5, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            ..Default::default()
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         assert!((0..200).all(|_| sample(&logits, &p, &mut rng).0 == 0));
     }
@@ -461,7 +536,10 @@ mod tests {
     fn stop_strings_are_found_across_deltas() {
         assert_eq!(find_stop("hello wor", 6, &["world".into()]), None);
         assert_eq!(find_stop("hello world!", 9, &["world".into()]), Some(6));
-        assert_eq!(find_stop("a\n\nb", 2, &["\n\n".into(), "b".into()]), Some(1));
+        assert_eq!(
+            find_stop("a\n\nb", 2, &["\n\n".into(), "b".into()]),
+            Some(1)
+        );
         assert_eq!(find_stop("é", 2, &["xyz".into()]), None);
     }
 }

@@ -73,12 +73,20 @@ impl<R: Read> Cursor<R> {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
                     4..=6 => 4,
-                    8 => if self.wide { 8 } else { 4 },
+                    8 => {
+                        if self.wide {
+                            8
+                        } else {
+                            4
+                        }
+                    }
                     9 => 12,
                     _ => 8,
                 };
                 if n.saturating_mul(min_item) > self.len - self.pos {
-                    return Err(format!("array `{key}` claims {n} items, more than the file holds"));
+                    return Err(format!(
+                        "array `{key}` claims {n} items, more than the file holds"
+                    ));
                 }
                 for _ in 0..n {
                     self.skip_value(item_ty, key)?;
@@ -146,7 +154,9 @@ fn check(reader: impl Read, len: u64) -> std::result::Result<(), String> {
         if key == "general.alignment" && ty == 4 {
             alignment = u64::from(c.u32(&key)?);
             if alignment == 0 || !alignment.is_power_of_two() {
-                return Err(format!("general.alignment {alignment} is not a power of two"));
+                return Err(format!(
+                    "general.alignment {alignment} is not a power of two"
+                ));
             }
         } else {
             c.skip_value(ty, &key)?;
@@ -171,10 +181,12 @@ fn check(reader: impl Read, len: u64) -> std::result::Result<(), String> {
                 .ok_or_else(|| format!("tensor {name} has an impossible shape"))?;
         }
         let ty = c.u32(&name)?;
-        let (block, block_bytes) =
-            ggml_block(ty).ok_or_else(|| format!("tensor {name} has an unsupported GGML type {ty}"))?;
+        let (block, block_bytes) = ggml_block(ty)
+            .ok_or_else(|| format!("tensor {name} has an unsupported GGML type {ty}"))?;
         if first_dim % block != 0 {
-            return Err(format!("tensor {name}: row of {first_dim} is not a multiple of the block size {block}"));
+            return Err(format!(
+                "tensor {name}: row of {first_dim} is not a multiple of the block size {block}"
+            ));
         }
         let offset = c.u64(&name)?;
         tensors.push((name, offset, elems / block * block_bytes));
@@ -208,7 +220,9 @@ mod tests {
 
     #[test]
     fn rejects_wrong_magic_and_short_files() {
-        assert!(check(&b"not a gguf file at all"[..], 22).unwrap_err().contains("magic"));
+        assert!(check(&b"not a gguf file at all"[..], 22)
+            .unwrap_err()
+            .contains("magic"));
         assert!(check(&b"GGUF"[..], 4).unwrap_err().contains("not a GGUF"));
     }
 

@@ -47,7 +47,12 @@ impl KvCache {
 
     /// Appends `t` positions to layer `layer` and returns the keys and values of all
     /// positions so far. `advance` must follow once every layer has appended.
-    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let t = k.dim(2)?;
         let needed = self.len + t;
         let slot = self
@@ -99,11 +104,16 @@ impl KvCache {
                         let copy = |t: &Tensor| -> Result<Tensor> {
                             let (b, h, _, d) = t.dims4()?;
                             if b != 1 && n != 1 {
-                                return Err(Error::InvalidArgument("only a cache of one sequence can be repeated".into()));
+                                return Err(Error::InvalidArgument(
+                                    "only a cache of one sequence can be repeated".into(),
+                                ));
                             }
                             let buf = Tensor::zeros((b * n, h, cap, d), t.dtype(), t.device())?;
                             if self.len > 0 {
-                                let src = t.narrow(2, 0, self.len)?.repeat((n, 1, 1, 1))?.contiguous()?;
+                                let src = t
+                                    .narrow(2, 0, self.len)?
+                                    .repeat((n, 1, 1, 1))?
+                                    .contiguous()?;
                                 buf.slice_set(&src, 2, 0)?;
                             }
                             Ok(buf)
@@ -116,7 +126,10 @@ impl KvCache {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers, len: self.len })
+        Ok(Self {
+            layers,
+            len: self.len,
+        })
     }
 
     /// Keeps only the sequences at `rows` (in that order), e.g. when some of a
@@ -142,6 +155,10 @@ impl KvCache {
 
     #[allow(dead_code)]
     pub(crate) fn head_dim(&self) -> Option<usize> {
-        self.layers.iter().flatten().next().and_then(|c| c.k.dim(D::Minus1).ok())
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| c.k.dim(D::Minus1).ok())
     }
 }

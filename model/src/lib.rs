@@ -104,7 +104,9 @@ impl LanguageModel {
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
         self.chat_template
             .as_ref()
-            .ok_or_else(|| Error::ChatTemplate("the model has no chat template; use a raw prompt".into()))?
+            .ok_or_else(|| {
+                Error::ChatTemplate("the model has no chat template; use a raw prompt".into())
+            })?
             .render(messages)
     }
 
@@ -117,15 +119,24 @@ impl LanguageModel {
         on_text: &mut dyn FnMut(TextDelta<'_>),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
-        self.generator
-            .generate(&self.model, &self.tokenizer, prompt, params, n, on_text, cancelled)
+        self.generator.generate(
+            &self.model,
+            &self.tokenizer,
+            prompt,
+            params,
+            n,
+            on_text,
+            cancelled,
+        )
     }
 }
 
 fn read_hf_chat_template(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
-        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| Error::io(&jinja, e));
     }
     let cfg = dir.join("tokenizer_config.json");
     if !cfg.exists() {
@@ -133,7 +144,9 @@ fn read_hf_chat_template(dir: &Path) -> Result<Option<String>> {
     }
     let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::bad_file(&cfg, e))?;
-    Ok(v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string))
+    Ok(v.get("chat_template")
+        .and_then(|t| t.as_str())
+        .map(str::to_string))
 }
 
 /// Loads only the tokenizer of a GGUF file or Hugging Face directory (no weights).
@@ -142,6 +155,9 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         Tokenizer::from_hf_dir(path)
     } else {
         let ckpt = weights::Checkpoint::open_gguf(path)?;
-        Tokenizer::from_gguf(ckpt.gguf_metadata().expect("a GGUF checkpoint has metadata"))
+        Tokenizer::from_gguf(
+            ckpt.gguf_metadata()
+                .expect("a GGUF checkpoint has metadata"),
+        )
     }
 }

@@ -72,13 +72,21 @@ impl LoraConfig {
             return Err(Error::Adapter("rank r must be at least 1".into()));
         }
         if self.peft_type != "LORA" {
-            return Err(Error::Adapter(format!("peft_type {} is not LORA", self.peft_type)));
+            return Err(Error::Adapter(format!(
+                "peft_type {} is not LORA",
+                self.peft_type
+            )));
         }
         if self.fan_in_fan_out {
-            return Err(Error::Adapter("fan_in_fan_out adapters are not supported".into()));
+            return Err(Error::Adapter(
+                "fan_in_fan_out adapters are not supported".into(),
+            ));
         }
         if self.bias != "none" {
-            return Err(Error::Adapter(format!("bias `{}` is not supported (only `none`)", self.bias)));
+            return Err(Error::Adapter(format!(
+                "bias `{}` is not supported (only `none`)",
+                self.bias
+            )));
         }
         if self.target_modules.is_empty() {
             return Err(Error::Adapter("no target modules".into()));
@@ -119,17 +127,30 @@ pub(crate) struct LoraWeights {
 
 impl LoraWeights {
     /// A with PEFT's default (Kaiming-uniform with a = √5, i.e. U(±1/√in)), B zero.
-    pub(crate) fn init(cfg: &LoraConfig, inp: usize, out: usize, seed: u64, device: &Device) -> Result<Self> {
+    pub(crate) fn init(
+        cfg: &LoraConfig,
+        inp: usize,
+        out: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let bound = 1.0 / (inp as f32).sqrt();
-        let a: Vec<f32> = (0..cfg.r * inp).map(|_| rng.random_range(-bound..bound)).collect();
+        let a: Vec<f32> = (0..cfg.r * inp)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         let a = Tensor::from_vec(a, (cfg.r, inp), device)?;
         let b = Tensor::zeros((out, cfg.r), DType::F32, device)?;
         Self::from_tensors(cfg, &a, &b, device)
     }
 
-    pub(crate) fn from_tensors(cfg: &LoraConfig, a: &Tensor, b: &Tensor, device: &Device) -> Result<Self> {
+    pub(crate) fn from_tensors(
+        cfg: &LoraConfig,
+        a: &Tensor,
+        b: &Tensor,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
             a: Var::from_tensor(&a.to_dtype(DType::F32)?.to_device(device)?)?,
             b: Var::from_tensor(&b.to_dtype(DType::F32)?.to_device(device)?)?,
@@ -179,8 +200,8 @@ pub fn save_adapter(model: &Model, dir: &Path) -> Result<()> {
 pub fn load_adapter(model: &mut Model, dir: &Path) -> Result<()> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let cfg: LoraConfig =
-        serde_json::from_str(&text).map_err(|e| Error::Adapter(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: LoraConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Adapter(format!("{}: {e}", cfg_path.display())))?;
     let weights = dir.join(WEIGHTS_FILE);
     let tensors = candle_core::safetensors::load(&weights, model.device())
         .map_err(|e| Error::Adapter(format!("{}: {e}", weights.display())))?;

@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::error::{Error, Result};
 
 /// GPT-2's pre-tokenizer regex (what the ByteLevel pre-tokenizer applies itself).
-const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Llama 3's (`llama-bpe`), also used by DeepSeek-Coder-V2-style vocabularies.
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's.
@@ -35,16 +36,21 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(Error::MissingTokenizer(format!("{} does not exist", path.display())));
+            return Err(Error::MissingTokenizer(format!(
+                "{} does not exist",
+                path.display()
+            )));
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let config = read_json(&dir.join("tokenizer_config.json"))?;
         let token_str = |key: &str| -> Option<String> {
             let v = config.as_ref()?.get(key)?;
-            v.as_str()
-                .map(str::to_string)
-                .or_else(|| v.get("content").and_then(|c| c.as_str()).map(str::to_string))
+            v.as_str().map(str::to_string).or_else(|| {
+                v.get("content")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            })
         };
         let bos = token_str("bos_token");
         let eos = token_str("eos_token");
@@ -52,13 +58,20 @@ impl Tokenizer {
         if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
             match gen.get("eos_token_id") {
                 Some(serde_json::Value::Number(n)) => eos_ids.extend(n.as_u64().map(|x| x as u32)),
-                Some(serde_json::Value::Array(a)) => eos_ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32)),
+                Some(serde_json::Value::Array(a)) => {
+                    eos_ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+                }
                 _ => {}
             }
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
-        Ok(Self { inner, bos, eos, eos_ids })
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            eos_ids,
+        })
     }
 
     /// From GGUF metadata (`tokenizer.ggml.model == "gpt2"`, a byte-level BPE).
@@ -66,7 +79,9 @@ impl Tokenizer {
         let get = |k: &str| metadata.get(k);
         let model = get("tokenizer.ggml.model")
             .and_then(|v| v.to_string().ok())
-            .ok_or_else(|| Error::MissingTokenizer("no `tokenizer.ggml.model` in the GGUF metadata".into()))?;
+            .ok_or_else(|| {
+                Error::MissingTokenizer("no `tokenizer.ggml.model` in the GGUF metadata".into())
+            })?;
         if model != "gpt2" {
             return Err(Error::MissingTokenizer(format!(
                 "GGUF tokenizer model `{model}` is not supported yet (only byte-level BPE, `gpt2`); \
@@ -122,10 +137,10 @@ impl Tokenizer {
                 "vocab": vocab, "merges": merges,
             },
         });
-        let inner: tokenizers::Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e: tokenizers::Error| Error::Tokenizer(format!("building the tokenizer from GGUF: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            spec.to_string().parse().map_err(|e: tokenizers::Error| {
+                Error::Tokenizer(format!("building the tokenizer from GGUF: {e}"))
+            })?;
         let token_at = |key: &str| -> Option<String> {
             let id = get(key)?.to_u32().ok()? as usize;
             tokens.get(id).cloned()
@@ -138,7 +153,12 @@ impl Tokenizer {
             .collect();
         eos_ids.sort_unstable();
         eos_ids.dedup();
-        Ok(Self { inner, bos, eos, eos_ids })
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            eos_ids,
+        })
     }
 
     /// Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`)
@@ -153,7 +173,9 @@ impl Tokenizer {
 
     /// The text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -178,12 +200,8 @@ impl Tokenizer {
 }
 
 fn pre_tokenizer_for(pre: &str) -> Result<serde_json::Value> {
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |pattern: &str| {
-        json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
         "default" | "gpt-2" | "gpt2" | "olmo" => byte_level(true),
         // StarCoder-style vocabularies: digits split one by one, then GPT-2's regex.

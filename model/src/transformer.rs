@@ -63,7 +63,9 @@ impl Linear {
         let (b, t, _) = x.dims3()?;
         let y = match &self.weight {
             LinearWeight::Quantized(q) => q.forward(x)?,
-            LinearWeight::CpuQuant(w) => x.contiguous()?.apply_op1_no_bwd(&QuantMatMul(w.clone()))?,
+            LinearWeight::CpuQuant(w) => {
+                x.contiguous()?.apply_op1_no_bwd(&QuantMatMul(w.clone()))?
+            }
             LinearWeight::Dense(w) => {
                 let x2 = x.reshape((b * t, ()))?;
                 x2.matmul(&w.t()?)?.reshape((b, t, self.out_features))?
@@ -120,7 +122,15 @@ struct Block {
 }
 
 /// The target module names LoRA may adapt, as PEFT spells them.
-pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// A loaded causal language model.
 pub struct Model {
@@ -148,14 +158,21 @@ pub(crate) fn open_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint
     } else if path.exists() {
         Checkpoint::open_gguf(path)
     } else {
-        Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+        Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ))
     }
 }
 
 impl Model {
     /// Loads weights from a checkpoint. `Precision::F32` gives the training path
     /// (differentiable ops); `Precision::Quantized` the serving path.
-    pub(crate) fn from_checkpoint(ckpt: &Checkpoint, precision: Precision, device: &Device) -> Result<Self> {
+    pub(crate) fn from_checkpoint(
+        ckpt: &Checkpoint,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Self> {
         let cfg = ckpt.config()?;
         let mut w = Loader {
             raw: ckpt.read_all(&cfg, precision, device)?,
@@ -178,11 +195,27 @@ impl Model {
                     v_proj: w.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, qkv_bias)?,
                     o_proj: w.linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
                 },
-                post_attention_layernorm: w.norm(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                post_attention_layernorm: w
+                    .norm(&format!("{p}.post_attention_layernorm.weight"), h)?,
                 mlp: Mlp {
-                    gate_proj: w.linear(&format!("{p}.mlp.gate_proj"), cfg.intermediate_size, h, false)?,
-                    up_proj: w.linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
-                    down_proj: w.linear(&format!("{p}.mlp.down_proj"), h, cfg.intermediate_size, false)?,
+                    gate_proj: w.linear(
+                        &format!("{p}.mlp.gate_proj"),
+                        cfg.intermediate_size,
+                        h,
+                        false,
+                    )?,
+                    up_proj: w.linear(
+                        &format!("{p}.mlp.up_proj"),
+                        cfg.intermediate_size,
+                        h,
+                        false,
+                    )?,
+                    down_proj: w.linear(
+                        &format!("{p}.mlp.down_proj"),
+                        h,
+                        cfg.intermediate_size,
+                        false,
+                    )?,
                 },
             });
         }
@@ -266,7 +299,12 @@ impl Model {
 
     /// Runs the transformer on `ids` (batch, seq). With a cache, the new tokens are
     /// placed after the cached positions and their keys/values appended.
-    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>, logits: Logits) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         if past + t > self.cfg.context_length {
@@ -276,7 +314,7 @@ impl Model {
             });
         }
         if let Some(c) = cache.as_ref() {
-            if c.len() > 0 && c.batch() != b {
+            if !c.is_empty() && c.batch() != b {
                 return Err(Error::InvalidArgument(format!(
                     "the cache holds {} sequences but {b} were given",
                     c.batch()
@@ -285,16 +323,30 @@ impl Model {
         }
         let mut x = match &self.embed_tokens {
             Embedding::Quantized(q) => q.embedding(ids)?,
-            Embedding::Dense(w) => w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?,
+            Embedding::Dense(w) => w
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, ()))?,
         };
         let cos = self.rope_cos.narrow(0, past, t)?;
         let sin = self.rope_sin.narrow(0, past, t)?;
-        let mask = if t > 1 { Some(causal_mask(t, past, &self.device)?) } else { None };
+        let mask = if t > 1 {
+            Some(causal_mask(t, past, &self.device)?)
+        } else {
+            None
+        };
         let mut cache = cache;
         for (i, block) in self.layers.iter().enumerate() {
             let residual = &x;
             let h = self.rms_norm(&x, &block.input_layernorm)?;
-            let h = self.attention(i, &block.self_attn, &h, &cos, &sin, mask.as_ref(), cache.as_deref_mut())?;
+            let h = self.attention(
+                i,
+                &block.self_attn,
+                &h,
+                &cos,
+                &sin,
+                mask.as_ref(),
+                cache.as_deref_mut(),
+            )?;
             let x1 = (residual + h)?;
             let h = self.rms_norm(&x1, &block.post_attention_layernorm)?;
             let mlp = &block.mlp;
@@ -328,9 +380,24 @@ impl Model {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let hd = cfg.head_dim;
-        let q = attn.q_proj.forward(x)?.reshape((b, t, cfg.num_heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = attn.k_proj.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = attn.v_proj.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = attn
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, cfg.num_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = attn
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, cfg.num_kv_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = attn
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, cfg.num_kv_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = self.rope(&q, cos, sin)?;
         let k = self.rope(&k, cos, sin)?;
         let (k, v) = match cache {
@@ -353,7 +420,10 @@ impl Model {
         };
         let att = self.softmax(&att)?;
         let out = att.matmul(&v)?; // (b, kv_heads, groups * t, hd)
-        let out = out.reshape((b, cfg.num_heads, t, hd))?.transpose(1, 2)?.reshape((b, t, cfg.num_heads * hd))?;
+        let out = out
+            .reshape((b, cfg.num_heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, cfg.num_heads * hd))?;
         attn.o_proj.forward(&out)
     }
 
@@ -401,7 +471,9 @@ impl Model {
     /// f32 path.
     pub fn train_all_weights(&mut self) -> Result<()> {
         if self.precision != Precision::F32 {
-            return Err(Error::InvalidArgument("training needs the model loaded with Precision::F32".into()));
+            return Err(Error::InvalidArgument(
+                "training needs the model loaded with Precision::F32".into(),
+            ));
         }
         let mut vars = Vec::new();
         let mut as_var = |name: String, t: &mut Tensor| -> Result<()> {
@@ -421,8 +493,14 @@ impl Model {
         }
         for (i, block) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
-            as_var(format!("{p}.input_layernorm.weight"), &mut block.input_layernorm)?;
-            as_var(format!("{p}.post_attention_layernorm.weight"), &mut block.post_attention_layernorm)?;
+            as_var(
+                format!("{p}.input_layernorm.weight"),
+                &mut block.input_layernorm,
+            )?;
+            as_var(
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut block.post_attention_layernorm,
+            )?;
             for (name, lin) in block.linears_mut() {
                 if let LinearWeight::Dense(w) = &mut lin.weight {
                     as_var(format!("{p}.{name}.weight"), w)?;
@@ -543,7 +621,10 @@ impl Loader<'_> {
         if w.dims() != dims {
             return Err(Error::bad_file(
                 self.path,
-                format!("tensor `{name}` has shape {:?}, expected {dims:?}", w.dims()),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {dims:?}",
+                    w.dims()
+                ),
             ));
         }
         Ok(w)
@@ -554,7 +635,10 @@ impl Loader<'_> {
     }
 
     fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
-        let weight = match (self.take(&format!("{name}.weight"), &[out, inp])?, self.precision) {
+        let weight = match (
+            self.take(&format!("{name}.weight"), &[out, inp])?,
+            self.precision,
+        ) {
             (RawWeight::Quantized(q), Precision::Quantized) => {
                 let fast = (self.device.is_cpu() && QuantMatrix::supported())
                     .then(|| QuantMatrix::from_ggml(q.dtype(), &q.data().ok()?, out, inp))
@@ -567,7 +651,10 @@ impl Loader<'_> {
             (w, _) => LinearWeight::Dense(w.to_dense(self.device)?),
         };
         let bias = if bias {
-            Some(self.take(&format!("{name}.bias"), &[out])?.to_dense(self.device)?)
+            Some(
+                self.take(&format!("{name}.bias"), &[out])?
+                    .to_dense(self.device)?,
+            )
         } else {
             None
         };

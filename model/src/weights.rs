@@ -83,7 +83,10 @@ impl Checkpoint {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::bad_file(dir, "no *.safetensors files in the directory"));
+            return Err(Error::bad_file(
+                dir,
+                "no *.safetensors files in the directory",
+            ));
         }
         let mut tensors = HashMap::new();
         for file in files {
@@ -220,7 +223,12 @@ fn unpermute_qk(q: QTensor, n_head: usize, device: &Device) -> Result<QTensor> {
     Ok(QTensor::new(storage, shape)?)
 }
 
-pub(crate) fn unpermute_rows(data: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Result<Vec<u8>> {
+pub(crate) fn unpermute_rows(
+    data: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    n_head: usize,
+) -> Result<Vec<u8>> {
     if n_head == 0 || rows % (2 * n_head) != 0 || data.len() != rows * row_bytes {
         return Err(Error::InvalidArgument(format!(
             "cannot un-permute {rows} rows of {row_bytes} bytes for {n_head} heads"
@@ -277,9 +285,18 @@ mod tests {
 
     #[test]
     fn gguf_names_map_to_hf_names() {
-        assert_eq!(hf_name("blk.12.attn_q.bias").unwrap(), "model.layers.12.self_attn.q_proj.bias");
-        assert_eq!(hf_name("blk.0.ffn_down.weight").unwrap(), "model.layers.0.mlp.down_proj.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.12.attn_q.bias").unwrap(),
+            "model.layers.12.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_down.weight").unwrap(),
+            "model.layers.0.mlp.down_proj.weight"
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
         assert!(hf_name("rope_freqs.weight").is_none());
     }
 }

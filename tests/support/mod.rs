@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+#[allow(clippy::disallowed_methods)] // Tests run the real binary.
 pub fn basis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_basis"))
 }
@@ -30,7 +31,11 @@ pub fn default_model() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let out = run(&["model", "pull"]);
-        assert!(out.status.success(), "basis model pull failed:\n{}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "basis model pull failed:\n{}",
+            stderr(&out)
+        );
         let list = run(&["model", "list"]);
         let text = stdout(&list);
         let line = text
