@@ -82,6 +82,7 @@ impl Store {
         Ok(Self { root })
     }
 
+    #[cfg(test)]
     pub fn at(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
