@@ -28,7 +28,13 @@ fn index_url() -> String {
 }
 
 fn agent() -> ureq::Agent {
+    // The platform's certificate store, not a bundled one: machines behind a
+    // TLS-inspecting proxy trust its CA there (and so does pip).
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .http_status_as_error(false)

@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""Measurements for bench/run_benchmarks.sh: Basis and its peers, each the same
+way, on the same GGUF and thread count, and the markdown report that compares them.
+
+  llama.cpp (llama-cpp-python) is the inference peer, PyTorch (transformers) the
+  training peer. Every measurement subcommand appends one JSON line to --out (and
+  prints it); `report` turns those lines into the table.
+
+  infer-basis  --basis BIN MODEL      prefill and decode tok/s of `basis generate`
+  infer-llama  MODEL                  the same measured in llama.cpp
+  train-basis  --bench-train BIN MODEL BATCH SEQ STEPS
+  train-torch  MODEL BATCH SEQ STEPS  the same training step in PyTorch
+  report       RESULTS.jsonl          the markdown table
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+# 128 tokens of code (SmolLM2's tokenizer) for the prefill measurement: both sides
+# tokenize this exact text, and the counts they used are reported.
+PREFILL_PROMPT = '''def merge_intervals(intervals):
+    """Merge overlapping [start, end] intervals and return them sorted."""
+    if not intervals:
+        return []
+    ordered = sorted(intervals, key=lambda pair: pair[0])
+    merged = [list(ordered[0])]
+    for start, end in ordered[1:]:
+        last = merged[-1]
+        if start <= last[1]:
+            last[1] = max(last[1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def chunked(values, size):
+    if size'''
+
+# A short raw-code prompt for the decode measurement, one the model goes on
+# writing code after rather than ending.
+DECODE_PROMPT = '''import os
+import sys
+
+
+def walk_tree(root):
+    """Yield every file below root, depth first."""'''
+
+# The token ids of model/examples/bench_train.rs: (i * 2654435761) % vocab in
+# wrapping u32 arithmetic, over a (batch, seq + 1) grid.
+ID_MULTIPLIER = 2654435761
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit(args, rec):
+    line = json.dumps(rec)
+    print(line, flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+
+
+# -------------------------------------------------------------------- Basis --
+
+STATS_RE = re.compile(r"^(prefill|decode): (\d+) tokens, ([0-9.]+) tok/s$")
+
+
+def basis_generate(args, prompt, max_tokens):
+    """One `basis generate` run; returns {"prefill": (n, rate), "decode": (n, rate)}."""
+    cmd = [
+        args.basis, "generate", "--model", args.model, "--raw", "--temperature", "0",
+        "--max-tokens", str(max_tokens), "--stats", "--prompt", prompt,
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"basis generate failed ({p.returncode}):\n{p.stderr}")
+    stats = {}
+    for line in p.stderr.splitlines():
+        m = STATS_RE.match(line.strip())
+        if m:
+            stats[m.group(1)] = (int(m.group(2)), float(m.group(3)))
+    if set(stats) != {"prefill", "decode"}:
+        sys.exit(f"no --stats lines in basis's stderr:\n{p.stderr}")
+    return stats
+
+
+def cmd_infer_basis(args):
+    p = subprocess.run(
+        [args.basis, "tokenize", "--model", args.model, "--text", PREFILL_PROMPT],
+        capture_output=True, text=True, check=True,
+    )
+    ids = json.loads(p.stdout)
+    if args.ids_out:
+        with open(args.ids_out, "w") as f:
+            json.dump(ids, f)
+
+    prefill = []
+    for i in range(args.repeats):
+        n, rate = basis_generate(args, PREFILL_PROMPT, 1)["prefill"]
+        log(f"basis prefill run {i + 1}: {n} tokens, {rate:.1f} tok/s")
+        prefill.append((n, rate))
+    decode = []
+    for i in range(args.repeats):
+        n, rate = basis_generate(args, DECODE_PROMPT, args.decode_tokens + 1)["decode"]
+        log(f"basis decode run {i + 1}: {n} tokens, {rate:.1f} tok/s")
+        decode.append((n, rate))
+    best_prefill = max(prefill, key=lambda x: x[1])
+    best_decode = max(decode, key=lambda x: x[1])
+    emit(args, {
+        "impl": "basis", "what": "infer",
+        "tokenized_prefill_tokens": len(ids),
+        "prefill_tokens": best_prefill[0], "prefill_tok_s": best_prefill[1],
+        "prefill_runs": [r for _, r in prefill],
+        "decode_tokens": best_decode[0], "decode_tok_s": best_decode[1],
+        "decode_runs": [r for _, r in decode],
+    })
+
+
+def cmd_train_basis(args):
+    cmd = [args.bench_train, args.model, str(args.batch), str(args.seq), str(args.steps)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_loss = None
+    for line in p.stderr:
+        log(f"basis train: {line.rstrip()}")
+        m = re.match(r"step 0: loss ([-0-9.naif]+)", line)
+        if m:
+            first_loss = float(m.group(1))
+    out = p.stdout.read()
+    if p.wait() != 0:
+        sys.exit(f"bench_train failed ({p.returncode})")
+    rec = json.loads(out.strip().splitlines()[-1])
+    rec["what"] = "train"
+    rec["first_loss"] = first_loss
+    emit(args, rec)
+
+
+# ---------------------------------------------------------------- llama.cpp --
+
+
+def cmd_infer_llama(args):
+    import numpy as np
+    import llama_cpp
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=args.model,
+        n_ctx=2048,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_batch=512,
+        verbose=False,
+    )
+    n_vocab = llm.n_vocab()
+    eos = llm.token_eos()
+
+    def argmax_last():
+        # Logits of the last token of the latest llm.eval (llm.scores is not filled
+        # unless logits_all is on).
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        return int(np.argmax(logits))
+
+    def tokenize(text):
+        # Raw text, no BOS: the GGUF says add_bos_token = false, and `basis generate
+        # --raw` adds no special tokens.
+        return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    prefill_ids = tokenize(PREFILL_PROMPT)
+    decode_ids = tokenize(DECODE_PROMPT)
+
+    # Prefill: the whole prompt in one llm.eval (n_batch 512 > prompt) after a reset.
+    prefill = []
+    for i in range(args.repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prefill_ids)
+        rate = len(prefill_ids) / (time.perf_counter() - start)
+        log(f"llama.cpp prefill run {i + 1}: {len(prefill_ids)} tokens, {rate:.1f} tok/s")
+        prefill.append(rate)
+
+    # Decode: after the prompt, one llm.eval per token with greedy (argmax) sampling;
+    # only those evals and their argmax are timed.
+    decode = []
+    hit_eos = False
+    for i in range(args.repeats):
+        llm.reset()
+        llm.eval(decode_ids)
+        tok = argmax_last()
+        start = time.perf_counter()
+        for _ in range(args.decode_tokens):
+            llm.eval([tok])
+            tok = argmax_last()
+            hit_eos = hit_eos or tok == eos
+        rate = args.decode_tokens / (time.perf_counter() - start)
+        log(f"llama.cpp decode run {i + 1}: {args.decode_tokens} tokens, {rate:.1f} tok/s")
+        decode.append(rate)
+
+    rec = {
+        "impl": "llama.cpp", "what": "infer",
+        "version": getattr(llama_cpp, "__version__", "?"),
+        "prefill_tokens": len(prefill_ids), "prefill_tok_s": max(prefill),
+        "prefill_runs": prefill,
+        "decode_tokens": args.decode_tokens, "decode_tok_s": max(decode),
+        "decode_runs": decode, "decode_hit_eos": hit_eos,
+    }
+    if args.basis_ids:
+        with open(args.basis_ids) as f:
+            rec["prefill_ids_equal_basis"] = json.load(f) == prefill_ids
+    emit(args, rec)
+
+
+# ------------------------------------------------------------------ PyTorch --
+
+
+def cmd_train_torch(args):
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(args.threads)
+    path = os.path.abspath(args.model)
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32
+    )
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    vocab = model.config.vocab_size
+    b, s = args.batch, args.seq
+    ids = [((i * ID_MULTIPLIER) & 0xFFFFFFFF) % vocab for i in range(b * (s + 1))]
+    grid = torch.tensor(ids, dtype=torch.long).view(b, s + 1)
+    inputs, targets = grid[:, :s], grid[:, 1:]
+
+    times, first_loss = [], None
+    for step in range(args.steps + 1):
+        start = time.perf_counter()
+        logits = model(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        secs = time.perf_counter() - start
+        value = loss.item()
+        first_loss = value if first_loss is None else first_loss
+        log(f"pytorch train: step {step}: loss {value:.4f}, {secs:.2f}s")
+        # As in bench_train, the first step is a warm-up and is not counted.
+        if step > 0:
+            times.append(secs)
+    mean = sum(times) / len(times)
+    emit(args, {
+        "impl": "pytorch", "what": "train",
+        "version": f"torch {torch.__version__}, transformers {transformers.__version__}",
+        "batch": b, "seq": s, "steps": args.steps,
+        "secs_per_step": round(mean, 4), "tok_per_s": round(b * s / mean, 2),
+        "first_loss": round(first_loss, 4),
+    })
+
+
+# ------------------------------------------------------------------- report --
+
+
+def fmt(x):
+    if x is None:
+        return "n/a"
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def cmd_report(args):
+    recs = []
+    with open(args.results) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+
+    def find(impl, what, **kw):
+        for r in recs:
+            if r["impl"] == impl and r["what"] == what and all(r.get(k) == v for k, v in kw.items()):
+                return r
+        return None
+
+    rows, notes = [], []
+    bi, li = find("basis", "infer"), find("llama.cpp", "infer")
+    if bi or li:
+        bi, li = bi or {}, li or {}
+        rows.append((
+            f"prefill, {bi.get('prefill_tokens', '?')}/{li.get('prefill_tokens', '?')} prompt tokens "
+            "(tok/s, best of 3)", bi.get("prefill_tok_s"), li.get("prefill_tok_s"), "llama.cpp"))
+        rows.append((
+            f"decode, {bi.get('decode_tokens', '?')}/{li.get('decode_tokens', '?')} greedy tokens "
+            "(tok/s, best of 3)", bi.get("decode_tok_s"), li.get("decode_tok_s"), "llama.cpp"))
+        if bi.get("prefill_tokens") != li.get("prefill_tokens"):
+            notes.append(f"prefill token counts differ: basis {bi.get('prefill_tokens')}, "
+                         f"llama.cpp {li.get('prefill_tokens')}")
+        if "prefill_ids_equal_basis" in li:
+            notes.append("prefill prompt token ids: "
+                         + ("identical in both" if li["prefill_ids_equal_basis"] else "DIFFER between the two"))
+        if bi.get("decode_tokens") is not None and bi["decode_tokens"] < li.get("decode_tokens", 0):
+            notes.append(f"basis stopped early in decode (end of sequence): {bi['decode_tokens']} tokens")
+        if li.get("decode_hit_eos"):
+            notes.append("llama.cpp's greedy decode produced end-of-sequence; it was fed back and decoding went on")
+    shapes = sorted({(r["batch"], r["seq"]) for r in recs if r["what"] == "train"})
+    for b, s in shapes:
+        bt, pt = find("basis", "train", batch=b, seq=s), find("pytorch", "train", batch=b, seq=s)
+        steps = (bt or pt or {}).get("steps", "?")
+        rows.append((f"training {b}x{s}, f32 full fine-tune + AdamW (tok/s, mean of {steps} steps)",
+                     bt and bt.get("tok_per_s"), pt and pt.get("tok_per_s"), "PyTorch"))
+        if bt and pt and bt.get("first_loss") is not None:
+            notes.append(f"training {b}x{s}: first-step loss basis {bt['first_loss']:.4f}, "
+                         f"PyTorch {pt['first_loss']:.4f} (same ids, same weights: should agree)")
+
+    versions = sorted({f"{r['impl']}: {r['version']}" for r in recs if r.get("version")})
+    lines = [
+        f"# Basis vs peers ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"- date: {args.date}",
+        f"- CPU: {args.cpu}",
+        f"- threads: {args.threads} (RAYON_NUM_THREADS for basis, n_threads and "
+        "n_threads_batch for llama.cpp, torch.set_num_threads for PyTorch)",
+        f"- GGUF: `{args.model_name}`, sha256 `{args.sha256}`",
+        f"- basis: {args.basis_version}",
+    ] + [f"- {v}" for v in versions] + [
+        "",
+        "| measure | basis | peer | ratio (basis/peer) |",
+        "|---|---|---|---|",
+    ]
+    for label, basis, peer, peer_name in rows:
+        ratio = f"{basis / peer:.2f}" if basis and peer else "n/a"
+        lines.append(f"| {label} | {fmt(basis)} | {fmt(peer)} ({peer_name}) | {ratio} |")
+    lines += ["", "All figures are tok/s, higher is better: a ratio above 1 means Basis is faster."]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.md_out:
+        with open(args.md_out, "w") as f:
+            f.write(text)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def measure(name, func):
+        s = sub.add_parser(name)
+        s.add_argument("model")
+        s.add_argument("--out", help="append the JSON line to this file")
+        s.set_defaults(func=func)
+        return s
+
+    s = measure("infer-basis", cmd_infer_basis)
+    s.add_argument("--basis", required=True, help="the basis binary")
+    s.add_argument("--decode-tokens", type=int, default=128)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--ids-out", help="write basis's ids for the prefill prompt here")
+
+    s = measure("infer-llama", cmd_infer_llama)
+    s.add_argument("--threads", type=int, required=True)
+    s.add_argument("--decode-tokens", type=int, default=128)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--basis-ids", help="basis's ids for the prefill prompt, to compare")
+
+    for name, func in (("train-basis", cmd_train_basis), ("train-torch", cmd_train_torch)):
+        s = measure(name, func)
+        s.add_argument("batch", type=int)
+        s.add_argument("seq", type=int)
+        s.add_argument("steps", type=int)
+        if name == "train-basis":
+            s.add_argument("--bench-train", required=True, help="the bench_train example binary")
+        else:
+            s.add_argument("--threads", type=int, required=True)
+
+    s = sub.add_parser("report")
+    s.add_argument("results")
+    for opt in ("--date", "--cpu", "--threads", "--model-name", "--sha256", "--basis-version"):
+        s.add_argument(opt, required=True)
+    s.add_argument("--quick", action="store_true")
+    s.add_argument("--md-out", help="also write the markdown here")
+    s.set_defaults(func=cmd_report)
+
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

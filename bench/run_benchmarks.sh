@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Basis against its peers, in one run, on the same GGUF and the same thread count:
+#   inference  basis generate   vs llama.cpp (llama-cpp-python): prefill and decode tok/s
+#   training   bench_train      vs PyTorch (transformers): f32 full fine-tuning tok/s
+# Prints a markdown table (basis | peer | basis/peer) and writes it to
+# bench/results-latest.md. Progress goes to stderr.
+#
+# Usage: bench/run_benchmarks.sh [MODEL.gguf]
+#   MODEL.gguf     default: `basis model pull` and the stored smollm2-135m-instruct
+# Environment:
+#   BENCH_QUICK=1  training at seq 64 for 2 steps instead of seq 256 for 3 (smoke run)
+#   SKIP_BUILD=1   use the release binaries already in target/ instead of building
+#   BENCH_PYTHON   a Python that has llama-cpp-python, torch, transformers, gguf, numpy
+#   BENCH_VENV     where to create that Python otherwise
+#                  (default ~/.cache/basis-bench-venv; reused when present)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+say() { echo "== $*" >&2; }
+
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+    QUICK=1 SEQ=64 STEPS=2
+else
+    QUICK=0 SEQ=256 STEPS=3
+fi
+THREADS="$(nproc)"
+export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# ---- binaries
+BASIS="$ROOT/target/release/basis"
+BENCH_TRAIN="$ROOT/target/release/examples/bench_train"
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    say "building release binaries"
+    cargo build --release --bin basis >&2
+    cargo build --release -p basis-model --example bench_train >&2
+fi
+for bin in "$BASIS" "$BENCH_TRAIN"; do
+    [[ -x "$bin" ]] || { echo "missing $bin (run without SKIP_BUILD=1)" >&2; exit 1; }
+done
+
+# ---- model
+if [[ $# -ge 1 ]]; then
+    MODEL="$(realpath "$1")"
+else
+    say "pulling the default model"
+    "$BASIS" model pull >&2
+    MODEL="$("$BASIS" model list | awk -F'\t' '$1 == "smollm2-135m-instruct" { print $3 }')"
+fi
+[[ -f "$MODEL" ]] || { echo "no model file at '$MODEL'" >&2; exit 1; }
+
+# ---- the peers' Python
+if [[ -n "${BENCH_PYTHON:-}" ]]; then
+    PY="$BENCH_PYTHON"
+else
+    VENV="${BENCH_VENV:-$HOME/.cache/basis-bench-venv}"
+    PY="$VENV/bin/python"
+    if ! { [[ -x "$PY" ]] && "$PY" -c 'import llama_cpp, torch, transformers, gguf, numpy' 2>/dev/null; }; then
+        say "creating $VENV (llama-cpp-python compiles from source: ~12 min on 2 cores)"
+        python3 -m venv "$VENV"
+        "$PY" -m pip install --upgrade pip >&2
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install \
+            llama-cpp-python==0.3.36 torch transformers gguf numpy >&2
+    fi
+fi
+"$PY" -c 'import llama_cpp, torch, transformers, gguf, numpy' \
+    || { echo "$PY lacks llama-cpp-python, torch, transformers, gguf or numpy" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+RESULTS="$WORK/results.jsonl"
+peers() { "$PY" "$ROOT/bench/peers.py" "$@" >&2; }
+
+say "model $MODEL, $THREADS threads, $([[ $QUICK == 1 ]] && echo quick || echo full) run"
+
+# ---- inference: prefill (128-token prompt) and decode (128 greedy tokens)
+say "inference: basis"
+peers infer-basis "$MODEL" --basis "$BASIS" --ids-out "$WORK/basis-ids.json" --out "$RESULTS"
+say "inference: llama.cpp"
+peers infer-llama "$MODEL" --threads "$THREADS" --basis-ids "$WORK/basis-ids.json" --out "$RESULTS"
+
+# ---- training: batch x seq = 1 x SEQ and 4 x SEQ
+for BATCH in 1 4; do
+    say "training ${BATCH}x${SEQ}: basis"
+    peers train-basis "$MODEL" "$BATCH" "$SEQ" "$STEPS" --bench-train "$BENCH_TRAIN" --out "$RESULTS"
+    say "training ${BATCH}x${SEQ}: PyTorch"
+    peers train-torch "$MODEL" "$BATCH" "$SEQ" "$STEPS" --threads "$THREADS" --out "$RESULTS"
+done
+
+# ---- report
+QUICK_FLAG=()
+if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); fi
+BUILT="$(date -u -r "$BASIS" '+%Y-%m-%d %H:%M UTC')"
+REV="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
+"$PY" "$ROOT/bench/peers.py" report "$RESULTS" \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    --cpu "${CPU:-unknown}" \
+    --threads "$THREADS" \
+    --model-name "$MODEL" \
+    --sha256 "$(sha256sum "$MODEL" | cut -d' ' -f1)" \
+    --basis-version "$("$BASIS" --version), tree $REV, binary built $BUILT" \
+    "${QUICK_FLAG[@]}" \
+    --md-out "$ROOT/bench/results-latest.md"
