@@ -225,9 +225,10 @@ def cmd_train_torch(args):
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
     path = os.path.abspath(args.model)
     model = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
     )
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)

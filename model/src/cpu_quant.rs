@@ -20,16 +20,33 @@ use rayon::prelude::*;
 
 const QK: usize = 32;
 
+/// GGML's Q4_1 block: f16 scale and minimum, 16 bytes of nibbles (low nibbles are
+/// elements 0..16, high nibbles 16..32). Kept as stored: the kernels are bound by
+/// memory bandwidth, so every byte per block counts.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct BlockQ4_1 {
+    d: u16,
+    m: u16,
+    qs: [u8; 16],
+}
+
+/// GGML's Q8_0 block: f16 scale and 32 signed bytes.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct BlockQ8_0 {
+    d: u16,
+    qs: [i8; 32],
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
 /// The block formats the kernels read.
 enum Blocks {
-    /// Per block: scale, minimum, 16 bytes of nibbles (low: elements 0..16).
-    Q4_1 {
-        d: Vec<f32>,
-        m: Vec<f32>,
-        qs: Vec<[u8; 16]>,
-    },
-    /// Per block: scale and 32 signed bytes.
-    Q8_0 { d: Vec<f32>, qs: Vec<[i8; 32]> },
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
 }
 
 /// A quantized matrix of `rows` × `cols`, unpacked for the kernels: scales as f32
@@ -70,30 +87,27 @@ impl QuantMatrix {
         if cols % QK != 0 || bytes.len() != rows * cols / QK * block_bytes {
             return None;
         }
-        let n = bytes.len() / block_bytes;
-        let scale = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
         let blocks = match dtype {
-            GgmlDType::Q4_1 => {
-                let (mut d, mut m, mut qs) = (
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                    Vec::with_capacity(n),
-                );
-                for b in bytes.chunks_exact(block_bytes) {
-                    d.push(scale(b, 0));
-                    m.push(scale(b, 2));
-                    qs.push(b[4..20].try_into().expect("16 bytes"));
-                }
-                Blocks::Q4_1 { d, m, qs }
-            }
-            _ => {
-                let (mut d, mut qs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for b in bytes.chunks_exact(block_bytes) {
-                    d.push(scale(b, 0));
-                    qs.push(std::array::from_fn(|j| b[2 + j] as i8));
-                }
-                Blocks::Q8_0 { d, qs }
-            }
+            GgmlDType::Q4_1 => Blocks::Q4_1(
+                bytes
+                    .chunks_exact(block_bytes)
+                    .map(|b| BlockQ4_1 {
+                        d: u16_at(b, 0),
+                        m: u16_at(b, 2),
+                        qs: b[4..20].try_into().expect("16 bytes"),
+                    })
+                    .collect(),
+            ),
+            _ => Blocks::Q8_0(
+                bytes
+                    .chunks_exact(block_bytes)
+                    .map(|b| BlockQ8_0 {
+                        d: u16_at(b, 0),
+                        qs: std::array::from_fn(|j| b[2 + j] as i8),
+                    })
+                    .collect(),
+            ),
         };
         Some(Self { rows, cols, blocks })
     }
@@ -113,15 +127,16 @@ impl QuantMatrix {
         let mut out = Vec::with_capacity(self.cols);
         for b in r * bpr..(r + 1) * bpr {
             match &self.blocks {
-                Blocks::Q4_1 { d, m, qs } => {
+                Blocks::Q4_1(w) => {
+                    let (d, m) = (f16_to_f32(w[b].d), f16_to_f32(w[b].m));
                     let mut block = [0f32; QK];
                     for j in 0..16 {
-                        block[j] = (qs[b][j] & 0x0F) as f32 * d[b] + m[b];
-                        block[j + 16] = (qs[b][j] >> 4) as f32 * d[b] + m[b];
+                        block[j] = (w[b].qs[j] & 0x0F) as f32 * d + m;
+                        block[j + 16] = (w[b].qs[j] >> 4) as f32 * d + m;
                     }
                     out.extend_from_slice(&block);
                 }
-                Blocks::Q8_0 { d, qs } => out.extend(qs[b].iter().map(|&q| q as f32 * d[b])),
+                Blocks::Q8_0(w) => out.extend(w[b].qs.iter().map(|&q| q as f32 * f16_to_f32(w[b].d))),
             }
         }
         out
@@ -135,14 +150,35 @@ impl QuantMatrix {
             // for the kernels, so the CPU has AVX2 and FMA.
             unsafe {
                 match &self.blocks {
-                    Blocks::Q4_1 { d, m, qs } => dot_q4_1_avx2(d, m, qs, r, x),
-                    Blocks::Q8_0 { d, qs } => dot_q8_0_avx2(d, qs, r, x),
+                    Blocks::Q4_1(w) => dot4_q4_1_avx2(w, [r; 4], x)[0],
+                    Blocks::Q8_0(w) => dot4_q8_0_avx2(w, [r; 4], x)[0],
                 }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             self.dot_scalar(r, x)
+        }
+    }
+
+    /// The dot products of four consecutive weight rows from `r` (fewer at the end
+    /// of the matrix; the extra lanes are not meaningful).
+    fn dot4(&self, r: usize, x: &Q8Row) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let last = self.rows - 1;
+            let rows = [r, (r + 1).min(last), (r + 2).min(last), (r + 3).min(last)];
+            // SAFETY: as in `dot`.
+            unsafe {
+                match &self.blocks {
+                    Blocks::Q4_1(w) => dot4_q4_1_avx2(w, rows, x),
+                    Blocks::Q8_0(w) => dot4_q8_0_avx2(w, rows, x),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            std::array::from_fn(|i| self.dot_scalar((r + i).min(self.rows - 1), x))
         }
     }
 
@@ -154,18 +190,18 @@ impl QuantMatrix {
         for (i, b) in (r * bpr..(r + 1) * bpr).enumerate() {
             let mut sumi = 0i32;
             match &self.blocks {
-                Blocks::Q4_1 { d, m, qs } => {
+                Blocks::Q4_1(w) => {
                     for j in 0..16 {
-                        sumi += (qs[b][j] & 0x0F) as i32 * x.qs[i][j] as i32;
-                        sumi += (qs[b][j] >> 4) as i32 * x.qs[i][j + 16] as i32;
+                        sumi += (w[b].qs[j] & 0x0F) as i32 * x.qs[i][j] as i32;
+                        sumi += (w[b].qs[j] >> 4) as i32 * x.qs[i][j + 16] as i32;
                     }
-                    sum += d[b] * x.d[i] * sumi as f32 + m[b] * x.s[i];
+                    sum += f16_to_f32(w[b].d) * x.d[i] * sumi as f32 + f16_to_f32(w[b].m) * x.s[i];
                 }
-                Blocks::Q8_0 { d, qs } => {
+                Blocks::Q8_0(w) => {
                     for j in 0..QK {
-                        sumi += qs[b][j] as i32 * x.qs[i][j] as i32;
+                        sumi += w[b].qs[j] as i32 * x.qs[i][j] as i32;
                     }
-                    sum += d[b] * x.d[i] * sumi as f32;
+                    sum += f16_to_f32(w[b].d) * x.d[i] * sumi as f32;
                 }
             }
         }
@@ -217,52 +253,52 @@ unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q4_1_avx2(d: &[f32], m: &[f32], qs: &[[u8; 16]], r: usize, x: &Q8Row) -> f32 {
+unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
-    let base = r * bpr;
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
+    let base = rows.map(|r| r * bpr);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0f32; 4];
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for i in 0..bpr {
-        let b = base + i;
-        mins += m[b] * x.s[i];
-        // SAFETY: `qs[b]` is 16 bytes and `x.qs[i]` 32 bytes; the loads are unaligned.
-        let packed = _mm_loadu_si128(qs[b].as_ptr() as *const __m128i);
-        // Low nibbles are elements 0..16, high nibbles 16..32.
-        let qw = _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-            low_mask,
-        );
+        // SAFETY: `x.qs[i]` is 32 bytes and each `qs` below 16; the loads are unaligned.
         let qx = _mm256_loadu_si256(x.qs[i].as_ptr() as *const __m256i);
-        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * x.d[i]), _mm256_cvtepi32_ps(sums), acc);
+        let (dx, sx) = (x.d[i], x.s[i]);
+        for k in 0..4 {
+            let b = &w[base[k] + i];
+            mins[k] += f16_to_f32(b.m) * sx;
+            let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+            let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_mask);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b.d) * dx), _mm256_cvtepi32_ps(sums), acc[k]);
+        }
     }
-    hsum(acc) + mins
+    std::array::from_fn(|k| hsum(acc[k]) + mins[k])
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q8_0_avx2(d: &[f32], qs: &[[i8; 32]], r: usize, x: &Q8Row) -> f32 {
+unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
-    let base = r * bpr;
-    let mut acc = _mm256_setzero_ps();
+    let base = rows.map(|r| r * bpr);
+    let mut acc = [_mm256_setzero_ps(); 4];
     let ones = _mm256_set1_epi16(1);
     for i in 0..bpr {
-        let b = base + i;
         // SAFETY: both operands are 32 bytes; the loads are unaligned.
-        let qw = _mm256_loadu_si256(qs[b].as_ptr() as *const __m256i);
         let qx = _mm256_loadu_si256(x.qs[i].as_ptr() as *const __m256i);
-        // maddubs multiplies unsigned by signed bytes: move w's sign onto x.
-        let sums = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)),
-            ones,
-        );
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * x.d[i]), _mm256_cvtepi32_ps(sums), acc);
+        let dx = x.d[i];
+        for k in 0..4 {
+            let b = &w[base[k] + i];
+            let qw = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+            // maddubs multiplies unsigned by signed bytes: move w's sign onto x.
+            let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+            let sums = _mm256_madd_epi16(prod, ones);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b.d) * dx), _mm256_cvtepi32_ps(sums), acc[k]);
+        }
     }
-    hsum(acc)
+    std::array::from_fn(|k| hsum(acc[k]))
 }
 
 /// `x Wᵀ` for x of shape (…, cols): a candle op without backward (serving only).
@@ -317,10 +353,13 @@ impl CustomOp1 for QuantMatMul {
                 .map(|t| {
                     let r0 = t * ROWS_PER_TASK;
                     let r1 = (r0 + ROWS_PER_TASK).min(n);
-                    let mut band = vec![0f32; m * (r1 - r0)];
-                    for r in r0..r1 {
+                    let width = r1 - r0;
+                    let mut band = vec![0f32; m * width];
+                    for r in (r0..r1).step_by(4) {
                         for (i, row) in rows.iter().enumerate() {
-                            band[i * (r1 - r0) + (r - r0)] = w.dot(r, row);
+                            let dots = w.dot4(r, row);
+                            let take = (r1 - r).min(4);
+                            band[i * width + (r - r0)..i * width + (r - r0) + take].copy_from_slice(&dots[..take]);
                         }
                     }
                     band
