@@ -182,6 +182,28 @@ impl QuantMatrix {
         }
     }
 
+    /// Dot products of four weight rows from `r` with four activation rows:
+    /// `out[i][k]` is activation row `i` with weight row `r + k` (clamped as in
+    /// `dot4`). Each weight block is unpacked once for the four activation rows.
+    fn dot4x4(&self, r: usize, xs: [&Q8Row; 4]) -> [[f32; 4]; 4] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let last = self.rows - 1;
+            let rows = [r, (r + 1).min(last), (r + 2).min(last), (r + 3).min(last)];
+            // SAFETY: as in `dot`.
+            unsafe {
+                match &self.blocks {
+                    Blocks::Q4_1(w) => dot4x4_q4_1_avx2(w, rows, xs),
+                    Blocks::Q8_0(w) => xs.map(|x| dot4_q8_0_avx2(w, rows, x)),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            xs.map(|x| self.dot4(r, x))
+        }
+    }
+
     #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
     #[allow(clippy::needless_range_loop)] // Indices mirror ggml's reference loops.
     fn dot_scalar(&self, r: usize, x: &Q8Row) -> f32 {
@@ -279,6 +301,34 @@ unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row) -> [f32; 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+unsafe fn dot4x4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], xs: [&Q8Row; 4]) -> [[f32; 4]; 4] {
+    use std::arch::x86_64::*;
+    let bpr = xs[0].d.len();
+    let base = rows.map(|r| r * bpr);
+    let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+    let mut mins = [[0f32; 4]; 4];
+    let low_mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for i in 0..bpr {
+        // SAFETY: each `qs` is 16 bytes and each activation block 32; unaligned loads.
+        let qx = xs.map(|x| _mm256_loadu_si256(x.qs[i].as_ptr() as *const __m256i));
+        for k in 0..4 {
+            let b = &w[base[k] + i];
+            let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+            let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+            let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_mask);
+            for j in 0..4 {
+                mins[j][k] += m * xs[j].s[i];
+                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx[j]), ones);
+                acc[j][k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xs[j].d[i]), _mm256_cvtepi32_ps(sums), acc[j][k]);
+            }
+        }
+    }
+    std::array::from_fn(|j| std::array::from_fn(|k| hsum(acc[j][k]) + mins[j][k]))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
@@ -356,10 +406,20 @@ impl CustomOp1 for QuantMatMul {
                     let width = r1 - r0;
                     let mut band = vec![0f32; m * width];
                     for r in (r0..r1).step_by(4) {
-                        for (i, row) in rows.iter().enumerate() {
-                            let dots = w.dot4(r, row);
-                            let take = (r1 - r).min(4);
+                        let take = (r1 - r).min(4);
+                        let mut put = |i: usize, dots: &[f32; 4]| {
                             band[i * width + (r - r0)..i * width + (r - r0) + take].copy_from_slice(&dots[..take]);
+                        };
+                        let mut i = 0;
+                        while i + 4 <= m {
+                            let tile = w.dot4x4(r, [&rows[i], &rows[i + 1], &rows[i + 2], &rows[i + 3]]);
+                            for (j, dots) in tile.iter().enumerate() {
+                                put(i + j, dots);
+                            }
+                            i += 4;
+                        }
+                        for (i, row) in rows.iter().enumerate().skip(i) {
+                            put(i, &w.dot4(r, row));
                         }
                     }
                     band
