@@ -55,6 +55,19 @@ def walk_tree(root):
 ID_MULTIPLIER = 2654435761
 
 
+class Failure(Exception):
+    """A measurement that could not be taken; recorded, and shown in the report."""
+
+
+def error_line(stderr):
+    """The line of a failed program's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith("error"):
+            return line
+    return lines[-1] if lines else "(no output)"
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -69,6 +82,9 @@ def emit(args, rec):
 
 # -------------------------------------------------------------------- Basis --
 
+# Without RUST_BACKTRACE a failing basis says what failed in one line.
+BASIS_ENV = {k: v for k, v in os.environ.items() if k != "RUST_BACKTRACE"}
+
 STATS_RE = re.compile(r"^(prefill|decode): (\d+) tokens, ([0-9.]+) tok/s$")
 
 
@@ -78,24 +94,29 @@ def basis_generate(args, prompt, max_tokens):
         args.basis, "generate", "--model", args.model, "--raw", "--temperature", "0",
         "--max-tokens", str(max_tokens), "--stats", "--prompt", prompt,
     ]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=BASIS_ENV)
     if p.returncode != 0:
-        sys.exit(f"basis generate failed ({p.returncode}):\n{p.stderr}")
+        log(p.stderr)
+        raise Failure(f"basis generate exited with {p.returncode}: {error_line(p.stderr)}")
     stats = {}
     for line in p.stderr.splitlines():
         m = STATS_RE.match(line.strip())
         if m:
             stats[m.group(1)] = (int(m.group(2)), float(m.group(3)))
     if set(stats) != {"prefill", "decode"}:
-        sys.exit(f"no --stats lines in basis's stderr:\n{p.stderr}")
+        log(p.stderr)
+        raise Failure("no --stats lines in the stderr of basis generate")
     return stats
 
 
 def cmd_infer_basis(args):
     p = subprocess.run(
         [args.basis, "tokenize", "--model", args.model, "--text", PREFILL_PROMPT],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, env=BASIS_ENV,
     )
+    if p.returncode != 0:
+        log(p.stderr)
+        raise Failure(f"basis tokenize exited with {p.returncode}: {error_line(p.stderr)}")
     ids = json.loads(p.stdout)
     if args.ids_out:
         with open(args.ids_out, "w") as f:
@@ -125,16 +146,17 @@ def cmd_infer_basis(args):
 
 def cmd_train_basis(args):
     cmd = [args.bench_train, args.model, str(args.batch), str(args.seq), str(args.steps)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first_loss = None
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=BASIS_ENV)
+    first_loss, err = None, []
     for line in p.stderr:
+        err.append(line)
         log(f"basis train: {line.rstrip()}")
         m = re.match(r"step 0: loss ([-0-9.naif]+)", line)
         if m:
             first_loss = float(m.group(1))
     out = p.stdout.read()
     if p.wait() != 0:
-        sys.exit(f"bench_train failed ({p.returncode})")
+        raise Failure(f"bench_train exited with {p.returncode}: {error_line(''.join(err))}")
     rec = json.loads(out.strip().splitlines()[-1])
     rec["what"] = "train"
     rec["first_loss"] = first_loss
@@ -209,7 +231,7 @@ def cmd_infer_llama(args):
         "decode_tokens": args.decode_tokens, "decode_tok_s": max(decode),
         "decode_runs": decode, "decode_hit_eos": hit_eos,
     }
-    if args.basis_ids:
+    if args.basis_ids and os.path.exists(args.basis_ids):
         with open(args.basis_ids) as f:
             rec["prefill_ids_equal_basis"] = json.load(f) == prefill_ids
     emit(args, rec)
@@ -219,6 +241,7 @@ def cmd_infer_llama(args):
 
 
 def cmd_train_torch(args):
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion bar
     import torch
     import torch.nn.functional as F
     import transformers
@@ -267,14 +290,19 @@ def cmd_train_torch(args):
 # ------------------------------------------------------------------- report --
 
 
-def fmt(x):
+def cell(rec, key):
+    """A table cell: the figure, or why there is none."""
+    if rec is None:
+        return None, "not run"
+    if "error" in rec:
+        return None, "failed"
+    x = rec.get(key)
     if x is None:
-        return "n/a"
-    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+        return None, "n/a"
+    return x, f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
 def cmd_report(args):
-    recs = []
     with open(args.results) as f:
         recs = [json.loads(line) for line in f if line.strip()]
 
@@ -287,32 +315,38 @@ def cmd_report(args):
     rows, notes = [], []
     bi, li = find("basis", "infer"), find("llama.cpp", "infer")
     if bi or li:
-        bi, li = bi or {}, li or {}
-        rows.append((
-            f"prefill, {bi.get('prefill_tokens', '?')}/{li.get('prefill_tokens', '?')} prompt tokens "
-            "(tok/s, best of 3)", bi.get("prefill_tok_s"), li.get("prefill_tok_s"), "llama.cpp"))
-        rows.append((
-            f"decode, {bi.get('decode_tokens', '?')}/{li.get('decode_tokens', '?')} greedy tokens "
-            "(tok/s, best of 3)", bi.get("decode_tok_s"), li.get("decode_tok_s"), "llama.cpp"))
-        if bi.get("prefill_tokens") != li.get("prefill_tokens"):
-            notes.append(f"prefill token counts differ: basis {bi.get('prefill_tokens')}, "
-                         f"llama.cpp {li.get('prefill_tokens')}")
-        if "prefill_ids_equal_basis" in li:
-            notes.append("prefill prompt token ids: "
-                         + ("identical in both" if li["prefill_ids_equal_basis"] else "DIFFER between the two"))
-        if bi.get("decode_tokens") is not None and bi["decode_tokens"] < li.get("decode_tokens", 0):
-            notes.append(f"basis stopped early in decode (end of sequence): {bi['decode_tokens']} tokens")
-        if li.get("decode_hit_eos"):
+        ok_b = bi if bi and "error" not in bi else {}
+        ok_l = li if li and "error" not in li else {}
+        def count(key):
+            nb, nl = ok_b.get(key, "?"), ok_l.get(key, "?")
+            return f"{nb}" if nb == nl else f"{nb} (basis) / {nl} (llama.cpp)"
+
+        rows.append((f"prefill, {count('prefill_tokens')} prompt tokens (tok/s, best of 3)",
+                     bi, li, "prefill_tok_s", "llama.cpp"))
+        rows.append((f"decode, {count('decode_tokens')} greedy tokens (tok/s, best of 3)",
+                     bi, li, "decode_tok_s", "llama.cpp"))
+        if ok_b and ok_l and ok_b["prefill_tokens"] != ok_l["prefill_tokens"]:
+            notes.append(f"prefill token counts DIFFER: basis {ok_b['prefill_tokens']}, "
+                         f"llama.cpp {ok_l['prefill_tokens']}")
+        if "prefill_ids_equal_basis" in ok_l:
+            notes.append("prefill prompt: token ids identical in basis and llama.cpp"
+                         if ok_l["prefill_ids_equal_basis"] else "prefill prompt: token ids DIFFER")
+        if ok_b and ok_l and ok_b["decode_tokens"] < ok_l["decode_tokens"]:
+            notes.append(f"basis stopped early in decode (end of sequence) after {ok_b['decode_tokens']} tokens")
+        if ok_l.get("decode_hit_eos"):
             notes.append("llama.cpp's greedy decode produced end-of-sequence; it was fed back and decoding went on")
-    shapes = sorted({(r["batch"], r["seq"]) for r in recs if r["what"] == "train"})
-    for b, s in shapes:
+    for b, s in sorted({(r["batch"], r["seq"]) for r in recs if r["what"] == "train"}):
         bt, pt = find("basis", "train", batch=b, seq=s), find("pytorch", "train", batch=b, seq=s)
-        steps = (bt or pt or {}).get("steps", "?")
+        steps = (bt or pt)["steps"]
         rows.append((f"training {b}x{s}, f32 full fine-tune + AdamW (tok/s, mean of {steps} steps)",
-                     bt and bt.get("tok_per_s"), pt and pt.get("tok_per_s"), "PyTorch"))
-        if bt and pt and bt.get("first_loss") is not None:
+                     bt, pt, "tok_per_s", "PyTorch"))
+        if bt and pt and bt.get("first_loss") is not None and pt.get("first_loss") is not None:
             notes.append(f"training {b}x{s}: first-step loss basis {bt['first_loss']:.4f}, "
-                         f"PyTorch {pt['first_loss']:.4f} (same ids, same weights: should agree)")
+                         f"PyTorch {pt['first_loss']:.4f} (same weights and ids, so they should agree)")
+    for r in recs:
+        if "error" in r:
+            shape = f" {r['batch']}x{r['seq']}" if r["what"] == "train" else ""
+            notes.append(f"FAILED {r['impl']} {r['what']}{shape}: {r['error']}")
 
     versions = sorted({f"{r['impl']}: {r['version']}" for r in recs if r.get("version")})
     lines = [
@@ -329,9 +363,10 @@ def cmd_report(args):
         "| measure | basis | peer | ratio (basis/peer) |",
         "|---|---|---|---|",
     ]
-    for label, basis, peer, peer_name in rows:
-        ratio = f"{basis / peer:.2f}" if basis and peer else "n/a"
-        lines.append(f"| {label} | {fmt(basis)} | {fmt(peer)} ({peer_name}) | {ratio} |")
+    for label, brec, prec, key, peer_name in rows:
+        (bx, btext), (px, ptext) = cell(brec, key), cell(prec, key)
+        ratio = f"{bx / px:.2f}" if bx and px else "n/a"
+        lines.append(f"| {label} | {btext} | {ptext} ({peer_name}) | {ratio} |")
     lines += ["", "All figures are tok/s, higher is better: a ratio above 1 means Basis is faster."]
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
@@ -340,6 +375,9 @@ def cmd_report(args):
     if args.md_out:
         with open(args.md_out, "w") as f:
             f.write(text)
+
+
+IMPLS = {"infer-basis": "basis", "infer-llama": "llama.cpp", "train-basis": "basis", "train-torch": "pytorch"}
 
 
 def main():
@@ -384,7 +422,22 @@ def main():
     s.set_defaults(func=cmd_report)
 
     args = p.parse_args()
-    args.func(args)
+    if args.cmd == "report":
+        args.func(args)
+        return
+    try:
+        args.func(args)
+    except Exception as e:  # noqa: BLE001 - any failure becomes a row marked failed
+        if not isinstance(e, Failure):
+            import traceback
+
+            traceback.print_exc()
+        rec = {"impl": IMPLS[args.cmd], "what": args.cmd.split("-")[0], "error": str(e) or type(e).__name__}
+        if rec["what"] == "train":
+            rec.update(batch=args.batch, seq=args.seq, steps=args.steps)
+        log(f"FAILED: {rec['error']}")
+        emit(args, rec)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 RESULTS="$WORK/results.jsonl"
-peers() { "$PY" "$ROOT/bench/peers.py" "$@" >&2; }
+# A measurement that fails is recorded as failed (the table says so) and the run
+# goes on; the script then exits non-zero.
+FAILED=0
+peers() { "$PY" "$ROOT/bench/peers.py" "$@" >&2 || FAILED=1; }
 
 say "model $MODEL, $THREADS threads, $([[ $QUICK == 1 ]] && echo quick || echo full) run"
 
@@ -91,7 +94,7 @@ done
 # ---- report
 QUICK_FLAG=()
 if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); fi
-BUILT="$(date -u -r "$BASIS" '+%Y-%m-%d %H:%M UTC')"
+built() { date -u -r "$1" '+%Y-%m-%d %H:%M UTC'; }
 REV="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
 "$PY" "$ROOT/bench/peers.py" report "$RESULTS" \
@@ -100,6 +103,10 @@ CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
     --threads "$THREADS" \
     --model-name "$MODEL" \
     --sha256 "$(sha256sum "$MODEL" | cut -d' ' -f1)" \
-    --basis-version "$("$BASIS" --version), tree $REV, binary built $BUILT" \
+    --basis-version "$("$BASIS" --version), tree $REV, basis built $(built "$BASIS"), bench_train built $(built "$BENCH_TRAIN")" \
     "${QUICK_FLAG[@]}" \
     --md-out "$ROOT/bench/results-latest.md"
+if [[ $FAILED == 1 ]]; then
+    echo "some measurements failed; see the notes under the table" >&2
+    exit 1
+fi

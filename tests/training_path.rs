@@ -14,12 +14,14 @@ fn f32_model() -> LanguageModel {
     LanguageModel::load(default_model(), Precision::F32, &Device::Cpu).unwrap()
 }
 
+/// A batch of two sequences; inputs and targets are shifted views of one grid, as a
+/// trainer makes them.
 fn ids() -> (Tensor, Tensor) {
-    let ids: Vec<u32> = vec![1604, 3987, 46477, 24, 94, 727, 472, 1620, 14362, 260];
-    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let ids: Vec<u32> = vec![
+        1604, 3987, 46477, 24, 94, 727, 472, 1620, 14362, 260, //
+        504, 2988, 314, 42, 216, 36, 2, 198, 1780, 314,
+    ];
+    let t = Tensor::from_vec(ids, (2, 10), &Device::Cpu).unwrap();
     (t.narrow(1, 0, 9).unwrap(), t.narrow(1, 1, 9).unwrap())
 }
 

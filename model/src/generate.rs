@@ -445,9 +445,9 @@ fn argmax(xs: &[f32]) -> usize {
 /// (batch, seq) → (batch, seq). Differentiable (the trainer's forward).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    Ok(logp
-        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?)
+    // gather needs contiguous indices; targets are often a shifted view of the ids.
+    let index = targets.contiguous()?.unsqueeze(D::Minus1)?;
+    Ok(logp.gather(&index, D::Minus1)?.squeeze(D::Minus1)?)
 }
 
 /// Teacher-forced log-probs of `completion` after `prompt`, one per completion
