@@ -136,7 +136,9 @@ impl QuantMatrix {
                     }
                     out.extend_from_slice(&block);
                 }
-                Blocks::Q8_0(w) => out.extend(w[b].qs.iter().map(|&q| q as f32 * f16_to_f32(w[b].d))),
+                Blocks::Q8_0(w) => {
+                    out.extend(w[b].qs.iter().map(|&q| q as f32 * f16_to_f32(w[b].d)))
+                }
             }
         }
         out
@@ -291,9 +293,16 @@ unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row) -> [f32; 
             let b = &w[base[k] + i];
             mins[k] += f16_to_f32(b.m) * sx;
             let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-            let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_mask);
+            let qw = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                low_mask,
+            );
             let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b.d) * dx), _mm256_cvtepi32_ps(sums), acc[k]);
+            acc[k] = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_to_f32(b.d) * dx),
+                _mm256_cvtepi32_ps(sums),
+                acc[k],
+            );
         }
     }
     std::array::from_fn(|k| hsum(acc[k]) + mins[k])
@@ -316,11 +325,18 @@ unsafe fn dot4x4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], xs: [&Q8Row; 4]) -
             let b = &w[base[k] + i];
             let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
             let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-            let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_mask);
+            let qw = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                low_mask,
+            );
             for j in 0..4 {
                 mins[j][k] += m * xs[j].s[i];
                 let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx[j]), ones);
-                acc[j][k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xs[j].d[i]), _mm256_cvtepi32_ps(sums), acc[j][k]);
+                acc[j][k] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * xs[j].d[i]),
+                    _mm256_cvtepi32_ps(sums),
+                    acc[j][k],
+                );
             }
         }
     }
@@ -345,7 +361,11 @@ unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 
             // maddubs multiplies unsigned by signed bytes: move w's sign onto x.
             let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
             let sums = _mm256_madd_epi16(prod, ones);
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b.d) * dx), _mm256_cvtepi32_ps(sums), acc[k]);
+            acc[k] = _mm256_fmadd_ps(
+                _mm256_set1_ps(f16_to_f32(b.d) * dx),
+                _mm256_cvtepi32_ps(sums),
+                acc[k],
+            );
         }
     }
     std::array::from_fn(|k| hsum(acc[k]))
@@ -408,11 +428,13 @@ impl CustomOp1 for QuantMatMul {
                     for r in (r0..r1).step_by(4) {
                         let take = (r1 - r).min(4);
                         let mut put = |i: usize, dots: &[f32; 4]| {
-                            band[i * width + (r - r0)..i * width + (r - r0) + take].copy_from_slice(&dots[..take]);
+                            band[i * width + (r - r0)..i * width + (r - r0) + take]
+                                .copy_from_slice(&dots[..take]);
                         };
                         let mut i = 0;
                         while i + 4 <= m {
-                            let tile = w.dot4x4(r, [&rows[i], &rows[i + 1], &rows[i + 2], &rows[i + 3]]);
+                            let tile =
+                                w.dot4x4(r, [&rows[i], &rows[i + 1], &rows[i + 2], &rows[i + 3]]);
                             for (j, dots) in tile.iter().enumerate() {
                                 put(i + j, dots);
                             }
