@@ -146,13 +146,13 @@ impl ModelConfig {
         {
             return bad(format!("degenerate dimensions: {self:?}"));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "{} attention heads cannot be shared by {} key/value heads",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head dimension {} is odd, rotary embeddings need it even",
                 self.head_dim

@@ -84,7 +84,7 @@ impl QuantMatrix {
             GgmlDType::Q8_0 => 34,
             _ => return None,
         };
-        if cols % QK != 0 || bytes.len() != rows * cols / QK * block_bytes {
+        if !cols.is_multiple_of(QK) || bytes.len() != rows * cols / QK * block_bytes {
             return None;
         }
         let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);

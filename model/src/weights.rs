@@ -229,7 +229,7 @@ pub(crate) fn unpermute_rows(
     row_bytes: usize,
     n_head: usize,
 ) -> Result<Vec<u8>> {
-    if n_head == 0 || rows % (2 * n_head) != 0 || data.len() != rows * row_bytes {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || data.len() != rows * row_bytes {
         return Err(Error::InvalidArgument(format!(
             "cannot un-permute {rows} rows of {row_bytes} bytes for {n_head} heads"
         )));
