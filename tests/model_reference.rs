@@ -4,25 +4,11 @@
 
 mod support;
 
-use basis_model::{Device, LanguageModel, Logits, Precision, SamplingParams, Tensor};
-use support::{default_model, ids, reference};
+use basis_model::{Device, LanguageModel, Precision, SamplingParams};
+use support::{default_model, ids, logits_all, reference};
 
 fn load(precision: Precision) -> LanguageModel {
     LanguageModel::load(default_model(), precision, &Device::Cpu).expect("the default model loads")
-}
-
-fn logits_all(lm: &LanguageModel, ids: &[u32]) -> Vec<Vec<f32>> {
-    let t = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    lm.model
-        .forward(&t, None, Logits::All)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec2()
-        .unwrap()
 }
 
 fn argmax(xs: &[f32]) -> u32 {
@@ -72,7 +58,7 @@ fn f32_path_matches_transformers_logits() {
         lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(),
         prompt
     );
-    let logits = logits_all(&lm, &prompt);
+    let logits = logits_all(&lm.model, &prompt);
     let mut worst = 0f32;
     for pos in r["positions"].as_array().unwrap() {
         let row = &logits[pos["pos"].as_u64().unwrap() as usize];
@@ -111,7 +97,7 @@ fn quantized_path_agrees_with_llama_cpp_top1() {
         lm.tokenizer.encode(r["text"].as_str().unwrap()).unwrap(),
         text_ids
     );
-    let logits = logits_all(&lm, &text_ids);
+    let logits = logits_all(&lm.model, &text_ids);
     let want = ids(&r["top1"]);
     let same = logits
         .iter()

@@ -7,8 +7,8 @@
 mod support;
 
 use basis_model::lora::{load_adapter, save_adapter};
-use basis_model::{Device, LanguageModel, Logits, LoraConfig, Precision, Tensor};
-use support::{default_model, ids, reference, reference_dir};
+use basis_model::{Device, LanguageModel, LoraConfig, Precision, Tensor};
+use support::{default_model, ids, logits_all, reference, reference_dir};
 
 /// The fixture adapter: seeded A, and B filled by a fixed formula so it is non-zero.
 fn make_adapter(lm: &mut LanguageModel) {
@@ -61,18 +61,7 @@ fn peft_loads_our_adapter_and_computes_the_same_logits() {
     load_adapter(&mut fresh.model, &fixture).unwrap();
     let r = reference("peft_logits.json");
     let prompt = ids(&r["ids"]);
-    let t = Tensor::new(prompt.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits: Vec<Vec<f32>> = fresh
-        .model
-        .forward(&t, None, Logits::All)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
+    let logits = logits_all(&fresh.model, &prompt);
     let probe = ids(&r["probe_ids"]);
     let mut worst = 0f32;
     for (pos, want) in r["logits"].as_array().unwrap().iter().enumerate() {
@@ -83,14 +72,7 @@ fn peft_loads_our_adapter_and_computes_the_same_logits() {
     assert!(worst < 2e-3, "largest difference from PEFT: {worst}");
     // And the adapter really changes the model.
     let base = LanguageModel::load(default_model(), Precision::F32, &Device::Cpu).unwrap();
-    let base_logits: Vec<Vec<f32>> = base
-        .model
-        .forward(&t, None, Logits::All)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
+    let base_logits = logits_all(&base.model, &prompt);
     let moved = logits
         .iter()
         .flatten()

@@ -64,14 +64,7 @@ impl Tokenizer {
                 _ => {}
             }
         }
-        eos_ids.sort_unstable();
-        eos_ids.dedup();
-        Ok(Self {
-            inner,
-            bos,
-            eos,
-            eos_ids,
-        })
+        Ok(Self::with_specials(inner, bos, eos, eos_ids))
     }
 
     /// From GGUF metadata (`tokenizer.ggml.model == "gpt2"`, a byte-level BPE).
@@ -147,18 +140,27 @@ impl Tokenizer {
         };
         let bos = token_at("tokenizer.ggml.bos_token_id");
         let eos = token_at("tokenizer.ggml.eos_token_id");
-        let mut eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+        let eos_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
             .iter()
             .filter_map(|k| get(k).and_then(|v| v.to_u32().ok()))
             .collect();
+        Ok(Self::with_specials(inner, bos, eos, eos_ids))
+    }
+
+    fn with_specials(
+        inner: tokenizers::Tokenizer,
+        bos: Option<String>,
+        eos: Option<String>,
+        mut eos_ids: Vec<u32>,
+    ) -> Self {
         eos_ids.sort_unstable();
         eos_ids.dedup();
-        Ok(Self {
+        Self {
             inner,
             bos,
             eos,
             eos_ids,
-        })
+        }
     }
 
     /// Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`)

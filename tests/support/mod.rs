@@ -64,3 +64,18 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("an id") as u32)
         .collect()
 }
+
+/// Logits at every position of one sequence: (seq, vocab).
+pub fn logits_all(model: &basis_model::Model, ids: &[u32]) -> Vec<Vec<f32>> {
+    let t = basis_model::Tensor::new(ids, model.device())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .forward(&t, None, basis_model::Logits::All)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
