@@ -1,7 +1,7 @@
 //! Keys and values of past positions, per layer, in buffers that grow by doubling
 //! so that a decode step writes one position in place instead of copying the cache.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 
@@ -151,14 +151,5 @@ impl KvCache {
             .flatten()
             .map(|c| 2 * c.k.elem_count() * c.k.dtype().size_in_bytes())
             .sum()
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn head_dim(&self) -> Option<usize> {
-        self.layers
-            .iter()
-            .flatten()
-            .next()
-            .and_then(|c| c.k.dim(D::Minus1).ok())
     }
 }

@@ -13,9 +13,6 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 
-/// GPT-2's pre-tokenizer regex (what the ByteLevel pre-tokenizer applies itself).
-const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Llama 3's (`llama-bpe`), also used by DeepSeek-Coder-V2-style vocabularies.
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's.
@@ -220,12 +217,6 @@ fn pre_tokenizer_for(pre: &str) -> Result<serde_json::Value> {
             )))
         }
     })
-}
-
-/// The GPT-2 regex, exposed for tests that compare pre-tokenizers.
-#[doc(hidden)]
-pub fn gpt2_pattern() -> &'static str {
-    GPT2_PATTERN
 }
 
 fn string_array(v: Option<&Value>, key: &str) -> Result<Vec<String>> {
