@@ -7,6 +7,7 @@ mod support;
 use std::collections::HashMap;
 
 use basis_model::lora::{load_adapter, save_adapter};
+use basis_model::transformer::LORA_TARGETS;
 use basis_model::{Device, LanguageModel, Logits, LoraConfig, OpMode, Precision, Tensor};
 use support::default_model;
 
@@ -88,22 +89,7 @@ fn every_weight_gets_a_gradient_in_full_fine_tuning() {
 fn every_lora_matrix_gets_a_gradient() {
     let mut lm = f32_model();
     lm.model
-        .add_lora(
-            LoraConfig::new(
-                4,
-                8.0,
-                &[
-                    "q_proj",
-                    "k_proj",
-                    "v_proj",
-                    "o_proj",
-                    "gate_proj",
-                    "up_proj",
-                    "down_proj",
-                ],
-            ),
-            1,
-        )
+        .add_lora(LoraConfig::new(4, 8.0, &LORA_TARGETS), 1)
         .unwrap();
     // B starts at zero, so A's gradient is zero until B moves: give B values.
     for (name, var) in lm.model.trainable_vars() {

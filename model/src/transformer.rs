@@ -81,10 +81,6 @@ impl Linear {
         }
     }
 
-    pub(crate) fn lora_mut(&mut self) -> &mut Option<LoraWeights> {
-        &mut self.lora
-    }
-
     pub(crate) fn in_out(&self) -> Result<(usize, usize)> {
         let dims = match &self.weight {
             LinearWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
@@ -548,7 +544,7 @@ impl Model {
                 let w = LoraWeights::init(&cfg, inp, out, rng_seed, &device)?;
                 vars.push((format!("{prefix}.lora_A.weight"), w.a.clone()));
                 vars.push((format!("{prefix}.lora_B.weight"), w.b.clone()));
-                *lin.lora_mut() = Some(w);
+                lin.lora = Some(w);
             }
         }
         self.trainable = vars;
@@ -589,7 +585,7 @@ impl Model {
                 let w = LoraWeights::from_tensors(&cfg, &a, &b, &self.device)?;
                 vars.push((format!("{prefix}.lora_A.weight"), w.a.clone()));
                 vars.push((format!("{prefix}.lora_B.weight"), w.b.clone()));
-                *lin.lora_mut() = Some(w);
+                lin.lora = Some(w);
             }
         }
         if used != tensors.len() {
