@@ -50,29 +50,48 @@ pub struct TokenizeArgs {
 /// The weights' path for `--model`: an existing path, a stored model, or the default
 /// model (pulled if missing).
 pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
+    Ok(resolve(spec)?.weights)
+}
+
+/// A model named on the command line or in the server's settings: its weights, and
+/// for a stored model its directory (where its versions live).
+pub fn resolve(spec: Option<&str>) -> Result<basis_server::ModelSpec> {
     let store = Store::open()?;
     let name = spec.unwrap_or(store::DEFAULT_MODEL);
     let is_name = store::validate_name(name).is_ok();
+    let stored = |m: &store::Manifest| basis_server::ModelSpec {
+        name: m.name.clone(),
+        weights: store.weights_path(m),
+        model_dir: Some(store.model_dir(&m.name)),
+    };
     if let Some(m) = if is_name { store.manifest(name)? } else { None } {
-        let path = store.weights_path(&m);
-        if path.exists() {
-            return Ok(path);
+        let spec = stored(&m);
+        if spec.weights.exists() {
+            return Ok(spec);
         }
         if store::known_model(name).is_none() {
             bail!(
                 "model {name} is registered at {} but that path is gone",
-                path.display()
+                spec.weights.display()
             );
         }
     }
     if let Some(known) = store::known_model(name) {
         eprintln!("model {name} is not in the store yet; pulling it");
         let (m, _) = crate::pull::pull(&store, known)?;
-        return Ok(store.weights_path(&m));
+        return Ok(stored(&m));
     }
     let path = PathBuf::from(name);
     if path.exists() {
-        return Ok(path);
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        return Ok(basis_server::ModelSpec {
+            name,
+            weights: path,
+            model_dir: None,
+        });
     }
     bail!("unknown model `{name}`: give a path, or pull it first with `basis model pull`")
 }

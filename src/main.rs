@@ -2,8 +2,11 @@
 //! call into the crates that do the work; nothing but a command's own output goes
 //! to stdout (progress, statistics and errors go to stderr).
 
+mod feedback;
 mod fsutil;
 mod generate;
+mod localize;
+mod lsp;
 mod pull;
 mod store;
 
@@ -34,6 +37,19 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print the token ids of a text as a JSON array (no special tokens added).
     Tokenize(generate::TokenizeArgs),
+    /// Run the language server (over stdio unless --listen is given).
+    Lsp(lsp::LspArgs),
+    /// Find where in a repository an issue would be fixed; prints path:line rows,
+    /// best first.
+    Localize(localize::LocalizeArgs),
+    /// Inspect, export or purge the feedback store.
+    Feedback {
+        /// The store's file (default: $BASIS_HOME/feedback/feedback.sqlite3).
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: feedback::FeedbackCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +77,9 @@ fn main() -> ExitCode {
         },
         Command::Generate(args) => generate::run_generate(args),
         Command::Tokenize(args) => generate::run_tokenize(args),
+        Command::Lsp(args) => lsp::run_lsp(args),
+        Command::Localize(args) => localize::run_localize(args),
+        Command::Feedback { db, command } => feedback::run_feedback(command, db),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

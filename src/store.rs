@@ -87,6 +87,11 @@ impl Store {
         Self { root: root.into() }
     }
 
+    /// `$BASIS_HOME`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn model_dir(&self, name: &str) -> PathBuf {
         self.root.join("models").join(name)
     }

@@ -23,7 +23,16 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "tests", "model/src", "model/examples"] {
+    for dir in [
+        "src",
+        "tests",
+        "model/src",
+        "model/examples",
+        "code/src",
+        "feedback/src",
+        "skills/src",
+        "server/src",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 15, "found only {} files", files.len());

@@ -13,6 +13,7 @@ pub mod generate;
 mod gguf_check;
 pub mod kv_cache;
 pub mod lora;
+pub mod registry;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;

@@ -1,0 +1,801 @@
+//! The workspace index: every file the repository does not ignore, its symbols,
+//! and two BM25 corpora over them (files, and symbols) for retrieval.
+//!
+//! A file document's terms are its path (counted three times), its symbols' names
+//! (twice), and the identifiers, comments and docstrings of its text. A symbol
+//! document's terms are its name (three times), its container, its doc and the
+//! identifiers of its body. A file's score for a query is its own BM25 score plus
+//! half the score of its best symbol, so a file whose one function matches the
+//! issue ranks high even when the rest of the file is about other things.
+//!
+//! Updating a file replaces its documents in place: term frequencies live with the
+//! documents, and the corpus statistics (document frequencies, length sums) are
+//! adjusted, so nothing is rebuilt. Postings of removed documents are left behind
+//! as dead entries and compacted when they outnumber the live ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::lang::Language;
+use crate::parse::{looks_binary, Limits, ParsedFile, Span};
+use crate::symbols::{Symbol, SymbolKind};
+use crate::terms::terms;
+use crate::CodeError;
+
+/// One indexed file.
+#[derive(Debug, Clone)]
+pub struct IndexedFile {
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    pub language: Option<Language>,
+    pub symbols: Vec<Symbol>,
+    pub bytes: u64,
+    /// Why the file's contents were not indexed (too large, binary, unreadable).
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub current: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileHit {
+    pub path: String,
+    pub score: f32,
+    /// The file's best-matching symbols (up to 3), best first.
+    pub symbols: Vec<SymbolHit>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SymbolHit {
+    pub path: String,
+    pub name: String,
+    pub kind: SymbolKind,
+    pub container: Option<String>,
+    pub span: Span,
+    pub score: f32,
+}
+
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+/// Term ids for strings.
+#[derive(Default)]
+struct Terms {
+    ids: HashMap<String, u32>,
+}
+
+impl Terms {
+    fn id(&mut self, t: &str) -> u32 {
+        if let Some(&id) = self.ids.get(t) {
+            return id;
+        }
+        let id = self.ids.len() as u32;
+        self.ids.insert(t.to_string(), id);
+        id
+    }
+
+    fn get(&self, t: &str) -> Option<u32> {
+        self.ids.get(t).copied()
+    }
+}
+
+struct Doc {
+    /// (term, count), sorted by term.
+    tf: Vec<(u32, u32)>,
+    len: u32,
+    /// The file's path, and for symbol documents the symbol's index in the file's
+    /// flattened symbol list.
+    path: String,
+    symbol: Option<usize>,
+    alive: bool,
+}
+
+/// One BM25 corpus.
+#[derive(Default)]
+struct Corpus {
+    docs: Vec<Doc>,
+    postings: HashMap<u32, Vec<u32>>,
+    df: HashMap<u32, u32>,
+    total_len: u64,
+    live: u32,
+    dead: u32,
+}
+
+impl Corpus {
+    fn add(&mut self, counts: HashMap<u32, u32>, path: &str, symbol: Option<usize>) -> u32 {
+        let id = self.docs.len() as u32;
+        let mut tf: Vec<(u32, u32)> = counts.into_iter().collect();
+        tf.sort_unstable();
+        let len: u32 = tf.iter().map(|(_, c)| c).sum();
+        for (t, _) in &tf {
+            self.postings.entry(*t).or_default().push(id);
+            *self.df.entry(*t).or_default() += 1;
+        }
+        self.total_len += len as u64;
+        self.live += 1;
+        self.docs.push(Doc {
+            tf,
+            len,
+            path: path.to_string(),
+            symbol,
+            alive: true,
+        });
+        id
+    }
+
+    fn remove(&mut self, id: u32) {
+        let doc = &mut self.docs[id as usize];
+        if !doc.alive {
+            return;
+        }
+        doc.alive = false;
+        for (t, _) in &doc.tf {
+            if let Some(n) = self.df.get_mut(t) {
+                *n -= 1;
+            }
+        }
+        self.total_len -= doc.len as u64;
+        doc.tf = Vec::new();
+        self.live -= 1;
+        self.dead += 1;
+        if self.dead > 1024 && self.dead > self.live {
+            let docs = &self.docs;
+            for list in self.postings.values_mut() {
+                list.retain(|d| docs[*d as usize].alive);
+            }
+            self.postings.retain(|_, l| !l.is_empty());
+            self.dead = 0;
+        }
+    }
+
+    /// BM25 scores of the live documents matching any of `query` (term ids).
+    fn score(&self, query: &[u32]) -> HashMap<u32, f32> {
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        if self.live == 0 {
+            return scores;
+        }
+        let n = self.live as f32;
+        let avg = (self.total_len as f32 / n).max(1.0);
+        for t in query {
+            let df = *self.df.get(t).unwrap_or(&0) as f32;
+            if df == 0.0 {
+                continue;
+            }
+            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &d in self.postings.get(t).map(Vec::as_slice).unwrap_or(&[]) {
+                let doc = &self.docs[d as usize];
+                if !doc.alive {
+                    continue;
+                }
+                let Ok(i) = doc.tf.binary_search_by_key(t, |(term, _)| *term) else {
+                    continue;
+                };
+                let f = doc.tf[i].1 as f32;
+                let s = idf * f * (K1 + 1.0) / (f + K1 * (1.0 - B + B * doc.len as f32 / avg));
+                *scores.entry(d).or_default() += s;
+            }
+        }
+        scores
+    }
+}
+
+/// A file's entry: what was indexed and its documents.
+struct Entry {
+    file: IndexedFile,
+    flat: Vec<Symbol>,
+    file_doc: u32,
+    symbol_docs: Vec<u32>,
+}
+
+/// See the module docs.
+pub struct WorkspaceIndex {
+    root: PathBuf,
+    limits: Limits,
+    terms: Terms,
+    files: HashMap<String, Entry>,
+    file_corpus: Corpus,
+    symbol_corpus: Corpus,
+}
+
+/// What reading and parsing one file produced (computed in parallel).
+struct Analyzed {
+    file: IndexedFile,
+    flat: Vec<Symbol>,
+    file_terms: Vec<String>,
+    symbol_terms: Vec<Vec<String>>,
+}
+
+/// Bytes of a file's text that go into its document.
+const MAX_TEXT_TERMS_BYTES: usize = 256 << 10;
+/// Bytes of a symbol's body that go into its document.
+const MAX_SYMBOL_BODY_BYTES: usize = 16 << 10;
+
+fn flatten(symbols: &[Symbol], out: &mut Vec<Symbol>) {
+    for s in symbols {
+        let mut copy = s.clone();
+        copy.children = Vec::new();
+        out.push(copy);
+        flatten(&s.children, out);
+    }
+}
+
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn analyze(
+    rel: &str,
+    text: Option<&str>,
+    bytes: u64,
+    skipped: Option<String>,
+    limits: &Limits,
+) -> Analyzed {
+    let language = Language::from_path(Path::new(rel));
+    let mut file_terms: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        file_terms.extend(terms(rel));
+    }
+    let (mut symbols, mut flat, mut symbol_terms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut skipped = skipped;
+    if let Some(text) = text {
+        if let Some(lang) = language {
+            let parsed = ParsedFile::parse(lang, text, limits);
+            if let Some(reason) = parsed.skipped() {
+                skipped = Some(format!("not parsed: {reason}"));
+            }
+            symbols = parsed.symbols(text);
+            flatten(&symbols, &mut flat);
+        }
+        for s in &flat {
+            file_terms.extend(terms(&s.name));
+            file_terms.extend(terms(&s.name));
+            let mut t: Vec<String> = Vec::new();
+            for _ in 0..3 {
+                t.extend(terms(&s.name));
+            }
+            if let Some(c) = &s.container {
+                t.extend(terms(c));
+            }
+            if let Some(d) = &s.doc {
+                t.extend(terms(d));
+            }
+            let body = text.get(s.span.start_byte..s.span.end_byte).unwrap_or("");
+            t.extend(terms(prefix(body, MAX_SYMBOL_BODY_BYTES)));
+            symbol_terms.push(t);
+        }
+        file_terms.extend(terms(prefix(text, MAX_TEXT_TERMS_BYTES)));
+    }
+    Analyzed {
+        file: IndexedFile {
+            path: rel.to_string(),
+            language,
+            symbols,
+            bytes,
+            skipped,
+        },
+        flat,
+        file_terms,
+        symbol_terms,
+    }
+}
+
+fn read_and_analyze(root: &Path, rel: &str, limits: &Limits) -> Analyzed {
+    let path = root.join(rel);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if bytes > limits.max_index_bytes {
+        let reason = format!(
+            "{bytes} bytes, over the index limit of {}",
+            limits.max_index_bytes
+        );
+        return analyze(rel, None, bytes, Some(reason), limits);
+    }
+    match std::fs::read(&path) {
+        Ok(data) if looks_binary(&data) => analyze(rel, None, bytes, Some("binary".into()), limits),
+        Ok(data) => {
+            let text = String::from_utf8(data).expect("looks_binary checked UTF-8");
+            analyze(rel, Some(&text), bytes, None, limits)
+        }
+        Err(e) => analyze(rel, None, bytes, Some(format!("unreadable: {e}")), limits),
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+fn walker(root: &Path) -> ignore::WalkBuilder {
+    let mut b = ignore::WalkBuilder::new(root);
+    b.hidden(true)
+        .git_ignore(true)
+        .git_exclude(true)
+        .ignore(true)
+        .require_git(false)
+        .filter_entry(|e| e.file_name() != ".git");
+    b
+}
+
+impl WorkspaceIndex {
+    pub fn new(root: PathBuf, limits: Limits) -> Self {
+        Self {
+            root,
+            limits,
+            terms: Terms::default(),
+            files: HashMap::new(),
+            file_corpus: Corpus::default(),
+            symbol_corpus: Corpus::default(),
+        }
+    }
+
+    /// Lists and indexes the files under `root` (see the module docs), reporting
+    /// progress at most every 50 ms; stops with `Cancelled` when `cancel` is set.
+    pub fn build(
+        root: PathBuf,
+        limits: Limits,
+        progress: &mut dyn FnMut(&Progress),
+        cancel: &AtomicBool,
+    ) -> Result<WorkspaceIndex, CodeError> {
+        let meta = std::fs::metadata(&root).map_err(|source| CodeError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(CodeError::Io {
+                path: root.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        let mut paths: Vec<String> = Vec::new();
+        for entry in walker(&root).build() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CodeError::Cancelled);
+            }
+            let Ok(entry) = entry else { continue };
+            if entry.file_type().is_some_and(|t| t.is_file()) {
+                if let Some(rel) = relative(&root, entry.path()) {
+                    paths.push(rel);
+                }
+            }
+        }
+        paths.sort();
+        let total = paths.len();
+        progress(&Progress {
+            done: 0,
+            total,
+            current: None,
+        });
+        let mut index = WorkspaceIndex::new(root, limits);
+        let mut last = Instant::now();
+        for chunk in paths.chunks(64) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CodeError::Cancelled);
+            }
+            let analyzed: Vec<Analyzed> = chunk
+                .par_iter()
+                .map(|rel| read_and_analyze(&index.root, rel, &index.limits))
+                .collect();
+            for a in analyzed {
+                index.insert(a);
+            }
+            if last.elapsed() >= Duration::from_millis(50) {
+                last = Instant::now();
+                progress(&Progress {
+                    done: index.files.len(),
+                    total,
+                    current: chunk.last().cloned(),
+                });
+            }
+        }
+        progress(&Progress {
+            done: total,
+            total,
+            current: None,
+        });
+        Ok(index)
+    }
+
+    fn insert(&mut self, a: Analyzed) {
+        let path = a.file.path.clone();
+        self.remove(&path);
+        let mut count = |words: &[String]| -> HashMap<u32, u32> {
+            let mut m = HashMap::new();
+            for w in words {
+                *m.entry(self.terms.id(w)).or_default() += 1;
+            }
+            m
+        };
+        let file_counts = count(&a.file_terms);
+        let symbol_counts: Vec<HashMap<u32, u32>> =
+            a.symbol_terms.iter().map(|t| count(t)).collect();
+        let file_doc = self.file_corpus.add(file_counts, &path, None);
+        let symbol_docs = symbol_counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| self.symbol_corpus.add(c, &path, Some(i)))
+            .collect();
+        self.files.insert(
+            path,
+            Entry {
+                file: a.file,
+                flat: a.flat,
+                file_doc,
+                symbol_docs,
+            },
+        );
+    }
+
+    /// (Re)indexes a file from text the caller holds (an open editor buffer).
+    pub fn update_text(&mut self, rel_path: &str, text: &str) {
+        let a = analyze(rel_path, Some(text), text.len() as u64, None, &self.limits);
+        self.insert(a);
+    }
+
+    /// Re-reads a file from disk after a save or a change on disk: re-indexes it,
+    /// or drops it when it is gone or now ignored. Paths outside the root are ignored.
+    pub fn refresh_path(&mut self, abs_path: &Path) {
+        let Some(rel) = relative(&self.root, abs_path) else {
+            return;
+        };
+        if !abs_path.is_file() || self.is_ignored(abs_path) {
+            self.remove(&rel);
+            return;
+        }
+        let a = read_and_analyze(&self.root.clone(), &rel, &self.limits);
+        self.insert(a);
+    }
+
+    /// Whether the walk would skip `path` (ignore files, hidden components, .git).
+    fn is_ignored(&self, path: &Path) -> bool {
+        let Some(parent) = path.parent() else {
+            return true;
+        };
+        // Walk only the file's directory, one level, with the same rules.
+        let mut b = walker(parent);
+        b.max_depth(Some(1));
+        let listed = b.build().filter_map(Result::ok).any(|e| e.path() == path);
+        if !listed {
+            return true;
+        }
+        // The directories above must not be ignored either.
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        let mut dir = self.root.clone();
+        for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
+            let name = comp.as_os_str().to_string_lossy();
+            if name.starts_with('.') {
+                return true;
+            }
+            let mut b = walker(&dir);
+            b.max_depth(Some(1));
+            let next = dir.join(comp);
+            if !b.build().filter_map(Result::ok).any(|e| e.path() == next) {
+                return true;
+            }
+            dir = next;
+        }
+        false
+    }
+
+    pub fn remove(&mut self, rel_path: &str) {
+        if let Some(e) = self.files.remove(rel_path) {
+            self.file_corpus.remove(e.file_doc);
+            for d in e.symbol_docs {
+                self.symbol_corpus.remove(d);
+            }
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn symbol_count(&self) -> usize {
+        self.files.values().map(|e| e.flat.len()).sum()
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = &IndexedFile> {
+        self.files.values().map(|e| &e.file)
+    }
+
+    pub fn file(&self, rel_path: &str) -> Option<&IndexedFile> {
+        self.files.get(rel_path).map(|e| &e.file)
+    }
+
+    /// Files whose contents were not indexed, with the reason, sorted by path.
+    pub fn skipped_files(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self
+            .files
+            .values()
+            .filter_map(|e| Some((e.file.path.as_str(), e.file.skipped.as_deref()?)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn symbol_hit(&self, path: &str, i: usize, score: f32) -> Option<SymbolHit> {
+        let s = self.files.get(path)?.flat.get(i)?;
+        Some(SymbolHit {
+            path: path.to_string(),
+            name: s.name.clone(),
+            kind: s.kind,
+            container: s.container.clone(),
+            span: s.span,
+            score,
+        })
+    }
+
+    /// Files for a query, best first, each with its best symbols (module docs).
+    pub fn search(&self, query: &str, limit: usize) -> Vec<FileHit> {
+        let mut q: Vec<u32> = terms(query)
+            .iter()
+            .filter_map(|t| self.terms.get(t))
+            .collect();
+        q.sort_unstable();
+        q.dedup();
+        let file_scores = self.file_corpus.score(&q);
+        let symbol_scores = self.symbol_corpus.score(&q);
+        let mut by_file: HashMap<&str, Vec<(usize, f32)>> = HashMap::new();
+        for (d, s) in &symbol_scores {
+            let doc = &self.symbol_corpus.docs[*d as usize];
+            by_file
+                .entry(doc.path.as_str())
+                .or_default()
+                .push((doc.symbol.unwrap_or(0), *s));
+        }
+        let mut hits: Vec<FileHit> = Vec::new();
+        let mut paths: Vec<&str> = file_scores
+            .keys()
+            .map(|d| self.file_corpus.docs[*d as usize].path.as_str())
+            .collect();
+        paths.extend(by_file.keys().copied());
+        paths.sort_unstable();
+        paths.dedup();
+        let file_score_of: HashMap<&str, f32> = file_scores
+            .iter()
+            .map(|(d, s)| (self.file_corpus.docs[*d as usize].path.as_str(), *s))
+            .collect();
+        for path in paths {
+            let mut syms = by_file.remove(path).unwrap_or_default();
+            syms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let best = syms.first().map(|s| s.1).unwrap_or(0.0);
+            let score = file_score_of.get(path).copied().unwrap_or(0.0) + 0.5 * best;
+            let symbols = syms
+                .iter()
+                .take(3)
+                .filter_map(|(i, s)| self.symbol_hit(path, *i, *s))
+                .collect();
+            hits.push(FileHit {
+                path: path.to_string(),
+                score,
+                symbols,
+            });
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        hits.truncate(limit);
+        hits
+    }
+
+    /// Symbols whose names match `query`: exact, then prefix, then substring, then
+    /// subsequence matches (case-insensitive), shorter names first within each.
+    pub fn workspace_symbols(&self, query: &str, limit: usize) -> Vec<SymbolHit> {
+        let q = query.to_lowercase();
+        let rank = |name: &str| -> Option<u8> {
+            if q.is_empty() {
+                return Some(0);
+            }
+            let n = name.to_lowercase();
+            if n == q {
+                Some(0)
+            } else if n.starts_with(&q) {
+                Some(1)
+            } else if n.contains(&q) {
+                Some(2)
+            } else {
+                let mut it = n.chars();
+                q.chars().all(|c| it.any(|x| x == c)).then_some(3)
+            }
+        };
+        let mut found: Vec<(u8, usize, &str, usize)> = Vec::new();
+        let mut paths: Vec<&String> = self.files.keys().collect();
+        paths.sort();
+        for path in paths {
+            for (i, s) in self.files[path].flat.iter().enumerate() {
+                if let Some(r) = rank(&s.name) {
+                    found.push((r, s.name.len(), path.as_str(), i));
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then(a.2.cmp(b.2))
+                .then(a.3.cmp(&b.3))
+        });
+        found
+            .into_iter()
+            .take(limit)
+            .filter_map(|(r, _, path, i)| self.symbol_hit(path, i, 1.0 / (1.0 + r as f32)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        write(r, "http/parser.py", "def parse_header(line):\n    \"\"\"Parse one HTTP request header line.\"\"\"\n    name, value = line.split(':', 1)\n    return name.strip(), value.strip()\n");
+        write(
+            r,
+            "http/client.py",
+            "class Client:\n    def get(self, url):\n        return self.send('GET', url)\n",
+        );
+        write(
+            r,
+            "db/models.py",
+            "class User:\n    def save(self):\n        pass\n",
+        );
+        write(r, "README.md", "A small web framework.\n");
+        write(r, ".gitignore", "build/\n*.log\n");
+        write(r, "build/generated.py", "def parse_header():\n    pass\n");
+        write(r, "debug.log", "parse header request");
+        write(r, ".hidden/secret.py", "def parse_header(): pass\n");
+        dir
+    }
+
+    fn build(root: &Path) -> WorkspaceIndex {
+        let never = AtomicBool::new(false);
+        WorkspaceIndex::build(root.to_path_buf(), Limits::default(), &mut |_| {}, &never).unwrap()
+    }
+
+    #[test]
+    fn the_index_honours_ignore_files_and_hidden_paths() {
+        let dir = fixture();
+        let idx = build(dir.path());
+        let mut paths: Vec<&str> = idx.files().map(|f| f.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "README.md",
+                "db/models.py",
+                "http/client.py",
+                "http/parser.py"
+            ]
+        );
+        assert_eq!(idx.symbol_count(), 5);
+    }
+
+    #[test]
+    fn search_ranks_the_right_file_first() {
+        let dir = fixture();
+        let idx = build(dir.path());
+        let hits = idx.search("parse the http request header", 10);
+        assert_eq!(hits[0].path, "http/parser.py");
+        assert_eq!(hits[0].symbols[0].name, "parse_header");
+        assert_eq!(hits[0].symbols[0].span.start.row, 0);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        let hits = idx.search("saving a user", 1);
+        assert_eq!(hits[0].path, "db/models.py");
+        assert!(idx.search("zebra quantum", 5).is_empty());
+    }
+
+    #[test]
+    fn updates_refreshes_and_removals_follow_the_files() {
+        let dir = fixture();
+        let mut idx = build(dir.path());
+        idx.update_text("db/models.py", "def compute_invoice_total(): pass\n");
+        assert_eq!(idx.search("invoice total", 1)[0].path, "db/models.py");
+        assert!(idx.workspace_symbols("save", 10).is_empty());
+        write(
+            dir.path(),
+            "billing/tax.py",
+            "def vat_rate(country): pass\n",
+        );
+        idx.refresh_path(&dir.path().join("billing/tax.py"));
+        assert_eq!(
+            idx.search("vat rate for a country", 1)[0].path,
+            "billing/tax.py"
+        );
+        std::fs::remove_file(dir.path().join("billing/tax.py")).unwrap();
+        idx.refresh_path(&dir.path().join("billing/tax.py"));
+        assert!(idx.file("billing/tax.py").is_none());
+        write(dir.path(), "build/new.py", "def ignored(): pass\n");
+        idx.refresh_path(&dir.path().join("build/new.py"));
+        assert!(idx.file("build/new.py").is_none());
+        idx.refresh_path(Path::new("/elsewhere/x.py"));
+        // Many updates: statistics stay consistent and dead postings are compacted.
+        for i in 0..3000 {
+            idx.update_text("churn.py", &format!("def churn_{i}(): pass\n"));
+        }
+        assert_eq!(idx.workspace_symbols("churn_2999", 5)[0].name, "churn_2999");
+        assert_eq!(idx.search("churn_2999", 1)[0].path, "churn.py");
+        assert!(idx
+            .search("churn_17", 3)
+            .iter()
+            .all(|h| h.path != "churn.py" || h.symbols.iter().all(|s| s.name == "churn_2999")));
+    }
+
+    #[test]
+    fn workspace_symbols_rank_exact_then_prefix_then_fuzzy() {
+        let dir = fixture();
+        let idx = build(dir.path());
+        let names = |q: &str| {
+            idx.workspace_symbols(q, 10)
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("get"), ["get"]);
+        assert_eq!(names("pars"), ["parse_header"]);
+        assert_eq!(names("phdr"), ["parse_header"]);
+        assert_eq!(names("").len(), 5);
+    }
+
+    #[test]
+    fn large_binary_files_are_skipped_and_progress_is_reported() {
+        let dir = fixture();
+        write(dir.path(), "big.py", &"x = 1\n".repeat(600_000));
+        std::fs::write(dir.path().join("blob.rs"), [0u8, 1, 2, 3]).unwrap();
+        let never = AtomicBool::new(false);
+        let mut last = None;
+        let idx = WorkspaceIndex::build(
+            dir.path().to_path_buf(),
+            Limits::default(),
+            &mut |p| last = Some(p.clone()),
+            &never,
+        )
+        .unwrap();
+        let last = last.unwrap();
+        assert_eq!((last.done, last.total), (6, 6));
+        let skipped = idx.skipped_files();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].0 == "big.py" && skipped[0].1.contains("over the index limit"));
+        assert_eq!(skipped[1], ("blob.rs", "binary"));
+        let cancelled = AtomicBool::new(true);
+        assert!(matches!(
+            WorkspaceIndex::build(
+                dir.path().to_path_buf(),
+                Limits::default(),
+                &mut |_| {},
+                &cancelled
+            ),
+            Err(CodeError::Cancelled)
+        ));
+    }
+}

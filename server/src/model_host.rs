@@ -1,0 +1,146 @@
+//! The served model and its version.
+//!
+//! The model is loaded on first use (a server that is only asked for symbols never
+//! loads it). A watcher polls the registry's `current` pointer; when it moves, the
+//! new version is loaded beside the old one and swapped in between requests:
+//! requests hold an `Arc` of the version they started on and finish on it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use basis_model::registry::{Registry, Version};
+use basis_model::{LanguageModel, Precision};
+
+/// Where a model's weights and versions live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub weights: PathBuf,
+    /// The model's directory in the store (for its versions); `None` for a model
+    /// used straight from a path, which has only its base version.
+    pub model_dir: Option<PathBuf>,
+}
+
+/// Turns the `model` setting (a name, a path, or `None` for the default) into a
+/// [`ModelSpec`]; the CLI provides it (it owns the store and the downloader).
+pub type Resolver = Arc<dyn Fn(Option<&str>) -> anyhow::Result<ModelSpec> + Send + Sync>;
+
+/// A loaded model version.
+pub struct Served {
+    pub lm: LanguageModel,
+    pub name: String,
+    pub version: Version,
+}
+
+/// The model the server serves (see the module docs).
+pub struct ModelHost {
+    resolver: Resolver,
+    setting: Mutex<Option<String>>,
+    current: Mutex<Option<Arc<Served>>>,
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+fn load(spec: &ModelSpec, version: Version) -> anyhow::Result<Served> {
+    let mut lm = LanguageModel::load(
+        &spec.weights,
+        Precision::Quantized,
+        &basis_model::default_device(),
+    )?;
+    if let Some(dir) = &spec.model_dir {
+        Registry::new(dir).load_into(&mut lm.model, version)?;
+    }
+    Ok(Served {
+        lm,
+        name: spec.name.clone(),
+        version,
+    })
+}
+
+fn registry_version(spec: &ModelSpec) -> anyhow::Result<Version> {
+    match &spec.model_dir {
+        Some(dir) => Ok(Registry::new(dir).current()?),
+        None => Ok(Version::Base),
+    }
+}
+
+impl ModelHost {
+    pub fn new(resolver: Resolver) -> Self {
+        Self {
+            resolver,
+            setting: Mutex::new(None),
+            current: Mutex::new(None),
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Changes the `model` setting; the next request loads the new model.
+    pub fn set_model(&self, model: Option<String>) {
+        let mut setting = self.setting.lock().unwrap();
+        if *setting != model {
+            *setting = model;
+            *self.current.lock().unwrap() = None;
+        }
+    }
+
+    /// The loaded version, if any.
+    pub fn loaded(&self) -> Option<Arc<Served>> {
+        self.current.lock().unwrap().clone()
+    }
+
+    /// The served model, loading it (off the async threads) if needed.
+    pub async fn get(&self) -> anyhow::Result<Arc<Served>> {
+        if let Some(m) = self.loaded() {
+            return Ok(m);
+        }
+        let _guard = self.load_lock.lock().await;
+        if let Some(m) = self.loaded() {
+            return Ok(m);
+        }
+        let setting = self.setting.lock().unwrap().clone();
+        let resolver = self.resolver.clone();
+        let served = tokio::task::spawn_blocking(move || -> anyhow::Result<Served> {
+            let spec = resolver(setting.as_deref())?;
+            let version = registry_version(&spec)?;
+            load(&spec, version)
+        })
+        .await??;
+        let served = Arc::new(served);
+        tracing::info!("serving model {} {}", served.name, served.version);
+        *self.current.lock().unwrap() = Some(served.clone());
+        Ok(served)
+    }
+
+    /// Checks the registry's pointer; when it names another version than the one
+    /// loaded, loads that version and swaps it in. Returns the new version.
+    pub async fn poll(&self) -> anyhow::Result<Option<Arc<Served>>> {
+        let Some(old) = self.loaded() else {
+            return Ok(None);
+        };
+        let _guard = self.load_lock.lock().await;
+        let setting = self.setting.lock().unwrap().clone();
+        let resolver = self.resolver.clone();
+        let old_version = old.version;
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Served>> {
+            let spec = resolver(setting.as_deref())?;
+            let version = registry_version(&spec)?;
+            if version == old_version {
+                return Ok(None);
+            }
+            load(&spec, version).map(Some)
+        })
+        .await??;
+        let Some(served) = loaded else {
+            return Ok(None);
+        };
+        let served = Arc::new(served);
+        let mut current = self.current.lock().unwrap();
+        // A model setting that changed meanwhile wins over this reload.
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &old)) {
+            tracing::info!("model {} moved to {}", served.name, served.version);
+            *current = Some(served.clone());
+            Ok(Some(served))
+        } else {
+            Ok(None)
+        }
+    }
+}

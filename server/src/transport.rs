@@ -1,0 +1,231 @@
+//! The byte stream between the client and tower-lsp-server's transport.
+//!
+//! tower-lsp-server decodes frames with a tokio-util codec, and a codec error ends
+//! the stream: one malformed message from the client would shut the server down.
+//! So frames are read here first. Well-formed JSON-RPC messages are passed on
+//! unchanged; a body that is not JSON gets a Parse error (-32700) and one that is
+//! JSON but not a JSON-RPC message gets an Invalid Request (-32600), written by us
+//! between the server's own frames, and the server never sees them.
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// The largest message body accepted (an opened file's text travels in one).
+const MAX_BODY: usize = 1 << 30;
+
+/// One frame's body, or why there is none.
+enum Frame {
+    Body(Vec<u8>),
+    /// A broken header; the reader skipped to the next one.
+    BadHeader(String),
+    Eof,
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> std::io::Result<Frame> {
+    let mut len: Option<usize> = None;
+    let mut bad: Option<String> = None;
+    let mut line = Vec::new();
+    let mut saw_any = false;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(if saw_any {
+                Frame::BadHeader("the stream ended inside a header".into())
+            } else {
+                Frame::Eof
+            });
+        }
+        saw_any = true;
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            if len.is_some() || bad.is_some() {
+                break;
+            }
+            continue;
+        }
+        match text.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                match value.trim().parse::<usize>() {
+                    Ok(n) if n <= MAX_BODY => len = Some(n),
+                    Ok(n) => {
+                        bad = Some(format!(
+                            "a {n}-byte message is over the limit of {MAX_BODY}"
+                        ))
+                    }
+                    Err(_) => bad = Some(format!("bad Content-Length `{}`", value.trim())),
+                }
+            }
+            Some((name, _)) if name.eq_ignore_ascii_case("content-type") => {}
+            _ => {
+                bad = Some(format!(
+                    "unexpected header line `{}`",
+                    text.chars().take(80).collect::<String>()
+                ))
+            }
+        }
+    }
+    match (len, bad) {
+        (Some(n), None) => {
+            let mut body = vec![0u8; n];
+            r.read_exact(&mut body).await?;
+            Ok(Frame::Body(body))
+        }
+        (_, Some(why)) => Ok(Frame::BadHeader(why)),
+        (None, None) => Ok(Frame::BadHeader("a header without Content-Length".into())),
+    }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn error_response(id: Value, code: i64, message: String) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Checks a body; `Err` is the error response to send instead of passing it on.
+fn check(body: &[u8]) -> Result<(), Vec<u8>> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(error_response(
+                Value::Null,
+                -32700,
+                format!("parse error: {e}"),
+            ))
+        }
+    };
+    let id = v
+        .get("id")
+        .cloned()
+        .filter(|id| id.is_string() || id.is_number());
+    let well_formed = v.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && (v.get("method").is_some_and(Value::is_string) || v.get("id").is_some());
+    if !v.is_object() || !well_formed {
+        return Err(error_response(
+            id.unwrap_or(Value::Null),
+            -32600,
+            "invalid request: not a JSON-RPC 2.0 message".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Pumps client → server frames, answering malformed ones itself.
+pub async fn pump_input<R, W>(input: R, mut to_server: W, errors: mpsc::UnboundedSender<Vec<u8>>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::new(input);
+    loop {
+        let body = match read_frame(&mut reader).await {
+            Ok(Frame::Body(b)) => b,
+            Ok(Frame::BadHeader(why)) => {
+                tracing::warn!("malformed message header: {why}");
+                let _ = errors.send(error_response(
+                    Value::Null,
+                    -32700,
+                    format!("parse error: {why}"),
+                ));
+                continue;
+            }
+            Ok(Frame::Eof) => break,
+            Err(e) => {
+                tracing::info!("client input closed: {e}");
+                break;
+            }
+        };
+        match check(&body) {
+            Ok(()) => {
+                if to_server.write_all(&frame(&body)).await.is_err() {
+                    break;
+                }
+            }
+            Err(response) => {
+                tracing::warn!("answered a malformed message with an error");
+                let _ = errors.send(response);
+            }
+        }
+    }
+    let _ = to_server.shutdown().await;
+}
+
+/// Pumps server → client frames, putting our own error responses between them.
+pub async fn pump_output<R, W>(
+    from_server: R,
+    mut output: W,
+    mut errors: mpsc::UnboundedReceiver<Vec<u8>>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::new(from_server);
+    let mut errors_open = true;
+    loop {
+        tokio::select! {
+            frame_result = read_frame(&mut reader) => match frame_result {
+                Ok(Frame::Body(body)) => {
+                    if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Frame::BadHeader(why)) => tracing::error!("the server wrote a bad frame: {why}"),
+                Ok(Frame::Eof) | Err(_) => break,
+            },
+            injected = errors.recv(), if errors_open => match injected {
+                Some(body) => {
+                    if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
+                        break;
+                    }
+                }
+                None => errors_open = false,
+            },
+        }
+    }
+    let _ = output.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_checked() {
+        assert!(check(br#"{"jsonrpc":"2.0","method":"initialized","params":{}}"#).is_ok());
+        assert!(check(br#"{"jsonrpc":"2.0","id":3,"result":null}"#).is_ok());
+        let e: Value = serde_json::from_slice(&check(b"{nope").unwrap_err()).unwrap();
+        assert_eq!(
+            (e["id"].clone(), e["error"]["code"].as_i64()),
+            (Value::Null, Some(-32700))
+        );
+        let e: Value =
+            serde_json::from_slice(&check(br#"{"id":4,"method":"x"}"#).unwrap_err()).unwrap();
+        assert_eq!(
+            (e["id"].as_i64(), e["error"]["code"].as_i64()),
+            (Some(4), Some(-32600))
+        );
+        let e: Value = serde_json::from_slice(&check(b"[1,2]").unwrap_err()).unwrap();
+        assert_eq!(e["error"]["code"], -32600);
+    }
+
+    #[tokio::test]
+    async fn frames_survive_garbage_between_them() {
+        let input = b"Content-Length: 2\r\n\r\n{}garbage line\r\n\r\nContent-Length: 4\r\n\r\nnull"
+            .to_vec();
+        let mut r = BufReader::new(&input[..]);
+        assert!(matches!(read_frame(&mut r).await.unwrap(), Frame::Body(b) if b == b"{}"));
+        assert!(matches!(
+            read_frame(&mut r).await.unwrap(),
+            Frame::BadHeader(_)
+        ));
+        assert!(matches!(read_frame(&mut r).await.unwrap(), Frame::Body(b) if b == b"null"));
+        assert!(matches!(read_frame(&mut r).await.unwrap(), Frame::Eof));
+    }
+}

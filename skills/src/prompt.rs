@@ -1,0 +1,85 @@
+//! Prompt rendering within a token budget: a skill renders its chat messages with
+//! the first `k` pieces of context, and [`fit_prompt`] finds the largest `k` whose
+//! prompt, through the model's own chat template, fits.
+
+use basis_model::{LanguageModel, Message};
+
+use crate::SkillError;
+
+/// How many tokens a prompt may use, and how many the answer may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_prompt_tokens: usize,
+    pub max_new_tokens: usize,
+}
+
+impl Budget {
+    /// The budget, shrunk so that prompt and answer fit the model's context.
+    pub fn within_context(self, context: usize) -> Budget {
+        let max_new = self.max_new_tokens.min(context / 2);
+        Budget {
+            max_prompt_tokens: self.max_prompt_tokens.min(context.saturating_sub(max_new)),
+            max_new_tokens: max_new,
+        }
+    }
+}
+
+/// A rendered prompt with its token ids and how many context pieces it holds.
+#[derive(Debug, Clone)]
+pub struct FittedPrompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub pieces: usize,
+}
+
+/// Renders `render(k)` for the largest `k <= max_pieces` whose prompt fits
+/// `budget.max_prompt_tokens`. `render(0)` must be the bare task; if even that does
+/// not fit, the error says how long it is.
+pub fn fit_prompt(
+    lm: &LanguageModel,
+    max_pieces: usize,
+    budget: Budget,
+    render: &dyn Fn(usize) -> Vec<Message>,
+) -> Result<FittedPrompt, SkillError> {
+    let encode = |k: usize| -> Result<FittedPrompt, SkillError> {
+        let text = lm.chat_prompt(&render(k))?;
+        let ids = lm.tokenizer.encode(&text)?;
+        Ok(FittedPrompt {
+            text,
+            ids,
+            pieces: k,
+        })
+    };
+    let full = encode(max_pieces)?;
+    if full.ids.len() <= budget.max_prompt_tokens {
+        return Ok(full);
+    }
+    // Binary search on k: the prompt grows with every piece.
+    let (mut lo, mut hi) = (0usize, max_pieces);
+    let mut best: Option<FittedPrompt> = None;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let p = encode(mid)?;
+        if p.ids.len() <= budget.max_prompt_tokens {
+            lo = mid + 1;
+            best = Some(p);
+        } else {
+            hi = mid;
+        }
+    }
+    match best {
+        Some(p) => Ok(p),
+        None => {
+            let bare = encode(0)?;
+            if bare.ids.len() <= budget.max_prompt_tokens {
+                Ok(bare)
+            } else {
+                Err(SkillError::Input(format!(
+                    "the request alone takes {} tokens, over the prompt budget of {}; shorten it",
+                    bare.ids.len(),
+                    budget.max_prompt_tokens
+                )))
+            }
+        }
+    }
+}
