@@ -305,15 +305,12 @@ mod tests {
     use super::*;
     use crate::parse::{Limits, ParsedFile};
 
-    /// (name, kind, container, first line 1-based, doc) for every symbol, depth first.
-    fn check(
-        lang: Language,
-        src: &str,
-    ) -> Vec<(String, SymbolKind, Option<String>, usize, Option<String>)> {
-        fn flat(
-            s: &[Symbol],
-            out: &mut Vec<(String, SymbolKind, Option<String>, usize, Option<String>)>,
-        ) {
+    /// (name, kind, container, first line 1-based, doc).
+    type Row = (String, SymbolKind, Option<String>, usize, Option<String>);
+
+    /// A row for every symbol, depth first.
+    fn check(lang: Language, src: &str) -> Vec<Row> {
+        fn flat(s: &[Symbol], out: &mut Vec<Row>) {
             for x in s {
                 out.push((
                     x.name.clone(),
@@ -331,7 +328,7 @@ mod tests {
         out
     }
 
-    fn names(v: &[(String, SymbolKind, Option<String>, usize, Option<String>)]) -> Vec<&str> {
+    fn names(v: &[Row]) -> Vec<&str> {
         v.iter().map(|x| x.0.as_str()).collect()
     }
 
@@ -407,7 +404,7 @@ mod tests {
     fn deep_nesting_is_bounded() {
         let src = format!("x = {}1{}\n", "[".repeat(5000), "]".repeat(5000));
         let _ = check(Language::Python, &src);
-        let src = format!("{}\n", "class A:\n".repeat(1) + &"    ".repeat(1));
+        let src = "def f():\n".to_string() + &"    if x:\n".repeat(3000);
         let _ = check(Language::Python, &src);
     }
 }

@@ -205,9 +205,12 @@ impl Backend {
         });
     }
 
+    /// Waits for the first index build and for the saves received before.
     async fn wait_for_index(&self) {
-        let mut rx = self.shared.index_ready.subscribe();
-        let _ = rx.wait_for(|ready| *ready).await;
+        let mut ready = self.shared.index_ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+        let mut pending = self.shared.index_updates.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 
     /// `basis/localize`: retrieval candidates, the model's choice, a stored

@@ -133,9 +133,23 @@ where
                 tracing::error!("applying {method} panicked: {}", panic_message(&*p));
             }
         }
+        // Index updates are applied by their handlers in the background; count
+        // them now, in arrival order, so that queries can wait for them.
+        let updates_index = matches!(
+            method.as_str(),
+            "textDocument/didSave" | "workspace/didChangeWatchedFiles"
+        );
+        if updates_index {
+            self.shared.index_updates.send_modify(|n| *n += 1);
+        }
+        let shared = self.shared.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            match AssertUnwindSafe(fut).catch_unwind().await {
+            let result = AssertUnwindSafe(fut).catch_unwind().await;
+            if updates_index {
+                shared.index_updates.send_modify(|n| *n -= 1);
+            }
+            match result {
                 Ok(result) => result,
                 Err(p) => {
                     let message = panic_message(&*p);

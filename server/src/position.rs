@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn negotiation_follows_the_clients_order() {
         let kinds = |v: &[&'static str]| -> Vec<PositionEncodingKind> {
-            v.iter().map(|s| PositionEncodingKind::new(*s)).collect()
+            v.iter().map(|s| PositionEncodingKind::new(s)).collect()
         };
         assert_eq!(Encoding::negotiate(None), Encoding::Utf16);
         assert_eq!(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use basis_feedback::{Privacy, PrivacyLevel};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Settings {
     /// A model name from the store or a path; `None` means the default model.
@@ -17,17 +17,6 @@ pub struct Settings {
     pub sampling: Sampling,
     pub feedback: FeedbackSettings,
     pub localize: LocalizeSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            model: None,
-            sampling: Sampling::default(),
-            feedback: FeedbackSettings::default(),
-            localize: LocalizeSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

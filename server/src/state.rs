@@ -35,6 +35,9 @@ pub struct Shared {
     pub index: RwLock<WorkspaceIndex>,
     /// Becomes true when the first index build has finished (or failed).
     pub index_ready: tokio::sync::watch::Sender<bool>,
+    /// Saves and watched-file changes received but not yet applied to the index:
+    /// queries wait for them, so a save is seen by the next query.
+    pub index_updates: tokio::sync::watch::Sender<u64>,
     pub limits: Limits,
     pub settings: Mutex<Settings>,
     pub models: ModelHost,
@@ -56,6 +59,7 @@ impl Shared {
             root: Mutex::new(None),
             index: RwLock::new(WorkspaceIndex::new(PathBuf::new(), Limits::default())),
             index_ready: tokio::sync::watch::Sender::new(false),
+            index_updates: tokio::sync::watch::Sender::new(0),
             limits: Limits::default(),
             settings: Mutex::new(Settings::default()),
             models,

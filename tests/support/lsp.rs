@@ -155,29 +155,27 @@ impl LspClient {
 
     /// The next message from the server, answering server requests on the way.
     fn next_message(&mut self, deadline: Instant) -> Value {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = match self.rx.recv_timeout(left) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out waiting for the server; its stderr:\n{}",
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("the server closed stdout; its stderr:\n{}", self.stderr())
-                }
-            };
-            let is_server_request = msg.get("method").is_some() && msg.get("id").is_some();
-            if is_server_request {
-                if self.answer_server_requests {
-                    let id = msg["id"].clone();
-                    self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
-                } else {
-                    self.unanswered.push(msg.clone());
-                }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = match self.rx.recv_timeout(left) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "timed out waiting for the server; its stderr:\n{}",
+                self.stderr()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("the server closed stdout; its stderr:\n{}", self.stderr())
             }
-            return msg;
+        };
+        let is_server_request = msg.get("method").is_some() && msg.get("id").is_some();
+        if is_server_request {
+            if self.answer_server_requests {
+                let id = msg["id"].clone();
+                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
+            } else {
+                self.unanswered.push(msg.clone());
+            }
         }
+        msg
     }
 
     /// Waits for the response to request `id` (the whole message: `result` or
