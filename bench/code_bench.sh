@@ -26,7 +26,7 @@ else
     if [[ ! -d "$REPO" ]]; then
         say "fetching Django $DJANGO_VERSION's source from PyPI"
         mkdir -p "$CACHE"
-        python3 -m pip download --quiet --no-deps --no-binary :all: "django==$DJANGO_VERSION" -d "$CACHE/dl" >&2
+        python3 -m pip download --quiet --no-deps --ignore-requires-python --no-binary :all: "django==$DJANGO_VERSION" -d "$CACHE/dl" >&2
         tar -xzf "$CACHE/dl/django-$DJANGO_VERSION.tar.gz" -C "$CACHE"
     fi
 fi

@@ -68,8 +68,11 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
-    basis_model::configure_threads();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Lsp(_)) {
+        lsp::reserve_a_core_for_the_editor();
+    }
+    basis_model::configure_threads();
     let result = match cli.command {
         Command::Model { command } => match command {
             ModelCommand::Pull { model, name } => model_pull(model, name),

@@ -24,7 +24,46 @@ use serde::Serialize;
 use crate::lang::Language;
 use crate::parse::{looks_binary, Limits, ParsedFile, Span};
 use crate::symbols::{Symbol, SymbolKind};
-use crate::terms::terms;
+use crate::terms::{for_each_term, terms};
+
+/// FNV-1a: term strings are short, and SipHash showed up as a tenth of the build.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf29ce484222325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// A document's term counts before interning.
+#[derive(Default)]
+struct Counts(FastMap<String, u32>);
+
+impl Counts {
+    fn add_text(&mut self, text: &str, times: u32) {
+        for_each_term(text, &mut |t| match self.0.get_mut(t) {
+            Some(n) => *n += times,
+            None => {
+                self.0.insert(t.to_string(), times);
+            }
+        });
+    }
+}
 use crate::CodeError;
 
 /// One indexed file.
@@ -70,7 +109,7 @@ const B: f32 = 0.75;
 /// Term ids for strings.
 #[derive(Default)]
 struct Terms {
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
 }
 
 impl Terms {
@@ -103,17 +142,17 @@ struct Doc {
 #[derive(Default)]
 struct Corpus {
     docs: Vec<Doc>,
-    postings: HashMap<u32, Vec<u32>>,
-    df: HashMap<u32, u32>,
+    postings: FastMap<u32, Vec<u32>>,
+    df: FastMap<u32, u32>,
     total_len: u64,
     live: u32,
     dead: u32,
 }
 
 impl Corpus {
-    fn add(&mut self, counts: HashMap<u32, u32>, path: &str, symbol: Option<usize>) -> u32 {
+    fn add(&mut self, counts: Vec<(u32, u32)>, path: &str, symbol: Option<usize>) -> u32 {
         let id = self.docs.len() as u32;
-        let mut tf: Vec<(u32, u32)> = counts.into_iter().collect();
+        let mut tf = counts;
         tf.sort_unstable();
         let len: u32 = tf.iter().map(|(_, c)| c).sum();
         for (t, _) in &tf {
@@ -158,8 +197,8 @@ impl Corpus {
     }
 
     /// BM25 scores of the live documents matching any of `query` (term ids).
-    fn score(&self, query: &[u32]) -> HashMap<u32, f32> {
-        let mut scores: HashMap<u32, f32> = HashMap::new();
+    fn score(&self, query: &[u32]) -> FastMap<u32, f32> {
+        let mut scores: FastMap<u32, f32> = FastMap::default();
         if self.live == 0 {
             return scores;
         }
@@ -210,8 +249,8 @@ pub struct WorkspaceIndex {
 struct Analyzed {
     file: IndexedFile,
     flat: Vec<Symbol>,
-    file_terms: Vec<String>,
-    symbol_terms: Vec<Vec<String>>,
+    file_terms: Counts,
+    symbol_terms: Vec<Counts>,
 }
 
 /// Bytes of a file's text that go into its document.
@@ -219,11 +258,14 @@ const MAX_TEXT_TERMS_BYTES: usize = 256 << 10;
 /// Bytes of a symbol's body that go into its document.
 const MAX_SYMBOL_BODY_BYTES: usize = 16 << 10;
 
-fn flatten(symbols: &[Symbol], out: &mut Vec<Symbol>) {
+/// Symbols depth first, without their children, each with whether it had any.
+fn flatten(symbols: &[Symbol], out: &mut Vec<(Symbol, bool)>) {
     for s in symbols {
-        let mut copy = s.clone();
-        copy.children = Vec::new();
-        out.push(copy);
+        let copy = Symbol {
+            children: Vec::new(),
+            ..s.clone()
+        };
+        out.push((copy, !s.children.is_empty()));
         flatten(&s.children, out);
     }
 }
@@ -247,10 +289,8 @@ fn analyze(
     limits: &Limits,
 ) -> Analyzed {
     let language = Language::from_path(Path::new(rel));
-    let mut file_terms: Vec<String> = Vec::new();
-    for _ in 0..3 {
-        file_terms.extend(terms(rel));
-    }
+    let mut file_terms = Counts::default();
+    file_terms.add_text(rel, 3);
     let (mut symbols, mut flat, mut symbol_terms) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = skipped;
     if let Some(text) = text {
@@ -262,25 +302,27 @@ fn analyze(
             symbols = parsed.symbols(text);
             flatten(&symbols, &mut flat);
         }
-        for s in &flat {
-            file_terms.extend(terms(&s.name));
-            file_terms.extend(terms(&s.name));
-            let mut t: Vec<String> = Vec::new();
-            for _ in 0..3 {
-                t.extend(terms(&s.name));
-            }
+        for (s, has_children) in &flat {
+            file_terms.add_text(&s.name, 2);
+            let mut t = Counts::default();
+            t.add_text(&s.name, 3);
             if let Some(c) = &s.container {
-                t.extend(terms(c));
+                t.add_text(c, 1);
             }
             if let Some(d) = &s.doc {
-                t.extend(terms(d));
+                t.add_text(d, 1);
             }
-            let body = text.get(s.span.start_byte..s.span.end_byte).unwrap_or("");
-            t.extend(terms(prefix(body, MAX_SYMBOL_BODY_BYTES)));
+            // A class's or module's members are documents of their own; its body
+            // would count their text twice.
+            if !has_children {
+                let body = text.get(s.span.start_byte..s.span.end_byte).unwrap_or("");
+                t.add_text(prefix(body, MAX_SYMBOL_BODY_BYTES), 1);
+            }
             symbol_terms.push(t);
         }
-        file_terms.extend(terms(prefix(text, MAX_TEXT_TERMS_BYTES)));
+        file_terms.add_text(prefix(text, MAX_TEXT_TERMS_BYTES), 1);
     }
+    let flat: Vec<Symbol> = flat.into_iter().map(|(s, _)| s).collect();
     Analyzed {
         file: IndexedFile {
             path: rel.to_string(),
@@ -417,16 +459,13 @@ impl WorkspaceIndex {
     fn insert(&mut self, a: Analyzed) {
         let path = a.file.path.clone();
         self.remove(&path);
-        let mut count = |words: &[String]| -> HashMap<u32, u32> {
-            let mut m = HashMap::new();
-            for w in words {
-                *m.entry(self.terms.id(w)).or_default() += 1;
-            }
-            m
+        let terms = &mut self.terms;
+        let mut intern = |c: Counts| -> Vec<(u32, u32)> {
+            c.0.into_iter().map(|(t, n)| (terms.id(&t), n)).collect()
         };
-        let file_counts = count(&a.file_terms);
-        let symbol_counts: Vec<HashMap<u32, u32>> =
-            a.symbol_terms.iter().map(|t| count(t)).collect();
+        let file_counts = intern(a.file_terms);
+        let symbol_counts: Vec<Vec<(u32, u32)>> =
+            a.symbol_terms.into_iter().map(&mut intern).collect();
         let file_doc = self.file_corpus.add(file_counts, &path, None);
         let symbol_docs = symbol_counts
             .into_iter()

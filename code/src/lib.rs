@@ -16,7 +16,7 @@ pub use index::{FileHit, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
 pub use lang::Language;
 pub use parse::{looks_binary, Limits, ParsedFile, Point, Span, TextEdit};
 pub use symbols::{Symbol, SymbolKind};
-pub use terms::terms;
+pub use terms::{for_each_term, terms};
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! Search terms: identifiers split on case changes, digits and underscores,
-//! lowercased, with the whole identifier kept too.
+//! lowercased, with the whole identifier kept too. Short words and a few English
+//! and keyword stopwords are dropped.
 
 const STOPWORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "if",
@@ -9,57 +10,75 @@ const STOPWORDS: &[&str] = &[
     "none", "null", "true", "false", "else", "elif", "then", "do", "does", "should",
 ];
 
-fn push(out: &mut Vec<String>, t: &str) {
-    if t.chars().count() >= 2 && t.len() <= 64 && !STOPWORDS.contains(&t) {
-        out.push(t.to_string());
-    }
+fn keep(t: &str) -> bool {
+    t.len() <= 64 && t.chars().nth(1).is_some() && !STOPWORDS.contains(&t)
 }
 
-/// Splits one identifier into parts: `parseHTTPRequest_v2` → parse, http, request, v2.
-fn split_identifier(word: &str, out: &mut Vec<String>) {
-    let chars: Vec<char> = word.chars().collect();
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for i in 0..chars.len() {
-        let c = chars[i];
+/// Calls `f` with each part of one identifier, lowercased:
+/// `parseHTTPRequest_v2` → parse, http, request, v2, then the whole identifier.
+fn split_identifier(word: &str, buf: &mut String, f: &mut dyn FnMut(&str)) {
+    let mut parts = 0;
+    let mut start: Option<usize> = None;
+    let mut prev: Option<char> = None;
+    let mut emit = |from: usize, to: usize, buf: &mut String, parts: &mut usize| {
+        buf.clear();
+        buf.extend(word[from..to].chars().flat_map(char::to_lowercase));
+        if keep(buf) {
+            f(buf);
+        }
+        *parts += 1;
+    };
+    let mut iter = word.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
         if c == '_' || c == '-' {
-            if !cur.is_empty() {
-                parts.push(std::mem::take(&mut cur));
+            if let Some(s) = start.take() {
+                emit(s, i, buf, &mut parts);
             }
+            prev = Some(c);
             continue;
         }
-        if !cur.is_empty() {
-            let prev = chars[i - 1];
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            let boundary = (prev.is_lowercase() && c.is_uppercase())
-                || (prev.is_uppercase() && c.is_uppercase() && next_lower);
+        if let (Some(s), Some(p)) = (start, prev) {
+            let next_lower = iter.peek().is_some_and(|(_, n)| n.is_lowercase());
+            let boundary = (p.is_lowercase() && c.is_uppercase())
+                || (p.is_uppercase() && c.is_uppercase() && next_lower);
             if boundary {
-                parts.push(std::mem::take(&mut cur));
+                emit(s, i, buf, &mut parts);
+                start = Some(i);
             }
         }
-        cur.push(c);
+        if start.is_none() {
+            start = Some(i);
+        }
+        prev = Some(c);
     }
-    if !cur.is_empty() {
-        parts.push(cur);
+    if let Some(s) = start {
+        emit(s, word.len(), buf, &mut parts);
     }
-    let whole = word.to_lowercase();
-    for p in &parts {
-        push(out, &p.to_lowercase());
-    }
-    if parts.len() > 1 {
-        push(out, &whole);
+    if parts > 1 {
+        buf.clear();
+        buf.extend(word.chars().flat_map(char::to_lowercase));
+        if keep(buf) {
+            f(buf);
+        }
     }
 }
 
-/// The search terms of a text (code, comments or an issue), in order.
-pub fn terms(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
+/// Calls `f` with every search term of a text (code, comments or an issue), in
+/// order, without allocating per term.
+pub fn for_each_term(text: &str, f: &mut dyn FnMut(&str)) {
+    let mut buf = String::new();
     for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
         if word.is_empty() || word.len() > 128 {
             continue;
         }
-        split_identifier(word, &mut out);
+        split_identifier(word, &mut buf, f);
     }
+}
+
+/// The search terms of a text, in order.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_term(text, &mut |t| out.push(t.to_string()));
     out
 }
 
