@@ -278,16 +278,14 @@ impl Store {
         }
         let cfg = RewardConfig::default();
         let mut sums: std::collections::HashMap<String, (f64, u64)> = Default::default();
-        for id in self.suggestion_ids()? {
-            let Some(s) = self.suggestion(&id)? else {
-                continue;
-            };
-            if let Some(r) = reward(&self.events(&id)?, &cfg) {
+        self.for_each_suggestion(&mut |s, events| {
+            if let Some(r) = reward(&events, &cfg) {
                 let e = sums.entry(s.skill).or_default();
                 e.0 += r;
                 e.1 += 1;
             }
-        }
+            Ok(())
+        })?;
         for s in &mut by_skill {
             s.mean_reward = sums.get(&s.skill).map(|(sum, n)| sum / *n as f64);
         }
@@ -299,6 +297,19 @@ impl Store {
         })
     }
 
+    /// Calls `f` with every suggestion (oldest first) and its events.
+    fn for_each_suggestion(
+        &self,
+        f: &mut dyn FnMut(Suggestion, Vec<Event>) -> Result<(), FeedbackError>,
+    ) -> Result<(), FeedbackError> {
+        for id in self.suggestion_ids()? {
+            if let Some(s) = self.suggestion(&id)? {
+                f(s, self.events(&id)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// One `basis.feedback/1` line per suggestion; returns how many.
     pub fn export_jsonl(
         &self,
@@ -306,11 +317,7 @@ impl Store {
         cfg: &RewardConfig,
     ) -> Result<u64, FeedbackError> {
         let mut n = 0;
-        for id in self.suggestion_ids()? {
-            let Some(s) = self.suggestion(&id)? else {
-                continue;
-            };
-            let events = self.events(&id)?;
+        self.for_each_suggestion(&mut |s, events| {
             let mut v = serde_json::to_value(&s).expect("a suggestion serializes");
             let obj = v.as_object_mut().expect("a suggestion is an object");
             obj.insert("schema".into(), json!("basis.feedback/1"));
@@ -326,7 +333,8 @@ impl Store {
             obj.insert("events".into(), json!(evs));
             writeln!(out, "{v}").map_err(FeedbackError::Export)?;
             n += 1;
-        }
+            Ok(())
+        })?;
         Ok(n)
     }
 
@@ -338,15 +346,12 @@ impl Store {
         cfg: &RewardConfig,
     ) -> Result<u64, FeedbackError> {
         let mut n = 0;
-        for id in self.suggestion_ids()? {
-            let Some(s) = self.suggestion(&id)? else {
-                continue;
-            };
+        self.for_each_suggestion(&mut |s, events| {
             if s.prompt.starts_with("sha256:") && s.prompt.contains(" len:") {
-                continue;
+                return Ok(());
             }
-            let Some(r) = reward(&self.events(&id)?, cfg) else {
-                continue;
+            let Some(r) = reward(&events, cfg) else {
+                return Ok(());
             };
             let line = json!({
                 "prompt": s.prompt,
@@ -355,7 +360,8 @@ impl Store {
             });
             writeln!(out, "{line}").map_err(FeedbackError::Export)?;
             n += 1;
-        }
+            Ok(())
+        })?;
         Ok(n)
     }
 

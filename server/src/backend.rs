@@ -299,14 +299,7 @@ impl Backend {
         self.store_suggestion(suggestion).await;
 
         let enc = self.shared.encoding();
-        let open = |uri: &str| {
-            self.shared
-                .docs
-                .lock()
-                .unwrap()
-                .get(uri)
-                .map(|d| d.rope.clone())
-        };
+        let open = |uri: &str| self.shared.open_rope(uri);
         let mut texts = Texts::new(&open);
         let locations = outcome
             .locations
@@ -485,8 +478,8 @@ fn check_tracker(shared: &Shared) {
     }
     let fb = shared.settings.lock().unwrap().feedback.clone();
     let text_of = |uri: &str| -> Option<String> {
-        if let Some(doc) = shared.docs.lock().unwrap().get(uri) {
-            return Some(doc.rope.to_string());
+        if let Some(rope) = shared.open_rope(uri) {
+            return Some(rope.to_string());
         }
         let path = uri.parse::<Uri>().ok()?.to_file_path()?.into_owned();
         std::fs::read_to_string(path).ok()
@@ -731,14 +724,7 @@ impl LanguageServer for Backend {
             .workspace_symbols(&params.query, 256);
         let root = self.shared.root().unwrap_or_default();
         let enc = self.shared.encoding();
-        let open = |uri: &str| {
-            self.shared
-                .docs
-                .lock()
-                .unwrap()
-                .get(uri)
-                .map(|d| d.rope.clone())
-        };
+        let open = |uri: &str| self.shared.open_rope(uri);
         let mut texts = Texts::new(&open);
         let symbols = hits
             .iter()

@@ -86,6 +86,11 @@ impl Shared {
         self.root.lock().unwrap().clone()
     }
 
+    /// The text of an open document (a cheap rope clone).
+    pub fn open_rope(&self, uri: &str) -> Option<ropey::Rope> {
+        self.docs.lock().unwrap().get(uri).map(|d| d.rope.clone())
+    }
+
     pub fn feedback(&self) -> Option<Writer> {
         self.feedback.lock().unwrap().clone()
     }
