@@ -511,3 +511,62 @@ fn huge_long_line_and_binary_files_degrade_gracefully() {
     assert_eq!(r["openDocuments"], 2);
     assert!(c.shutdown());
 }
+
+#[test]
+fn listen_serves_the_protocol_over_tcp() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = support::basis()
+        .args(["lsp", "--listen", "127.0.0.1:0"])
+        .env("BASIS_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log says which port it got.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited before listening"
+        );
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"processId": null, "rootUri": null, "capabilities": {}}})
+    .to_string();
+    write!(stream, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("Content-Length: ") {
+            len = n.trim().parse().unwrap();
+        }
+    }
+    let mut buf = vec![0; len];
+    reader.read_exact(&mut buf).unwrap();
+    let v: Value = serde_json::from_slice(&buf).unwrap();
+    assert_eq!(v["result"]["serverInfo"]["name"], "basis", "{v}");
+    // Nothing but logs on stdout's side: stdout stays empty in TCP mode.
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.is_empty(), "{out}");
+}
