@@ -662,7 +662,8 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
-        match Settings::from_json(Some(&params.settings)) {
+        let current = self.shared.settings.lock().unwrap().clone();
+        match current.changed(Some(&params.settings)) {
             Ok(s) => self.apply_settings(s),
             Err(e) => {
                 tracing::warn!("{e}; keeping the previous settings");

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use basis_feedback::{Privacy, PrivacyLevel};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Settings {
     /// A model name from the store or a path; `None` means the default model.
@@ -19,7 +19,7 @@ pub struct Settings {
     pub localize: LocalizeSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Sampling {
     pub temperature: f32,
@@ -37,7 +37,7 @@ impl Default for Sampling {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FeedbackSettings {
     pub enabled: bool,
@@ -76,7 +76,7 @@ impl FeedbackSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalizeSettings {
     /// How many retrieval candidates the model chooses from.
@@ -89,14 +89,32 @@ impl Default for LocalizeSettings {
     }
 }
 
+fn merge(base: &mut serde_json::Value, change: &serde_json::Value) {
+    match (base, change) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(c)) => {
+            for (k, v) in c {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, c) => *b = c.clone(),
+    }
+}
+
 impl Settings {
     /// Reads settings from a client's JSON (`null` gives the defaults).
     pub fn from_json(value: Option<&serde_json::Value>) -> Result<Settings, String> {
+        Settings::default().changed(value)
+    }
+
+    /// These settings with the keys `value` names replaced.
+    pub fn changed(&self, value: Option<&serde_json::Value>) -> Result<Settings, String> {
         let Some(value) = value.filter(|v| !v.is_null()) else {
-            return Ok(Settings::default());
+            return Ok(self.clone());
         };
         let inner = value.get("basis").unwrap_or(value);
-        serde_json::from_value(inner.clone()).map_err(|e| format!("invalid Basis settings: {e}"))
+        let mut merged = serde_json::to_value(self).expect("settings serialize");
+        merge(&mut merged, inner);
+        serde_json::from_value(merged).map_err(|e| format!("invalid Basis settings: {e}"))
     }
 }
 
