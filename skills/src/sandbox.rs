@@ -1,0 +1,363 @@
+//! The sandbox: the only place that runs user or generated code.
+//!
+//! A run gets a throwaway copy of the workspace (its files as they are on disk,
+//! with the editor's unsaved buffers written over them), and runs under bubblewrap:
+//! no network (every namespace unshared), the system directories read-only, the
+//! copy as the only writable place besides a private /tmp, the real home and every
+//! other directory invisible. `prlimit` caps CPU time, memory, processes and file
+//! size; the whole process group is killed at the wall-clock limit or when the run
+//! ends; output beyond a cap is cut.
+//!
+//! Known gap: the process limit is `RLIMIT_NPROC`, which the kernel does not apply
+//! to root, so a fork bomb run as root is bounded only by the wall clock. A pids
+//! cgroup for each run is the fix (issue 4 is open for it).
+//!
+//! Where bwrap is missing or cannot start, [`Sandbox::detect`] says so loudly and
+//! the fallback runs the command directly in the throwaway copy with the same
+//! limits and process-group kill, but without the namespace isolation: network,
+//! the home directory and the rest of the file system stay reachable. The fallback
+//! is chosen explicitly (`Isolation::LimitsOnly`), never silently.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a sandbox isolates what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// bubblewrap: namespaces, read-only system, invisible home, no network.
+    Bubblewrap,
+    /// The documented weaker fallback: a throwaway copy and resource limits only.
+    LimitsOnly,
+}
+
+/// Resource limits of one run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub wall: Duration,
+    pub cpu_seconds: u64,
+    pub memory_bytes: u64,
+    /// `RLIMIT_NPROC`: counts all the user's processes, and does not bind root.
+    pub processes: u64,
+    /// The largest file the run may write.
+    pub file_bytes: u64,
+    /// Output kept per stream; the rest is cut and counted.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            wall: Duration::from_secs(60),
+            cpu_seconds: 60,
+            memory_bytes: 2 << 30,
+            processes: 256,
+            file_bytes: 256 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The exit code; `None` when killed by a signal (including our wall-clock kill).
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// Bytes of output dropped beyond `Limits::output_bytes`.
+    pub truncated: u64,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("copying the workspace into the sandbox: {0}")]
+    Copy(std::io::Error),
+    #[error("starting {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A sandbox configuration, reusable across runs.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub isolation: Isolation,
+    pub limits: Limits,
+    /// Extra read-only directories to expose (toolchains outside /usr, e.g. ~/.cargo).
+    pub read_only: Vec<PathBuf>,
+}
+
+/// Directories copied into the sandbox never: version control and build output.
+const SKIP_DIRS: &[&str] = &[".git", "target", "node_modules", "__pycache__", ".venv"];
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ty = entry.file_type()?;
+        let dst = to.join(&name);
+        if ty.is_dir() {
+            if !SKIP_DIRS.iter().any(|s| name == *s) {
+                copy_tree(&entry.path(), &dst)?;
+            }
+        } else if ty.is_file() {
+            std::fs::copy(entry.path(), &dst)?;
+        }
+        // Symlinks are not followed: they could point out of the workspace.
+    }
+    Ok(())
+}
+
+/// Reads a stream to its end, keeping at most `cap` bytes.
+fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                dropped += (n - n.min(room)) as u64;
+            }
+        }
+    }
+    (kept, dropped)
+}
+
+/// Kills every process of a process group.
+#[allow(clippy::disallowed_methods)] // `kill` itself, not user code.
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Sandbox {
+    /// bubblewrap when it is installed and can start here; otherwise the weaker
+    /// fallback, with a warning on stderr saying what is missing.
+    pub fn detect() -> Sandbox {
+        let isolation = if bwrap_works() {
+            Isolation::Bubblewrap
+        } else {
+            eprintln!(
+                "WARNING: bubblewrap (bwrap) is missing or cannot start here; generated code will run with \
+                 resource limits only, WITHOUT network or file-system isolation. Install the `bubblewrap` package."
+            );
+            Isolation::LimitsOnly
+        };
+        Sandbox {
+            isolation,
+            limits: Limits::default(),
+            read_only: Vec::new(),
+        }
+    }
+
+    /// Runs `argv` in a throwaway copy of `workspace` with `overlay` (relative
+    /// path → text: unsaved buffers, generated tests) written over it.
+    pub fn run(
+        &self,
+        workspace: &Path,
+        overlay: &HashMap<String, String>,
+        argv: &[&str],
+    ) -> Result<Outcome, SandboxError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("basis-sandbox-")
+            .tempdir()
+            .map_err(SandboxError::Copy)?;
+        let copy = scratch.path().join("work");
+        copy_tree(workspace, &copy).map_err(SandboxError::Copy)?;
+        for (rel, text) in overlay {
+            let rel = Path::new(rel);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                continue;
+            }
+            let dst = copy.join(rel);
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir).map_err(SandboxError::Copy)?;
+            }
+            std::fs::write(&dst, text).map_err(SandboxError::Copy)?;
+        }
+        let tmp = scratch.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(SandboxError::Copy)?;
+        self.run_in(&copy, &tmp, argv)
+    }
+
+    fn command(&self, copy: &Path, tmp: &Path, argv: &[&str]) -> Vec<String> {
+        let l = &self.limits;
+        let mut cmd: Vec<String> = vec![
+            "prlimit".into(),
+            format!("--cpu={}", l.cpu_seconds),
+            format!("--as={}", l.memory_bytes),
+            format!("--nproc={}", l.processes),
+            format!("--fsize={}", l.file_bytes),
+            "--core=0".into(),
+            "--".into(),
+        ];
+        if self.isolation == Isolation::Bubblewrap {
+            let s = |p: &Path| p.display().to_string();
+            cmd.extend(
+                [
+                    "bwrap",
+                    "--unshare-all",
+                    "--die-with-parent",
+                    "--new-session",
+                    "--ro-bind",
+                    "/usr",
+                    "/usr",
+                    "--ro-bind-try",
+                    "/bin",
+                    "/bin",
+                    "--ro-bind-try",
+                    "/lib",
+                    "/lib",
+                    "--ro-bind-try",
+                    "/lib64",
+                    "/lib64",
+                    "--ro-bind-try",
+                    "/etc/alternatives",
+                    "/etc/alternatives",
+                    "--ro-bind-try",
+                    "/etc/ssl",
+                    "/etc/ssl",
+                    "--proc",
+                    "/proc",
+                    "--dev",
+                    "/dev",
+                ]
+                .map(String::from),
+            );
+            for dir in &self.read_only {
+                cmd.extend(["--ro-bind-try".into(), s(dir), s(dir)]);
+            }
+            cmd.extend(["--bind".into(), s(tmp), "/tmp".into()]);
+            cmd.extend(["--bind".into(), s(copy), "/work".into()]);
+            cmd.extend(
+                [
+                    "--chdir", "/work", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/tmp",
+                    "--",
+                ]
+                .map(String::from),
+            );
+        }
+        cmd.extend(argv.iter().map(|a| a.to_string()));
+        cmd
+    }
+
+    #[allow(clippy::disallowed_methods)] // The sandbox is the one place that runs user code.
+    fn run_in(&self, copy: &Path, tmp: &Path, argv: &[&str]) -> Result<Outcome, SandboxError> {
+        use std::os::unix::process::CommandExt;
+        let cmd = self.command(copy, tmp, argv);
+        let start = Instant::now();
+        let mut command = Command::new(&cmd[0]);
+        command
+            .args(&cmd[1..])
+            .current_dir(copy)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env(
+                "HOME",
+                if self.isolation == Isolation::Bubblewrap {
+                    Path::new("/work")
+                } else {
+                    copy
+                },
+            )
+            .env("TMPDIR", tmp)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|source| SandboxError::Spawn {
+            program: cmd[0].clone(),
+            source,
+        })?;
+        let pgid = child.id();
+        let cap = self.limits.output_bytes;
+        let out = child.stdout.take().expect("stdout is piped");
+        let err = child.stderr.take().expect("stderr is piped");
+        let out_reader = std::thread::spawn(move || read_capped(out, cap));
+        let err_reader = std::thread::spawn(move || read_capped(err, cap));
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|source| SandboxError::Spawn {
+                program: cmd[0].clone(),
+                source,
+            })? {
+                break status;
+            }
+            if start.elapsed() > self.limits.wall {
+                timed_out = true;
+                kill_group(pgid);
+                break child.wait().map_err(|source| SandboxError::Spawn {
+                    program: cmd[0].clone(),
+                    source,
+                })?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Whatever the command left behind in its group goes too (bwrap's
+        // --die-with-parent covers the namespace; this covers the fallback).
+        kill_group(pgid);
+        let (stdout, d1) = out_reader.join().unwrap_or_default();
+        let (stderr, d2) = err_reader.join().unwrap_or_default();
+        Ok(Outcome {
+            code: status.code(),
+            timed_out,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            truncated: d1 + d2,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // Probes whether bwrap can start, running `true`.
+fn bwrap_works() -> bool {
+    Command::new("bwrap")
+        .args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--ro-bind-try",
+            "/bin",
+            "/bin",
+            "--ro-bind-try",
+            "/lib",
+            "/lib",
+            "--ro-bind-try",
+            "/lib64",
+            "/lib64",
+            "--",
+            "/usr/bin/true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,160 @@
+//! Escape probes against the sandbox: network, writes outside the copy, reading
+//! files outside the workspace, an infinite loop, an output flood and a child left
+//! running. Each is blocked or bounded, and nothing survives a run.
+//!
+//! Not probed yet: a fork bomb. `prlimit --nproc` does not bind root, and CI runs
+//! as root, so a bomb here ran unbounded for its 5 s (load average ~1,500) before
+//! the group kill ended it; a pids cgroup is the fix (issue 4).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use basis_skills::sandbox::{Isolation, Limits, Sandbox};
+
+fn sandbox(isolation: Isolation) -> Sandbox {
+    let detected = Sandbox::detect();
+    assert_eq!(
+        detected.isolation,
+        Isolation::Bubblewrap,
+        "bubblewrap must work on this machine for these tests (.ci/run installs it)"
+    );
+    Sandbox {
+        isolation,
+        limits: Limits {
+            wall: Duration::from_secs(5),
+            processes: 64,
+            output_bytes: 64 << 10,
+            ..Limits::default()
+        },
+        read_only: Vec::new(),
+    }
+}
+
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.py"), "print('hello from the copy')\n").unwrap();
+    dir
+}
+
+fn sh(sb: &Sandbox, ws: &Path, script: &str) -> basis_skills::sandbox::Outcome {
+    sb.run(ws, &HashMap::new(), &["sh", "-c", script]).unwrap()
+}
+
+#[allow(clippy::disallowed_methods)] // Looks for leftovers with pgrep.
+fn survivors(marker: &str) -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-af", marker])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_copy_runs_code_and_the_real_workspace_is_untouched() {
+    let ws = workspace();
+    let sb = sandbox(Isolation::Bubblewrap);
+    let mut overlay = HashMap::new();
+    overlay.insert(
+        "unsaved.py".to_string(),
+        "print('from the editor buffer')\n".to_string(),
+    );
+    let out = sb
+        .run(
+            ws.path(),
+            &overlay,
+            &[
+                "sh",
+                "-c",
+                "python3 main.py && python3 unsaved.py && echo x > main.py && pwd",
+            ],
+        )
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "hello from the copy\nfrom the editor buffer\n/work\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("main.py")).unwrap(),
+        "print('hello from the copy')\n"
+    );
+    assert!(!ws.path().join("unsaved.py").exists());
+}
+
+#[test]
+fn no_network_not_even_loopback() {
+    let ws = workspace();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = sh(
+        &sandbox(Isolation::Bubblewrap),
+        ws.path(),
+        &format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('connected')\""),
+    );
+    assert!(
+        !out.success() && !out.stdout.contains("connected"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn writes_outside_the_copy_and_reads_of_other_files_fail() {
+    let ws = workspace();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s3cret").unwrap();
+    let o = outside.path().display();
+    let out = sh(
+        &sandbox(Isolation::Bubblewrap),
+        ws.path(),
+        &format!("echo pwned > {o}/evil; echo pwned > /usr/evil; cat {o}/secret; ls /root/.ssh /root; echo done"),
+    );
+    assert!(out.stdout.ends_with("done\n"), "{out:?}");
+    assert!(!out.stdout.contains("s3cret"), "{out:?}");
+    assert!(!outside.path().join("evil").exists());
+    assert!(!Path::new("/usr/evil").exists());
+}
+
+#[test]
+fn infinite_loops_and_floods_are_bounded() {
+    let ws = workspace();
+    let sb = sandbox(Isolation::Bubblewrap);
+    let out = sh(&sb, ws.path(), "while :; do :; done");
+    assert!(out.timed_out && !out.success(), "{out:?}");
+    assert!(out.elapsed < Duration::from_secs(15), "{out:?}");
+    let out = sh(&sb, ws.path(), "yes flood");
+    assert!(
+        out.stdout.len() <= 64 << 10 && out.truncated > 0,
+        "{} kept, {} cut",
+        out.stdout.len(),
+        out.truncated
+    );
+}
+
+#[test]
+fn a_child_left_running_does_not_survive() {
+    let ws = workspace();
+    let sb = sandbox(Isolation::Bubblewrap);
+    let out = sh(&sb, ws.path(), "(sleep 1234.5 &) ; echo started");
+    assert!(out.stdout.contains("started"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(survivors("sleep 1234.5"), "", "a process outlived its run");
+}
+
+#[test]
+fn the_documented_fallback_still_bounds_time_and_kills_children() {
+    let ws = workspace();
+    let sb = sandbox(Isolation::LimitsOnly);
+    let out = sh(&sb, ws.path(), "while :; do :; done");
+    assert!(out.timed_out, "{out:?}");
+    let out = sh(&sb, ws.path(), "sleep 2345.5 & echo started");
+    assert!(out.stdout.contains("started"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(survivors("sleep 2345.5"), "", "a process outlived its run");
+    let out = sh(&sb, ws.path(), "python3 main.py");
+    assert_eq!(out.stdout, "hello from the copy\n");
+}
