@@ -123,7 +123,7 @@ pub fn invalid_params(message: impl std::fmt::Display) -> Error {
     error(ErrorCode::InvalidParams, message.to_string())
 }
 
-fn kind(k: CodeKind) -> SymbolKind {
+pub fn symbol_kind(k: CodeKind) -> SymbolKind {
     match k {
         CodeKind::Module => SymbolKind::MODULE,
         CodeKind::Class => SymbolKind::CLASS,
@@ -137,10 +137,6 @@ fn kind(k: CodeKind) -> SymbolKind {
         CodeKind::TypeAlias => SymbolKind::TYPE_PARAMETER,
         CodeKind::Field => SymbolKind::FIELD,
     }
-}
-
-pub fn symbol_kind(k: CodeKind) -> SymbolKind {
-    kind(k)
 }
 
 pub fn range(rope: &Rope, span: &Span, enc: Encoding) -> Range {
@@ -166,7 +162,7 @@ pub fn document_symbols(symbols: &[Symbol], rope: &Rope, enc: Encoding) -> Vec<D
                     s.name.clone()
                 },
                 detail: s.container.clone(),
-                kind: kind(s.kind),
+                kind: symbol_kind(s.kind),
                 tags: None,
                 deprecated: None,
                 range: full,
