@@ -8,9 +8,12 @@
 //! size; the whole process group is killed at the wall-clock limit or when the run
 //! ends; output beyond a cap is cut.
 //!
-//! Known gap: the process limit is `RLIMIT_NPROC`, which the kernel does not apply
-//! to root, so a fork bomb run as root is bounded only by the wall clock. A pids
-//! cgroup for each run is the fix (issue 4 is open for it).
+//! Processes are bounded by a pids cgroup made for each run (cgroup v1's `pids`
+//! hierarchy or cgroup v2 with the pids controller, where this process may create
+//! one): `RLIMIT_NPROC` alone does not bind root and counts all of a user's
+//! processes. At the end of a run every process left in the cgroup is killed and
+//! the cgroup removed. Where no pids cgroup can be made, [`Sandbox::detect`] warns
+//! and only `RLIMIT_NPROC` and the wall clock remain.
 //!
 //! Where bwrap is missing or cannot start, [`Sandbox::detect`] says so loudly and
 //! the fallback runs the command directly in the throwaway copy with the same
@@ -39,7 +42,7 @@ pub struct Limits {
     pub wall: Duration,
     pub cpu_seconds: u64,
     pub memory_bytes: u64,
-    /// `RLIMIT_NPROC`: counts all the user's processes, and does not bind root.
+    /// The pids cgroup's `pids.max` (and `RLIMIT_NPROC`, which does not bind root).
     pub processes: u64,
     /// The largest file the run may write.
     pub file_bytes: u64,
@@ -98,6 +101,79 @@ pub struct Sandbox {
     pub limits: Limits,
     /// Extra read-only directories to expose (toolchains outside /usr, e.g. ~/.cargo).
     pub read_only: Vec<PathBuf>,
+    /// Where per-run pids cgroups are made; `None` when none can be.
+    pub pids_cgroup_root: Option<PathBuf>,
+}
+
+/// A per-run pids cgroup, removed (with everything still in it killed) on drop.
+struct PidsCgroup {
+    dir: PathBuf,
+}
+
+impl PidsCgroup {
+    fn create(root: &Path, max: u64) -> Option<PidsCgroup> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = root.join(format!(
+            "basis-sandbox-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).ok()?;
+        let cg = PidsCgroup { dir };
+        std::fs::write(cg.dir.join("pids.max"), max.to_string()).ok()?;
+        Some(cg)
+    }
+
+    fn procs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills every process in the cgroup until it is empty (a fork racing the
+    /// kill gets the next round).
+    #[allow(clippy::disallowed_methods)] // `kill` itself, not user code.
+    fn kill_all(&self) {
+        for _ in 0..50 {
+            let procs = self.procs();
+            if procs.is_empty() {
+                return;
+            }
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&procs)
+                .stderr(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A directory under which this process can make pids cgroups.
+fn find_pids_cgroup_root() -> Option<PathBuf> {
+    let v2 = Path::new("/sys/fs/cgroup");
+    let v2_has_pids = std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+        .is_ok_and(|c| c.split_whitespace().any(|x| x == "pids"));
+    let candidates = [PathBuf::from("/sys/fs/cgroup/pids"), v2.to_path_buf()];
+    candidates
+        .into_iter()
+        .filter(|c| c.ends_with("pids") || v2_has_pids)
+        .find(|c| PidsCgroup::create(c, 1).is_some())
 }
 
 /// Directories copied into the sandbox never: version control and build output.
@@ -162,10 +238,18 @@ impl Sandbox {
             );
             Isolation::LimitsOnly
         };
+        let pids_cgroup_root = find_pids_cgroup_root();
+        if pids_cgroup_root.is_none() {
+            eprintln!(
+                "WARNING: no pids cgroup can be made here; sandboxed runs are bounded in processes only by \
+                 RLIMIT_NPROC (which does not bind root) and the wall clock."
+            );
+        }
         Sandbox {
             isolation,
             limits: Limits::default(),
             read_only: Vec::new(),
+            pids_cgroup_root,
         }
     }
 
@@ -267,7 +351,24 @@ impl Sandbox {
     #[allow(clippy::disallowed_methods)] // The sandbox is the one place that runs user code.
     fn run_in(&self, copy: &Path, tmp: &Path, argv: &[&str]) -> Result<Outcome, SandboxError> {
         use std::os::unix::process::CommandExt;
-        let cmd = self.command(copy, tmp, argv);
+        let mut cmd = self.command(copy, tmp, argv);
+        let cgroup = self
+            .pids_cgroup_root
+            .as_deref()
+            .and_then(|root| PidsCgroup::create(root, self.limits.processes));
+        if let Some(cg) = &cgroup {
+            // The shell joins the cgroup, then becomes the command: everything the
+            // command starts is counted and killed with it.
+            let procs = cg.dir.join("cgroup.procs").display().to_string();
+            let mut wrapped = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "echo $$ > \"$0\" && exec \"$@\"".into(),
+                procs,
+            ];
+            wrapped.append(&mut cmd);
+            cmd = wrapped;
+        }
         let start = Instant::now();
         let mut command = Command::new(&cmd[0]);
         command
@@ -317,9 +418,11 @@ impl Sandbox {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        // Whatever the command left behind in its group goes too (bwrap's
-        // --die-with-parent covers the namespace; this covers the fallback).
+        // Whatever the command left behind goes too: its process group, and
+        // everything in its cgroup (which also catches processes that left the
+        // group with setsid).
         kill_group(pgid);
+        drop(cgroup);
         let (stdout, d1) = out_reader.join().unwrap_or_default();
         let (stderr, d2) = err_reader.join().unwrap_or_default();
         Ok(Outcome {

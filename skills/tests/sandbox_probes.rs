@@ -1,10 +1,6 @@
 //! Escape probes against the sandbox: network, writes outside the copy, reading
-//! files outside the workspace, an infinite loop, an output flood and a child left
-//! running. Each is blocked or bounded, and nothing survives a run.
-//!
-//! Not probed yet: a fork bomb. `prlimit --nproc` does not bind root, and CI runs
-//! as root, so a bomb here ran unbounded for its 5 s (load average ~1,500) before
-//! the group kill ended it; a pids cgroup is the fix (issue 4).
+//! files outside the workspace, a fork bomb, an infinite loop, an output flood and
+//! a child left running. Each is blocked or bounded, and nothing survives a run.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,6 +24,7 @@ fn sandbox(isolation: Isolation) -> Sandbox {
             ..Limits::default()
         },
         read_only: Vec::new(),
+        pids_cgroup_root: detected.pids_cgroup_root,
     }
 }
 
@@ -133,6 +130,35 @@ fn infinite_loops_and_floods_are_bounded() {
         out.stdout.len(),
         out.truncated
     );
+}
+
+#[test]
+fn a_fork_bomb_is_bounded_by_the_pids_cgroup() {
+    let ws = workspace();
+    let sb = sandbox(Isolation::Bubblewrap);
+    // Without a pids cgroup a bomb would run unbounded as root (RLIMIT_NPROC does
+    // not bind root): on such a machine, assert only that the sandbox knows it.
+    let Some(_) = &sb.pids_cgroup_root else {
+        assert!(Sandbox::detect().pids_cgroup_root.is_none());
+        return;
+    };
+    let out = sh(
+        &sb,
+        ws.path(),
+        "bomb() { bomb | bomb & }; bomb; sleep 1; echo alive",
+    );
+    assert!(
+        out.stderr.contains("fork") || out.stderr.contains("Resource"),
+        "{out:?}"
+    );
+    assert!(out.elapsed < Duration::from_secs(15), "{out:?}");
+    for bomb in [Isolation::Bubblewrap, Isolation::LimitsOnly] {
+        let sb = sandbox(bomb);
+        let out = sh(&sb, ws.path(), "bomb() { bomb | bomb & }; bomb; sleep 1");
+        assert!(out.elapsed < Duration::from_secs(15), "{bomb:?}: {out:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(survivors("bomb"), "", "bomb processes survived");
 }
 
 #[test]
