@@ -9,6 +9,7 @@
 pub mod localize;
 pub mod parse;
 pub mod prompt;
+pub mod runner;
 pub mod sandbox;
 
 pub use prompt::{fit_prompt, Budget, FittedPrompt};

@@ -103,6 +103,20 @@ pub struct Sandbox {
     pub read_only: Vec<PathBuf>,
     /// Where per-run pids cgroups are made; `None` when none can be.
     pub pids_cgroup_root: Option<PathBuf>,
+    /// Extra mounts (toolchains, build caches); bubblewrap only.
+    pub mounts: Vec<Mount>,
+    /// Extra environment variables for the command.
+    pub env: Vec<(String, String)>,
+    /// Extra `PATH` entries, in front of the system's.
+    pub path: Vec<String>,
+}
+
+/// A directory of the host made visible inside the sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub inside: String,
+    pub writable: bool,
 }
 
 /// A per-run pids cgroup, removed (with everything still in it killed) on drop.
@@ -250,6 +264,9 @@ impl Sandbox {
             limits: Limits::default(),
             read_only: Vec::new(),
             pids_cgroup_root,
+            mounts: Vec::new(),
+            env: Vec::new(),
+            path: Vec::new(),
         }
     }
 
@@ -335,6 +352,10 @@ impl Sandbox {
                 cmd.extend(["--ro-bind-try".into(), s(dir), s(dir)]);
             }
             cmd.extend(["--bind".into(), s(tmp), "/tmp".into()]);
+            for m in &self.mounts {
+                let kind = if m.writable { "--bind" } else { "--ro-bind" };
+                cmd.extend([kind.into(), s(&m.host), m.inside.clone()]);
+            }
             cmd.extend(["--bind".into(), s(copy), "/work".into()]);
             cmd.extend(
                 [
@@ -371,11 +392,14 @@ impl Sandbox {
         }
         let start = Instant::now();
         let mut command = Command::new(&cmd[0]);
+        let mut path = self.path.clone();
+        path.push("/usr/local/bin:/usr/bin:/bin".into());
         command
             .args(&cmd[1..])
             .current_dir(copy)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", path.join(":"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "HOME",
                 if self.isolation == Isolation::Bubblewrap {

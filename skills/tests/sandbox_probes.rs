@@ -23,8 +23,8 @@ fn sandbox(isolation: Isolation) -> Sandbox {
             output_bytes: 64 << 10,
             ..Limits::default()
         },
-        read_only: Vec::new(),
         pids_cgroup_root: detected.pids_cgroup_root,
+        ..detected
     }
 }
 
@@ -183,4 +183,103 @@ fn the_documented_fallback_still_bounds_time_and_kills_children() {
     assert_eq!(survivors("sleep 2345.5"), "", "a process outlived its run");
     let out = sh(&sb, ws.path(), "python3 main.py");
     assert_eq!(out.stdout, "hello from the copy\n");
+}
+
+mod runners {
+    //! The test runners, through the sandbox.
+    use super::*;
+    use basis_code::Language;
+    use basis_skills::runner::{run_tests, RunnerError};
+
+    #[test]
+    fn python_tests_pass_and_fail_for_real() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ws.path().join("calc.py"),
+            "def add(a, b):\n    return a + b\n",
+        )
+        .unwrap();
+        std::fs::create_dir(ws.path().join("tests")).unwrap();
+        std::fs::write(ws.path().join("tests/__init__.py"), "").unwrap();
+        let test = "import unittest\nfrom calc import add\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 2), 4)\n";
+        std::fs::write(ws.path().join("tests/test_calc.py"), test).unwrap();
+        let sb = sandbox(Isolation::Bubblewrap);
+        let r = run_tests(&sb, ws.path(), &HashMap::new(), Language::Python, None).unwrap();
+        assert!(r.passed(), "{r:?}");
+        // A generated test that fails, given as an overlay (never written to the tree).
+        let mut overlay = HashMap::new();
+        overlay.insert("tests/test_gen.py".to_string(), test.replace("4)", "5)"));
+        let r = run_tests(
+            &sb,
+            ws.path(),
+            &overlay,
+            Language::Python,
+            Some("tests/test_gen.py"),
+        )
+        .unwrap();
+        assert!(!r.passed(), "{r:?}");
+        assert!(r.outcome.stderr.contains("AssertionError"), "{r:?}");
+        assert!(!ws.path().join("tests/test_gen.py").exists());
+    }
+
+    #[test]
+    fn rust_tests_run_offline_with_a_shared_build_cache() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ws.path().join("src")).unwrap();
+        std::fs::write(
+            ws.path().join("Cargo.toml"),
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            ws.path().join("src/lib.rs"),
+            "pub fn add(a: i32, b: i32) -> i32 { a + b }\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() { assert_eq!(super::add(2, 2), 4); }\n}\n",
+        )
+        .unwrap();
+        let home = tempfile::tempdir().unwrap();
+        // The build cache goes under BASIS_HOME; keep it out of the real one.
+        let sb = sandbox(Isolation::Bubblewrap);
+        std::env::set_var("BASIS_HOME", home.path());
+        let first = run_tests(&sb, ws.path(), &HashMap::new(), Language::Rust, None).unwrap();
+        assert!(first.passed(), "{first:?}");
+        let second = run_tests(
+            &sb,
+            ws.path(),
+            &HashMap::new(),
+            Language::Rust,
+            Some("adds"),
+        )
+        .unwrap();
+        assert!(second.passed(), "{second:?}");
+        eprintln!(
+            "cargo test in the sandbox: first {:?}, second {:?}",
+            first.outcome.elapsed, second.outcome.elapsed
+        );
+        let broken = HashMap::from([("src/lib.rs".to_string(), "pub fn add(a: i32, b: i32) -> i32 { a - b }\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() { assert_eq!(super::add(2, 2), 4); }\n}\n".to_string())]);
+        let failing = run_tests(&sb, ws.path(), &broken, Language::Rust, None).unwrap();
+        assert!(!failing.passed(), "{failing:?}");
+    }
+
+    #[test]
+    fn missing_toolchains_say_so() {
+        let ws = workspace();
+        let sb = sandbox(Isolation::Bubblewrap);
+        let err =
+            run_tests(&sb, ws.path(), &HashMap::new(), Language::TypeScript, None).unwrap_err();
+        assert!(
+            matches!(err, RunnerError::NotAvailable("TypeScript", _)),
+            "{err}"
+        );
+        match run_tests(&sb, ws.path(), &HashMap::new(), Language::Go, None) {
+            Err(RunnerError::NotAvailable("Go", why)) => assert!(why.contains("not installed")),
+            // Where Go is installed, an empty module has nothing to test and go says so.
+            Ok(r) => assert!(
+                !r.passed()
+                    || r.outcome.stdout.contains("no test files")
+                    || r.outcome.stderr.contains("go.mod"),
+                "{r:?}"
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

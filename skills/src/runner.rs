@@ -1,0 +1,179 @@
+//! Test runners: how to run a workspace's tests (or one test file) in the sandbox,
+//! per language, or a clear reason why they cannot run here.
+//!
+//! - Python: `pytest` when the sandbox's Python has it, else `unittest`.
+//! - Rust: `cargo test --offline` with the host toolchain mounted read-only and a
+//!   build cache shared by every run on the same workspace, so a second run only
+//!   rebuilds the workspace's own crates.
+//! - JavaScript: `node --test`. TypeScript and Go: only where their toolchains are
+//!   installed; otherwise "not available", never a silent pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use basis_code::Language;
+use sha2::{Digest, Sha256};
+
+use crate::sandbox::{Isolation, Mount, Outcome, Sandbox, SandboxError};
+
+/// A test run's result.
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    pub command: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl TestReport {
+    pub fn passed(&self) -> bool {
+        self.outcome.success()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{0} tests cannot run here: {1}")]
+    NotAvailable(&'static str, String),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// Where the shared Rust build cache of a workspace lives on the host.
+fn cargo_cache(workspace: &Path) -> PathBuf {
+    let digest = Sha256::digest(workspace.display().to_string().as_bytes());
+    let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let base = std::env::var_os("BASIS_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".cache/basis")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("sandbox-cache").join(id)
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/local/go/bin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The sandbox and command for `language`'s tests; `target` narrows them to a
+/// test file (Python, JavaScript) or a test-name filter (Rust, Go).
+pub fn prepare(
+    base: &Sandbox,
+    workspace: &Path,
+    language: Language,
+    target: Option<&str>,
+) -> Result<(Sandbox, Vec<String>), RunnerError> {
+    let mut sb = base.clone();
+    let argv: Vec<String> = match language {
+        Language::Python => {
+            let probe = sb.run(workspace, &HashMap::new(), &["python3", "-c", "import pytest"])?;
+            let pytest = probe.success();
+            let argv: Vec<&str> = match (pytest, target) {
+                (true, Some(t)) => vec!["python3", "-m", "pytest", "-q", t],
+                (true, None) => vec!["python3", "-m", "pytest", "-q"],
+                (false, Some(t)) => vec!["python3", "-m", "unittest", "-v", t],
+                (false, None) => vec!["python3", "-m", "unittest", "discover", "-v", "-s", "."],
+            };
+            argv.into_iter().map(String::from).collect()
+        }
+        Language::Rust => {
+            let home = home().ok_or_else(|| RunnerError::NotAvailable("Rust", "HOME is not set".into()))?;
+            let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or(home.join(".cargo"));
+            let rustup_home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or(home.join(".rustup"));
+            if !cargo_home.join("bin/cargo").is_file() {
+                return Err(RunnerError::NotAvailable(
+                    "Rust",
+                    format!("no cargo at {}", cargo_home.join("bin/cargo").display()),
+                ));
+            }
+            let cache = cargo_cache(workspace);
+            let (target_dir, home_dir) = (cache.join("target"), cache.join("cargo-home"));
+            for d in [&target_dir, &home_dir] {
+                std::fs::create_dir_all(d).map_err(SandboxError::Copy)?;
+            }
+            match sb.isolation {
+                Isolation::Bubblewrap => {
+                    let registry = cargo_home.join("registry");
+                    std::fs::create_dir_all(home_dir.join("registry")).map_err(SandboxError::Copy)?;
+                    sb.mounts.extend([
+                        Mount { host: cache.clone(), inside: "/cache".into(), writable: true },
+                        Mount { host: cargo_home.join("bin"), inside: "/opt/cargo/bin".into(), writable: false },
+                        Mount { host: rustup_home, inside: "/opt/rustup".into(), writable: false },
+                    ]);
+                    if registry.is_dir() {
+                        sb.mounts.push(Mount {
+                            host: registry,
+                            inside: "/cache/cargo-home/registry".into(),
+                            writable: false,
+                        });
+                    }
+                    sb.env.extend([
+                        ("CARGO_HOME".into(), "/cache/cargo-home".into()),
+                        ("RUSTUP_HOME".into(), "/opt/rustup".into()),
+                        ("CARGO_TARGET_DIR".into(), "/cache/target".into()),
+                    ]);
+                    sb.path.push("/opt/cargo/bin".into());
+                }
+                Isolation::LimitsOnly => {
+                    sb.env.extend([
+                        ("CARGO_HOME".into(), cargo_home.display().to_string()),
+                        ("RUSTUP_HOME".into(), rustup_home.display().to_string()),
+                        ("CARGO_TARGET_DIR".into(), target_dir.display().to_string()),
+                    ]);
+                    sb.path.push(cargo_home.join("bin").display().to_string());
+                }
+            }
+            let mut argv: Vec<String> = ["cargo", "test", "--offline", "--quiet"].map(String::from).to_vec();
+            argv.extend(target.map(String::from));
+            argv
+        }
+        Language::JavaScript => {
+            if find_on_path("node").is_none() {
+                return Err(RunnerError::NotAvailable("JavaScript", "node is not installed".into()));
+            }
+            let mut argv: Vec<String> = ["node", "--test"].map(String::from).to_vec();
+            argv.extend(target.map(String::from));
+            argv
+        }
+        Language::TypeScript | Language::Tsx => {
+            return Err(RunnerError::NotAvailable(
+                "TypeScript",
+                "no TypeScript test runner is set up in the sandbox yet (node cannot run .ts files directly)".into(),
+            ))
+        }
+        Language::Go => {
+            let go = find_on_path("go")
+                .ok_or_else(|| RunnerError::NotAvailable("Go", "the Go toolchain (go) is not installed".into()))?;
+            sb.path.push(go.parent().expect("a file has a parent").display().to_string());
+            let mut argv: Vec<String> = ["go", "test", "./..."].map(String::from).to_vec();
+            if let Some(t) = target {
+                argv.extend(["-run".into(), t.into()]);
+            }
+            argv
+        }
+    };
+    Ok((sb, argv))
+}
+
+/// Runs the tests of `workspace` (with `overlay` written over its copy).
+pub fn run_tests(
+    base: &Sandbox,
+    workspace: &Path,
+    overlay: &HashMap<String, String>,
+    language: Language,
+    target: Option<&str>,
+) -> Result<TestReport, RunnerError> {
+    let (sb, argv) = prepare(base, workspace, language, target)?;
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let outcome = sb.run(workspace, overlay, &args)?;
+    Ok(TestReport {
+        command: argv,
+        outcome,
+    })
+}
