@@ -515,9 +515,12 @@ fn huge_long_line_and_binary_files_degrade_gracefully() {
 #[test]
 fn listen_serves_the_protocol_over_tcp() {
     use std::io::{BufRead, BufReader, Read, Write};
+    // Its own BASIS_HOME: without settings the feedback store goes there.
+    let home = tempfile::tempdir().unwrap();
     let mut child = support::basis()
         .args(["lsp", "--listen", "127.0.0.1:0"])
         .env("BASIS_LOG", "info")
+        .env("BASIS_HOME", home.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
