@@ -190,6 +190,24 @@ fn find_pids_cgroup_root() -> Option<PathBuf> {
         .find(|c| PidsCgroup::create(c, 1).is_some())
 }
 
+/// What every run sees of the host: no namespaces shared, the system read-only.
+const SYSTEM_VIEW: &[&str] = &[
+    "--unshare-all",
+    "--die-with-parent",
+    "--ro-bind",
+    "/usr",
+    "/usr",
+    "--ro-bind-try",
+    "/bin",
+    "/bin",
+    "--ro-bind-try",
+    "/lib",
+    "/lib",
+    "--ro-bind-try",
+    "/lib64",
+    "/lib64",
+];
+
 /// Directories copied into the sandbox never: version control and build output.
 const SKIP_DIRS: &[&str] = &[".git", "target", "node_modules", "__pycache__", ".venv"];
 
@@ -317,24 +335,11 @@ impl Sandbox {
         ];
         if self.isolation == Isolation::Bubblewrap {
             let s = |p: &Path| p.display().to_string();
+            cmd.push("bwrap".into());
+            cmd.extend(SYSTEM_VIEW.iter().map(|a| a.to_string()));
             cmd.extend(
                 [
-                    "bwrap",
-                    "--unshare-all",
-                    "--die-with-parent",
                     "--new-session",
-                    "--ro-bind",
-                    "/usr",
-                    "/usr",
-                    "--ro-bind-try",
-                    "/bin",
-                    "/bin",
-                    "--ro-bind-try",
-                    "/lib",
-                    "/lib",
-                    "--ro-bind-try",
-                    "/lib64",
-                    "/lib64",
                     "--ro-bind-try",
                     "/etc/alternatives",
                     "/etc/alternatives",
@@ -463,24 +468,8 @@ impl Sandbox {
 #[allow(clippy::disallowed_methods)] // Probes whether bwrap can start, running `true`.
 fn bwrap_works() -> bool {
     Command::new("bwrap")
-        .args([
-            "--unshare-all",
-            "--die-with-parent",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--ro-bind-try",
-            "/bin",
-            "/bin",
-            "--ro-bind-try",
-            "/lib",
-            "/lib",
-            "--ro-bind-try",
-            "/lib64",
-            "/lib64",
-            "--",
-            "/usr/bin/true",
-        ])
+        .args(SYSTEM_VIEW)
+        .args(["--", "/usr/bin/true"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
