@@ -8,12 +8,14 @@
 
 mod index;
 mod lang;
+pub mod mutate;
 mod parse;
 mod symbols;
 mod terms;
 
 pub use index::{FileHit, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
 pub use lang::Language;
+pub use mutate::{mutants, Mutant, MutationKind};
 pub use parse::{looks_binary, Limits, ParsedFile, Point, Span, TextEdit};
 pub use symbols::{Symbol, SymbolKind};
 pub use terms::{for_each_term, terms};

@@ -6,11 +6,16 @@
 //! A prompt the server sends is exactly a prompt the trainer trains on: both call the
 //! same `render` and `parse` functions here. Nothing in this crate knows LSP.
 
+pub mod diff;
+pub mod edit;
+pub mod generate;
+pub mod git;
 pub mod localize;
 pub mod parse;
 pub mod prompt;
 pub mod runner;
 pub mod sandbox;
+pub mod testgen;
 
 pub use prompt::{fit_prompt, Budget, FittedPrompt};
 

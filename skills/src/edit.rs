@@ -1,0 +1,375 @@
+//! Code editing: an instruction + a location (a byte range of a file) → the
+//! replacement for that range.
+//!
+//! The model sees the code to change with as much surrounding context as the
+//! prompt budget allows (whole lines before and after, nearest first), and
+//! answers with the new code in a fenced block. The parser takes the code out of
+//! whatever the model says and gives it the selection's indentation. The reward:
+//! the task's tests pass in the sandbox after the edit; where a task has no tests,
+//! the replacement matches the reference up to layout.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use basis_code::Language;
+use basis_model::{LanguageModel, Message, SamplingParams};
+use serde::{Deserialize, Serialize};
+
+use crate::generate::{complete, Generated};
+use crate::parse::{extract_code, first_indent, normalized_code, reindent};
+use crate::prompt::{fit_prompt, Budget};
+use crate::runner::{run_tests, RunnerError, TestReport};
+use crate::sandbox::Sandbox;
+use crate::SkillError;
+
+/// The task input: the file, the range to edit and the instruction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input {
+    /// Relative to the repository root.
+    pub path: String,
+    pub text: String,
+    pub start_byte: usize,
+    pub end_byte: usize,
+    pub instruction: String,
+}
+
+/// The reference of an edit task: a test target that must pass, or the expected
+/// replacement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reference {
+    pub tests: Option<String>,
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub budget: Budget,
+    pub sampling: SamplingParams,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            budget: Budget {
+                max_prompt_tokens: 1536,
+                max_new_tokens: 384,
+            },
+            sampling: SamplingParams {
+                temperature: 0.0,
+                max_tokens: 384,
+                ..SamplingParams::default()
+            },
+        }
+    }
+}
+
+/// The names a fenced block may carry for `language`.
+pub fn fence_names(language: Option<Language>) -> &'static [&'static str] {
+    match language {
+        Some(Language::Rust) => &["rust", "rs"],
+        Some(Language::Python) => &["python", "py", "python3"],
+        Some(Language::TypeScript) | Some(Language::Tsx) => &["typescript", "ts", "tsx"],
+        Some(Language::JavaScript) => &["javascript", "js", "jsx"],
+        Some(Language::Go) => &["go", "golang"],
+        None => &[],
+    }
+}
+
+pub fn fence_name(language: Option<Language>) -> &'static str {
+    fence_names(language).first().copied().unwrap_or("")
+}
+
+impl Input {
+    pub fn language(&self) -> Option<Language> {
+        Language::from_path(Path::new(&self.path))
+    }
+
+    /// Checks the range: inside the text and on character boundaries.
+    pub fn validate(&self) -> Result<(), SkillError> {
+        if self.instruction.trim().is_empty() {
+            return Err(SkillError::Input(
+                "the instruction is empty; say what to change".into(),
+            ));
+        }
+        if self.start_byte > self.end_byte
+            || self.end_byte > self.text.len()
+            || !self.text.is_char_boundary(self.start_byte)
+            || !self.text.is_char_boundary(self.end_byte)
+        {
+            return Err(SkillError::Input(format!(
+                "the range {}..{} is not inside {} ({} bytes)",
+                self.start_byte,
+                self.end_byte,
+                self.path,
+                self.text.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Up to `k` whole lines before and after the range.
+    fn context(&self, k: usize) -> (&str, &str) {
+        let before = &self.text[..self.start_byte];
+        let mut start = before.len();
+        for _ in 0..=k {
+            match before[..start].rfind('\n') {
+                Some(i) => start = i,
+                None => {
+                    start = 0;
+                    break;
+                }
+            }
+        }
+        let before = if start == 0 {
+            before
+        } else {
+            &before[start + 1..]
+        };
+        let after = &self.text[self.end_byte..];
+        let end = after
+            .match_indices('\n')
+            .nth(k.saturating_sub(1))
+            .map(|(i, _)| i + 1)
+            .unwrap_or(after.len());
+        (
+            if k == 0 { "" } else { before },
+            if k == 0 { "" } else { &after[..end] },
+        )
+    }
+}
+
+const SYSTEM: &str = "You are a code editing assistant. Rewrite the code under \"Code to edit\" \
+as the instruction says. Answer with only the new version of that code in one fenced code \
+block; do not repeat the context and do not explain.";
+
+/// The chat for an edit with `k` lines of context on each side.
+pub fn render(input: &Input, k: usize) -> Vec<Message> {
+    let lang = fence_name(input.language());
+    let (before, after) = input.context(k);
+    let code = &input.text[input.start_byte..input.end_byte];
+    let mut user = format!("File: {}\n\n", input.path);
+    if !before.trim().is_empty() {
+        user.push_str(&format!("Context before:\n```{lang}\n{before}\n```\n\n"));
+    }
+    user.push_str(&format!(
+        "Code to edit:\n```{lang}\n{}\n```\n\n",
+        code.trim_end_matches('\n')
+    ));
+    if !after.trim().is_empty() {
+        user.push_str(&format!(
+            "Context after:\n```{lang}\n{}\n```\n\n",
+            after.trim_end_matches('\n')
+        ));
+    }
+    user.push_str(&format!(
+        "Instruction: {}\n\nNew code:",
+        input.instruction.trim()
+    ));
+    vec![Message::system(SYSTEM), Message::user(user)]
+}
+
+/// The replacement for the range in a model's answer, indented like the range
+/// and ending in a newline exactly when the range does. `None` when the answer
+/// holds no code.
+pub fn parse(completion: &str, input: &Input) -> Option<String> {
+    let code = extract_code(completion, fence_names(input.language()));
+    if code.trim().is_empty() {
+        return None;
+    }
+    let original = &input.text[input.start_byte..input.end_byte];
+    // A selection that starts mid-line keeps the line's text before it, so the
+    // first line must not be indented again.
+    let line_start = input.text[..input.start_byte]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let mid_line = !input.text[line_start..input.start_byte].trim().is_empty()
+        || (input.start_byte > line_start && !original.contains('\n'));
+    let mut out = if mid_line {
+        let r = reindent(&code, "");
+        r.trim_end_matches('\n').to_string()
+    } else {
+        reindent(&code, first_indent(original))
+    };
+    if original.ends_with('\n') && !out.ends_with('\n') {
+        out.push('\n');
+    } else if !original.ends_with('\n') {
+        while out.ends_with('\n') {
+            out.pop();
+        }
+    }
+    Some(out)
+}
+
+/// The whole file after the edit.
+pub fn apply(input: &Input, replacement: &str) -> String {
+    let mut s = String::with_capacity(input.text.len() + replacement.len());
+    s.push_str(&input.text[..input.start_byte]);
+    s.push_str(replacement);
+    s.push_str(&input.text[input.end_byte..]);
+    s
+}
+
+/// What an edit produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The new code for the range; `None` when the model gave none.
+    pub replacement: Option<String>,
+    pub generated: Generated,
+}
+
+/// Runs the model on an edit.
+pub fn run(
+    lm: &LanguageModel,
+    input: &Input,
+    opts: &Options,
+    on_tokens: &mut dyn FnMut(usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Outcome, SkillError> {
+    input.validate()?;
+    let budget = opts.budget.within_context(lm.model.config().context_length);
+    let lines = input.text.lines().count().min(400);
+    let prompt = fit_prompt(lm, lines, budget, &|k| render(input, k))?;
+    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    Ok(Outcome {
+        replacement: parse(&generated.completion, input),
+        generated,
+    })
+}
+
+/// The score of an edit.
+#[derive(Debug, Clone)]
+pub struct Score {
+    pub reward: f64,
+    /// The test run, where the task has tests.
+    pub report: Option<TestReport>,
+}
+
+/// The reward of `replacement` (see the module docs). `workspace` is the task's
+/// repository; the edited file is laid over its copy in the sandbox.
+pub fn verify(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    input: &Input,
+    replacement: Option<&str>,
+    reference: &Reference,
+) -> Result<Score, RunnerError> {
+    let Some(replacement) = replacement else {
+        return Ok(Score {
+            reward: 0.0,
+            report: None,
+        });
+    };
+    if let Some(target) = &reference.tests {
+        let language = input.language().ok_or_else(|| {
+            RunnerError::NotAvailable("these", format!("{} is in no language we run", input.path))
+        })?;
+        let overlay = HashMap::from([(input.path.clone(), apply(input, replacement))]);
+        let report = run_tests(sandbox, workspace, &overlay, language, Some(target))?;
+        return Ok(Score {
+            reward: if report.passed() { 1.0 } else { 0.0 },
+            report: Some(report),
+        });
+    }
+    let matched = reference
+        .code
+        .as_deref()
+        .is_some_and(|r| normalized_code(r) == normalized_code(replacement));
+    Ok(Score {
+        reward: if matched { 1.0 } else { 0.0 },
+        report: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(text: &str, sel: &str, instruction: &str) -> Input {
+        let start = text.find(sel).unwrap();
+        Input {
+            path: "pkg/mod.py".into(),
+            text: text.into(),
+            start_byte: start,
+            end_byte: start + sel.len(),
+            instruction: instruction.into(),
+        }
+    }
+
+    const FILE: &str = "import math\n\nclass A:\n    def f(self, x):\n        return x + 1\n\n    def g(self):\n        pass\n";
+
+    #[test]
+    fn context_grows_line_by_line() {
+        let i = input(FILE, "        return x + 1\n", "double it");
+        assert_eq!(i.context(0), ("", ""));
+        assert_eq!(i.context(1), ("    def f(self, x):\n", "\n"));
+        let (b, a) = i.context(100);
+        assert_eq!(b, "import math\n\nclass A:\n    def f(self, x):\n");
+        assert_eq!(a, "\n    def g(self):\n        pass\n");
+        let msgs = render(&i, 2);
+        assert!(msgs[1].content.contains("Instruction: double it"));
+        assert!(msgs[1]
+            .content
+            .contains("```python\n        return x + 1\n```"));
+    }
+
+    #[test]
+    fn parse_reindents_and_keeps_the_trailing_newline() {
+        let i = input(FILE, "        return x + 1\n", "double it");
+        let answer = "Here is the new code:\n```python\nreturn x * 2\n```\nDone!";
+        assert_eq!(parse(answer, &i).as_deref(), Some("        return x * 2\n"));
+        // Unfenced, with chatter after.
+        let answer = "return x * 2\n\nThis doubles x instead of adding one.";
+        assert_eq!(parse(answer, &i).as_deref(), Some("        return x * 2\n"));
+        // Truncated inside the fence.
+        assert_eq!(
+            parse("```py\nif x:\n    return x * 2", &i).as_deref(),
+            Some("        if x:\n            return x * 2\n")
+        );
+        assert_eq!(parse("I can't do that.", &i), None);
+        assert_eq!(parse("", &i), None);
+        // A selection inside a line: no indentation, no newline added.
+        let i = input(FILE, "x + 1", "use a constant");
+        assert_eq!(parse("```\nx + ONE\n```", &i).as_deref(), Some("x + ONE"));
+        assert_eq!(
+            apply(&i, "x + ONE").lines().nth(4),
+            Some("        return x + ONE")
+        );
+    }
+
+    #[test]
+    fn parse_never_panics_on_prefixes_of_an_answer() {
+        let i = input(FILE, "        return x + 1\n", "double it");
+        let answer = "Sure — voilà:\n```python\n        return x * 2  # é\n```\nThat's it.";
+        for (k, _) in answer.char_indices() {
+            let _ = parse(&answer[..k], &i);
+        }
+    }
+
+    #[test]
+    fn bad_ranges_and_instructions_are_input_errors() {
+        let mut i = input(FILE, "x + 1", "x");
+        i.end_byte = FILE.len() + 1;
+        assert!(matches!(i.validate(), Err(SkillError::Input(_))));
+        let mut i = input("é", "é", "x");
+        i.end_byte = 1;
+        assert!(matches!(i.validate(), Err(SkillError::Input(_))));
+        let i = input(FILE, "x + 1", "  ");
+        assert!(matches!(i.validate(), Err(SkillError::Input(_))));
+    }
+
+    #[test]
+    fn reference_match_ignores_layout_only() {
+        let sb = Sandbox::detect();
+        let dir = tempfile::tempdir().unwrap();
+        let i = input(FILE, "        return x + 1\n", "double it");
+        let r = Reference {
+            tests: None,
+            code: Some("return   x * 2".into()),
+        };
+        let good = verify(&sb, dir.path(), &i, Some("        return x * 2\n"), &r).unwrap();
+        assert_eq!(good.reward, 1.0);
+        let bad = verify(&sb, dir.path(), &i, Some("        return x * 3\n"), &r).unwrap();
+        assert_eq!(bad.reward, 0.0);
+        assert_eq!(verify(&sb, dir.path(), &i, None, &r).unwrap().reward, 0.0);
+    }
+}

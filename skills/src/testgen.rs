@@ -1,0 +1,573 @@
+//! Unit-test generation: a function → tests for it, placed where its language
+//! keeps them (Rust: the file's `#[cfg(test)] mod tests`; Python:
+//! `tests/test_<module>.py`; Go: `<file>_test.go`; JavaScript/TypeScript:
+//! `<file>.test.<ext>`).
+//!
+//! The reward is the paper's: the tests pass on the original code and fail on
+//! every mutant of the function (see `basis_code::mutate`); the share of mutants
+//! killed is reported beside it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
+use basis_model::{LanguageModel, Message, SamplingParams};
+use serde::{Deserialize, Serialize};
+
+use crate::edit::{fence_name, fence_names};
+use crate::generate::{complete, Generated};
+use crate::parse::{extract_code, reindent};
+use crate::prompt::{fit_prompt, Budget};
+use crate::runner::{run_tests, RunnerError, TestReport};
+use crate::sandbox::Sandbox;
+use crate::SkillError;
+
+/// The task input: a function of a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input {
+    /// Relative to the repository root.
+    pub path: String,
+    pub text: String,
+    /// The function's name (`name` or `Container.name`).
+    pub symbol: String,
+}
+
+/// A function found in a file.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub name: String,
+    pub container: Option<String>,
+    pub start_byte: usize,
+    pub end_byte: usize,
+}
+
+fn functions(language: Language, text: &str) -> Vec<Function> {
+    fn walk(symbols: &[Symbol], out: &mut Vec<Function>) {
+        for s in symbols {
+            if matches!(s.kind, SymbolKind::Function | SymbolKind::Method) {
+                out.push(Function {
+                    name: s.name.clone(),
+                    container: s.container.clone(),
+                    start_byte: s.span.start_byte,
+                    end_byte: s.span.end_byte,
+                });
+            }
+            walk(&s.children, out);
+        }
+    }
+    let parsed = ParsedFile::parse(language, text, &Limits::default());
+    let mut out = Vec::new();
+    walk(&parsed.symbols(text), &mut out);
+    out
+}
+
+/// The function named `symbol` (`name` or `Container.name`) in `text`.
+pub fn find_function(language: Language, text: &str, symbol: &str) -> Option<Function> {
+    functions(language, text).into_iter().find(|f| {
+        f.name == symbol
+            || f.container.as_ref().is_some_and(|c| {
+                format!("{c}.{}", f.name) == symbol || format!("{c}::{}", f.name) == symbol
+            })
+    })
+}
+
+/// The innermost function around byte `offset`.
+pub fn function_at(language: Language, text: &str, offset: usize) -> Option<Function> {
+    functions(language, text)
+        .into_iter()
+        .filter(|f| f.start_byte <= offset && offset <= f.end_byte)
+        .min_by_key(|f| f.end_byte - f.start_byte)
+}
+
+/// The Python module name of a file (`src/pkg/mod.py` → `pkg.mod`).
+pub fn python_module(path: &str) -> String {
+    let p = path.strip_suffix(".py").unwrap_or(path);
+    let p = p.strip_prefix("src/").unwrap_or(p);
+    let p = p.strip_suffix("/__init__").unwrap_or(p);
+    p.replace('/', ".")
+}
+
+/// Where tests for a file go.
+pub fn test_path(language: Language, path: &str) -> String {
+    let p = Path::new(path);
+    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("module");
+    let dir = p
+        .parent()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let join = |name: String| {
+        if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("js");
+    match language {
+        Language::Rust => path.to_string(),
+        Language::Python => format!("tests/test_{}.py", python_module(path).replace('.', "_")),
+        Language::Go => join(format!("{stem}_test.go")),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            join(format!("{stem}.test.{ext}"))
+        }
+    }
+}
+
+const SYSTEM: &str = "You are a unit test writer. Write focused unit tests for the given \
+function: normal cases, edge cases and errors, each checking exact results. Answer with only \
+the test code in one fenced code block.";
+
+fn how_to(language: Language, input: &Input, name: &str) -> String {
+    match language {
+        Language::Python => format!(
+            "Write a Python unittest file. Import the function with `from {} import {name}`; \
+             put the tests in a class deriving from unittest.TestCase.",
+            python_module(&input.path)
+        ),
+        Language::Rust => "Write Rust `#[test]` functions for the file's `mod tests` \
+             (which has `use super::*;`). Answer with the test functions only."
+            .into(),
+        Language::Go => {
+            "Write a Go test file in the same package using the testing package.".into()
+        }
+        _ => {
+            format!(
+            "Write a test file for node's built-in runner (node:test and node:assert), importing \
+             from './{}'.",
+            Path::new(&input.path).file_stem().and_then(|s| s.to_str()).unwrap_or("module")
+        )
+        }
+    }
+}
+
+/// The chat for tests of `function`, with up to `k` lines of the file's start
+/// (imports, types) as context.
+pub fn render(input: &Input, language: Language, function: &Function, k: usize) -> Vec<Message> {
+    let lang = fence_name(Some(language));
+    let code = &input.text[function.start_byte..function.end_byte];
+    let mut user = format!("File: {}\n\n", input.path);
+    let head: Vec<&str> = input.text[..function.start_byte].lines().take(k).collect();
+    if k > 0 && !head.is_empty() {
+        user.push_str(&format!(
+            "Start of the file:\n```{lang}\n{}\n```\n\n",
+            head.join("\n")
+        ));
+    }
+    user.push_str(&format!(
+        "Function `{}`:\n```{lang}\n{code}\n```\n\n",
+        input.symbol
+    ));
+    user.push_str(&how_to(language, input, &function.name));
+    user.push_str("\n\nTests:");
+    vec![Message::system(SYSTEM), Message::user(user)]
+}
+
+/// The test code of a model's answer, ready to place: Python gets the imports it
+/// needs and its pytest-style functions collected for unittest; Rust gets the
+/// bodies of a `mod tests` wrapper it may have written. `None` when the answer
+/// holds no code.
+pub fn parse(
+    completion: &str,
+    language: Language,
+    input: &Input,
+    function: &Function,
+) -> Option<String> {
+    let code = extract_code(completion, fence_names(Some(language)));
+    if code.trim().is_empty() {
+        return None;
+    }
+    Some(match language {
+        Language::Python => python_tests(&code, &python_module(&input.path), &function.name),
+        Language::Rust => rust_tests(&code),
+        _ => code,
+    })
+}
+
+fn python_tests(code: &str, module: &str, name: &str) -> String {
+    let mut out = String::new();
+    if !code.contains("import unittest") {
+        out.push_str("import unittest\n");
+    }
+    let imported = code.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("from ") || l.starts_with("import ")) && l.contains(name)
+    });
+    if !imported {
+        out.push_str(&format!("from {module} import {name}\n"));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(code.trim_end());
+    out.push('\n');
+    let has_case = code.contains("TestCase");
+    let has_functions = code.lines().any(|l| l.starts_with("def test"));
+    if has_functions && !has_case {
+        // pytest-style functions, collected into a TestCase so unittest runs them too.
+        out.push_str(
+            "\n\nclass BasisCollectedTests(unittest.TestCase):\n    pass\n\n\n\
+             for _name, _fn in list(globals().items()):\n    \
+             if _name.startswith(\"test\") and callable(_fn):\n        \
+             setattr(BasisCollectedTests, _name, lambda self, _f=_fn: _f())\n",
+        );
+    }
+    out
+}
+
+fn rust_tests(code: &str) -> String {
+    // Unwrap `#[cfg(test)] mod tests { ... }` if the model wrote one.
+    let inner = match code.find("mod tests") {
+        Some(i) => match (code[i..].find('{'), code.rfind('}')) {
+            (Some(open), Some(close)) if i + open < close => &code[i + open + 1..close],
+            _ => code,
+        },
+        None => code,
+    };
+    let body: Vec<&str> = inner
+        .lines()
+        .filter(|l| {
+            let t = l.trim();
+            t != "use super::*;" && t != "#[cfg(test)]"
+        })
+        .collect();
+    let body = body.join("\n");
+    reindent(body.trim_matches('\n'), "    ")
+}
+
+/// Where the tests go and the test file after placing them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The test file, relative to the repository root.
+    pub path: String,
+    /// Whether the file exists (`insert_at` is then an offset in its text).
+    pub exists: bool,
+    pub insert_at: usize,
+    /// The text inserted at `insert_at`.
+    pub inserted: String,
+    /// The whole test file afterwards.
+    pub new_text: String,
+}
+
+/// Places `tests` for a function of `input`. `existing` is the current text of
+/// the test file, if it exists (for Rust, the source file itself).
+pub fn place(language: Language, input: &Input, tests: &str, existing: Option<&str>) -> Placement {
+    let path = test_path(language, &input.path);
+    let existing = if language == Language::Rust {
+        Some(input.text.as_str())
+    } else {
+        existing
+    };
+    let (insert_at, inserted) = match (language, existing) {
+        (Language::Rust, Some(text)) => {
+            let parsed = ParsedFile::parse(language, text, &Limits::default());
+            let module = parsed
+                .symbols(text)
+                .into_iter()
+                .find(|s| s.kind == SymbolKind::Module && s.name == "tests");
+            match module {
+                Some(m) if text[..m.span.end_byte].ends_with('}') => {
+                    (m.span.end_byte - 1, format!("\n{}\n", tests.trim_end()))
+                }
+                _ => (
+                    text.len(),
+                    format!(
+                        "{}\n#[cfg(test)]\nmod tests {{\n    use super::*;\n\n{}\n}}\n",
+                        if text.ends_with('\n') { "" } else { "\n" },
+                        tests.trim_end()
+                    ),
+                ),
+            }
+        }
+        (_, Some(text)) => (
+            text.len(),
+            format!(
+                "{}\n\n{}",
+                if text.ends_with('\n') { "" } else { "\n" },
+                tests.trim_end()
+            ) + "\n",
+        ),
+        (_, None) => (0, tests.to_string()),
+    };
+    let old = existing.unwrap_or("");
+    let insert_at = insert_at.min(old.len());
+    let new_text = format!("{}{}{}", &old[..insert_at], inserted, &old[insert_at..]);
+    Placement {
+        path,
+        exists: existing.is_some(),
+        insert_at,
+        inserted,
+        new_text,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub budget: Budget,
+    pub sampling: SamplingParams,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            budget: Budget {
+                max_prompt_tokens: 1536,
+                max_new_tokens: 512,
+            },
+            sampling: SamplingParams {
+                temperature: 0.0,
+                max_tokens: 512,
+                ..SamplingParams::default()
+            },
+        }
+    }
+}
+
+/// What a test generation produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub function: Function,
+    /// The test code; `None` when the model gave none.
+    pub tests: Option<String>,
+    pub generated: Generated,
+}
+
+pub fn language_of(path: &str) -> Result<Language, SkillError> {
+    Language::from_path(Path::new(path))
+        .ok_or_else(|| SkillError::Input(format!("{path}: not a language Basis writes tests for")))
+}
+
+/// Runs the model on a test generation.
+pub fn run(
+    lm: &LanguageModel,
+    input: &Input,
+    opts: &Options,
+    on_tokens: &mut dyn FnMut(usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Outcome, SkillError> {
+    let language = language_of(&input.path)?;
+    let function = find_function(language, &input.text, &input.symbol).ok_or_else(|| {
+        SkillError::Input(format!("no function `{}` in {}", input.symbol, input.path))
+    })?;
+    let budget = opts.budget.within_context(lm.model.config().context_length);
+    let head = input.text[..function.start_byte].lines().count().min(80);
+    let prompt = fit_prompt(lm, head, budget, &|k| render(input, language, &function, k))?;
+    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    Ok(Outcome {
+        tests: parse(&generated.completion, language, input, &function),
+        function,
+        generated,
+    })
+}
+
+/// The test target the runner narrows to for a placement.
+pub fn target(language: Language, placement: &Placement) -> Option<String> {
+    match language {
+        Language::Rust | Language::Go => None,
+        _ => Some(placement.path.clone()),
+    }
+}
+
+/// How generated tests fared.
+#[derive(Debug, Clone)]
+pub struct Score {
+    /// 1 when the tests pass on the original and fail on every mutant.
+    pub reward: f64,
+    pub passed_original: bool,
+    pub mutants: usize,
+    pub killed: usize,
+    /// The mutants the tests did not catch.
+    pub survivors: Vec<String>,
+    pub report: TestReport,
+}
+
+/// Runs `placement`'s tests on the original code and on up to `max_mutants`
+/// mutants of `function` (see the module docs).
+pub fn verify(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    input: &Input,
+    function: &Function,
+    placement: &Placement,
+    max_mutants: usize,
+) -> Result<Score, RunnerError> {
+    let language = Language::from_path(Path::new(&input.path)).ok_or_else(|| {
+        RunnerError::NotAvailable("these", format!("{} is in no language we run", input.path))
+    })?;
+    let target = target(language, placement);
+    let overlay = HashMap::from([(placement.path.clone(), placement.new_text.clone())]);
+    let report = run_tests(sandbox, workspace, &overlay, language, target.as_deref())?;
+    let passed_original = report.passed();
+    let mut score = Score {
+        reward: 0.0,
+        passed_original,
+        mutants: 0,
+        killed: 0,
+        survivors: Vec::new(),
+        report,
+    };
+    if !passed_original {
+        return Ok(score);
+    }
+    let mutants = basis_code::mutants(
+        language,
+        &input.text,
+        function.start_byte,
+        function.end_byte,
+        max_mutants,
+    );
+    score.mutants = mutants.len();
+    for m in &mutants {
+        let mut overlay = HashMap::new();
+        if placement.path == input.path {
+            // The tests live in the mutated file: insert them into the mutant.
+            let shift = m.text.len() as isize - input.text.len() as isize;
+            let at = if placement.insert_at >= m.end_byte {
+                (placement.insert_at as isize + shift) as usize
+            } else {
+                placement.insert_at
+            };
+            let at = at.min(m.text.len());
+            overlay.insert(
+                input.path.clone(),
+                format!("{}{}{}", &m.text[..at], placement.inserted, &m.text[at..]),
+            );
+        } else {
+            overlay.insert(input.path.clone(), m.text.clone());
+            overlay.insert(placement.path.clone(), placement.new_text.clone());
+        }
+        let r = run_tests(sandbox, workspace, &overlay, language, target.as_deref())?;
+        if r.passed() {
+            score.survivors.push(m.description.clone());
+        } else {
+            score.killed += 1;
+        }
+    }
+    score.reward = if score.killed == score.mutants {
+        1.0
+    } else {
+        0.0
+    };
+    Ok(score)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PY: &str = "import math\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    return min(x, hi)\n";
+
+    fn py_input() -> Input {
+        Input {
+            path: "pkg/util.py".into(),
+            text: PY.into(),
+            symbol: "clamp".into(),
+        }
+    }
+
+    #[test]
+    fn functions_are_found_by_name_and_position() {
+        let f = find_function(Language::Python, PY, "clamp").unwrap();
+        assert!(PY[f.start_byte..f.end_byte].starts_with("def clamp"));
+        let at = function_at(Language::Python, PY, PY.find("min(").unwrap()).unwrap();
+        assert_eq!(at.name, "clamp");
+        assert!(function_at(Language::Python, PY, 0).is_none());
+        let rs = "struct S;\nimpl S {\n    fn get(&self) -> u8 { 1 }\n}\n";
+        assert!(find_function(Language::Rust, rs, "get").is_some());
+        assert!(find_function(Language::Rust, rs, "S::get").is_some());
+        assert!(find_function(Language::Rust, rs, "nope").is_none());
+    }
+
+    #[test]
+    fn test_files_go_where_the_language_keeps_them() {
+        assert_eq!(
+            test_path(Language::Python, "pkg/util.py"),
+            "tests/test_pkg_util.py"
+        );
+        assert_eq!(
+            test_path(Language::Python, "src/app/core.py"),
+            "tests/test_app_core.py"
+        );
+        assert_eq!(python_module("src/app/__init__.py"), "app");
+        assert_eq!(test_path(Language::Go, "x/y.go"), "x/y_test.go");
+        assert_eq!(
+            test_path(Language::JavaScript, "lib/a.mjs"),
+            "lib/a.test.mjs"
+        );
+        assert_eq!(test_path(Language::TypeScript, "a.ts"), "a.test.ts");
+        assert_eq!(test_path(Language::Rust, "src/lib.rs"), "src/lib.rs");
+    }
+
+    #[test]
+    fn python_answers_get_imports_and_a_test_case() {
+        let i = py_input();
+        let f = find_function(Language::Python, PY, "clamp").unwrap();
+        let answer = "Here are tests:\n```python\ndef test_low():\n    assert clamp(0, 1, 3) == 1\n```\nThese cover the low case.";
+        let t = parse(answer, Language::Python, &i, &f).unwrap();
+        assert!(
+            t.starts_with("import unittest\nfrom pkg.util import clamp\n"),
+            "{t}"
+        );
+        assert!(t.contains("class BasisCollectedTests(unittest.TestCase)"));
+        let answer = "```python\nimport unittest\nfrom pkg.util import clamp\n\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(clamp(5, 1, 3), 3)\n```";
+        let t = parse(answer, Language::Python, &i, &f).unwrap();
+        assert!(
+            t.starts_with("import unittest\nfrom pkg.util import clamp\n\nclass T"),
+            "{t}"
+        );
+        assert!(!t.contains("BasisCollectedTests"));
+        assert!(parse("No tests needed.", Language::Python, &i, &f).is_none());
+        for (k, _) in answer.char_indices() {
+            let _ = parse(&answer[..k], Language::Python, &i, &f);
+        }
+    }
+
+    #[test]
+    fn rust_tests_go_into_the_files_tests_module() {
+        let src = "pub fn add(a: u8, b: u8) -> u8 {\n    a + b\n}\n";
+        let i = Input {
+            path: "src/lib.rs".into(),
+            text: src.into(),
+            symbol: "add".into(),
+        };
+        let f = find_function(Language::Rust, src, "add").unwrap();
+        let answer = "```rust\n#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn adds() {\n        assert_eq!(add(1, 2), 3);\n    }\n}\n```";
+        let t = parse(answer, Language::Rust, &i, &f).unwrap();
+        assert_eq!(
+            t,
+            "    #[test]\n    fn adds() {\n        assert_eq!(add(1, 2), 3);\n    }\n"
+        );
+        let p = place(Language::Rust, &i, &t, None);
+        assert_eq!(p.path, "src/lib.rs");
+        assert_eq!(p.insert_at, src.len());
+        assert!(p.new_text.starts_with(src));
+        assert!(p.new_text.contains(
+            "#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn adds()"
+        ));
+        // An existing `mod tests` receives the new functions before its brace.
+        let with_mod = format!("{src}\n#[cfg(test)]\nmod tests {{\n    use super::*;\n}}\n");
+        let i = Input {
+            text: with_mod.clone(),
+            ..i
+        };
+        let p = place(Language::Rust, &i, &t, None);
+        assert_eq!(p.new_text.matches("mod tests").count(), 1);
+        assert!(p.new_text.ends_with("    }\n}\n"), "{}", p.new_text);
+        assert!(p.insert_at < with_mod.len());
+    }
+
+    #[test]
+    fn placement_appends_to_an_existing_test_file() {
+        let i = py_input();
+        let p = place(
+            Language::Python,
+            &i,
+            "def test_b():\n    pass\n",
+            Some("import x\n"),
+        );
+        assert!(p.exists);
+        assert_eq!(p.new_text, "import x\n\n\ndef test_b():\n    pass\n");
+        let p = place(Language::Python, &i, "T\n", None);
+        assert!(!p.exists);
+        assert_eq!((p.insert_at, p.new_text.as_str()), (0, "T\n"));
+    }
+}
