@@ -5,7 +5,7 @@
 use similar::{ChangeTag, TextDiff};
 
 /// One file's change: its text before and after (empty when it did not exist).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileChange {
     /// Relative to the repository root, with `/` separators.
     pub path: String,

@@ -13,6 +13,8 @@ pub mod git;
 pub mod localize;
 pub mod parse;
 pub mod prompt;
+pub mod reproduce;
+pub mod review;
 pub mod runner;
 pub mod sandbox;
 pub mod testgen;

@@ -265,30 +265,24 @@ pub fn run(
     let offered = opts.candidates.min(candidates.len());
     let prompt = fit_prompt(lm, offered, budget, &|k| render(issue, candidates, k))?;
     let offered = &candidates[..prompt.pieces];
-    let (completion, logprob_sum, token_count) = if offered.is_empty() {
-        (String::new(), 0.0, 0)
-    } else {
-        let params = SamplingParams {
-            max_tokens: opts.sampling.max_tokens.min(budget.max_new_tokens),
-            ..opts.sampling.clone()
-        };
-        let generation = lm.generate(&prompt.ids, &params, 1, &mut |_| {}, cancelled)?;
-        let c = generation
-            .completions
-            .into_iter()
-            .next()
-            .expect("one completion was asked for");
-        if c.finish_reason == basis_model::FinishReason::Cancelled {
-            return Err(SkillError::Cancelled);
+    let generated = if offered.is_empty() {
+        crate::generate::Generated {
+            prompt: prompt.text,
+            ..Default::default()
         }
-        let sum = c.sum_logprob();
-        (c.text, sum, c.token_ids.len())
+    } else {
+        crate::generate::complete(lm, prompt, &opts.sampling, budget, &mut |_| {}, cancelled)?
     };
+    let (completion, logprob_sum, token_count) = (
+        generated.completion,
+        generated.logprob_sum,
+        generated.token_count,
+    );
     let chosen = parse(&completion, offered);
     Ok(Outcome {
         locations: rank(&chosen, candidates, opts.limit),
         chosen,
-        prompt: prompt.text,
+        prompt: generated.prompt,
         completion,
         logprob_sum,
         token_count,

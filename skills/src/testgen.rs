@@ -177,23 +177,28 @@ pub fn parse(
         return None;
     }
     Some(match language {
-        Language::Python => python_tests(&code, &python_module(&input.path), &function.name),
+        Language::Python => python_tests(&code, Some((&python_module(&input.path), &function.name))),
         Language::Rust => rust_tests(&code),
         _ => code,
     })
 }
 
-fn python_tests(code: &str, module: &str, name: &str) -> String {
+/// A Python test file from a model's code: `import unittest` and the import of
+/// `function` (module, name) added where missing, and pytest-style functions
+/// collected into a `TestCase` so that unittest runs them too.
+pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String {
     let mut out = String::new();
     if !code.contains("import unittest") {
         out.push_str("import unittest\n");
     }
-    let imported = code.lines().any(|l| {
-        let l = l.trim();
-        (l.starts_with("from ") || l.starts_with("import ")) && l.contains(name)
-    });
-    if !imported {
-        out.push_str(&format!("from {module} import {name}\n"));
+    if let Some((module, name)) = function {
+        let imported = code.lines().any(|l| {
+            let l = l.trim();
+            (l.starts_with("from ") || l.starts_with("import ")) && l.contains(name)
+        });
+        if !imported {
+            out.push_str(&format!("from {module} import {name}\n"));
+        }
     }
     if !out.is_empty() {
         out.push('\n');
