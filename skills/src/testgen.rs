@@ -177,7 +177,9 @@ pub fn parse(
         return None;
     }
     Some(match language {
-        Language::Python => python_tests(&code, Some((&python_module(&input.path), &function.name))),
+        Language::Python => {
+            python_tests(&code, Some((&python_module(&input.path), &function.name)))
+        }
         Language::Rust => rust_tests(&code),
         _ => code,
     })

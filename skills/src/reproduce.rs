@@ -1,0 +1,430 @@
+//! Issue reproduction: an issue text → one test that shows the failure.
+//!
+//! The model sees the issue and the code retrieval finds for it, and writes a
+//! complete test file, placed where the language keeps tests
+//! (`tests/test_basis_reproduction.py`, `tests/basis_reproduction.rs`, ...). A run
+//! in the sandbox tells whether it reproduces: the test must *fail* as a test
+//! (an assertion, a panic, the exception the issue describes), not break (a
+//! syntax or import error, a compile error, no test found, a timeout). The reward:
+//! it fails on the code before the fix and passes after it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use basis_code::Language;
+use basis_model::{LanguageModel, Message, SamplingParams};
+use serde::{Deserialize, Serialize};
+
+use crate::edit::{fence_name, fence_names};
+use crate::generate::{complete, Generated};
+use crate::parse::extract_code;
+use crate::prompt::{fit_prompt, Budget};
+use crate::runner::{run_tests, RunnerError, TestReport};
+use crate::sandbox::{Outcome as RunOutcome, Sandbox};
+use crate::testgen::python_tests;
+use crate::SkillError;
+
+/// A file the model sees as context.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// The task input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Input {
+    pub issue: String,
+    /// The code retrieval found for the issue, most relevant first.
+    pub context: Vec<ContextFile>,
+    /// For Rust: the library crate's name, which an integration test imports.
+    pub crate_name: Option<String>,
+}
+
+impl Input {
+    /// The language of the reproduction: that of the first context file in a
+    /// language we can run tests for.
+    pub fn language(&self) -> Option<Language> {
+        self.context
+            .iter()
+            .find_map(|c| Language::from_path(Path::new(&c.path)))
+    }
+}
+
+/// The reference of a reproduction task: the fix, as files laid over the
+/// repository (relative path → text).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reference {
+    pub fix: HashMap<String, String>,
+}
+
+/// Where the reproduction test goes.
+pub fn test_path(language: Language, near: &str) -> String {
+    let dir = Path::new(near)
+        .parent()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let join = |name: &str| {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    match language {
+        Language::Python => "tests/test_basis_reproduction.py".into(),
+        Language::Rust => "tests/basis_reproduction.rs".into(),
+        Language::Go => join("basis_reproduction_test.go"),
+        Language::JavaScript => join("basis_reproduction.test.js"),
+        Language::TypeScript | Language::Tsx => join("basis_reproduction.test.ts"),
+    }
+}
+
+const SYSTEM: &str = "You write a test that reproduces a reported issue. The test must fail \
+on the current code because of the bug the issue describes, and pass once the bug is fixed. \
+Write exactly one test, checking the behaviour the issue says is wrong. Answer with only a \
+complete test file in one fenced code block.";
+
+fn how_to(language: Language, input: &Input) -> String {
+    match language {
+        Language::Python => "Use unittest (a class deriving from unittest.TestCase); import \
+             the code under test by its module path from the repository root."
+            .into(),
+        Language::Rust => format!(
+            "Write a Rust integration test file (tests/*.rs) with one #[test] function; import \
+             the library with `use {}::*;`.",
+            input.crate_name.as_deref().unwrap_or("the_crate")
+        ),
+        Language::Go => {
+            "Write a Go test file in the package of the code, with one Test function.".into()
+        }
+        _ => "Write a test file for node's built-in runner (node:test and node:assert).".into(),
+    }
+}
+
+/// The chat with the first `k` lines of context (across the files, in order).
+pub fn render(input: &Input, language: Language, k: usize) -> Vec<Message> {
+    let lang = fence_name(Some(language));
+    let mut user = format!("Issue:\n{}\n\n", input.issue.trim());
+    let mut left = k;
+    for c in &input.context {
+        if left == 0 {
+            break;
+        }
+        let lines: Vec<&str> = c.text.lines().take(left).collect();
+        left -= lines.len();
+        user.push_str(&format!(
+            "File {}:\n```{lang}\n{}\n```\n\n",
+            c.path,
+            lines.join("\n")
+        ));
+    }
+    user.push_str(&how_to(language, input));
+    user.push_str("\n\nTest:");
+    vec![Message::system(SYSTEM), Message::user(user)]
+}
+
+/// The test file of a model's answer (Python gets `import unittest` and its
+/// pytest-style functions collected). `None` when the answer holds no code.
+pub fn parse(completion: &str, language: Language) -> Option<String> {
+    let code = extract_code(completion, fence_names(Some(language)));
+    if code.trim().is_empty() {
+        return None;
+    }
+    Some(match language {
+        Language::Python => python_tests(&code, None),
+        _ => code,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub budget: Budget,
+    pub sampling: SamplingParams,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            budget: Budget {
+                max_prompt_tokens: 1536,
+                max_new_tokens: 384,
+            },
+            sampling: SamplingParams {
+                temperature: 0.0,
+                max_tokens: 384,
+                ..SamplingParams::default()
+            },
+        }
+    }
+}
+
+/// What a reproduction produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub language: Language,
+    /// Where the test goes, relative to the repository root.
+    pub path: String,
+    /// The test file; `None` when the model gave no code.
+    pub test: Option<String>,
+    pub generated: Generated,
+}
+
+/// Runs the model on a reproduction.
+pub fn run(
+    lm: &LanguageModel,
+    input: &Input,
+    opts: &Options,
+    on_tokens: &mut dyn FnMut(usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Outcome, SkillError> {
+    if input.issue.trim().is_empty() {
+        return Err(SkillError::Input("the issue text is empty".into()));
+    }
+    let language = input.language().ok_or_else(|| {
+        SkillError::Input("no code in a language Basis can test was found for this issue".into())
+    })?;
+    let near = input.context.first().map(|c| c.path.as_str()).unwrap_or("");
+    let budget = opts.budget.within_context(lm.model.config().context_length);
+    let lines: usize = input
+        .context
+        .iter()
+        .map(|c| c.text.lines().count())
+        .sum::<usize>()
+        .min(600);
+    let prompt = fit_prompt(lm, lines, budget, &|k| render(input, language, k))?;
+    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    Ok(Outcome {
+        language,
+        path: test_path(language, near),
+        test: parse(&generated.completion, language),
+        generated,
+    })
+}
+
+/// What a test run says about a reproduction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "reason", rename_all = "snake_case")]
+pub enum Verdict {
+    Passed,
+    /// Failed as a test: an assertion, a panic or an exception in the test.
+    Failed,
+    /// Did not run as a test (why).
+    Broken(String),
+}
+
+/// Reads a test run (see the module docs).
+pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
+    if run.timed_out {
+        return Verdict::Broken("the test ran past the time limit".into());
+    }
+    let out = format!("{}\n{}", run.stdout, run.stderr);
+    let broken = |m: &str| Verdict::Broken(m.into());
+    match language {
+        Language::Python => {
+            if out.contains("unittest.loader._FailedTest") || out.contains("ERROR collecting") {
+                return broken("the test file could not be imported");
+            }
+            if out.contains("SyntaxError") && !run.success() {
+                return broken("the test has a syntax error");
+            }
+            if out.contains("Ran 0 tests") || out.contains("no tests ran") {
+                return broken("no test was found in the file");
+            }
+        }
+        Language::Rust => {
+            if out.contains("error[E") || out.contains("error: could not compile") {
+                return broken("the test does not compile");
+            }
+            if out.contains("running 0 tests") && !out.contains("running 1 test") && run.success() {
+                return broken("no test was found in the file");
+            }
+        }
+        Language::Go => {
+            if out.contains("[build failed]") || out.contains("[setup failed]") {
+                return broken("the test does not compile");
+            }
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            if out.contains("SyntaxError") || out.contains("Cannot find module") {
+                return broken("the test file could not be loaded");
+            }
+        }
+    }
+    if run.success() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    }
+}
+
+/// Runs the reproduction test `test` at `path` over `workspace` with `overlay`.
+pub fn check(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    overlay: &HashMap<String, String>,
+    language: Language,
+    path: &str,
+    test: &str,
+) -> Result<(Verdict, TestReport), RunnerError> {
+    let mut overlay = overlay.clone();
+    overlay.insert(path.to_string(), test.to_string());
+    let target = match language {
+        Language::Rust => Some(
+            Path::new(path)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(|s| format!("--test={s}"))
+                .unwrap_or_default(),
+        ),
+        Language::Go => None,
+        _ => Some(path.to_string()),
+    };
+    let report = run_tests(sandbox, workspace, &overlay, language, target.as_deref())?;
+    Ok((classify(language, &report.outcome), report))
+}
+
+/// The score of a reproduction.
+#[derive(Debug, Clone)]
+pub struct Score {
+    /// 1 when the test fails before the fix and passes after it.
+    pub reward: f64,
+    pub before: Verdict,
+    pub after: Option<Verdict>,
+}
+
+/// Scores a reproduction against the reference fix (see the module docs).
+pub fn verify(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    language: Language,
+    path: &str,
+    test: Option<&str>,
+    reference: &Reference,
+) -> Result<Score, RunnerError> {
+    let Some(test) = test else {
+        return Ok(Score {
+            reward: 0.0,
+            before: Verdict::Broken("no test was written".into()),
+            after: None,
+        });
+    };
+    let (before, _) = check(sandbox, workspace, &HashMap::new(), language, path, test)?;
+    if before != Verdict::Failed {
+        return Ok(Score {
+            reward: 0.0,
+            before,
+            after: None,
+        });
+    }
+    let (after, _) = check(sandbox, workspace, &reference.fix, language, path, test)?;
+    Ok(Score {
+        reward: if after == Verdict::Passed { 1.0 } else { 0.0 },
+        before,
+        after: Some(after),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(code: Option<i32>, stdout: &str, stderr: &str) -> RunOutcome {
+        RunOutcome {
+            code,
+            timed_out: false,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            truncated: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn runs_are_told_apart_as_pass_fail_or_broken() {
+        let py = Language::Python;
+        assert_eq!(
+            classify(py, &run(Some(0), "", "Ran 1 test in 0.001s\n\nOK")),
+            Verdict::Passed
+        );
+        let fail = "FAIL: test_x\nAssertionError: 2 != 3\nRan 1 test\nFAILED (failures=1)";
+        assert_eq!(classify(py, &run(Some(1), "", fail)), Verdict::Failed);
+        let exc =
+            "ERROR: test_x\nZeroDivisionError: division by zero\nRan 1 test\nFAILED (errors=1)";
+        assert_eq!(classify(py, &run(Some(1), "", exc)), Verdict::Failed);
+        let import = "ERROR: test_basis (unittest.loader._FailedTest.test_basis)\nImportError: Failed to import test module";
+        assert!(matches!(
+            classify(py, &run(Some(1), "", import)),
+            Verdict::Broken(_)
+        ));
+        assert!(matches!(
+            classify(py, &run(Some(5), "", "Ran 0 tests in 0s\n\nNO TESTS RAN")),
+            Verdict::Broken(_)
+        ));
+        let rs = Language::Rust;
+        assert!(matches!(
+            classify(
+                rs,
+                &run(Some(101), "", "error[E0425]: cannot find value `x`")
+            ),
+            Verdict::Broken(_)
+        ));
+        assert_eq!(
+            classify(rs, &run(Some(101), "thread 'x' panicked at", "")),
+            Verdict::Failed
+        );
+        let mut t = run(None, "", "");
+        t.timed_out = true;
+        assert!(matches!(classify(py, &t), Verdict::Broken(_)));
+    }
+
+    #[test]
+    fn parse_takes_a_test_file_out_of_any_answer() {
+        let a =
+            "To reproduce:\n```python\ndef test_discount():\n    assert apply(100, 10) == 90\n```";
+        let t = parse(a, Language::Python).unwrap();
+        assert!(t.starts_with("import unittest\n"));
+        assert!(t.contains("BasisCollectedTests"));
+        assert!(parse("I am not sure what the issue is.", Language::Python).is_none());
+        for (k, _) in a.char_indices() {
+            let _ = parse(&a[..k], Language::Python);
+            let _ = parse(&a[..k], Language::Rust);
+        }
+        assert_eq!(
+            test_path(Language::Go, "pkg/a.go"),
+            "pkg/basis_reproduction_test.go"
+        );
+        assert_eq!(
+            test_path(Language::Rust, "src/lib.rs"),
+            "tests/basis_reproduction.rs"
+        );
+    }
+
+    #[test]
+    fn render_shares_the_line_budget_across_files() {
+        let input = Input {
+            issue: "apply_discount gives the wrong price".into(),
+            context: vec![
+                ContextFile {
+                    path: "a.py".into(),
+                    text: "a1\na2\na3\n".into(),
+                },
+                ContextFile {
+                    path: "b.py".into(),
+                    text: "b1\nb2\n".into(),
+                },
+            ],
+            crate_name: None,
+        };
+        let m = render(&input, Language::Python, 4);
+        assert!(
+            m[1].content.contains("a3")
+                && m[1].content.contains("b1")
+                && !m[1].content.contains("b2")
+        );
+        let m = render(&input, Language::Python, 0);
+        assert!(!m[1].content.contains("File "));
+        assert_eq!(input.language(), Some(Language::Python));
+    }
+}

@@ -1,0 +1,280 @@
+//! The verifiers of edit, testgen and reproduce on known good and known bad
+//! answers, run for real in the sandbox on the fixture repositories.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use basis_code::Language;
+use basis_skills::sandbox::Sandbox;
+use basis_skills::{edit, reproduce, testgen};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn read(repo: &Path, rel: &str) -> String {
+    std::fs::read_to_string(repo.join(rel)).unwrap()
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox::detect()
+}
+
+#[test]
+fn an_edit_scores_by_the_tasks_tests() {
+    let repo = fixture("py_shop");
+    let text = read(&repo, "shop/pricing.py");
+    let sel = "    if quantity > BULK_QUANTITY:\n";
+    let start = text.find(sel).unwrap();
+    let input = edit::Input {
+        path: "shop/pricing.py".into(),
+        text: text.clone(),
+        start_byte: start,
+        end_byte: start + sel.len(),
+        instruction: "give the discount from BULK_QUANTITY items on".into(),
+    };
+    // The task's test: ten items get the bulk price.
+    let test = "import unittest\nfrom shop.pricing import bulk_price\n\n\nclass T(unittest.TestCase):\n    def test_ten(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n";
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo, dir.path());
+    std::fs::write(dir.path().join("tests/test_task.py"), test).unwrap();
+    let reference = edit::Reference {
+        tests: Some("tests/test_task.py".into()),
+        code: None,
+    };
+    let sb = sandbox();
+    let good = edit::verify(
+        &sb,
+        dir.path(),
+        &input,
+        Some("    if quantity >= BULK_QUANTITY:\n"),
+        &reference,
+    )
+    .unwrap();
+    assert_eq!(
+        good.reward,
+        1.0,
+        "{:?}",
+        good.report.map(|r| r.outcome.stderr)
+    );
+    let bad = edit::verify(
+        &sb,
+        dir.path(),
+        &input,
+        Some("    if quantity > BULK_QUANTITY + 1:\n"),
+        &reference,
+    )
+    .unwrap();
+    assert_eq!(bad.reward, 0.0);
+    // The user's tree is untouched: the edit only ever existed in the sandbox copy.
+    assert_eq!(read(dir.path(), "shop/pricing.py"), text);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() == "target" || entry.file_name() == "__pycache__" {
+                continue;
+            }
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn py_testgen(tests: &str) -> testgen::Score {
+    let repo = fixture("py_shop");
+    let input = testgen::Input {
+        path: "shop/pricing.py".into(),
+        text: read(&repo, "shop/pricing.py"),
+        symbol: "clamp_quantity".into(),
+    };
+    let f = testgen::find_function(Language::Python, &input.text, &input.symbol).unwrap();
+    let answer = format!("```python\n{tests}```");
+    let code = testgen::parse(&answer, Language::Python, &input, &f).unwrap();
+    let placement = testgen::place(Language::Python, &input, &code, None);
+    assert_eq!(placement.path, "tests/test_shop_pricing.py");
+    testgen::verify(&sandbox(), &repo, &input, &f, &placement, 16).unwrap()
+}
+
+#[test]
+fn strong_python_tests_kill_every_mutant() {
+    let strong = "class T(unittest.TestCase):\n    def test_bounds(self):\n        self.assertEqual(clamp_quantity(5, 1, 9), 5)\n        self.assertEqual(clamp_quantity(0, 1, 9), 1)\n        self.assertEqual(clamp_quantity(1, 1, 9), 1)\n        self.assertEqual(clamp_quantity(9, 1, 9), 9)\n        self.assertEqual(clamp_quantity(10, 1, 9), 9)\n";
+    let s = py_testgen(strong);
+    assert!(s.passed_original, "{}", s.report.outcome.stderr);
+    assert!(s.mutants >= 4, "{} mutants", s.mutants);
+    assert_eq!(s.killed, s.mutants, "survivors: {:?}", s.survivors);
+    assert_eq!(s.reward, 1.0);
+}
+
+#[test]
+fn weak_or_wrong_python_tests_score_zero() {
+    // Only the middle case: flipped comparisons and removed returns survive.
+    let weak = "def test_middle():\n    assert clamp_quantity(5, 1, 9) == 5\n";
+    let s = py_testgen(weak);
+    assert!(s.passed_original, "{}", s.report.outcome.stderr);
+    assert!(!s.survivors.is_empty());
+    assert!(s.killed < s.mutants);
+    assert_eq!(s.reward, 0.0);
+    // A test that fails on the original code scores nothing.
+    let wrong = "def test_wrong():\n    assert clamp_quantity(5, 1, 9) == 6\n";
+    let s = py_testgen(wrong);
+    assert!(!s.passed_original);
+    assert_eq!(s.reward, 0.0);
+}
+
+#[test]
+fn rust_tests_are_judged_in_the_files_tests_module() {
+    let repo = fixture("rust_ledger");
+    let input = testgen::Input {
+        path: "src/lib.rs".into(),
+        text: read(&repo, "src/lib.rs"),
+        symbol: "clamp_percent".into(),
+    };
+    let f = testgen::find_function(Language::Rust, &input.text, &input.symbol).unwrap();
+    let answer = "```rust\n#[test]\nfn clamps() {\n    assert_eq!(clamp_percent(-1), 0);\n    assert_eq!(clamp_percent(0), 0);\n    assert_eq!(clamp_percent(1), 1);\n    assert_eq!(clamp_percent(50), 50);\n    assert_eq!(clamp_percent(100), 100);\n    assert_eq!(clamp_percent(101), 100);\n}\n```";
+    let code = testgen::parse(answer, Language::Rust, &input, &f).unwrap();
+    let placement = testgen::place(Language::Rust, &input, &code, None);
+    assert_eq!(placement.path, "src/lib.rs");
+    let s = testgen::verify(&sandbox(), &repo, &input, &f, &placement, 6).unwrap();
+    assert!(s.passed_original, "{}", s.report.outcome.stderr);
+    assert!(s.mutants >= 3);
+    assert_eq!(s.killed, s.mutants, "survivors: {:?}", s.survivors);
+    assert_eq!(s.reward, 1.0);
+}
+
+const PY_FIX: &str = "    if quantity >= BULK_QUANTITY:";
+
+fn py_fix() -> reproduce::Reference {
+    let repo = fixture("py_shop");
+    let fixed = read(&repo, "shop/pricing.py").replace("    if quantity > BULK_QUANTITY:", PY_FIX);
+    reproduce::Reference {
+        fix: HashMap::from([("shop/pricing.py".to_string(), fixed)]),
+    }
+}
+
+#[test]
+fn a_reproduction_must_fail_before_the_fix_and_pass_after() {
+    let repo = fixture("py_shop");
+    let sb = sandbox();
+    let path = reproduce::test_path(Language::Python, "shop/pricing.py");
+    let good = reproduce::parse(
+        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_ten_items_get_the_bulk_price(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n```",
+        Language::Python,
+    );
+    let s = reproduce::verify(
+        &sb,
+        &repo,
+        Language::Python,
+        &path,
+        good.as_deref(),
+        &py_fix(),
+    )
+    .unwrap();
+    assert_eq!(s.before, reproduce::Verdict::Failed);
+    assert_eq!(s.after, Some(reproduce::Verdict::Passed));
+    assert_eq!(s.reward, 1.0);
+    // Passes before the fix: it shows nothing.
+    let passes = reproduce::parse(
+        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_eleven(self):\n        self.assertEqual(bulk_price(2.0, 11), 19.8)\n```",
+        Language::Python,
+    );
+    let s = reproduce::verify(
+        &sb,
+        &repo,
+        Language::Python,
+        &path,
+        passes.as_deref(),
+        &py_fix(),
+    )
+    .unwrap();
+    assert_eq!(s.before, reproduce::Verdict::Passed);
+    assert_eq!(s.reward, 0.0);
+    // Broken (imports a module that does not exist): not a reproduction.
+    let broken = reproduce::parse(
+        "```python\nfrom shop.nothing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n```",
+        Language::Python,
+    );
+    let s = reproduce::verify(
+        &sb,
+        &repo,
+        Language::Python,
+        &path,
+        broken.as_deref(),
+        &py_fix(),
+    )
+    .unwrap();
+    assert!(
+        matches!(s.before, reproduce::Verdict::Broken(_)),
+        "{:?}",
+        s.before
+    );
+    assert_eq!(s.reward, 0.0);
+    // Fails after the fix too: wrong expectation.
+    let wrong = reproduce::parse(
+        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        self.assertEqual(bulk_price(2.0, 10), 17.0)\n```",
+        Language::Python,
+    );
+    let s = reproduce::verify(
+        &sb,
+        &repo,
+        Language::Python,
+        &path,
+        wrong.as_deref(),
+        &py_fix(),
+    )
+    .unwrap();
+    assert_eq!(s.before, reproduce::Verdict::Failed);
+    assert_eq!(s.after, Some(reproduce::Verdict::Failed));
+    assert_eq!(s.reward, 0.0);
+}
+
+#[test]
+fn a_rust_reproduction_runs_as_an_integration_test() {
+    let repo = fixture("rust_ledger");
+    let path = reproduce::test_path(Language::Rust, "src/lib.rs");
+    let test = reproduce::parse(
+        "```rust\nuse ledger::*;\n\n#[test]\nfn minus_one_is_overdrawn() {\n    let mut l = Ledger::new();\n    l.record(-1);\n    assert!(l.is_overdrawn());\n}\n```",
+        Language::Rust,
+    );
+    let fixed = read(&repo, "src/lib.rs").replace("self.balance() < -1", "self.balance() < 0");
+    let reference = reproduce::Reference {
+        fix: HashMap::from([("src/lib.rs".to_string(), fixed)]),
+    };
+    let s = reproduce::verify(
+        &sandbox(),
+        &repo,
+        Language::Rust,
+        &path,
+        test.as_deref(),
+        &reference,
+    )
+    .unwrap();
+    assert_eq!(s.before, reproduce::Verdict::Failed);
+    assert_eq!(s.after, Some(reproduce::Verdict::Passed));
+    assert_eq!(s.reward, 1.0);
+    let broken = reproduce::parse(
+        "```rust\n#[test]\nfn x() { assert!(nope()); }\n```",
+        Language::Rust,
+    );
+    let s = reproduce::verify(
+        &sandbox(),
+        &repo,
+        Language::Rust,
+        &path,
+        broken.as_deref(),
+        &reference,
+    )
+    .unwrap();
+    assert!(
+        matches!(s.before, reproduce::Verdict::Broken(_)),
+        "{:?}",
+        s.before
+    );
+}
