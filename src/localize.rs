@@ -5,10 +5,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context, Result};
-use basis_model::{LanguageModel, Precision, SamplingParams};
+use anyhow::{bail, Result};
+use basis_model::SamplingParams;
 use basis_skills::localize;
 use clap::Args;
 
@@ -37,29 +36,8 @@ pub fn run_localize(args: LocalizeArgs) -> Result<()> {
     if args.issue.trim().is_empty() {
         bail!("the issue text is empty");
     }
-    let repo = args
-        .repo
-        .canonicalize()
-        .with_context(|| format!("cannot open the repository {}", args.repo.display()))?;
-    if !repo.is_dir() {
-        bail!("{} is not a directory", repo.display());
-    }
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("indexing {bar:30} {pos}/{len} files")
-            .expect("the template is valid"),
-    );
-    let never = AtomicBool::new(false);
-    let index = basis_code::WorkspaceIndex::build(
-        repo.clone(),
-        basis_code::Limits::default(),
-        &mut |p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-        },
-        &never,
-    )
-    .with_context(|| format!("indexing {}", repo.display()))?;
-    bar.finish_and_clear();
+    let repo = crate::skill_cli::repo(&args.repo)?;
+    let index = crate::skill_cli::index(&repo)?;
     let opts = localize::Options {
         candidates: args.candidates.max(1),
         limit: args.limit.max(1),
@@ -78,21 +56,18 @@ pub fn run_localize(args: LocalizeArgs) -> Result<()> {
             index.file_count()
         );
     }
-    let spec = crate::generate::resolve(args.model.as_deref())?;
-    let mut lm = LanguageModel::load(
-        &spec.weights,
-        Precision::Quantized,
-        &basis_model::default_device(),
-    )
-    .with_context(|| format!("loading {}", spec.weights.display()))?;
-    if let Some(dir) = &spec.model_dir {
-        let registry = basis_model::registry::Registry::new(dir);
-        registry.load_into(&mut lm.model, registry.current()?)?;
-    }
-    let outcome = localize::run(&lm, &args.issue, &candidates, &opts, &|| false)?;
+    let loaded = crate::skill_cli::load_model(args.model.as_deref())?;
+    let outcome = localize::run(&loaded.lm, &args.issue, &candidates, &opts, &|| false)?;
     if args.verbose {
-        eprintln!("model answer: {:?}", outcome.completion);
+        eprintln!("model answer: {:?}", outcome.generated.completion);
     }
+    crate::skill_cli::record(
+        basis_skills::SkillId::Localize,
+        &outcome.generated,
+        &loaded,
+        &repo,
+        None,
+    );
     let mut out = std::io::stdout().lock();
     for loc in &outcome.locations {
         let line = loc.span.map(|s| s.start.row + 1).unwrap_or(1);

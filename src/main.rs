@@ -8,6 +8,8 @@ mod generate;
 mod localize;
 mod lsp;
 mod pull;
+mod skill_cli;
+mod skills;
 mod store;
 
 use std::path::PathBuf;
@@ -42,6 +44,18 @@ enum Command {
     /// Find where in a repository an issue would be fixed; prints path:line rows,
     /// best first.
     Localize(localize::LocalizeArgs),
+    /// Edit lines of a file as instructed; prints a unified diff (--apply writes it).
+    Edit(skills::EditArgs),
+    /// Write unit tests for a function and run them in the sandbox; prints the
+    /// test file's diff. Exit code 1 when the tests fail.
+    Testgen(skills::TestgenArgs),
+    /// Write a test that reproduces an issue and run it in the sandbox; prints the
+    /// test. Exit code 0 when it reproduces (fails as a test), 1 when not, 2 on error.
+    Reproduce(skills::ReproduceArgs),
+    /// Review the uncommitted changes (against --base, default HEAD); prints
+    /// `path:line: comment` rows and the verdict. Exit code 0 for YES, 1 for NO,
+    /// 2 on error.
+    Review(skills::ReviewArgs),
     /// Inspect, export or purge the feedback store.
     Feedback {
         /// The store's file (default: $BASIS_HOME/feedback/feedback.sqlite3).
@@ -73,22 +87,32 @@ fn main() -> ExitCode {
         lsp::reserve_a_core_for_the_editor();
     }
     basis_model::configure_threads();
+    // Commands whose exit code 1 means an answer (NO, not reproduced) fail with 2.
+    let error_code = match cli.command {
+        Command::Review(_) | Command::Reproduce(_) => 2,
+        _ => 1,
+    };
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Model { command } => match command {
-            ModelCommand::Pull { model, name } => model_pull(model, name),
-            ModelCommand::List => model_list(),
+            ModelCommand::Pull { model, name } => ok(model_pull(model, name)),
+            ModelCommand::List => ok(model_list()),
         },
-        Command::Generate(args) => generate::run_generate(args),
-        Command::Tokenize(args) => generate::run_tokenize(args),
-        Command::Lsp(args) => lsp::run_lsp(args),
-        Command::Localize(args) => localize::run_localize(args),
-        Command::Feedback { db, command } => feedback::run_feedback(command, db),
+        Command::Generate(args) => ok(generate::run_generate(args)),
+        Command::Tokenize(args) => ok(generate::run_tokenize(args)),
+        Command::Lsp(args) => ok(lsp::run_lsp(args)),
+        Command::Localize(args) => ok(localize::run_localize(args)),
+        Command::Edit(args) => skills::run_edit(args),
+        Command::Testgen(args) => skills::run_testgen(args),
+        Command::Reproduce(args) => skills::run_reproduce(args),
+        Command::Review(args) => skills::run_review(args),
+        Command::Feedback { db, command } => ok(feedback::run_feedback(command, db)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(error_code)
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::proto::{
     self, FeedbackParams, LocalizeParams, LocalizeResult, LocalizedLocation, ModelChanged, Texts,
 };
 use crate::settings::Settings;
+use crate::skills;
 use crate::state::Shared;
 
 pub struct Backend {
@@ -35,7 +36,7 @@ pub struct Backend {
 
 /// Raises its flag when dropped: a request future that is dropped (cancelled)
 /// tells its blocking work to stop.
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -206,7 +207,7 @@ impl Backend {
     }
 
     /// Waits for the first index build and for the saves received before.
-    async fn wait_for_index(&self) {
+    pub(crate) async fn wait_for_index(&self) {
         let mut ready = self.shared.index_ready.subscribe();
         let _ = ready.wait_for(|ready| *ready).await;
         let mut pending = self.shared.index_updates.subscribe();
@@ -239,64 +240,24 @@ impl Backend {
             let index = self.shared.index.read().unwrap();
             localize::candidates(&index, &params.query, &opts)
         };
-        let served = self
-            .shared
-            .models
-            .get()
-            .await
-            .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let _guard = CancelOnDrop(cancel.clone());
-        let counters = &self.shared.counters;
-        counters.generations_started.fetch_add(1, Ordering::Relaxed);
-        let shared = self.shared.clone();
         let query = params.query.clone();
-        let model = served.clone();
-        let flag = cancel.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let r = localize::run(&model.lm, &query, &candidates, &opts, &|| {
-                flag.load(Ordering::Acquire)
-            });
-            let c = &shared.counters;
-            match &r {
-                Err(basis_skills::SkillError::Cancelled) => {
-                    c.generations_cancelled.fetch_add(1, Ordering::Relaxed)
-                }
-                _ => c.generations_finished.fetch_add(1, Ordering::Relaxed),
-            };
-            r
-        })
-        .await
-        .map_err(|e| proto::internal(format!("localization failed: {e}")))?;
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(basis_skills::SkillError::Cancelled) => {
-                return Err(tower_lsp_server::jsonrpc::Error::request_cancelled())
-            }
-            Err(basis_skills::SkillError::Input(m)) => return Err(proto::invalid_params(m)),
-            Err(e) => return Err(proto::internal(e)),
-        };
+        let (outcome, served) = self
+            .generate("Basis: localizing", move |lm, _, cancelled| {
+                localize::run(lm, &query, &candidates, &opts, cancelled)
+            })
+            .await?;
         if self.shared.edits.load(Ordering::Acquire) != edits_before {
             return Err(tower_lsp_server::jsonrpc::Error::content_modified());
         }
         let root = self.shared.root().unwrap_or_default();
-        let suggestion = Suggestion {
-            id: basis_feedback::new_suggestion_id(),
-            created_ms: now_ms(),
-            skill: basis_skills::SkillId::Localize.as_str().into(),
-            model_name: served.name.clone(),
-            model_version: served.version.to_string(),
-            workspace: Some(root.display().to_string()),
-            file: None,
-            language: None,
-            prompt: outcome.prompt.clone(),
-            completion: outcome.completion.clone(),
-            logprob_sum: outcome.logprob_sum,
-            token_count: outcome.token_count as u32,
-            latency_ms: outcome.latency_ms,
-        };
-        let suggestion_id = suggestion.id.clone();
-        self.store_suggestion(suggestion).await;
+        let suggestion_id = self
+            .record(
+                basis_skills::SkillId::Localize,
+                &outcome.generated,
+                &served,
+                None,
+            )
+            .await;
 
         let enc = self.shared.encoding();
         let open = |uri: &str| self.shared.open_rope(uri);
@@ -329,7 +290,7 @@ impl Backend {
     /// Records a suggestion and waits until it is on disk, so that every
     /// suggestion id a client receives is in the store. A full queue drops it
     /// (counted) rather than making the user wait.
-    async fn store_suggestion(&self, s: Suggestion) {
+    pub(crate) async fn store_suggestion(&self, s: Suggestion) {
         let Some(writer) = self.shared.feedback() else {
             return;
         };
@@ -375,6 +336,14 @@ impl Backend {
                 time_ms: now_ms(),
                 kind,
             });
+        }
+    }
+
+    /// `window/workDoneProgress/cancel`: the user cancelled a skill's progress.
+    pub async fn progress_cancel(&self, params: WorkDoneProgressCancelParams) {
+        let key = skills::token_key(&params.token);
+        if let Some(flag) = self.shared.progress_cancels.lock().unwrap().get(&key) {
+            flag.store(true, Ordering::Release);
         }
     }
 
@@ -564,8 +533,27 @@ impl LanguageServer for Backend {
                 )),
                 document_symbol_provider: Some(OneOf::Left(true)),
                 workspace_symbol_provider: Some(OneOf::Left(true)),
+                code_action_provider: Some(CodeActionProviderCapability::Options(
+                    CodeActionOptions {
+                        code_action_kinds: Some(vec![
+                            CodeActionKind::QUICKFIX,
+                            CodeActionKind::REFACTOR_REWRITE,
+                            CodeActionKind::new("source.basis.testgen"),
+                        ]),
+                        ..Default::default()
+                    },
+                )),
                 execute_command_provider: Some(ExecuteCommandOptions {
-                    commands: vec![COMMAND_LOCALIZE.into()],
+                    commands: [
+                        COMMAND_LOCALIZE,
+                        skills::COMMAND_EDIT,
+                        skills::COMMAND_TESTGEN,
+                        skills::COMMAND_REPRODUCE,
+                        skills::COMMAND_REVIEW,
+                        skills::COMMAND_REVIEW_FEEDBACK,
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                     ..Default::default()
                 }),
                 experimental: Some(
@@ -626,6 +614,17 @@ impl LanguageServer for Backend {
     }
 
     async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        if self.shared.settings.lock().unwrap().review.on_save {
+            let backend = Backend {
+                client: self.client.clone(),
+                shared: self.shared.clone(),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = backend.review_command(Vec::new()).await {
+                    tracing::info!("review on save: {}", e.message);
+                }
+            });
+        }
         let Some(path) = params
             .text_document
             .uri
@@ -763,7 +762,14 @@ impl LanguageServer for Backend {
                 let r = self.localize(p).await?;
                 Ok(Some(serde_json::to_value(r).map_err(proto::internal)?))
             }
-            other => Err(proto::invalid_params(format!("unknown command `{other}`"))),
+            other => match self.skill_command(other, params.arguments).await {
+                Some(r) => r,
+                None => Err(proto::invalid_params(format!("unknown command `{other}`"))),
+            },
         }
+    }
+
+    async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        self.skill_code_actions(params).await
     }
 }

@@ -172,6 +172,11 @@ impl Documents {
         self.docs.get(uri)
     }
 
+    /// Every open document with its URI.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Document)> {
+        self.docs.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.docs.len()
     }

@@ -13,6 +13,7 @@ pub mod model_host;
 pub mod position;
 pub mod proto;
 pub mod settings;
+pub mod skills;
 pub mod state;
 pub mod tracker;
 pub mod transport;
@@ -49,6 +50,10 @@ fn service(
     .custom_method("basis/localize", backend::Backend::localize)
     .custom_method("basis/feedback", backend::Backend::feedback)
     .custom_method("basis/feedbackFlush", backend::Backend::feedback_flush)
+    .custom_method(
+        "window/workDoneProgress/cancel",
+        backend::Backend::progress_cancel,
+    )
     .custom_method(
         "basis/debug/documentText",
         backend::Backend::debug_document_text,

@@ -17,6 +17,7 @@ pub struct Settings {
     pub sampling: Sampling,
     pub feedback: FeedbackSettings,
     pub localize: LocalizeSettings,
+    pub review: ReviewSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -87,6 +88,13 @@ impl Default for LocalizeSettings {
     fn default() -> Self {
         Self { candidates: 8 }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReviewSettings {
+    /// Review the uncommitted changes whenever a file is saved.
+    pub on_save: bool,
 }
 
 fn merge(base: &mut serde_json::Value, change: &serde_json::Value) {

@@ -45,6 +45,11 @@ pub struct Shared {
     pub tracker: Mutex<Tracker>,
     pub counters: Counters,
     pub progress_supported: Mutex<bool>,
+    /// The cancellation flags of the skills' `$/progress` tokens.
+    pub progress_cancels:
+        Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// The diagnostics of the last review.
+    pub review: Mutex<crate::skills::ReviewState>,
 }
 
 impl Shared {
@@ -67,6 +72,8 @@ impl Shared {
             tracker: Mutex::new(Tracker::default()),
             counters: Counters::default(),
             progress_supported: Mutex::new(false),
+            progress_cancels: Mutex::new(Default::default()),
+            review: Mutex::new(Default::default()),
         })
     }
 

@@ -242,11 +242,7 @@ pub struct Outcome {
     pub locations: Vec<Location>,
     /// The files the model named (the predicted set the verifier scores).
     pub chosen: Vec<String>,
-    pub prompt: String,
-    pub completion: String,
-    pub logprob_sum: f64,
-    pub token_count: usize,
-    pub latency_ms: u64,
+    pub generated: crate::generate::Generated,
 }
 
 /// Runs the model over the candidates. `cancelled` is polled between tokens.
@@ -273,20 +269,14 @@ pub fn run(
     } else {
         crate::generate::complete(lm, prompt, &opts.sampling, budget, &mut |_| {}, cancelled)?
     };
-    let (completion, logprob_sum, token_count) = (
-        generated.completion,
-        generated.logprob_sum,
-        generated.token_count,
-    );
-    let chosen = parse(&completion, offered);
+    let chosen = parse(&generated.completion, offered);
     Ok(Outcome {
         locations: rank(&chosen, candidates, opts.limit),
         chosen,
-        prompt: generated.prompt,
-        completion,
-        logprob_sum,
-        token_count,
-        latency_ms: start.elapsed().as_millis() as u64,
+        generated: crate::generate::Generated {
+            latency_ms: start.elapsed().as_millis() as u64,
+            ..generated
+        },
     })
 }
 

@@ -51,6 +51,52 @@ impl Input {
     }
 }
 
+/// The reproduction input for an issue: up to `files` of the files retrieval
+/// finds for it (their text from `read`, which sees unsaved buffers), and for
+/// Rust the crate's name.
+pub fn input_for(
+    index: &basis_code::WorkspaceIndex,
+    root: &Path,
+    issue: &str,
+    files: usize,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Input {
+    let hits = crate::localize::candidates(index, issue, &crate::localize::Options::default());
+    let context = hits
+        .iter()
+        .filter(|h| Language::from_path(Path::new(&h.path)).is_some())
+        .filter(|h| !h.path.contains("basis_reproduction"))
+        .take(files.max(1))
+        .filter_map(|h| {
+            Some(ContextFile {
+                path: h.path.clone(),
+                text: read(&h.path)?,
+            })
+        })
+        .collect();
+    Input {
+        issue: issue.to_string(),
+        context,
+        crate_name: crate_name(root),
+    }
+}
+
+/// The library crate's name of a Cargo package at `root` (as code imports it).
+pub fn crate_name(root: &Path) -> Option<String> {
+    let toml = std::fs::read_to_string(root.join("Cargo.toml")).ok()?;
+    let line = toml
+        .lines()
+        .skip_while(|l| l.trim() != "[package]")
+        .find(|l| l.trim_start().starts_with("name") && l.contains('='))?;
+    Some(
+        line.split_once('=')?
+            .1
+            .trim()
+            .trim_matches('"')
+            .replace('-', "_"),
+    )
+}
+
 /// The reference of a reproduction task: the fix, as files laid over the
 /// repository (relative path → text).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,6 +257,17 @@ pub enum Verdict {
     Failed,
     /// Did not run as a test (why).
     Broken(String),
+}
+
+impl Verdict {
+    /// What the verdict means for a reproduction, in a sentence.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Failed => "reproduces: the test fails on the current code".into(),
+            Verdict::Passed => "does not reproduce: the test passes on the current code".into(),
+            Verdict::Broken(why) => format!("does not reproduce: {why}"),
+        }
+    }
 }
 
 /// Reads a test run (see the module docs).

@@ -25,6 +25,10 @@ pub struct Input {
     pub changes: Vec<FileChange>,
 }
 
+/// The intent used when none is known: a plain correctness review.
+pub const NO_INTENT: &str =
+    "No intent was given: judge whether the change is correct and complete.";
+
 /// The reference: whether the patch is right.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Reference {

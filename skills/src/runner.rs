@@ -27,6 +27,27 @@ impl TestReport {
     pub fn passed(&self) -> bool {
         self.outcome.success()
     }
+
+    /// One line about the run: passed or failed, the command, the time.
+    pub fn summary(&self) -> String {
+        let o = &self.outcome;
+        if o.timed_out {
+            return format!("the tests timed out after {:.1}s", o.elapsed.as_secs_f64());
+        }
+        format!(
+            "tests {} ({}) in {:.1}s",
+            if o.success() { "passed" } else { "failed" },
+            self.command.join(" "),
+            o.elapsed.as_secs_f64()
+        )
+    }
+
+    /// The last `n` lines of the run's output.
+    pub fn output_tail(&self, n: usize) -> String {
+        let all = format!("{}{}", self.outcome.stdout, self.outcome.stderr);
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
