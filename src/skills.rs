@@ -98,7 +98,7 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
     )?;
     progress.done();
     if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.completion);
+        eprintln!("model answer: {:?}", outcome.generated.answer());
     }
     let id = skill_cli::record(
         SkillId::Edit,
@@ -110,7 +110,7 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
     let Some(replacement) = outcome.replacement else {
         bail!(
             "the model's answer held no code: {:?}",
-            outcome.generated.completion
+            outcome.generated.answer()
         );
     };
     let new_text = edit::apply(&input, &replacement);
@@ -175,7 +175,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
     )?;
     progress.done();
     if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.completion);
+        eprintln!("model answer: {:?}", outcome.generated.answer());
     }
     let id = skill_cli::record(
         SkillId::Testgen,
@@ -187,7 +187,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
     let Some(tests) = outcome.tests else {
         bail!(
             "the model's answer held no code: {:?}",
-            outcome.generated.completion
+            outcome.generated.answer()
         );
     };
     let test_path = testgen::test_path(language, &path);
@@ -309,7 +309,7 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     )?;
     progress.done();
     if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.completion);
+        eprintln!("model answer: {:?}", outcome.generated.answer());
     }
     let id = skill_cli::record(
         SkillId::Reproduce,
@@ -321,7 +321,7 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     let Some(test) = outcome.test else {
         bail!(
             "the model's answer held no code: {:?}",
-            outcome.generated.completion
+            outcome.generated.answer()
         );
     };
     std::io::stdout().lock().write_all(test.as_bytes())?;
@@ -423,9 +423,12 @@ pub fn run_review(args: ReviewArgs) -> Result<ExitCode> {
     )?;
     progress.done();
     if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.completion);
+        eprintln!("model answer: {:?}", outcome.generated.answer());
     }
     skill_cli::record(SkillId::Review, &outcome.generated, &loaded, &repo, None);
+    if !outcome.review.summary.is_empty() {
+        eprintln!("{}", outcome.review.summary);
+    }
     let mut out = std::io::stdout().lock();
     for c in &outcome.review.comments {
         writeln!(out, "{}:{}: {}", c.path, c.line + 1, c.message)?;

@@ -908,6 +908,7 @@ impl Backend {
             "modelVersion": served.version.to_string(),
             "verdict": verdict,
             "comments": comments,
+            "summary": outcome.review.summary,
             "message": message,
         }))
     }

@@ -15,9 +15,9 @@ use basis_code::Language;
 use basis_model::{LanguageModel, Message, SamplingParams};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{complete, Generated};
+use crate::generate::{complete_code, Generated};
 use crate::parse::{extract_code, first_indent, normalized_code, reindent};
-use crate::prompt::{fit_prompt, Budget};
+use crate::prompt::Budget;
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -138,37 +138,36 @@ impl Input {
     }
 }
 
-const SYSTEM: &str = "You are a code editing assistant. Rewrite the code under \"Code to edit\" \
-as the instruction says. Answer with only the new version of that code in one fenced code \
-block; do not repeat the context and do not explain.";
+/// Lines of context on each side at most: more makes a small model repeat the
+/// file instead of editing the range.
+const MAX_CONTEXT_LINES: usize = 12;
 
-/// The chat for an edit with `k` lines of context on each side.
+const SYSTEM: &str = "You are a code editing assistant. You rewrite the lines you are \
+given as the instruction says, and answer with only the rewritten lines in one fenced code block.";
+
+/// The chat for an edit with `k` lines of context on each side: the context
+/// first, then the instruction and the lines to rewrite last, where a small
+/// model attends most.
 pub fn render(input: &Input, k: usize) -> Vec<Message> {
     let lang = fence_name(input.language());
     let (before, after) = input.context(k);
-    let code = &input.text[input.start_byte..input.end_byte];
-    let mut user = format!("File: {}\n\n", input.path);
-    if !before.trim().is_empty() {
-        user.push_str(&format!("Context before:\n```{lang}\n{before}\n```\n\n"));
-    }
-    user.push_str(&format!(
-        "Code to edit:\n```{lang}\n{}\n```\n\n",
-        code.trim_end_matches('\n')
-    ));
-    if !after.trim().is_empty() {
+    let code = input.text[input.start_byte..input.end_byte].trim_end_matches('\n');
+    let mut user = String::new();
+    if !(before.trim().is_empty() && after.trim().is_empty()) {
         user.push_str(&format!(
-            "Context after:\n```{lang}\n{}\n```\n\n",
+            "The code around it in {}:\n```{lang}\n{before}{code}\n{}\n```\n\n",
+            input.path,
             after.trim_end_matches('\n')
         ));
     }
     user.push_str(&format!(
-        "Instruction: {}\n\nNew code:",
+        "Instruction: {}\n\nRewrite these lines as the instruction says; answer with the new lines only:\n```{lang}\n{code}\n```",
         input.instruction.trim()
     ));
     vec![Message::system(SYSTEM), Message::user(user)]
 }
 
-/// The replacement for the range in a model's answer, indented like the range
+/// The replacement for the range in a model's answer (`Generated::answer`), indented like the range
 /// and ending in a newline exactly when the range does. `None` when the answer
 /// holds no code.
 pub fn parse(completion: &str, input: &Input) -> Option<String> {
@@ -226,12 +225,24 @@ pub fn run(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Outcome, SkillError> {
     input.validate()?;
-    let budget = opts.budget.within_context(lm.model.config().context_length);
-    let lines = input.text.lines().count().min(400);
-    let prompt = fit_prompt(lm, lines, budget, &|k| render(input, k))?;
-    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    let mut budget = opts.budget.within_context(lm.model.config().context_length);
+    // An edit rarely grows the code more than a few times; a bound keeps a model
+    // that runs on from writing a whole file.
+    let selected = input.end_byte - input.start_byte;
+    budget.max_new_tokens = budget.max_new_tokens.min(96 + selected / 2);
+    let lines = input.text.lines().count().min(MAX_CONTEXT_LINES);
+    let generated = complete_code(
+        lm,
+        lines,
+        budget,
+        &|k| render(input, k),
+        fence_name(input.language()),
+        &opts.sampling,
+        on_tokens,
+        cancelled,
+    )?;
     Ok(Outcome {
-        replacement: parse(&generated.completion, input),
+        replacement: parse(&generated.answer(), input),
         generated,
     })
 }

@@ -13,7 +13,10 @@ use crate::{SkillError, SkillId};
 /// A completion of a skill's prompt.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {
+    /// The prompt as the model saw it, including `answer_start`.
     pub prompt: String,
+    /// What the prompt already wrote of the answer (an opening code fence), or "".
+    pub answer_start: String,
     pub completion: String,
     /// Sum of the behaviour policy's log-probs of the completion's tokens.
     pub logprob_sum: f64,
@@ -35,6 +38,11 @@ pub struct Context {
 }
 
 impl Generated {
+    /// The whole answer: `answer_start` followed by the completion. Parsers read this.
+    pub fn answer(&self) -> String {
+        format!("{}{}", self.answer_start, self.completion)
+    }
+
     /// The feedback record of this completion as a suggestion of `skill`.
     pub fn suggestion(&self, skill: SkillId, cx: &Context) -> basis_feedback::Suggestion {
         basis_feedback::Suggestion {
@@ -95,10 +103,45 @@ pub fn complete(
     }
     Ok(Generated {
         prompt: prompt.text,
+        answer_start: String::new(),
         logprob_sum: c.sum_logprob(),
         token_count: c.token_ids.len(),
         finished: c.finish_reason != FinishReason::Length,
         completion: c.text,
         latency_ms: start.elapsed().as_millis() as u64,
     })
+}
+
+/// The start of a code answer in `fence` (e.g. `python`): an opening fence. The
+/// model continues inside it and stops at the closing fence, which keeps a small
+/// model's answer to code instead of chatter.
+pub fn code_answer_start(fence: &str) -> String {
+    format!("```{fence}\n")
+}
+
+/// Generates a code answer: the prompt from `render` (fitted to the budget) with
+/// the answer started as an opening fence, generation stopped at the closing
+/// fence or after `max_new_tokens`.
+#[allow(clippy::too_many_arguments)]
+pub fn complete_code(
+    lm: &LanguageModel,
+    max_pieces: usize,
+    budget: Budget,
+    render: &dyn Fn(usize) -> Vec<basis_model::Message>,
+    fence: &str,
+    sampling: &SamplingParams,
+    on_tokens: &mut dyn FnMut(usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Generated, SkillError> {
+    let start = code_answer_start(fence);
+    let prompt = crate::prompt::fit_prompt_with_answer(lm, max_pieces, budget, render, &start)?;
+    let mut stop = sampling.stop.clone();
+    stop.push("```".into());
+    let params = SamplingParams {
+        stop,
+        ..sampling.clone()
+    };
+    let mut g = complete(lm, prompt, &params, budget, on_tokens, cancelled)?;
+    g.answer_start = start;
+    Ok(g)
 }

@@ -41,8 +41,20 @@ pub fn fit_prompt(
     budget: Budget,
     render: &dyn Fn(usize) -> Vec<Message>,
 ) -> Result<FittedPrompt, SkillError> {
+    fit_prompt_with_answer(lm, max_pieces, budget, render, "")
+}
+
+/// [`fit_prompt`] with the start of the assistant's answer already written
+/// (`answer_start`, e.g. an opening code fence), which the model continues.
+pub fn fit_prompt_with_answer(
+    lm: &LanguageModel,
+    max_pieces: usize,
+    budget: Budget,
+    render: &dyn Fn(usize) -> Vec<Message>,
+    answer_start: &str,
+) -> Result<FittedPrompt, SkillError> {
     let encode = |k: usize| -> Result<FittedPrompt, SkillError> {
-        let text = lm.chat_prompt(&render(k))?;
+        let text = lm.chat_prompt(&render(k))? + answer_start;
         let ids = lm.tokenizer.encode(&text)?;
         Ok(FittedPrompt {
             text,

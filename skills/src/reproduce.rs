@@ -16,9 +16,9 @@ use basis_model::{LanguageModel, Message, SamplingParams};
 use serde::{Deserialize, Serialize};
 
 use crate::edit::{fence_name, fence_names};
-use crate::generate::{complete, Generated};
+use crate::generate::{complete_code, Generated};
 use crate::parse::extract_code;
-use crate::prompt::{fit_prompt, Budget};
+use crate::prompt::Budget;
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::{Outcome as RunOutcome, Sandbox};
 use crate::testgen::python_tests;
@@ -238,12 +238,20 @@ pub fn run(
         .map(|c| c.text.lines().count())
         .sum::<usize>()
         .min(600);
-    let prompt = fit_prompt(lm, lines, budget, &|k| render(input, language, k))?;
-    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    let generated = complete_code(
+        lm,
+        lines,
+        budget,
+        &|k| render(input, language, k),
+        fence_name(Some(language)),
+        &opts.sampling,
+        on_tokens,
+        cancelled,
+    )?;
     Ok(Outcome {
         language,
         path: test_path(language, near),
-        test: parse(&generated.completion, language),
+        test: parse(&generated.answer(), language),
         generated,
     })
 }

@@ -14,7 +14,7 @@ use similar::{ChangeTag, TextDiff};
 use crate::diff::{hunks, FileChange, Hunk};
 use crate::generate::{complete, Generated};
 use crate::parse::code_blocks;
-use crate::prompt::{fit_prompt, Budget};
+use crate::prompt::{fit_prompt_with_answer, Budget};
 use crate::SkillError;
 
 /// The task input.
@@ -71,11 +71,14 @@ pub fn numbered_diff(change: &FileChange) -> String {
 }
 
 const SYSTEM: &str = "You are a careful code reviewer. Given what a change is meant to do and \
-its diff (lines marked + are new, - removed, with line numbers of the new file), point out \
-bugs and places where the change does not do what is asked. Write each comment on its own \
-line as `path:line: comment`. After a comment you may give the corrected line in a fenced \
-code block. End with exactly one line: `VERDICT: YES` if the change does what is asked \
-correctly, or `VERDICT: NO` if it does not.";
+its diff (lines marked + are new, - removed, with line numbers of the new file), decide whether \
+the change does what is asked, correctly. Answer with a first line `VERDICT: YES` or \
+`VERDICT: NO`, then one line per problem as `path:line: comment`; after a comment you may give \
+the corrected line in a fenced code block.";
+
+/// What the prompt already writes of the answer: the verdict comes first, so that
+/// even a short or rambling answer has one.
+pub const ANSWER_START: &str = "VERDICT:";
 
 /// The chat with the diffs of the first `k` changed files.
 pub fn render(input: &Input, k: usize) -> Vec<Message> {
@@ -109,6 +112,8 @@ pub struct Comment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
     pub comments: Vec<Comment>,
+    /// What the model said outside comments and the verdict (its general remarks).
+    pub summary: String,
     /// `None` when the model gave no verdict.
     pub verdict: Option<bool>,
 }
@@ -188,11 +193,15 @@ pub fn anchor(line: usize, hunks: &[Hunk]) -> Option<usize> {
         .map(|(_, l)| l)
 }
 
-/// Reads a model's review (it never panics). Comments on files that did not
+/// General remarks kept at most (a rambling answer is cut).
+const MAX_SUMMARY_BYTES: usize = 600;
+
+/// Reads a model's review (`Generated::answer`; it never panics). Comments on files that did not
 /// change are dropped; comments are anchored to changed hunks.
 pub fn parse(completion: &str, input: &Input) -> Review {
     let mut comments: Vec<Comment> = Vec::new();
     let mut verdict = None;
+    let mut summary = String::new();
     let blocks = code_blocks(completion);
     let mut block_iter = blocks.iter().peekable();
     let mut in_fence = false;
@@ -218,8 +227,19 @@ pub fn parse(completion: &str, input: &Input) -> Review {
         }
         let lower = t.to_ascii_lowercase();
         if let Some(i) = lower.find("verdict") {
-            if let Some(v) = verdict_word(&t[i + "verdict".len()..]) {
-                verdict = Some(v);
+            let after = &t[i + "verdict".len()..];
+            if let Some(v) = verdict_word(after) {
+                if verdict.is_none() {
+                    verdict = Some(v);
+                }
+                // Text after the verdict word on its line is a remark.
+                let rest = after
+                    .trim_start_matches(|c: char| !c.is_ascii_alphabetic())
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .trim_start_matches(['.', '*', ',', ':', ' ']);
+                if !rest.is_empty() && summary.len() < MAX_SUMMARY_BYTES {
+                    summary.push_str(rest);
+                }
                 last_was_comment = false;
                 continue;
             }
@@ -245,10 +265,19 @@ pub fn parse(completion: &str, input: &Input) -> Review {
         }
         if matches!(lower.as_str(), "yes" | "no" | "yes." | "no.") && verdict.is_none() {
             verdict = verdict_word(t);
+        } else if summary.len() < MAX_SUMMARY_BYTES && !summary.contains(t) {
+            if !summary.is_empty() {
+                summary.push(' ');
+            }
+            summary.push_str(t);
         }
         last_was_comment = false;
     }
-    Review { comments, verdict }
+    Review {
+        comments,
+        summary,
+        verdict,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -292,10 +321,17 @@ pub fn run(
         return Err(SkillError::Input("there are no changes to review".into()));
     }
     let budget = opts.budget.within_context(lm.model.config().context_length);
-    let prompt = fit_prompt(lm, input.changes.len(), budget, &|k| render(input, k))?;
-    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    let prompt = fit_prompt_with_answer(
+        lm,
+        input.changes.len(),
+        budget,
+        &|k| render(input, k),
+        ANSWER_START,
+    )?;
+    let mut generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    generated.answer_start = ANSWER_START.into();
     Ok(Outcome {
-        review: parse(&generated.completion, input),
+        review: parse(&generated.answer(), input),
         generated,
     })
 }
@@ -358,6 +394,14 @@ mod tests {
         );
         assert_eq!(parse("yes", &i).verdict, Some(true));
         assert_eq!(parse("The change looks fine", &i).verdict, None);
+        // The first verdict counts; remarks are kept as the summary.
+        let r = parse("VERDICT: NO. The total is wrong.\nVERDICT: YES", &i);
+        assert_eq!(r.verdict, Some(false));
+        assert_eq!(r.summary, "The total is wrong.");
+        assert!(r.comments.is_empty());
+        // A model that repeats itself is summarised once.
+        let r = parse("VERDICT: YES\nIt adds one.\nIt adds one.\nIt adds one.", &i);
+        assert_eq!(r.summary, "It adds one.");
         assert_eq!(
             verify(&parse("VERDICT: YES", &i), &Reference { verdict: true }),
             1.0

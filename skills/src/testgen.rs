@@ -15,9 +15,9 @@ use basis_model::{LanguageModel, Message, SamplingParams};
 use serde::{Deserialize, Serialize};
 
 use crate::edit::{fence_name, fence_names};
-use crate::generate::{complete, Generated};
+use crate::generate::{complete_code, Generated};
 use crate::parse::{extract_code, reindent};
-use crate::prompt::{fit_prompt, Budget};
+use crate::prompt::Budget;
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -357,10 +357,18 @@ pub fn run(
     })?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
     let head = input.text[..function.start_byte].lines().count().min(80);
-    let prompt = fit_prompt(lm, head, budget, &|k| render(input, language, &function, k))?;
-    let generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
+    let generated = complete_code(
+        lm,
+        head,
+        budget,
+        &|k| render(input, language, &function, k),
+        fence_name(Some(language)),
+        &opts.sampling,
+        on_tokens,
+        cancelled,
+    )?;
     Ok(Outcome {
-        tests: parse(&generated.completion, language, input, &function),
+        tests: parse(&generated.answer(), language, input, &function),
         function,
         generated,
     })
