@@ -42,9 +42,18 @@ pub enum ExportFormat {
 fn open(path: Option<PathBuf>) -> Result<Store> {
     let path = match path {
         Some(p) => p,
-        None => Store::default_path(crate::store::Store::open()?.root()),
+        None => default_db()?,
     };
     Store::open(&path).with_context(|| format!("opening the feedback store {}", path.display()))
+}
+
+/// The feedback store the CLI uses: `$BASIS_FEEDBACK_DB` when set, else the
+/// server's default, `$BASIS_HOME/feedback/feedback.sqlite3`.
+pub fn default_db() -> Result<PathBuf> {
+    match std::env::var_os("BASIS_FEEDBACK_DB") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Ok(Store::default_path(crate::store::Store::open()?.root())),
+    }
 }
 
 pub fn run_feedback(command: FeedbackCommand, db: Option<PathBuf>) -> Result<()> {

@@ -124,10 +124,9 @@ impl Progress {
     }
 }
 
-/// The feedback store the CLI records into (the server's default store).
+/// The feedback store the CLI records into (see `feedback::default_db`).
 fn feedback_store() -> Result<FeedbackStore> {
-    let home = crate::store::Store::open()?.root().to_path_buf();
-    let path = FeedbackStore::default_path(&home);
+    let path = crate::feedback::default_db()?;
     FeedbackStore::open(&path)
         .with_context(|| format!("opening the feedback store {}", path.display()))
 }
