@@ -39,7 +39,7 @@ use tower_lsp_server::ls_types::*;
 
 use crate::backend::{Backend, CancelOnDrop};
 use crate::model_host::Served;
-use crate::position::{from_byte, to_char};
+use crate::position::{from_byte, from_char, to_char};
 use crate::proto;
 
 pub const COMMAND_EDIT: &str = "basis.edit";
@@ -845,39 +845,13 @@ impl Backend {
         let enc = self.shared.encoding();
         let mut per_file: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
         let mut comments = Vec::new();
-        for (i, c) in outcome.review.comments.iter().enumerate() {
-            let Some(uri) = Uri::from_file_path(root.join(&c.path)) else {
+        for (path, d) in review_diagnostics(&outcome.review, &input, &id, enc) {
+            let Some(uri) = Uri::from_file_path(root.join(&path)) else {
                 continue;
             };
-            let text = input
-                .changes
-                .iter()
-                .find(|f| f.path == c.path)
-                .map(|f| f.new.as_str())
-                .unwrap_or("");
-            let rope = Rope::from_str(text);
-            let line = c.line.min(rope.len_lines().saturating_sub(1));
-            let line_text = rope.line(line).to_string();
-            let end = Position::new(
-                line as u32,
-                crate::position::from_char(
-                    &rope,
-                    rope.line_to_char(line)
-                        + line_text.trim_end_matches(['\n', '\r']).chars().count(),
-                    enc,
-                )
-                .character,
-            );
-            let range = Range::new(Position::new(line as u32, 0), end);
-            per_file.entry(uri.clone()).or_default().push(Diagnostic {
-                range,
-                severity: Some(DiagnosticSeverity::WARNING),
-                source: Some(SOURCE.into()),
-                message: c.message.clone(),
-                data: Some(json!({"suggestionId": id, "index": i, "suggestion": c.suggestion})),
-                ..Default::default()
-            });
-            comments.push(json!({"uri": uri, "range": range, "message": c.message, "suggestion": c.suggestion}));
+            let suggestion = d.data.as_ref().and_then(|v| v.get("suggestion")).cloned();
+            comments.push(json!({"uri": uri, "range": d.range, "message": d.message, "suggestion": suggestion}));
+            per_file.entry(uri).or_default().push(d);
         }
         self.publish_review(&root, per_file).await;
         let verdict = match outcome.review.verdict {
@@ -1004,64 +978,7 @@ impl Backend {
                 .cloned()
                 .unwrap_or_default()
         };
-        for d in params
-            .context
-            .diagnostics
-            .iter()
-            .filter(|d| d.source.as_deref() == Some(SOURCE))
-        {
-            let Some(known) = diags
-                .iter()
-                .find(|k| k.range == d.range && k.message == d.message)
-            else {
-                continue;
-            };
-            let data = known.data.clone().unwrap_or(Value::Null);
-            let id = data
-                .get("suggestionId")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let feedback = |kind: &str| Command {
-                title: format!("Basis: record {kind}"),
-                command: COMMAND_REVIEW_FEEDBACK.into(),
-                arguments: Some(vec![
-                    json!({"suggestionId": id, "uri": uri, "index": index, "kind": kind}),
-                ]),
-            };
-            if let Some(suggestion) = data.get("suggestion").and_then(Value::as_str) {
-                let mut text = suggestion.to_string();
-                if !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                let range = Range::new(
-                    Position::new(d.range.start.line, 0),
-                    Position::new(d.range.start.line + 1, 0),
-                );
-                let mut changes = HashMap::new();
-                changes.insert(uri.clone(), vec![TextEdit::new(range, text)]);
-                actions.push(CodeActionOrCommand::CodeAction(CodeAction {
-                    title: "Basis: apply the suggested change".into(),
-                    kind: Some(CodeActionKind::QUICKFIX),
-                    diagnostics: Some(vec![known.clone()]),
-                    edit: Some(WorkspaceEdit {
-                        changes: Some(changes),
-                        ..Default::default()
-                    }),
-                    command: Some(feedback("accepted")),
-                    is_preferred: Some(true),
-                    ..Default::default()
-                }));
-            }
-            actions.push(CodeActionOrCommand::CodeAction(CodeAction {
-                title: "Basis: dismiss this comment".into(),
-                kind: Some(CodeActionKind::QUICKFIX),
-                diagnostics: Some(vec![known.clone()]),
-                command: Some(feedback("rejected")),
-                ..Default::default()
-            }));
-        }
+        actions.extend(review_actions(&uri, &params.context.diagnostics, &diags));
         // Edit a selection.
         if params.range.start != params.range.end {
             actions.push(CodeActionOrCommand::CodeAction(CodeAction {
@@ -1100,6 +1017,112 @@ impl Backend {
         }
         Ok(Some(actions))
     }
+}
+
+/// The diagnostics of a review's comments, with the file each is on: a
+/// warning over the commented line (a changed line), its `data` holding the
+/// suggestion id, the comment's index and its proposed replacement.
+pub fn review_diagnostics(
+    review: &review::Review,
+    input: &review::Input,
+    suggestion_id: &str,
+    enc: crate::position::Encoding,
+) -> Vec<(String, Diagnostic)> {
+    let mut out = Vec::new();
+    for (i, c) in review.comments.iter().enumerate() {
+        let text = input
+            .changes
+            .iter()
+            .find(|f| f.path == c.path)
+            .map(|f| f.new.as_str())
+            .unwrap_or("");
+        let rope = Rope::from_str(text);
+        let line = c.line.min(rope.len_lines().saturating_sub(1));
+        let line_text = rope.line(line).to_string();
+        let line_len = line_text.trim_end_matches(['\n', '\r']).chars().count();
+        let end = from_char(&rope, rope.line_to_char(line) + line_len, enc);
+        let range = Range::new(Position::new(line as u32, 0), end);
+        out.push((
+            c.path.clone(),
+            Diagnostic {
+                range,
+                severity: Some(DiagnosticSeverity::WARNING),
+                source: Some(SOURCE.into()),
+                message: c.message.clone(),
+                data: Some(
+                    json!({"suggestionId": suggestion_id, "index": i, "suggestion": c.suggestion}),
+                ),
+                ..Default::default()
+            },
+        ));
+    }
+    out
+}
+
+/// The quick fixes of the review diagnostics a client sent (`context`) that the
+/// server published (`known`): apply the proposed replacement of the line, when
+/// there is one, and dismiss; both tell `basis.reviewFeedback` what the user did.
+pub fn review_actions(
+    uri: &Uri,
+    context: &[Diagnostic],
+    known: &[Diagnostic],
+) -> Vec<CodeActionOrCommand> {
+    let mut actions = Vec::new();
+    for d in context
+        .iter()
+        .filter(|d| d.source.as_deref() == Some(SOURCE))
+    {
+        let Some(known) = known
+            .iter()
+            .find(|k| k.range == d.range && k.message == d.message)
+        else {
+            continue;
+        };
+        let data = known.data.clone().unwrap_or(Value::Null);
+        let id = data
+            .get("suggestionId")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let feedback = |kind: &str| Command {
+            title: format!("Basis: record {kind}"),
+            command: COMMAND_REVIEW_FEEDBACK.into(),
+            arguments: Some(vec![
+                json!({"suggestionId": id, "uri": uri, "index": index, "kind": kind}),
+            ]),
+        };
+        if let Some(suggestion) = data.get("suggestion").and_then(Value::as_str) {
+            let mut text = suggestion.to_string();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let line = d.range.start.line;
+            let range = Range::new(Position::new(line, 0), Position::new(line + 1, 0));
+            let mut changes = HashMap::new();
+            changes.insert(uri.clone(), vec![TextEdit::new(range, text)]);
+            actions.push(CodeActionOrCommand::CodeAction(CodeAction {
+                title: "Basis: apply the suggested change".into(),
+                kind: Some(CodeActionKind::QUICKFIX),
+                diagnostics: Some(vec![known.clone()]),
+                edit: Some(WorkspaceEdit {
+                    changes: Some(changes),
+                    ..Default::default()
+                }),
+                command: Some(feedback("accepted")),
+                is_preferred: Some(true),
+                ..Default::default()
+            }));
+        }
+        actions.push(CodeActionOrCommand::CodeAction(CodeAction {
+            title: "Basis: dismiss this comment".into(),
+            kind: Some(CodeActionKind::QUICKFIX),
+            diagnostics: Some(vec![known.clone()]),
+            command: Some(feedback("rejected")),
+            ..Default::default()
+        }));
+    }
+    actions
 }
 
 /// What `run_generated_tests` needs.
@@ -1196,4 +1219,90 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::Encoding;
+    use basis_skills::diff::FileChange;
+
+    fn input() -> review::Input {
+        review::Input {
+            intent: "give the discount from ten items on".into(),
+            changes: vec![FileChange {
+                path: "shop/pricing.py".into(),
+                old: "def f(q):\n    if q > 10:\n        return 1\n    return 0\n".into(),
+                new: "def f(q):\n    if q > 11:\n        return 1\n    return 0\n".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn review_comments_become_diagnostics_with_quick_fixes() {
+        let input = input();
+        let answer = "VERDICT: NO\nshop/pricing.py:2: ten items get no discount\n```python\n    if q >= 10:\n```\nshop/pricing.py:4: unrelated";
+        let review = review::parse(answer, &input);
+        let diags = review_diagnostics(&review, &input, "s1", Encoding::Utf16);
+        assert_eq!(diags.len(), 2);
+        let (path, d) = &diags[0];
+        assert_eq!(path, "shop/pricing.py");
+        assert_eq!(
+            d.range,
+            Range::new(Position::new(1, 0), Position::new(1, 14))
+        );
+        assert_eq!(d.source.as_deref(), Some(SOURCE));
+        // The comment on an unchanged line sits on the changed hunk.
+        assert_eq!(diags[1].1.range.start.line, 1);
+
+        let uri: Uri = "file:///w/shop/pricing.py".parse().unwrap();
+        let known: Vec<Diagnostic> = diags.iter().map(|(_, d)| d.clone()).collect();
+        // A client sends the diagnostic back without its data.
+        let sent = Diagnostic {
+            data: None,
+            ..known[0].clone()
+        };
+        let actions = review_actions(&uri, &[sent], &known);
+        assert_eq!(actions.len(), 2);
+        let CodeActionOrCommand::CodeAction(apply) = &actions[0] else {
+            panic!("a code action")
+        };
+        assert_eq!(apply.title, "Basis: apply the suggested change");
+        let edit = &apply.edit.as_ref().unwrap().changes.as_ref().unwrap()[&uri][0];
+        assert_eq!(edit.new_text, "    if q >= 10:\n");
+        assert_eq!(
+            edit.range,
+            Range::new(Position::new(1, 0), Position::new(2, 0))
+        );
+        let args = &apply.command.as_ref().unwrap().arguments.as_ref().unwrap()[0];
+        assert_eq!(args["kind"], "accepted");
+        assert_eq!(args["suggestionId"], "s1");
+        let CodeActionOrCommand::CodeAction(dismiss) = &actions[1] else {
+            panic!("a code action")
+        };
+        assert!(dismiss.edit.is_none());
+        assert_eq!(
+            dismiss
+                .command
+                .as_ref()
+                .unwrap()
+                .arguments
+                .as_ref()
+                .unwrap()[0]["kind"],
+            "rejected"
+        );
+        // The second comment proposes nothing: only dismiss.
+        assert_eq!(review_actions(&uri, &[known[1].clone()], &known).len(), 1);
+        // Diagnostics of other sources, or unknown ones, get nothing.
+        let other = Diagnostic {
+            source: Some("pyright".into()),
+            ..known[0].clone()
+        };
+        assert!(review_actions(&uri, &[other], &known).is_empty());
+        let stale = Diagnostic {
+            message: "old".into(),
+            ..known[0].clone()
+        };
+        assert!(review_actions(&uri, &[stale], &known).is_empty());
+    }
 }

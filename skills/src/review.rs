@@ -74,7 +74,12 @@ const SYSTEM: &str = "You are a careful code reviewer. Given what a change is me
 its diff (lines marked + are new, - removed, with line numbers of the new file), decide whether \
 the change does what is asked, correctly. Answer with a first line `VERDICT: YES` or \
 `VERDICT: NO`, then one line per problem as `path:line: comment`; after a comment you may give \
-the corrected line in a fenced code block.";
+the corrected line in a fenced code block. For example:\n\
+VERDICT: NO\n\
+app/util.py:12: the loop stops one item early\n\
+```python\n\
+    for i in range(len(items)):\n\
+```";
 
 /// What the prompt already writes of the answer: the verdict comes first, so that
 /// even a short or rambling answer has one.
