@@ -26,6 +26,8 @@ pub struct LspClient {
     inbox: VecDeque<Value>,
     /// Answer server requests (`window/workDoneProgress/create`, ...) at once.
     pub answer_server_requests: bool,
+    /// The `applied` answer to `workspace/applyEdit`.
+    pub apply_edits: bool,
     /// Server requests seen and left unanswered.
     pub unanswered: Vec<Value>,
     stderr: Arc<Mutex<String>>,
@@ -103,6 +105,7 @@ impl LspClient {
             next_id: 1,
             inbox: VecDeque::new(),
             answer_server_requests: true,
+            apply_edits: true,
             unanswered: Vec::new(),
             stderr,
             garbage,
@@ -170,7 +173,14 @@ impl LspClient {
         if is_server_request {
             if self.answer_server_requests {
                 let id = msg["id"].clone();
-                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
+                // An edit is reported as applied (as an editor that applied it
+                // would); everything else gets `null`.
+                let result = if msg["method"] == "workspace/applyEdit" {
+                    json!({"applied": self.apply_edits})
+                } else {
+                    Value::Null
+                };
+                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
             } else {
                 self.unanswered.push(msg.clone());
             }

@@ -1,0 +1,452 @@
+//! Edit, testgen, reproduce and review in the language server, end to end with the
+//! real default model on copies of the fixture repositories: code actions, the
+//! commands, the `workspace/applyEdit` that follows, the sandbox run and its
+//! report, review diagnostics on the changed hunks of unsaved buffers, and the
+//! feedback records of each (with what the client did with the edit).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use support::lsp::{file_uri, LspClient};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" || name == "__pycache__" || name == "Cargo.lock" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    #[allow(clippy::disallowed_methods)] // the test sets up a real git repository
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Session {
+    c: LspClient,
+    root: PathBuf,
+    db: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn session(name: &str) -> Session {
+    support::default_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(name);
+    copy_dir(&fixture(name), &root);
+    git(&root, &["init", "-q"]);
+    git(&root, &["add", "."]);
+    git(
+        &root,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "start",
+        ],
+    );
+    let db = tmp.path().join("feedback.sqlite3");
+    let mut c = LspClient::start(&[]);
+    let init = c.initialize(&root, &["utf-16"], json!({"feedback": {"path": db}}));
+    let commands = init["capabilities"]["executeCommandProvider"]["commands"].to_string();
+    for cmd in [
+        "basis.edit",
+        "basis.testgen",
+        "basis.reproduce",
+        "basis.review",
+        "basis.reviewFeedback",
+    ] {
+        assert!(commands.contains(cmd), "{cmd} in {commands}");
+    }
+    assert!(
+        init["capabilities"]["codeActionProvider"].is_object(),
+        "{init}"
+    );
+    c.wait_indexed();
+    Session {
+        c,
+        root,
+        db,
+        _tmp: tmp,
+    }
+}
+
+impl Session {
+    fn open(&mut self, rel: &str) -> (String, String) {
+        let text = std::fs::read_to_string(self.root.join(rel)).unwrap();
+        let uri = file_uri(&self.root.join(rel));
+        self.c.open(&uri, "python", &text);
+        (uri, text)
+    }
+
+    fn feedback(&mut self) -> Vec<Value> {
+        self.c.call("basis/feedbackFlush", Value::Null);
+        let out = support::run(&["feedback", "--db", self.db.to_str().unwrap(), "export"]);
+        assert!(out.status.success(), "{}", support::stderr(&out));
+        support::stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn exec(&mut self, command: &str, args: Value) -> Value {
+        self.c.request(
+            "workspace/executeCommand",
+            json!({"command": command, "arguments": [args]}),
+        )
+    }
+}
+
+fn kinds(record: &Value) -> Vec<String> {
+    record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn record<'a>(records: &'a [Value], id: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("suggestion {id} is stored: {records:?}"))
+}
+
+/// Waits until the feedback store shows `kind` for suggestion `id`.
+fn wait_event(s: &mut Session, id: &str, kind: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let records = s.feedback();
+        let r = record(&records, id).clone();
+        if kinds(&r).iter().any(|k| k == kind) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} event: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn code_actions_offer_edit_on_a_selection_and_tests_inside_a_function() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let actions = s.c.call(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": {"start": {"line": 24, "character": 4}, "end": {"line": 25, "character": 27}}, "context": {"diagnostics": []}}),
+    );
+    let titles: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["Basis: edit…", "Basis: generate tests for `bulk_price`"],
+        "{actions}"
+    );
+    let edit = &actions[0]["command"];
+    assert_eq!(edit["command"], "basis.edit");
+    assert_eq!(edit["arguments"][0]["range"]["start"]["line"], 24);
+    // At the top of the file, outside any function, with no selection: nothing.
+    let none = s.c.call(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}, "context": {"diagnostics": []}}),
+    );
+    assert_eq!(none, json!([]));
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn edit_command_answers_with_an_edit_applies_it_and_records_the_acceptance() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let range = json!({"start": {"line": 24, "character": 0}, "end": {"line": 26, "character": 0}});
+    let r = s.exec(
+        "basis.edit",
+        json!({"uri": uri, "range": range, "instruction": "give the discount from BULK_QUANTITY items on"}),
+    );
+    if let Some(e) = r.get("error") {
+        // The small model may answer without code: a clear error, and recorded.
+        assert!(e["message"].as_str().unwrap().contains("no code"), "{r}");
+        return;
+    }
+    let result = &r["result"];
+    let id = result["suggestionId"].as_str().unwrap().to_string();
+    assert_eq!(result["modelVersion"], "base");
+    let edits = &result["edit"]["changes"][&uri];
+    assert_eq!(edits[0]["range"], range, "{result}");
+    let apply = s.c.wait_for("workspace/applyEdit", |_| true);
+    assert_eq!(apply["params"]["edit"], result["edit"]);
+    assert_eq!(apply["params"]["label"], "Basis: edit");
+    let rec = wait_event(&mut s, &id, "accepted");
+    assert_eq!(rec["skill"], "edit");
+    assert_eq!(rec["file"], "shop/pricing.py");
+    assert!(rec["logprob_sum"].as_f64().unwrap() < 0.0);
+
+    // Bad input gets clear errors and the server keeps serving.
+    let no_instruction = s.exec("basis.edit", json!({"uri": uri, "range": range}));
+    assert_eq!(no_instruction["error"]["code"], -32602, "{no_instruction}");
+    let far = json!({"start": {"line": 500, "character": 0}, "end": {"line": 501, "character": 0}});
+    let bad = s.exec(
+        "basis.edit",
+        json!({"uri": uri, "range": far, "instruction": "x"}),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let outside = s.exec(
+        "basis.edit",
+        json!({"uri": "file:///etc/passwd", "range": range, "instruction": "x"}),
+    );
+    assert!(
+        outside["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the workspace"),
+        "{outside}"
+    );
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn a_rejected_edit_is_recorded_as_rejected() {
+    let mut s = session("py_shop");
+    s.c.apply_edits = false;
+    let (uri, _) = s.open("shop/cart.py");
+    let range = json!({"start": {"line": 16, "character": 0}, "end": {"line": 18, "character": 0}});
+    let r = s.exec("basis.edit", json!({"uri": uri, "range": range, "instruction": "return the total as an integer number of cents"}));
+    let Some(id) = r["result"]["suggestionId"].as_str().map(str::to_string) else {
+        return; // no code in the answer: covered above
+    };
+    s.c.wait_for("workspace/applyEdit", |_| true);
+    let rec = wait_event(&mut s, &id, "rejected");
+    assert!(!kinds(&rec).contains(&"accepted".to_string()));
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn testgen_command_writes_tests_then_runs_them_in_the_sandbox() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let r = s.exec(
+        "basis.testgen",
+        json!({"uri": uri, "position": {"line": 14, "character": 8}}),
+    );
+    if let Some(e) = r.get("error") {
+        assert!(
+            e["message"].as_str().unwrap().contains("no test code"),
+            "{r}"
+        );
+        return;
+    }
+    let result = &r["result"];
+    let id = result["suggestionId"].as_str().unwrap().to_string();
+    let test_uri = file_uri(&s.root.join("tests/test_shop_pricing.py"));
+    assert_eq!(result["testFile"], test_uri);
+    // A new file: created, then filled.
+    let ops = &result["edit"]["documentChanges"];
+    assert_eq!(ops[0]["kind"], "create", "{result}");
+    assert_eq!(ops[1]["textDocument"]["uri"], test_uri);
+    s.c.wait_for("workspace/applyEdit", |_| true);
+    let shown = s.c.wait_for("window/showMessage", |m| {
+        m["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Basis: ")
+    });
+    let message = shown["params"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tests passed")
+            || message.contains("tests failed")
+            || message.contains("timed out"),
+        "{message}"
+    );
+    let rec = wait_event(&mut s, &id, "executed");
+    let executed = rec["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "executed")
+        .unwrap();
+    assert_eq!(
+        executed["passed"].as_bool().unwrap(),
+        message.contains("tests passed"),
+        "{rec}"
+    );
+    assert!(kinds(&rec).contains(&"accepted".to_string()));
+    // The user's tree was not touched by the run (the client owns the file).
+    assert!(!s.root.join("tests/test_shop_pricing.py").exists());
+    // No function at the position: a clear error.
+    let none = s.exec(
+        "basis.testgen",
+        json!({"uri": uri, "position": {"line": 0, "character": 0}}),
+    );
+    assert!(
+        none["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no function"),
+        "{none}"
+    );
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn reproduce_command_runs_the_test_and_says_whether_it_reproduces() {
+    let mut s = session("py_shop");
+    let r = s.exec(
+        "basis.reproduce",
+        json!("Buying exactly 10 items should get the 10% bulk discount, but bulk_price(2.0, 10) returns 20.0 instead of 18.0"),
+    );
+    if let Some(e) = r.get("error") {
+        assert!(
+            e["message"].as_str().unwrap().contains("no test code"),
+            "{r}"
+        );
+        return;
+    }
+    let result = &r["result"];
+    let id = result["suggestionId"].as_str().unwrap().to_string();
+    assert_eq!(
+        result["testFile"],
+        file_uri(&s.root.join("tests/test_basis_reproduction.py"))
+    );
+    let reproduced = result["reproduced"].as_bool().unwrap();
+    assert_eq!(
+        reproduced,
+        result["verdict"]["result"] == "failed",
+        "{result}"
+    );
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("reproduces") || message.starts_with("does not reproduce"),
+        "{message}"
+    );
+    s.c.wait_for("workspace/applyEdit", |m| {
+        m["params"]["edit"]["documentChanges"][0]["kind"] == "create"
+    });
+    let rec = wait_event(&mut s, &id, "executed");
+    assert_eq!(rec["skill"], "reproduce");
+    let empty = s.exec("basis.reproduce", json!({"issue": "  "}));
+    assert_eq!(empty["error"]["code"], -32602);
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn review_command_reviews_unsaved_changes_against_head() {
+    let mut s = session("py_shop");
+    // Nothing changed yet.
+    let r = s.exec("basis.review", Value::Null);
+    assert!(
+        r["result"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing changed"),
+        "{r}"
+    );
+    // An unsaved change in the editor is what gets reviewed.
+    let (uri, text) = s.open("shop/pricing.py");
+    let changed = text.replace("quantity > BULK_QUANTITY", "quantity >= BULK_QUANTITY");
+    s.c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": changed}]}),
+    );
+    let r = s.exec(
+        "basis.review",
+        json!({"intent": "Give the bulk discount from ten items on"}),
+    );
+    let result = &r["result"];
+    let verdict = result["verdict"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(verdict == "YES" || verdict == "NO");
+    let id = result["suggestionId"].as_str().unwrap().to_string();
+    let shown = s.c.wait_for("window/showMessage", |m| {
+        m["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Basis review:")
+    });
+    assert!(shown["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(verdict));
+    let comments = result["comments"].as_array().unwrap();
+    if !comments.is_empty() {
+        // Comments are diagnostics on the changed line (line 25, 0-based 24).
+        let published = s.c.wait_for("textDocument/publishDiagnostics", |m| {
+            m["params"]["uri"] == uri
+        });
+        let diags = published["params"]["diagnostics"].as_array().unwrap();
+        assert!(
+            diags
+                .iter()
+                .all(|d| d["source"] == "basis" && d["range"]["start"]["line"] == 24),
+            "{published}"
+        );
+        // Dismissing one records it and takes it away.
+        let d = &diags[0];
+        let actions = s.c.call(
+            "textDocument/codeAction",
+            json!({"textDocument": {"uri": uri}, "range": d["range"], "context": {"diagnostics": [d]}}),
+        );
+        let dismiss = actions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["title"] == "Basis: dismiss this comment")
+            .unwrap_or_else(|| panic!("{actions}"));
+        let cmd = &dismiss["command"];
+        s.c.call(
+            "workspace/executeCommand",
+            json!({"command": cmd["command"], "arguments": cmd["arguments"]}),
+        );
+        let again = s.c.wait_for("textDocument/publishDiagnostics", |m| {
+            m["params"]["uri"] == uri
+        });
+        assert_eq!(
+            again["params"]["diagnostics"].as_array().unwrap().len(),
+            diags.len() - 1
+        );
+        wait_event(&mut s, &id, "rejected");
+    }
+    let records = s.feedback();
+    assert_eq!(record(&records, &id)["skill"], "review");
+    let bad = s.exec("basis.review", json!({"base": "no-such-rev"}));
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-rev"),
+        "{bad}"
+    );
+    assert!(s.c.shutdown());
+}
