@@ -1,6 +1,12 @@
--- Basis for Neovim: starts `basis lsp` for code buffers and adds :BasisLocalize,
--- which asks the server where an issue would be fixed and puts the answer in the
--- quickfix list. Works with Neovim 0.10 and later.
+-- Basis for Neovim: starts `basis lsp` for code buffers and adds the skills:
+--   :BasisLocalize {issue}     where would the issue be fixed (quickfix list)
+--   :[range]BasisEdit {instr}  rewrite the lines as instructed (the server applies the edit)
+--   :BasisTestgen              tests for the function under the cursor, run in the sandbox
+--   :BasisReproduce {issue}    a test that shows the issue, run in the sandbox
+--   :BasisReview [intent]      review uncommitted changes: diagnostics and a YES/NO verdict
+-- The code actions "Basis: edit…" (it asks for the instruction) and "Basis:
+-- generate tests for `f`" come through vim.lsp.buf.code_action(). Works with
+-- Neovim 0.10 and later.
 local M = {}
 
 M.config = {
@@ -86,6 +92,70 @@ function M.localize(issue, opts)
   end, bufnr)
 end
 
+local function current_client()
+  local bufnr = vim.api.nvim_get_current_buf()
+  local client = M.client(bufnr)
+  if not client then
+    vim.notify('basis: the language server is not running', vim.log.levels.ERROR)
+  end
+  return client, bufnr
+end
+
+--- Runs a server command; `on_done(err, result)` hears the answer.
+local function execute(command, argument, on_done)
+  local client, bufnr = current_client()
+  if not client then
+    return
+  end
+  request(client, 'workspace/executeCommand', { command = command, arguments = { argument } }, function(err, result)
+    if err then
+      vim.notify(('basis: %s failed: %s'):format(command, err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    end
+    if on_done then
+      on_done(err, result)
+    end
+  end, bufnr)
+end
+
+--- Rewrites lines `first`..`last` (1-based, inclusive) of the current buffer as
+--- `instruction` says. The server computes the edit and applies it with
+--- workspace/applyEdit (undo with `u`).
+function M.edit(instruction, first, last, on_done)
+  local uri = vim.uri_from_bufnr(0)
+  local range = { start = { line = first - 1, character = 0 }, ['end'] = { line = last, character = 0 } }
+  execute('basis.edit', { uri = uri, range = range, instruction = instruction }, on_done)
+end
+
+--- Tests for the function under the cursor; the outcome of their sandbox run
+--- arrives as a message.
+function M.testgen(on_done)
+  local pos = vim.api.nvim_win_get_cursor(0)
+  local uri = vim.uri_from_bufnr(0)
+  execute('basis.testgen', { uri = uri, position = { line = pos[1] - 1, character = pos[2] } }, on_done)
+end
+
+--- A test that reproduces `issue`, written to the workspace and run in the sandbox.
+function M.reproduce(issue, on_done)
+  execute('basis.reproduce', { issue = issue }, function(err, result)
+    if result then
+      vim.notify('basis: ' .. result.message, result.reproduced and vim.log.levels.INFO or vim.log.levels.WARN)
+    end
+    if on_done then
+      on_done(err, result)
+    end
+  end)
+end
+
+--- Reviews the uncommitted changes (unsaved buffers included) against HEAD; the
+--- comments arrive as diagnostics with quick fixes.
+function M.review(intent, on_done)
+  local arg = vim.empty_dict()
+  if intent and intent ~= '' then
+    arg = { intent = intent }
+  end
+  execute('basis.review', arg, on_done)
+end
+
 function M.setup(config)
   M.config = vim.tbl_deep_extend('force', M.config, config or {})
   local group = vim.api.nvim_create_augroup('basis', { clear = true })
@@ -99,6 +169,34 @@ function M.setup(config)
   vim.api.nvim_create_user_command('BasisLocalize', function(args)
     M.localize(args.args)
   end, { nargs = '+', desc = 'Basis: where in this repository would the issue be fixed?' })
+  vim.api.nvim_create_user_command('BasisEdit', function(args)
+    M.edit(args.args, args.line1, args.line2)
+  end, { nargs = '+', range = true, desc = 'Basis: rewrite these lines as instructed' })
+  vim.api.nvim_create_user_command('BasisTestgen', function()
+    M.testgen()
+  end, { desc = 'Basis: write and run tests for the function under the cursor' })
+  vim.api.nvim_create_user_command('BasisReproduce', function(args)
+    M.reproduce(args.args)
+  end, { nargs = '+', desc = 'Basis: write and run a test that shows the issue' })
+  vim.api.nvim_create_user_command('BasisReview', function(args)
+    M.review(args.args)
+  end, { nargs = '*', desc = 'Basis: review the uncommitted changes' })
+  -- The "Basis: edit…" code action leaves the instruction to the client.
+  vim.lsp.commands['basis.edit'] = function(command, ctx)
+    local argument = vim.deepcopy(command.arguments[1])
+    vim.ui.input({ prompt = 'Basis: edit… ' }, function(instruction)
+      if not instruction or instruction == '' then
+        return
+      end
+      argument.instruction = instruction
+      local client = vim.lsp.get_client_by_id(ctx.client_id)
+      request(client, 'workspace/executeCommand', { command = 'basis.edit', arguments = { argument } }, function(err)
+        if err then
+          vim.notify('basis: edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+        end
+      end, ctx.bufnr)
+    end)
+  end
 end
 
 return M
