@@ -450,3 +450,77 @@ fn review_command_reviews_unsaved_changes_against_head() {
     );
     assert!(s.c.shutdown());
 }
+
+#[test]
+fn a_skill_shows_progress_and_stops_when_its_progress_is_cancelled() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let id = s.c.send_request(
+        "workspace/executeCommand",
+        json!({"command": "basis.testgen", "arguments": [{"uri": uri, "position": {"line": 14, "character": 8}}]}),
+    );
+    let begin = s.c.wait_for("$/progress", |m| {
+        m["params"]["value"]["kind"] == "begin"
+            && m["params"]["value"]["title"] == "Basis: writing tests"
+    });
+    assert_eq!(begin["params"]["value"]["cancellable"], true);
+    let token = begin["params"]["token"].clone();
+    s.c.notify("window/workDoneProgress/cancel", json!({"token": token}));
+    let r = s.c.wait_response(id);
+    assert_eq!(r["error"]["code"], -32800, "cancelled: {r}");
+    let end = s.c.wait_for("$/progress", |m| {
+        m["params"]["token"] == token && m["params"]["value"]["kind"] == "end"
+    });
+    assert_eq!(end["params"]["value"]["message"], "cancelled");
+    let stats = s.c.call("basis/debug/stats", Value::Null);
+    assert_eq!(stats["generationsCancelled"], 1, "{stats}");
+    // Nothing was suggested, so nothing was recorded.
+    assert!(s.feedback().is_empty());
+    // Cancelling the request itself works the same way.
+    let id = s.c.send_request(
+        "workspace/executeCommand",
+        json!({"command": "basis.testgen", "arguments": [{"uri": uri, "position": {"line": 14, "character": 8}}]}),
+    );
+    s.c.wait_for("$/progress", |m| {
+        m["params"]["value"]["kind"] == "begin" && m["params"]["token"] != token
+    });
+    s.c.notify("$/cancelRequest", json!({"id": id}));
+    let r = s.c.wait_response(id);
+    assert_eq!(r["error"]["code"], -32800, "cancelled: {r}");
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn review_on_save_when_enabled() {
+    let mut s = session("py_shop");
+    s.c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"review": {"onSave": true}}}),
+    );
+    let (uri, text) = s.open("shop/pricing.py");
+    let changed = text.replace("quantity > BULK_QUANTITY", "quantity >= BULK_QUANTITY");
+    std::fs::write(s.root.join("shop/pricing.py"), &changed).unwrap();
+    s.c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": changed}]}),
+    );
+    s.c.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": uri}, "text": changed}),
+    );
+    let shown = s.c.wait_for("window/showMessage", |m| {
+        m["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Basis review:")
+    });
+    let message = shown["params"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("YES") || message.contains("NO"),
+        "{message}"
+    );
+    let records = s.feedback();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["skill"], "review");
+    assert!(s.c.shutdown());
+}

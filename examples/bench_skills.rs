@@ -1,0 +1,273 @@
+//! Benchmark of the skills: time to a shown suggestion (the prompt built, the
+//! model's answer generated and parsed) per skill, p50 over RUNS rounds, on the
+//! Python fixture repository; and the sandbox's overhead for one test run
+//! against running the same tests directly (warm runs, median of RUNS each):
+//! Python unittest on the Python fixture, and `cargo test` on the Rust fixture
+//! after touching its source (as a test run after an edit does; the sandbox's
+//! fresh copy rebuilds the crate, so the direct run must too).
+//! Prints one JSON object on stdout.
+//!
+//! Usage: bench_skills MODEL.gguf [RUNS]
+#![allow(clippy::print_stdout)] // the report goes to stdout
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use basis_code::Language;
+use basis_model::{LanguageModel, Precision};
+use basis_skills::diff::FileChange;
+use basis_skills::sandbox::Sandbox;
+use basis_skills::{edit, localize, reproduce, review, runner, testgen};
+use serde_json::json;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == "target" || name == "Cargo.lock" || name == "__pycache__" {
+            continue;
+        }
+        let dst = to.join(&name);
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &dst);
+        } else {
+            std::fs::copy(entry.path(), &dst).unwrap();
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+const ISSUE: &str = "Buying exactly 10 items should get the 10% bulk discount, but bulk_price(2.0, 10) returns 20.0 instead of 18.0";
+
+/// Runs `argv` in `dir` directly. With `clean`, in the sandbox's environment
+/// (nothing but `PATH` of the system directories and `HOME`), so that both run
+/// the same interpreter the same way.
+#[allow(clippy::disallowed_methods)] // the direct runs are the peer of the sandbox
+fn direct(dir: &Path, argv: &[&str], env: &[(&str, &str)], clean: bool) -> Duration {
+    let start = Instant::now();
+    let mut cmd = std::process::Command::new(argv[0]);
+    if clean {
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", dir);
+    }
+    let out = cmd
+        .args(&argv[1..])
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start.elapsed()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let model = args.get(1).expect("usage: bench_skills MODEL.gguf [RUNS]");
+    let runs: usize = args.get(2).map(|r| r.parse().unwrap()).unwrap_or(5);
+    basis_model::configure_threads();
+    let lm = LanguageModel::load(
+        Path::new(model),
+        Precision::Quantized,
+        &basis_model::default_device(),
+    )
+    .unwrap();
+    let never = || false;
+
+    // The inputs, one per skill.
+    let repo = fixture("py_shop");
+    let pricing = std::fs::read_to_string(repo.join("shop/pricing.py")).unwrap();
+    let stop = AtomicBool::new(false);
+    let index = basis_code::WorkspaceIndex::build(
+        repo.clone(),
+        basis_code::Limits::default(),
+        &mut |_| {},
+        &stop,
+    )
+    .unwrap();
+    let candidates = localize::candidates(&index, ISSUE, &localize::Options::default());
+    let sel = "    if quantity > BULK_QUANTITY:\n        total = total * 0.9\n";
+    let start = pricing.find(sel).unwrap();
+    let edit_input = edit::Input {
+        path: "shop/pricing.py".into(),
+        text: pricing.clone(),
+        start_byte: start,
+        end_byte: start + sel.len(),
+        instruction: "give the discount from BULK_QUANTITY items on".into(),
+    };
+    let testgen_input = testgen::Input {
+        path: "shop/pricing.py".into(),
+        text: pricing.clone(),
+        symbol: "clamp_quantity".into(),
+    };
+    let reproduce_input = reproduce::input_for(&index, &repo, ISSUE, 3, &|p| {
+        std::fs::read_to_string(repo.join(p)).ok()
+    });
+    let review_input = review::Input {
+        intent: "Give the bulk discount from ten items on".into(),
+        changes: vec![FileChange {
+            path: "shop/pricing.py".into(),
+            old: pricing.clone(),
+            new: pricing.replace("quantity > BULK_QUANTITY", "quantity >= BULK_QUANTITY"),
+        }],
+    };
+
+    // Round robin, so that no request finds its own prompt in the KV cache.
+    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut tokens: HashMap<&str, usize> = HashMap::new();
+    for _ in 0..runs {
+        let mut time = |name: &'static str, f: &mut dyn FnMut() -> usize| {
+            let t = Instant::now();
+            let n = f();
+            times.entry(name).or_default().push(ms(t.elapsed()));
+            *tokens.entry(name).or_default() += n;
+        };
+        time("localize", &mut || {
+            localize::run(
+                &lm,
+                ISSUE,
+                &candidates,
+                &localize::Options::default(),
+                &never,
+            )
+            .unwrap()
+            .generated
+            .token_count
+        });
+        time("edit", &mut || {
+            edit::run(
+                &lm,
+                &edit_input,
+                &edit::Options::default(),
+                &mut |_| {},
+                &never,
+            )
+            .unwrap()
+            .generated
+            .token_count
+        });
+        time("testgen", &mut || {
+            testgen::run(
+                &lm,
+                &testgen_input,
+                &testgen::Options::default(),
+                &mut |_| {},
+                &never,
+            )
+            .unwrap()
+            .generated
+            .token_count
+        });
+        time("reproduce", &mut || {
+            reproduce::run(
+                &lm,
+                &reproduce_input,
+                &reproduce::Options::default(),
+                &mut |_| {},
+                &never,
+            )
+            .unwrap()
+            .generated
+            .token_count
+        });
+        time("review", &mut || {
+            review::run(
+                &lm,
+                &review_input,
+                &review::Options::default(),
+                &mut |_| {},
+                &never,
+            )
+            .unwrap()
+            .generated
+            .token_count
+        });
+    }
+    let mut skills = serde_json::Map::new();
+    for name in ["localize", "edit", "testgen", "reproduce", "review"] {
+        let t = times.remove(name).unwrap();
+        skills.insert(
+            name.into(),
+            json!({"p50_ms": median(t), "mean_tokens": tokens[name] as f64 / runs as f64}),
+        );
+    }
+
+    // Sandbox overhead: the same tests, directly and in the sandbox, warm.
+    let sandbox = Sandbox::detect();
+    let tmp = tempfile::tempdir().unwrap();
+    let py = tmp.path().join("py_shop");
+    copy_dir(&fixture("py_shop"), &py);
+    let (sb, argv) = runner::prepare(&sandbox, &py, Language::Python, None).unwrap();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    // The sandbox's copy is fresh each run: no bytecode cache to reuse.
+    let py_env = [("PYTHONDONTWRITEBYTECODE", "1")];
+    direct(&py, &argv, &py_env, true);
+    sb.run(&py, &HashMap::new(), &argv).unwrap();
+    let mut d = Vec::new();
+    let mut s = Vec::new();
+    for _ in 0..runs.max(5) {
+        d.push(ms(direct(&py, &argv, &py_env, true)));
+        let t = Instant::now();
+        let o = sb.run(&py, &HashMap::new(), &argv).unwrap();
+        assert!(o.success(), "{}", o.stderr);
+        s.push(ms(t.elapsed()));
+    }
+    let (py_direct, py_sandbox) = (median(d), median(s));
+
+    let rs = tmp.path().join("rust_ledger");
+    copy_dir(&fixture("rust_ledger"), &rs);
+    let target = tmp.path().join("rust-target");
+    let target_s = target.display().to_string();
+    let rs_env = [("CARGO_TARGET_DIR", target_s.as_str())];
+    let (sb, argv) = runner::prepare(&sandbox, &rs, Language::Rust, None).unwrap();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let touch = || {
+        let f = rs.join("src/lib.rs");
+        let text = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(&f, text).unwrap();
+    };
+    direct(&rs, &argv, &rs_env, false);
+    sb.run(&rs, &HashMap::new(), &argv).unwrap();
+    let mut d = Vec::new();
+    let mut s = Vec::new();
+    for _ in 0..runs.max(5) {
+        touch();
+        d.push(ms(direct(&rs, &argv, &rs_env, false)));
+        let t = Instant::now();
+        let o = sb.run(&rs, &HashMap::new(), &argv).unwrap();
+        assert!(o.success(), "{}", o.stderr);
+        s.push(ms(t.elapsed()));
+    }
+    let (rs_direct, rs_sandbox) = (median(d), median(s));
+
+    let out = json!({
+        "runs": runs,
+        "isolation": format!("{:?}", sandbox.isolation),
+        "skills": skills,
+        "sandbox": {
+            "python_unittest": {"direct_ms": py_direct, "sandbox_ms": py_sandbox, "ratio": py_sandbox / py_direct},
+            "rust_cargo_test": {"direct_ms": rs_direct, "sandbox_ms": rs_sandbox, "ratio": rs_sandbox / rs_direct},
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
