@@ -32,7 +32,7 @@ pub fn load_model(spec: Option<&str>) -> Result<Loaded> {
     if let Some(dir) = &spec.model_dir {
         let registry = basis_model::registry::Registry::new(dir);
         version = registry.current()?;
-        registry.load_into(&mut lm.model, version.clone())?;
+        registry.load_into(&mut lm.model, version)?;
     }
     Ok(Loaded {
         lm,
