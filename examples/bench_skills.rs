@@ -158,7 +158,7 @@ fn main() {
             edit::run(
                 &lm,
                 &edit_input,
-                &edit::Options::default(),
+                &edit::default_options(),
                 &mut |_| {},
                 &never,
             )
@@ -170,7 +170,7 @@ fn main() {
             testgen::run(
                 &lm,
                 &testgen_input,
-                &testgen::Options::default(),
+                &testgen::default_options(),
                 &mut |_| {},
                 &never,
             )
@@ -182,7 +182,7 @@ fn main() {
             reproduce::run(
                 &lm,
                 &reproduce_input,
-                &reproduce::Options::default(),
+                &reproduce::default_options(),
                 &mut |_| {},
                 &never,
             )
@@ -194,7 +194,7 @@ fn main() {
             review::run(
                 &lm,
                 &review_input,
-                &review::Options::default(),
+                &review::default_options(),
                 &mut |_| {},
                 &never,
             )

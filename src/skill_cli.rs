@@ -124,6 +124,30 @@ impl Progress {
     }
 }
 
+/// Runs a skill's model work with a spinner counting tokens, and prints the
+/// model's whole answer to stderr when `verbose`.
+pub fn generate<T>(
+    loaded: &Loaded,
+    what: &str,
+    verbose: bool,
+    work: impl FnOnce(&LanguageModel, &mut dyn FnMut(usize)) -> Result<T, basis_skills::SkillError>,
+    generated: impl Fn(&T) -> &Generated,
+) -> Result<T> {
+    let progress = Progress::new(what);
+    let outcome = work(&loaded.lm, &mut |n| progress.tokens(what, n));
+    progress.done();
+    let outcome = outcome?;
+    if verbose {
+        eprintln!("model answer: {:?}", generated(&outcome).answer());
+    }
+    Ok(outcome)
+}
+
+/// The error of an answer that held no code.
+pub fn no_code(generated: &Generated) -> anyhow::Error {
+    anyhow::anyhow!("the model's answer held no code: {:?}", generated.answer())
+}
+
 /// The feedback store the CLI records into (see `feedback::default_db`).
 fn feedback_store() -> Result<FeedbackStore> {
     let path = crate::feedback::default_db()?;

@@ -88,18 +88,13 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
     };
     input.validate()?;
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let progress = Progress::new("editing");
-    let outcome = edit::run(
-        &loaded.lm,
-        &input,
-        &edit::Options::default(),
-        &mut |n| progress.tokens("editing", n),
-        &|| false,
+    let outcome = skill_cli::generate(
+        &loaded,
+        "editing",
+        args.verbose,
+        |lm, on_tokens| edit::run(lm, &input, &edit::default_options(), on_tokens, &|| false),
+        |o| &o.generated,
     )?;
-    progress.done();
-    if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.answer());
-    }
     let id = skill_cli::record(
         SkillId::Edit,
         &outcome.generated,
@@ -108,10 +103,7 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
         Some(&path),
     );
     let Some(replacement) = outcome.replacement else {
-        bail!(
-            "the model's answer held no code: {:?}",
-            outcome.generated.answer()
-        );
+        return Err(skill_cli::no_code(&outcome.generated));
     };
     let new_text = edit::apply(&input, &replacement);
     let diff = unified(&path, &input.text, &new_text, 3);
@@ -165,18 +157,17 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         bail!("no function `{}` in {path}", args.symbol);
     }
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let progress = Progress::new("writing tests");
-    let outcome = testgen::run(
-        &loaded.lm,
-        &input,
-        &testgen::Options::default(),
-        &mut |n| progress.tokens("writing tests", n),
-        &|| false,
+    let outcome = skill_cli::generate(
+        &loaded,
+        "writing tests",
+        args.verbose,
+        |lm, on_tokens| {
+            testgen::run(lm, &input, &testgen::default_options(), on_tokens, &|| {
+                false
+            })
+        },
+        |o| &o.generated,
     )?;
-    progress.done();
-    if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.answer());
-    }
     let id = skill_cli::record(
         SkillId::Testgen,
         &outcome.generated,
@@ -185,10 +176,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         Some(&path),
     );
     let Some(tests) = outcome.tests else {
-        bail!(
-            "the model's answer held no code: {:?}",
-            outcome.generated.answer()
-        );
+        return Err(skill_cli::no_code(&outcome.generated));
     };
     let test_path = testgen::test_path(language, &path);
     let existing = std::fs::read_to_string(repo.join(&test_path)).ok();
@@ -299,18 +287,21 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
         );
     }
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let progress = Progress::new("writing a reproduction");
-    let outcome = reproduce::run(
-        &loaded.lm,
-        &input,
-        &reproduce::Options::default(),
-        &mut |n| progress.tokens("writing a reproduction", n),
-        &|| false,
+    let outcome = skill_cli::generate(
+        &loaded,
+        "writing a reproduction",
+        args.verbose,
+        |lm, on_tokens| {
+            reproduce::run(
+                lm,
+                &input,
+                &reproduce::default_options(),
+                on_tokens,
+                &|| false,
+            )
+        },
+        |o| &o.generated,
     )?;
-    progress.done();
-    if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.answer());
-    }
     let id = skill_cli::record(
         SkillId::Reproduce,
         &outcome.generated,
@@ -319,10 +310,7 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
         Some(&outcome.path),
     );
     let Some(test) = outcome.test else {
-        bail!(
-            "the model's answer held no code: {:?}",
-            outcome.generated.answer()
-        );
+        return Err(skill_cli::no_code(&outcome.generated));
     };
     std::io::stdout().lock().write_all(test.as_bytes())?;
     let progress = Progress::new("running it in the sandbox");
@@ -413,18 +401,13 @@ pub fn run_review(args: ReviewArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| default_intent(&repo, &args.base));
     let input = review::Input { intent, changes };
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let progress = Progress::new("reviewing");
-    let outcome = review::run(
-        &loaded.lm,
-        &input,
-        &review::Options::default(),
-        &mut |n| progress.tokens("reviewing", n),
-        &|| false,
+    let outcome = skill_cli::generate(
+        &loaded,
+        "reviewing",
+        args.verbose,
+        |lm, on_tokens| review::run(lm, &input, &review::default_options(), on_tokens, &|| false),
+        |o| &o.generated,
     )?;
-    progress.done();
-    if args.verbose {
-        eprintln!("model answer: {:?}", outcome.generated.answer());
-    }
     skill_cli::record(SkillId::Review, &outcome.generated, &loaded, &repo, None);
     if !outcome.review.summary.is_empty() {
         eprintln!("{}", outcome.review.summary);

@@ -6,48 +6,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use support::lsp::{file_uri, LspClient};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "target" || name == "__pycache__" || name == "Cargo.lock" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    #[allow(clippy::disallowed_methods)] // the test sets up a real git repository
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 struct Session {
     c: LspClient,
@@ -60,21 +22,8 @@ fn session(name: &str) -> Session {
     support::default_model();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join(name);
-    copy_dir(&fixture(name), &root);
-    git(&root, &["init", "-q"]);
-    git(&root, &["add", "."]);
-    git(
-        &root,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    );
+    support::copy_dir(&support::fixture(name), &root);
+    support::git_commit_all(&root);
     let db = tmp.path().join("feedback.sqlite3");
     let mut c = LspClient::start(&[]);
     let init = c.initialize(&root, &["utf-16"], json!({"feedback": {"path": db}}));

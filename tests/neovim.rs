@@ -37,18 +37,6 @@ fn nvim() -> PathBuf {
     nvim
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &dst);
-        } else {
-            std::fs::copy(entry.path(), &dst).unwrap();
-        }
-    }
-}
-
 /// Runs `script` in a headless Neovim in `repo` with the plugin and the basis
 /// binary, and returns the JSON it wrote.
 #[allow(clippy::disallowed_methods)] // Runs the real Neovim; nothing generated runs here.
@@ -114,7 +102,7 @@ fn neovim_attaches_and_shows_localization_results() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    copy_dir(&root.join("tests/fixtures/localize_repo"), &repo);
+    support::copy_dir(&root.join("tests/fixtures/localize_repo"), &repo);
     std::fs::create_dir(repo.join(".git")).unwrap();
     let db = tmp.path().join("fb.sqlite3");
     let options = serde_json::json!({"feedback": {"path": db}, "sampling": {"maxTokens": 24}});
@@ -152,42 +140,14 @@ fn neovim_attaches_and_shows_localization_results() {
     assert!(store.suggestion(id).unwrap().is_some());
 }
 
-#[allow(clippy::disallowed_methods)] // the test sets up a real git repository
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn neovim_runs_edit_testgen_reproduce_and_review() {
     support::default_model();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    copy_dir(&root.join("tests/fixtures/py_shop"), &repo);
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "."]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    );
+    support::copy_dir(&root.join("tests/fixtures/py_shop"), &repo);
+    support::git_commit_all(&repo);
     let db = tmp.path().join("fb.sqlite3");
     let options = serde_json::json!({"feedback": {"path": db}});
     let v = run_nvim("skills_test.lua", &repo, tmp.path(), options, &[]);

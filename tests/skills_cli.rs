@@ -9,33 +9,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "target" || name == "__pycache__" || name == "Cargo.lock" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 struct Repo {
     _tmp: tempfile::TempDir,
@@ -47,28 +24,13 @@ fn repo(name: &str) -> Repo {
     support::default_model();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join(name);
-    copy_dir(&fixture(name), &root);
+    support::copy_dir(&support::fixture(name), &root);
     let db = tmp.path().join("feedback.sqlite3");
     Repo {
         _tmp: tmp,
         root,
         db,
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    #[allow(clippy::disallowed_methods)] // the test sets up a real git repository
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Repo {
@@ -95,20 +57,7 @@ impl Repo {
     }
 
     fn git_init(&self) {
-        git(&self.root, &["init", "-q"]);
-        git(&self.root, &["add", "."]);
-        git(
-            &self.root,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "start",
-            ],
-        );
+        support::git_commit_all(&self.root);
     }
 }
 

@@ -354,6 +354,27 @@ impl Backend {
         id
     }
 
+    /// A skill's options with the sampling settings of the editor.
+    fn skill_options(
+        &self,
+        defaults: basis_skills::generate::Options,
+    ) -> basis_skills::generate::Options {
+        let settings = self.shared.settings.lock().unwrap();
+        defaults.sampled(settings.sampling.temperature, settings.sampling.seed)
+    }
+
+    /// The answer to a request whose suggestion `id` held no code: recorded as
+    /// rejected, and an error saying so.
+    fn no_code(&self, id: &str, message: &str) -> Error {
+        self.record_event(
+            id,
+            EventKind::Rejected {
+                reason: "the answer held no code".into(),
+            },
+        );
+        proto::internal(message)
+    }
+
     fn record_event(&self, suggestion_id: &str, kind: EventKind) {
         if let Some(w) = self.shared.feedback() {
             w.record_event(Event {
@@ -451,15 +472,7 @@ impl Backend {
         };
         input.validate().map_err(skill_error)?;
         let edits_before = self.shared.edits.load(Ordering::Acquire);
-        let settings = self.shared.settings.lock().unwrap().clone();
-        let opts = edit::Options {
-            sampling: basis_model::SamplingParams {
-                temperature: settings.sampling.temperature,
-                seed: settings.sampling.seed,
-                ..edit::Options::default().sampling
-            },
-            ..Default::default()
-        };
+        let opts = self.skill_options(edit::default_options());
         let task = input.clone();
         let (outcome, served) = self
             .generate("Basis: editing", move |lm, on, cancelled| {
@@ -477,13 +490,8 @@ impl Backend {
             .record(SkillId::Edit, &outcome.generated, &served, Some(&rel))
             .await;
         let Some(replacement) = outcome.replacement else {
-            self.record_event(
+            return Err(self.no_code(
                 &id,
-                EventKind::Rejected {
-                    reason: "the answer held no code".into(),
-                },
-            );
-            return Err(proto::internal(
                 "the model's answer held no code; try rephrasing the instruction",
             ));
         };
@@ -540,15 +548,7 @@ impl Backend {
             text,
             symbol,
         };
-        let settings = self.shared.settings.lock().unwrap().clone();
-        let opts = testgen::Options {
-            sampling: basis_model::SamplingParams {
-                temperature: settings.sampling.temperature,
-                seed: settings.sampling.seed,
-                ..testgen::Options::default().sampling
-            },
-            ..Default::default()
-        };
+        let opts = self.skill_options(testgen::default_options());
         let task = input.clone();
         let (outcome, served) = self
             .generate("Basis: writing tests", move |lm, on, cancelled| {
@@ -559,13 +559,7 @@ impl Backend {
             .record(SkillId::Testgen, &outcome.generated, &served, Some(&rel))
             .await;
         let Some(tests) = outcome.tests else {
-            self.record_event(
-                &id,
-                EventKind::Rejected {
-                    reason: "the answer held no code".into(),
-                },
-            );
-            return Err(proto::internal("the model's answer held no test code"));
+            return Err(self.no_code(&id, "the model's answer held no test code"));
         };
         let root = self.workspace_root()?;
         let test_rel = testgen::test_path(language, &rel);
@@ -680,15 +674,7 @@ impl Backend {
                 "nothing in the workspace matches the issue",
             ));
         }
-        let settings = self.shared.settings.lock().unwrap().clone();
-        let opts = reproduce::Options {
-            sampling: basis_model::SamplingParams {
-                temperature: settings.sampling.temperature,
-                seed: settings.sampling.seed,
-                ..reproduce::Options::default().sampling
-            },
-            ..Default::default()
-        };
+        let opts = self.skill_options(reproduce::default_options());
         let task = input.clone();
         let (outcome, served) = self
             .generate("Basis: writing a reproduction", move |lm, on, cancelled| {
@@ -704,13 +690,7 @@ impl Backend {
             )
             .await;
         let Some(test) = outcome.test else {
-            self.record_event(
-                &id,
-                EventKind::Rejected {
-                    reason: "the answer held no code".into(),
-                },
-            );
-            return Err(proto::internal("the model's answer held no test code"));
+            return Err(self.no_code(&id, "the model's answer held no test code"));
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
@@ -824,15 +804,7 @@ impl Backend {
             .filter(|i| !i.trim().is_empty())
             .unwrap_or_else(|| review::NO_INTENT.to_string());
         let input = review::Input { intent, changes };
-        let settings = self.shared.settings.lock().unwrap().clone();
-        let opts = review::Options {
-            sampling: basis_model::SamplingParams {
-                temperature: settings.sampling.temperature,
-                seed: settings.sampling.seed,
-                ..review::Options::default().sampling
-            },
-            ..Default::default()
-        };
+        let opts = self.skill_options(review::default_options());
         let task = input.clone();
         let (outcome, served) = self
             .generate("Basis: reviewing", move |lm, on, cancelled| {

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use basis_code::Language;
-use basis_model::{LanguageModel, Message, SamplingParams};
+use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{complete_code, Generated};
-use crate::parse::{extract_code, first_indent, normalized_code, reindent};
-use crate::prompt::Budget;
+use crate::generate::{complete_code, Generated, Options};
+use crate::parse::{
+    extract_code, fence_name, fence_names, first_indent, normalized_code, reindent,
+};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -41,42 +42,9 @@ pub struct Reference {
     pub code: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub budget: Budget,
-    pub sampling: SamplingParams,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            budget: Budget {
-                max_prompt_tokens: 1536,
-                max_new_tokens: 384,
-            },
-            sampling: SamplingParams {
-                temperature: 0.0,
-                max_tokens: 384,
-                ..SamplingParams::default()
-            },
-        }
-    }
-}
-
-/// The names a fenced block may carry for `language`.
-pub fn fence_names(language: Option<Language>) -> &'static [&'static str] {
-    match language {
-        Some(Language::Rust) => &["rust", "rs"],
-        Some(Language::Python) => &["python", "py", "python3"],
-        Some(Language::TypeScript) | Some(Language::Tsx) => &["typescript", "ts", "tsx"],
-        Some(Language::JavaScript) => &["javascript", "js", "jsx"],
-        Some(Language::Go) => &["go", "golang"],
-        None => &[],
-    }
-}
-
-pub fn fence_name(language: Option<Language>) -> &'static str {
-    fence_names(language).first().copied().unwrap_or("")
+/// The default budget and sampling of this skill.
+pub fn default_options() -> Options {
+    Options::greedy(1536, 384)
 }
 
 impl Input {

@@ -10,6 +10,38 @@ use basis_model::{FinishReason, LanguageModel, SamplingParams};
 use crate::prompt::{Budget, FittedPrompt};
 use crate::{SkillError, SkillId};
 
+/// How a skill asks the model: the token budget and the sampling.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub budget: Budget,
+    pub sampling: SamplingParams,
+}
+
+impl Options {
+    /// Greedy decoding with a prompt of at most `max_prompt_tokens` and an answer
+    /// of at most `max_new_tokens`.
+    pub fn greedy(max_prompt_tokens: usize, max_new_tokens: usize) -> Options {
+        Options {
+            budget: Budget {
+                max_prompt_tokens,
+                max_new_tokens,
+            },
+            sampling: SamplingParams {
+                temperature: 0.0,
+                max_tokens: max_new_tokens,
+                ..SamplingParams::default()
+            },
+        }
+    }
+
+    /// These options sampling at `temperature` with `seed` (an editor's settings).
+    pub fn sampled(mut self, temperature: f32, seed: u64) -> Options {
+        self.sampling.temperature = temperature;
+        self.sampling.seed = seed;
+        self
+    }
+}
+
 /// A completion of a skill's prompt.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {

@@ -2,6 +2,8 @@
 //! add chatter before and after, number or bullet its lines, or stop mid-line.
 //! Every function here takes any string and never panics.
 
+use basis_code::Language;
+
 /// The lines of an answer with list markers, numbering, quotes and backticks
 /// stripped; blank lines dropped.
 pub fn answer_lines(text: &str) -> Vec<&str> {
@@ -78,6 +80,22 @@ pub fn path_like_tokens(text: &str) -> Vec<&str> {
                 }))
     })
     .collect()
+}
+
+/// The names a fenced block may carry for `language`.
+pub fn fence_names(language: Option<Language>) -> &'static [&'static str] {
+    match language {
+        Some(Language::Rust) => &["rust", "rs"],
+        Some(Language::Python) => &["python", "py", "python3"],
+        Some(Language::TypeScript) | Some(Language::Tsx) => &["typescript", "ts", "tsx"],
+        Some(Language::JavaScript) => &["javascript", "js", "jsx"],
+        Some(Language::Go) => &["go", "golang"],
+        None => &[],
+    }
+}
+
+pub fn fence_name(language: Option<Language>) -> &'static str {
+    fence_names(language).first().copied().unwrap_or("")
 }
 
 /// A fenced code block of an answer.

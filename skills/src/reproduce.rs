@@ -12,13 +12,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use basis_code::Language;
-use basis_model::{LanguageModel, Message, SamplingParams};
+use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{fence_name, fence_names};
-use crate::generate::{complete_code, Generated};
-use crate::parse::extract_code;
-use crate::prompt::Budget;
+use crate::generate::{complete_code, Generated, Options};
+use crate::parse::{extract_code, fence_name, fence_names};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::{Outcome as RunOutcome, Sandbox};
 use crate::testgen::python_tests;
@@ -183,26 +181,9 @@ pub fn parse(completion: &str, language: Language) -> Option<String> {
     })
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub budget: Budget,
-    pub sampling: SamplingParams,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            budget: Budget {
-                max_prompt_tokens: 1536,
-                max_new_tokens: 384,
-            },
-            sampling: SamplingParams {
-                temperature: 0.0,
-                max_tokens: 384,
-                ..SamplingParams::default()
-            },
-        }
-    }
+/// The default budget and sampling of this skill.
+pub fn default_options() -> Options {
+    Options::greedy(1536, 384)
 }
 
 /// What a reproduction produced.

@@ -7,14 +7,14 @@
 //! changed hunks: one on an unchanged line moves to the nearest hunk of its file.
 //! The reward: the verdict equals the task's label.
 
-use basis_model::{LanguageModel, Message, SamplingParams};
+use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
 use crate::diff::{hunks, FileChange, Hunk};
-use crate::generate::{complete, Generated};
+use crate::generate::{complete, Generated, Options};
 use crate::parse::code_blocks;
-use crate::prompt::{fit_prompt_with_answer, Budget};
+use crate::prompt::fit_prompt_with_answer;
 use crate::SkillError;
 
 /// The task input.
@@ -285,26 +285,9 @@ pub fn parse(completion: &str, input: &Input) -> Review {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub budget: Budget,
-    pub sampling: SamplingParams,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            budget: Budget {
-                max_prompt_tokens: 1792,
-                max_new_tokens: 256,
-            },
-            sampling: SamplingParams {
-                temperature: 0.0,
-                max_tokens: 256,
-                ..SamplingParams::default()
-            },
-        }
-    }
+/// The default budget and sampling of this skill.
+pub fn default_options() -> Options {
+    Options::greedy(1792, 256)
 }
 
 /// What a review produced.

@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
-use basis_model::{LanguageModel, Message, SamplingParams};
+use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{fence_name, fence_names};
-use crate::generate::{complete_code, Generated};
-use crate::parse::{extract_code, reindent};
-use crate::prompt::Budget;
+use crate::generate::{complete_code, Generated, Options};
+use crate::parse::{extract_code, fence_name, fence_names, reindent};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -307,26 +305,9 @@ pub fn place(language: Language, input: &Input, tests: &str, existing: Option<&s
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub budget: Budget,
-    pub sampling: SamplingParams,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            budget: Budget {
-                max_prompt_tokens: 1536,
-                max_new_tokens: 512,
-            },
-            sampling: SamplingParams {
-                temperature: 0.0,
-                max_tokens: 512,
-                ..SamplingParams::default()
-            },
-        }
-    }
+/// The default budget and sampling of this skill.
+pub fn default_options() -> Options {
+    Options::greedy(1536, 512)
 }
 
 /// What a test generation produced.
