@@ -112,23 +112,29 @@ struct StepProgress {
     client: tower_lsp_server::Client,
     token: ProgressToken,
     created: tokio::sync::watch::Receiver<bool>,
+    cancellable: bool,
 }
 
 impl StepProgress {
-    fn start(backend: &Backend, title: &str, cancel: Arc<AtomicBool>) -> StepProgress {
+    /// Starts a progress; with `cancel`, the client may cancel it, which raises the flag.
+    fn start(backend: &Backend, title: &str, cancel: Option<Arc<AtomicBool>>) -> StepProgress {
         let token = NumberOrString::String(format!(
             "basis/skill/{}",
             PROGRESS_IDS.fetch_add(1, Ordering::Relaxed)
         ));
         let (tx, rx) = tokio::sync::watch::channel(false);
         let supported = *backend.shared.progress_supported.lock().unwrap();
+        let cancel_registered = cancel.is_some();
         if supported {
-            backend
-                .shared
-                .progress_cancels
-                .lock()
-                .unwrap()
-                .insert(token_key(&token), cancel);
+            let cancellable = cancel.is_some();
+            if let Some(cancel) = cancel {
+                backend
+                    .shared
+                    .progress_cancels
+                    .lock()
+                    .unwrap()
+                    .insert(token_key(&token), cancel);
+            }
             let client = backend.client.clone();
             let token = token.clone();
             let title = title.to_string();
@@ -144,7 +150,7 @@ impl StepProgress {
                             value: ProgressParamsValue::WorkDone(WorkDoneProgress::Begin(
                                 WorkDoneProgressBegin {
                                     title,
-                                    cancellable: Some(true),
+                                    cancellable: Some(cancellable),
                                     message: None,
                                     percentage: None,
                                 },
@@ -159,6 +165,7 @@ impl StepProgress {
             client: backend.client.clone(),
             token,
             created: rx,
+            cancellable: cancel_registered,
         }
     }
 
@@ -166,6 +173,7 @@ impl StepProgress {
         if !*self.created.borrow() {
             return;
         }
+        let cancellable = self.cancellable;
         let client = self.client.clone();
         let token = self.token.clone();
         tokio::spawn(async move {
@@ -174,7 +182,7 @@ impl StepProgress {
                     token,
                     value: ProgressParamsValue::WorkDone(WorkDoneProgress::Report(
                         WorkDoneProgressReport {
-                            cancellable: Some(true),
+                            cancellable: Some(cancellable),
                             message: Some(message),
                             percentage: None,
                         },
@@ -286,7 +294,7 @@ impl Backend {
             .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        let progress = StepProgress::start(self, title, cancel.clone());
+        let progress = StepProgress::start(self, title, Some(cancel.clone()));
         let counters = &self.shared.counters;
         counters.generations_started.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -604,8 +612,8 @@ impl Backend {
     async fn run_generated_tests(&self, run: TestRun) {
         let mut overlay = self.overlay();
         overlay.insert(run.placement.path.clone(), run.placement.new_text.clone());
-        let cancel = Arc::new(AtomicBool::new(false));
-        let progress = StepProgress::start(self, "Basis: running the tests in the sandbox", cancel);
+        // A sandbox run is bounded by its wall-clock limit; it is not cancellable.
+        let progress = StepProgress::start(self, "Basis: running the tests in the sandbox", None);
         let target = testgen::target(run.language, &run.placement);
         let (root, language) = (run.root.clone(), run.language);
         let result = tokio::task::spawn_blocking(move || {
@@ -692,13 +700,8 @@ impl Backend {
         let Some(test) = outcome.test else {
             return Err(self.no_code(&id, "the model's answer held no test code"));
         };
-        let cancel = Arc::new(AtomicBool::new(false));
-        let _guard = CancelOnDrop(cancel.clone());
-        let progress = StepProgress::start(
-            self,
-            "Basis: running the reproduction in the sandbox",
-            cancel,
-        );
+        let progress =
+            StepProgress::start(self, "Basis: running the reproduction in the sandbox", None);
         let (language, path, test_for_run, root_for_run) = (
             outcome.language,
             outcome.path.clone(),
