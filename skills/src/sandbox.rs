@@ -429,24 +429,29 @@ impl Sandbox {
         let err = child.stderr.take().expect("stderr is piped");
         let out_reader = std::thread::spawn(move || read_capped(out, cap));
         let err_reader = std::thread::spawn(move || read_capped(err, cap));
-        let mut timed_out = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|source| SandboxError::Spawn {
-                program: cmd[0].clone(),
-                source,
-            })? {
-                break status;
-            }
-            if start.elapsed() > self.limits.wall {
-                timed_out = true;
+        // A thread waits for the exit, so the run ends the moment the command
+        // does; the wall-clock limit is a timeout on that wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let left = self.limits.wall.saturating_sub(start.elapsed());
+        let (status, timed_out) = match rx.recv_timeout(left) {
+            Ok(status) => (status, false),
+            Err(_) => {
                 kill_group(pgid);
-                break child.wait().map_err(|source| SandboxError::Spawn {
-                    program: cmd[0].clone(),
-                    source,
-                })?;
+                (
+                    rx.recv()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("the waiter stopped"))),
+                    true,
+                )
             }
-            std::thread::sleep(Duration::from_millis(10));
         };
+        let _ = waiter.join();
+        let status = status.map_err(|source| SandboxError::Spawn {
+            program: cmd[0].clone(),
+            source,
+        })?;
         // Whatever the command left behind goes too: its process group, and
         // everything in its cgroup (which also catches processes that left the
         // group with setsid).
