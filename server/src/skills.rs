@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::*;
 
-use crate::backend::{Backend, CancelOnDrop};
+use crate::backend::{now_ms, Backend, CancelOnDrop};
 use crate::model_host::Served;
 use crate::position::{from_byte, from_char, to_char};
 use crate::proto;
@@ -52,6 +52,13 @@ pub const COMMAND_REVIEW_FEEDBACK: &str = "basis.reviewFeedback";
 pub const SOURCE: &str = "basis";
 
 static PROGRESS_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The sandbox, detected once per server (detection probes bwrap and warns in
+/// the log when it cannot isolate).
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(Sandbox::detect)
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -479,7 +486,6 @@ impl Backend {
             instruction,
         };
         input.validate().map_err(skill_error)?;
-        let edits_before = self.shared.edits.load(Ordering::Acquire);
         let opts = self.skill_options(edit::default_options());
         let task = input.clone();
         let (outcome, served) = self
@@ -487,12 +493,11 @@ impl Backend {
                 edit::run(lm, &task, &opts, on, cancelled)
             })
             .await?;
-        if self.shared.edits.load(Ordering::Acquire) != edits_before
-            && self.shared.open_rope(a.uri.as_str()).map(|r| r.to_string())
-                != Some(input.text.clone())
-            && self.shared.open_rope(a.uri.as_str()).is_some()
-        {
-            return Err(Error::content_modified());
+        // The range is stale if the buffer changed while the model wrote.
+        if let Some(rope) = self.shared.open_rope(a.uri.as_str()) {
+            if rope != input.text.as_str() {
+                return Err(Error::content_modified());
+            }
         }
         let id = self
             .record(SkillId::Edit, &outcome.generated, &served, Some(&rel))
@@ -618,7 +623,7 @@ impl Backend {
         let (root, language) = (run.root.clone(), run.language);
         let result = tokio::task::spawn_blocking(move || {
             runner::run_tests(
-                &Sandbox::detect(),
+                sandbox(),
                 &root,
                 &overlay,
                 language,
@@ -710,7 +715,7 @@ impl Backend {
         );
         let checked = tokio::task::spawn_blocking(move || {
             reproduce::check(
-                &Sandbox::detect(),
+                sandbox(),
                 &root_for_run,
                 &overlay,
                 language,
@@ -1189,12 +1194,6 @@ fn create_file_edit(uri: &Uri, text: &str) -> WorkspaceEdit {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {
