@@ -622,13 +622,7 @@ impl Backend {
         let target = testgen::target(run.language, &run.placement);
         let (root, language) = (run.root.clone(), run.language);
         let result = tokio::task::spawn_blocking(move || {
-            runner::run_tests(
-                sandbox(),
-                &root,
-                &overlay,
-                language,
-                target.as_deref(),
-            )
+            runner::run_tests(sandbox(), &root, &overlay, language, target.as_deref())
         })
         .await;
         let (passed, message) = match result {
@@ -1193,7 +1187,6 @@ fn create_file_edit(uri: &Uri, text: &str) -> WorkspaceEdit {
         ..Default::default()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
