@@ -124,21 +124,25 @@ impl Progress {
     }
 }
 
-/// Runs a skill's model work with a spinner counting tokens, and prints the
-/// model's whole answer to stderr when `verbose`.
-pub fn generate<T>(
+/// Runs skill `S` on `input` with its default options and a spinner counting
+/// tokens; prints the model's whole answer to stderr when `verbose`.
+pub fn run_skill<S: basis_skills::Skill>(
     loaded: &Loaded,
-    what: &str,
+    input: &S::Input,
     verbose: bool,
-    work: impl FnOnce(&LanguageModel, &mut dyn FnMut(usize)) -> Result<T, basis_skills::SkillError>,
-    generated: impl Fn(&T) -> &Generated,
-) -> Result<T> {
-    let progress = Progress::new(what);
-    let outcome = work(&loaded.lm, &mut |n| progress.tokens(what, n));
+) -> Result<S::Outcome> {
+    let progress = Progress::new(S::DOING);
+    let outcome = S::run(
+        &loaded.lm,
+        input,
+        &S::default_options(),
+        &mut |n| progress.tokens(S::DOING, n),
+        &|| false,
+    );
     progress.done();
     let outcome = outcome?;
     if verbose {
-        eprintln!("model answer: {:?}", generated(&outcome).answer());
+        eprintln!("model answer: {:?}", S::generated(&outcome).answer());
     }
     Ok(outcome)
 }

@@ -88,13 +88,7 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
     };
     input.validate()?;
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let outcome = skill_cli::generate(
-        &loaded,
-        "editing",
-        args.verbose,
-        |lm, on_tokens| edit::run(lm, &input, &edit::default_options(), on_tokens, &|| false),
-        |o| &o.generated,
-    )?;
+    let outcome = skill_cli::run_skill::<edit::EditSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
         SkillId::Edit,
         &outcome.generated,
@@ -157,17 +151,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         bail!("no function `{}` in {path}", args.symbol);
     }
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let outcome = skill_cli::generate(
-        &loaded,
-        "writing tests",
-        args.verbose,
-        |lm, on_tokens| {
-            testgen::run(lm, &input, &testgen::default_options(), on_tokens, &|| {
-                false
-            })
-        },
-        |o| &o.generated,
-    )?;
+    let outcome = skill_cli::run_skill::<testgen::TestgenSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
         SkillId::Testgen,
         &outcome.generated,
@@ -287,21 +271,7 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
         );
     }
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let outcome = skill_cli::generate(
-        &loaded,
-        "writing a reproduction",
-        args.verbose,
-        |lm, on_tokens| {
-            reproduce::run(
-                lm,
-                &input,
-                &reproduce::default_options(),
-                on_tokens,
-                &|| false,
-            )
-        },
-        |o| &o.generated,
-    )?;
+    let outcome = skill_cli::run_skill::<reproduce::ReproduceSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
         SkillId::Reproduce,
         &outcome.generated,
@@ -401,13 +371,7 @@ pub fn run_review(args: ReviewArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| default_intent(&repo, &args.base));
     let input = review::Input { intent, changes };
     let loaded = skill_cli::load_model(args.model.as_deref())?;
-    let outcome = skill_cli::generate(
-        &loaded,
-        "reviewing",
-        args.verbose,
-        |lm, on_tokens| review::run(lm, &input, &review::default_options(), on_tokens, &|| false),
-        |o| &o.generated,
-    )?;
+    let outcome = skill_cli::run_skill::<review::ReviewSkill>(&loaded, &input, args.verbose)?;
     skill_cli::record(SkillId::Review, &outcome.generated, &loaded, &repo, None);
     if !outcome.review.summary.is_empty() {
         eprintln!("{}", outcome.review.summary);

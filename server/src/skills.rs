@@ -30,7 +30,7 @@ use basis_feedback::{Event, EventKind};
 use basis_model::LanguageModel;
 use basis_skills::generate::{Context as SuggestionContext, Generated};
 use basis_skills::sandbox::Sandbox;
-use basis_skills::{edit, reproduce, review, runner, testgen, SkillError, SkillId};
+use basis_skills::{edit, reproduce, review, runner, testgen, Skill, SkillError, SkillId};
 use ropey::Rope;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -369,13 +369,18 @@ impl Backend {
         id
     }
 
-    /// A skill's options with the sampling settings of the editor.
-    fn skill_options(
-        &self,
-        defaults: basis_skills::generate::Options,
-    ) -> basis_skills::generate::Options {
-        let settings = self.shared.settings.lock().unwrap();
-        defaults.sampled(settings.sampling.temperature, settings.sampling.seed)
+    /// Runs skill `S` on `input` with the editor's sampling settings (see
+    /// [`Backend::generate`]).
+    async fn run_skill<S: Skill>(&self, input: &S::Input) -> Result<(S::Outcome, Arc<Served>)> {
+        let opts = {
+            let settings = self.shared.settings.lock().unwrap();
+            S::default_options().sampled(settings.sampling.temperature, settings.sampling.seed)
+        };
+        let task = input.clone();
+        self.generate(&format!("Basis: {}", S::DOING), move |lm, on, cancelled| {
+            S::run(lm, &task, &opts, on, cancelled)
+        })
+        .await
     }
 
     /// The answer to a request whose suggestion `id` held no code: recorded as
@@ -486,13 +491,7 @@ impl Backend {
             instruction,
         };
         input.validate().map_err(skill_error)?;
-        let opts = self.skill_options(edit::default_options());
-        let task = input.clone();
-        let (outcome, served) = self
-            .generate("Basis: editing", move |lm, on, cancelled| {
-                edit::run(lm, &task, &opts, on, cancelled)
-            })
-            .await?;
+        let (outcome, served) = self.run_skill::<edit::EditSkill>(&input).await?;
         // The range is stale if the buffer changed while the model wrote.
         if let Some(rope) = self.shared.open_rope(a.uri.as_str()) {
             if rope != input.text.as_str() {
@@ -561,13 +560,7 @@ impl Backend {
             text,
             symbol,
         };
-        let opts = self.skill_options(testgen::default_options());
-        let task = input.clone();
-        let (outcome, served) = self
-            .generate("Basis: writing tests", move |lm, on, cancelled| {
-                testgen::run(lm, &task, &opts, on, cancelled)
-            })
-            .await?;
+        let (outcome, served) = self.run_skill::<testgen::TestgenSkill>(&input).await?;
         let id = self
             .record(SkillId::Testgen, &outcome.generated, &served, Some(&rel))
             .await;
@@ -681,13 +674,7 @@ impl Backend {
                 "nothing in the workspace matches the issue",
             ));
         }
-        let opts = self.skill_options(reproduce::default_options());
-        let task = input.clone();
-        let (outcome, served) = self
-            .generate("Basis: writing a reproduction", move |lm, on, cancelled| {
-                reproduce::run(lm, &task, &opts, on, cancelled)
-            })
-            .await?;
+        let (outcome, served) = self.run_skill::<reproduce::ReproduceSkill>(&input).await?;
         let id = self
             .record(
                 SkillId::Reproduce,
@@ -806,13 +793,7 @@ impl Backend {
             .filter(|i| !i.trim().is_empty())
             .unwrap_or_else(|| review::NO_INTENT.to_string());
         let input = review::Input { intent, changes };
-        let opts = self.skill_options(review::default_options());
-        let task = input.clone();
-        let (outcome, served) = self
-            .generate("Basis: reviewing", move |lm, on, cancelled| {
-                review::run(lm, &task, &opts, on, cancelled)
-            })
-            .await?;
+        let (outcome, served) = self.run_skill::<review::ReviewSkill>(&input).await?;
         let id = self
             .record(SkillId::Review, &outcome.generated, &served, None)
             .await;

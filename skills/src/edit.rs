@@ -42,6 +42,8 @@ pub struct Reference {
     pub code: Option<String>,
 }
 
+crate::skill!(EditSkill, crate::SkillId::Edit, "editing");
+
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
     Options::greedy(1536, 384)

@@ -66,6 +66,69 @@ impl std::fmt::Display for SkillId {
     }
 }
 
+/// A skill that generates with the model from a task input: edit, testgen,
+/// reproduce and review. The server, the CLI and the trainer run each through
+/// this one interface (localization, which ranks retrieval candidates, has its
+/// own `localize::run`).
+pub trait Skill {
+    const ID: SkillId;
+    /// What it is doing, for progress messages ("editing").
+    const DOING: &'static str;
+    type Input: Clone + Send + Sync + 'static;
+    type Outcome: Send + 'static;
+
+    /// The budget and sampling it uses unless told otherwise.
+    fn default_options() -> generate::Options;
+
+    /// Asks the model. `on_tokens` hears how many tokens are generated so far;
+    /// `cancelled` is polled between tokens.
+    fn run(
+        lm: &basis_model::LanguageModel,
+        input: &Self::Input,
+        opts: &generate::Options,
+        on_tokens: &mut dyn FnMut(usize),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Self::Outcome, SkillError>;
+
+    /// The model call behind an outcome (for its feedback record).
+    fn generated(outcome: &Self::Outcome) -> &generate::Generated;
+}
+
+/// Implements [`Skill`] for a skill module's marker type from its `Input`,
+/// `Outcome`, `default_options` and `run`.
+macro_rules! skill {
+    ($marker:ident, $id:expr, $doing:expr) => {
+        /// This module's skill, for code that runs skills generically.
+        pub struct $marker;
+
+        impl crate::Skill for $marker {
+            const ID: crate::SkillId = $id;
+            const DOING: &'static str = $doing;
+            type Input = Input;
+            type Outcome = Outcome;
+
+            fn default_options() -> crate::generate::Options {
+                default_options()
+            }
+
+            fn run(
+                lm: &basis_model::LanguageModel,
+                input: &Input,
+                opts: &crate::generate::Options,
+                on_tokens: &mut dyn FnMut(usize),
+                cancelled: &dyn Fn() -> bool,
+            ) -> Result<Outcome, crate::SkillError> {
+                run(lm, input, opts, on_tokens, cancelled)
+            }
+
+            fn generated(outcome: &Outcome) -> &crate::generate::Generated {
+                &outcome.generated
+            }
+        }
+    };
+}
+pub(crate) use skill;
+
 /// Errors of running a skill.
 #[derive(Debug, thiserror::Error)]
 pub enum SkillError {

@@ -181,6 +181,12 @@ pub fn parse(completion: &str, language: Language) -> Option<String> {
     })
 }
 
+crate::skill!(
+    ReproduceSkill,
+    crate::SkillId::Reproduce,
+    "writing a reproduction"
+);
+
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
     Options::greedy(1536, 384)

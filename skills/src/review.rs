@@ -285,6 +285,8 @@ pub fn parse(completion: &str, input: &Input) -> Review {
     }
 }
 
+crate::skill!(ReviewSkill, crate::SkillId::Review, "reviewing");
+
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
     Options::greedy(1792, 256)

@@ -305,6 +305,8 @@ pub fn place(language: Language, input: &Input, tests: &str, existing: Option<&s
     }
 }
 
+crate::skill!(TestgenSkill, crate::SkillId::Testgen, "writing tests");
+
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
     Options::greedy(1536, 512)
