@@ -76,15 +76,6 @@ impl Session {
     }
 }
 
-fn kinds(record: &Value) -> Vec<String> {
-    record["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn record<'a>(records: &'a [Value], id: &str) -> &'a Value {
     records
         .iter()
@@ -98,7 +89,7 @@ fn wait_event(s: &mut Session, id: &str, kind: &str) -> Value {
     loop {
         let records = s.feedback();
         let r = record(&records, id).clone();
-        if kinds(&r).iter().any(|k| k == kind) {
+        if support::event_kinds(&r).iter().any(|k| k == kind) {
             return r;
         }
         assert!(std::time::Instant::now() < deadline, "no {kind} event: {r}");
@@ -199,7 +190,7 @@ fn a_rejected_edit_is_recorded_as_rejected() {
     };
     s.c.wait_for("workspace/applyEdit", |_| true);
     let rec = wait_event(&mut s, &id, "rejected");
-    assert!(!kinds(&rec).contains(&"accepted".to_string()));
+    assert!(!support::event_kinds(&rec).contains(&"accepted".to_string()));
     assert!(s.c.shutdown());
 }
 
@@ -252,7 +243,7 @@ fn testgen_command_writes_tests_then_runs_them_in_the_sandbox() {
         message.contains("tests passed"),
         "{rec}"
     );
-    assert!(kinds(&rec).contains(&"accepted".to_string()));
+    assert!(support::event_kinds(&rec).contains(&"accepted".to_string()));
     // The user's tree was not touched by the run (the client owns the file).
     assert!(!s.root.join("tests/test_shop_pricing.py").exists());
     // No function at the position: a clear error.

@@ -61,15 +61,6 @@ impl Repo {
     }
 }
 
-fn event_kinds(record: &Value) -> Vec<String> {
-    record["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn assert_recorded(record: &Value, skill: &str) {
     assert_eq!(record["skill"], skill, "{record}");
     assert_eq!(record["model_version"], "base", "{record}");
@@ -114,7 +105,7 @@ fn edit_prints_a_diff_and_applies_only_when_asked() {
     assert_eq!(records.len(), 1);
     assert_recorded(&records[0], "edit");
     assert_eq!(records[0]["file"], "shop/pricing.py");
-    assert_eq!(event_kinds(&records[0]), ["shown"]);
+    assert_eq!(support::event_kinds(&records[0]), ["shown"]);
 
     let mut apply = args.to_vec();
     apply.insert(7, "--apply");
@@ -129,7 +120,7 @@ fn edit_prints_a_diff_and_applies_only_when_asked() {
     let records = r.feedback();
     assert_eq!(records.len(), 2);
     if after != before {
-        assert!(event_kinds(&records[1]).contains(&"accepted".to_string()));
+        assert!(support::event_kinds(&records[1]).contains(&"accepted".to_string()));
     }
 }
 
@@ -264,7 +255,7 @@ fn testgen_on_rust_targets_the_files_tests_module_and_apply_writes_it() {
     );
     assert_eq!(after.matches("mod tests").count(), 1, "{after}");
     let records = r.feedback();
-    let kinds = event_kinds(&records[0]);
+    let kinds = support::event_kinds(&records[0]);
     assert!(
         kinds.contains(&"executed".into()) && kinds.contains(&"accepted".into()),
         "{kinds:?}"

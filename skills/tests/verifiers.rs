@@ -159,80 +159,59 @@ fn py_fix() -> reproduce::Reference {
     }
 }
 
-#[test]
-fn a_reproduction_must_fail_before_the_fix_and_pass_after() {
-    let repo = fixture("py_shop");
-    let sb = sandbox();
+/// Scores a Python reproduction whose test asserts `assertion` against the fix.
+fn py_reproduction(import: &str, assertion: &str) -> reproduce::Score {
+    let answer = format!(
+        "```python\nfrom {import} import bulk_price\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        {assertion}\n```"
+    );
+    let test = reproduce::parse(&answer, Language::Python);
     let path = reproduce::test_path(Language::Python, "shop/pricing.py");
-    let good = reproduce::parse(
-        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_ten_items_get_the_bulk_price(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n```",
-        Language::Python,
-    );
-    let s = reproduce::verify(
-        &sb,
-        &repo,
+    reproduce::verify(
+        &sandbox(),
+        &fixture("py_shop"),
         Language::Python,
         &path,
-        good.as_deref(),
+        test.as_deref(),
         &py_fix(),
     )
-    .unwrap();
-    assert_eq!(s.before, reproduce::Verdict::Failed);
-    assert_eq!(s.after, Some(reproduce::Verdict::Passed));
-    assert_eq!(s.reward, 1.0);
+    .unwrap()
+}
+
+#[test]
+fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
+    let good = py_reproduction(
+        "shop.pricing",
+        "self.assertEqual(bulk_price(2.0, 10), 18.0)",
+    );
+    assert_eq!(good.before, reproduce::Verdict::Failed);
+    assert_eq!(good.after, Some(reproduce::Verdict::Passed));
+    assert_eq!(good.reward, 1.0);
     // Passes before the fix: it shows nothing.
-    let passes = reproduce::parse(
-        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_eleven(self):\n        self.assertEqual(bulk_price(2.0, 11), 19.8)\n```",
-        Language::Python,
+    let passes = py_reproduction(
+        "shop.pricing",
+        "self.assertEqual(bulk_price(2.0, 11), 19.8)",
     );
-    let s = reproduce::verify(
-        &sb,
-        &repo,
-        Language::Python,
-        &path,
-        passes.as_deref(),
-        &py_fix(),
-    )
-    .unwrap();
-    assert_eq!(s.before, reproduce::Verdict::Passed);
-    assert_eq!(s.reward, 0.0);
+    assert_eq!(passes.before, reproduce::Verdict::Passed);
+    assert_eq!(passes.reward, 0.0);
     // Broken (imports a module that does not exist): not a reproduction.
-    let broken = reproduce::parse(
-        "```python\nfrom shop.nothing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n```",
-        Language::Python,
+    let broken = py_reproduction(
+        "shop.nothing",
+        "self.assertEqual(bulk_price(2.0, 10), 18.0)",
     );
-    let s = reproduce::verify(
-        &sb,
-        &repo,
-        Language::Python,
-        &path,
-        broken.as_deref(),
-        &py_fix(),
-    )
-    .unwrap();
     assert!(
-        matches!(s.before, reproduce::Verdict::Broken(_)),
+        matches!(broken.before, reproduce::Verdict::Broken(_)),
         "{:?}",
-        s.before
+        broken.before
     );
-    assert_eq!(s.reward, 0.0);
-    // Fails after the fix too: wrong expectation.
-    let wrong = reproduce::parse(
-        "```python\nfrom shop.pricing import bulk_price\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        self.assertEqual(bulk_price(2.0, 10), 17.0)\n```",
-        Language::Python,
+    assert_eq!(broken.reward, 0.0);
+    // Fails after the fix too: a wrong expectation.
+    let wrong = py_reproduction(
+        "shop.pricing",
+        "self.assertEqual(bulk_price(2.0, 10), 17.0)",
     );
-    let s = reproduce::verify(
-        &sb,
-        &repo,
-        Language::Python,
-        &path,
-        wrong.as_deref(),
-        &py_fix(),
-    )
-    .unwrap();
-    assert_eq!(s.before, reproduce::Verdict::Failed);
-    assert_eq!(s.after, Some(reproduce::Verdict::Failed));
-    assert_eq!(s.reward, 0.0);
+    assert_eq!(wrong.before, reproduce::Verdict::Failed);
+    assert_eq!(wrong.after, Some(reproduce::Verdict::Failed));
+    assert_eq!(wrong.reward, 0.0);
 }
 
 #[test]

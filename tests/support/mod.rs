@@ -141,3 +141,13 @@ pub fn git_commit_all(dir: &Path) {
         ],
     );
 }
+
+/// The kinds of a feedback record's events (from `basis feedback export`), in order.
+pub fn event_kinds(record: &serde_json::Value) -> Vec<String> {
+    record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
