@@ -14,10 +14,10 @@
 //! "Basis: generate tests for `f`"; on a `basis` diagnostic, "apply the
 //! suggested change" (when the comment proposes one) and "dismiss".
 //!
-//! Every generation shows `$/progress` (cancellable) and stops when the request or
-//! the progress is cancelled. Every suggestion is stored with its model version
-//! and log-probs before the client hears of it; what the client does with an
-//! `applyEdit` is recorded as `accepted` or `rejected`.
+//! Every generation and sandbox run shows `$/progress` (cancellable) and stops
+//! when the request or the progress is cancelled. Every suggestion is stored with
+//! its model version and log-probs before the client hears of it; what the client
+//! does with an `applyEdit` is recorded as `accepted` or `rejected`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,16 @@ pub const COMMAND_REVIEW_FEEDBACK: &str = "basis.reviewFeedback";
 pub const SOURCE: &str = "basis";
 
 static PROGRESS_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A copy of the sandbox whose runs stop when the returned flag is raised.
+fn cancellable_sandbox() -> (Sandbox, Arc<AtomicBool>) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let sb = Sandbox {
+        cancel: Some(cancel.clone()),
+        ..sandbox().clone()
+    };
+    (sb, cancel)
+}
 
 /// The sandbox, detected once per server (detection probes bwrap and warns in
 /// the log when it cannot isolate).
@@ -119,29 +129,24 @@ struct StepProgress {
     client: tower_lsp_server::Client,
     token: ProgressToken,
     created: tokio::sync::watch::Receiver<bool>,
-    cancellable: bool,
 }
 
 impl StepProgress {
-    /// Starts a progress; with `cancel`, the client may cancel it, which raises the flag.
-    fn start(backend: &Backend, title: &str, cancel: Option<Arc<AtomicBool>>) -> StepProgress {
+    /// Starts a progress the client may cancel, which raises `cancel`.
+    fn start(backend: &Backend, title: &str, cancel: Arc<AtomicBool>) -> StepProgress {
         let token = NumberOrString::String(format!(
             "basis/skill/{}",
             PROGRESS_IDS.fetch_add(1, Ordering::Relaxed)
         ));
         let (tx, rx) = tokio::sync::watch::channel(false);
         let supported = *backend.shared.progress_supported.lock().unwrap();
-        let cancel_registered = cancel.is_some();
         if supported {
-            let cancellable = cancel.is_some();
-            if let Some(cancel) = cancel {
-                backend
-                    .shared
-                    .progress_cancels
-                    .lock()
-                    .unwrap()
-                    .insert(token_key(&token), cancel);
-            }
+            backend
+                .shared
+                .progress_cancels
+                .lock()
+                .unwrap()
+                .insert(token_key(&token), cancel);
             let client = backend.client.clone();
             let token = token.clone();
             let title = title.to_string();
@@ -157,7 +162,7 @@ impl StepProgress {
                             value: ProgressParamsValue::WorkDone(WorkDoneProgress::Begin(
                                 WorkDoneProgressBegin {
                                     title,
-                                    cancellable: Some(cancellable),
+                                    cancellable: Some(true),
                                     message: None,
                                     percentage: None,
                                 },
@@ -172,7 +177,6 @@ impl StepProgress {
             client: backend.client.clone(),
             token,
             created: rx,
-            cancellable: cancel_registered,
         }
     }
 
@@ -180,7 +184,6 @@ impl StepProgress {
         if !*self.created.borrow() {
             return;
         }
-        let cancellable = self.cancellable;
         let client = self.client.clone();
         let token = self.token.clone();
         tokio::spawn(async move {
@@ -189,7 +192,7 @@ impl StepProgress {
                     token,
                     value: ProgressParamsValue::WorkDone(WorkDoneProgress::Report(
                         WorkDoneProgressReport {
-                            cancellable: Some(cancellable),
+                            cancellable: Some(true),
                             message: Some(message),
                             percentage: None,
                         },
@@ -301,7 +304,7 @@ impl Backend {
             .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        let progress = StepProgress::start(self, title, Some(cancel.clone()));
+        let progress = StepProgress::start(self, title, cancel.clone());
         let counters = &self.shared.counters;
         counters.generations_started.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -610,27 +613,31 @@ impl Backend {
     async fn run_generated_tests(&self, run: TestRun) {
         let mut overlay = self.overlay();
         overlay.insert(run.placement.path.clone(), run.placement.new_text.clone());
-        // A sandbox run is bounded by its wall-clock limit; it is not cancellable.
-        let progress = StepProgress::start(self, "Basis: running the tests in the sandbox", None);
+        let (sb, cancel) = cancellable_sandbox();
+        let progress = StepProgress::start(self, "Basis: running the tests in the sandbox", cancel);
         let target = testgen::target(run.language, &run.placement);
         let (root, language) = (run.root.clone(), run.language);
         let result = tokio::task::spawn_blocking(move || {
-            runner::run_tests(sandbox(), &root, &overlay, language, target.as_deref())
+            runner::run_tests(&sb, &root, &overlay, language, target.as_deref())
         })
         .await;
+        let cancelled = matches!(&result, Ok(Ok(r)) if r.outcome.cancelled);
         let (passed, message) = match result {
             Ok(Ok(report)) => (report.passed(), format!("Basis: {}", report.summary())),
             Ok(Err(e)) => (false, format!("Basis: the tests could not run: {e}")),
             Err(e) => (false, format!("Basis: the test run failed: {e}")),
         };
         progress.end(self, message.clone()).await;
-        self.record_event(
-            &run.id,
-            EventKind::Executed {
-                passed,
-                summary: message.clone(),
-            },
-        );
+        // A run the user stopped says nothing about the tests.
+        if !cancelled {
+            self.record_event(
+                &run.id,
+                EventKind::Executed {
+                    passed,
+                    summary: message.clone(),
+                },
+            );
+        }
         let kind = if passed {
             MessageType::INFO
         } else {
@@ -686,8 +693,13 @@ impl Backend {
         let Some(test) = outcome.test else {
             return Err(self.no_code(&id, "the model's answer held no test code"));
         };
-        let progress =
-            StepProgress::start(self, "Basis: running the reproduction in the sandbox", None);
+        let (sb, cancel) = cancellable_sandbox();
+        let _guard = CancelOnDrop(cancel.clone());
+        let progress = StepProgress::start(
+            self,
+            "Basis: running the reproduction in the sandbox",
+            cancel,
+        );
         let (language, path, test_for_run, root_for_run) = (
             outcome.language,
             outcome.path.clone(),
@@ -695,14 +707,7 @@ impl Backend {
             root.clone(),
         );
         let checked = tokio::task::spawn_blocking(move || {
-            reproduce::check(
-                sandbox(),
-                &root_for_run,
-                &overlay,
-                language,
-                &path,
-                &test_for_run,
-            )
+            reproduce::check(&sb, &root_for_run, &overlay, language, &path, &test_for_run)
         })
         .await
         .map_err(proto::internal)?;
@@ -715,6 +720,10 @@ impl Backend {
                 )));
             }
         };
+        if report.outcome.cancelled {
+            progress.end(self, "cancelled".into()).await;
+            return Err(Error::request_cancelled());
+        }
         let reproduced = verdict == reproduce::Verdict::Failed;
         let message = verdict.describe();
         progress.end(self, message.clone()).await;

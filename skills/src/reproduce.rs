@@ -270,6 +270,9 @@ pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
     if run.timed_out {
         return Verdict::Broken("the test ran past the time limit".into());
     }
+    if run.cancelled {
+        return Verdict::Broken("the run was cancelled".into());
+    }
     let out = format!("{}\n{}", run.stdout, run.stderr);
     let broken = |m: &str| Verdict::Broken(m.into());
     match language {
@@ -386,6 +389,7 @@ mod tests {
         RunOutcome {
             code,
             timed_out: false,
+            cancelled: false,
             stdout: stdout.into(),
             stderr: stderr.into(),
             truncated: 0,

@@ -34,6 +34,12 @@ impl TestReport {
         if o.timed_out {
             return format!("the tests timed out after {:.1}s", o.elapsed.as_secs_f64());
         }
+        if o.cancelled {
+            return format!(
+                "the test run was cancelled after {:.1}s",
+                o.elapsed.as_secs_f64()
+            );
+        }
         format!(
             "tests {} ({}) in {:.1}s",
             if o.success() { "passed" } else { "failed" },

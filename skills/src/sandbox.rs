@@ -69,6 +69,8 @@ pub struct Outcome {
     /// The exit code; `None` when killed by a signal (including our wall-clock kill).
     pub code: Option<i32>,
     pub timed_out: bool,
+    /// Stopped because [`Sandbox::cancel`] was raised.
+    pub cancelled: bool,
     pub stdout: String,
     pub stderr: String,
     /// Bytes of output dropped beyond `Limits::output_bytes`.
@@ -78,7 +80,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        self.code == Some(0) && !self.timed_out && !self.cancelled
     }
 }
 
@@ -109,6 +111,9 @@ pub struct Sandbox {
     pub env: Vec<(String, String)>,
     /// Extra `PATH` entries, in front of the system's.
     pub path: Vec<String>,
+    /// When raised, a run in progress is killed (its process group and cgroup)
+    /// and ends with `cancelled`.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A directory of the host made visible inside the sandbox.
@@ -285,6 +290,7 @@ impl Sandbox {
             mounts: Vec::new(),
             env: Vec::new(),
             path: Vec::new(),
+            cancel: None,
         }
     }
 
@@ -435,16 +441,30 @@ impl Sandbox {
         let waiter = std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let left = self.limits.wall.saturating_sub(start.elapsed());
-        let (status, timed_out) = match rx.recv_timeout(left) {
-            Ok(status) => (status, false),
-            Err(_) => {
-                kill_group(pgid);
-                (
-                    rx.recv()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("the waiter stopped"))),
-                    true,
-                )
+        // The wait is sliced so that a raised cancel flag is seen within 50 ms.
+        let cancelled_now = || {
+            self.cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire))
+        };
+        let (mut timed_out, mut cancelled) = (false, false);
+        let status = loop {
+            let left = self.limits.wall.saturating_sub(start.elapsed());
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(status) => break status,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if start.elapsed() >= self.limits.wall || cancelled_now() {
+                        timed_out = !cancelled_now();
+                        cancelled = !timed_out;
+                        kill_group(pgid);
+                        break rx
+                            .recv()
+                            .unwrap_or_else(|_| Err(std::io::Error::other("the waiter stopped")));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(std::io::Error::other("the waiter stopped"));
+                }
             }
         };
         let _ = waiter.join();
@@ -462,6 +482,7 @@ impl Sandbox {
         Ok(Outcome {
             code: status.code(),
             timed_out,
+            cancelled,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             truncated: d1 + d2,

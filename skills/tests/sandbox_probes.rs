@@ -283,3 +283,26 @@ mod runners {
         }
     }
 }
+
+#[test]
+fn a_cancelled_run_stops_and_leaves_nothing_running() {
+    let ws = workspace();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sb = Sandbox {
+        cancel: Some(flag.clone()),
+        ..sandbox(Isolation::Bubblewrap)
+    };
+    let raiser = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    // A child that would outlive its parent, and a parent that would run 30 s.
+    let out = sh(&sb, ws.path(), "sleep 317 & sleep 30");
+    raiser.join().unwrap();
+    assert!(out.cancelled && !out.timed_out && !out.success(), "{out:?}");
+    assert!(out.elapsed < Duration::from_secs(3), "{out:?}");
+    assert_eq!(survivors("sleep 317"), "", "the child survived the cancel");
+}
