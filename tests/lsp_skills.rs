@@ -231,6 +231,19 @@ fn testgen_command_writes_tests_then_runs_them_in_the_sandbox() {
             || message.contains("timed out"),
         "{message}"
     );
+    // Failing tests are also errors on their lines in the test file.
+    let published = s.c.wait_for("textDocument/publishDiagnostics", |m| {
+        m["params"]["uri"] == test_uri
+    });
+    let diags = published["params"]["diagnostics"].as_array().unwrap();
+    if message.contains("tests passed") {
+        assert!(diags.is_empty(), "{published}");
+    }
+    for d in diags {
+        assert_eq!(d["severity"], 1, "{d}");
+        assert_eq!(d["source"], "basis");
+        assert!(d["message"].as_str().unwrap().contains("failed"), "{d}");
+    }
     let rec = wait_event(&mut s, &id, "executed");
     let executed = rec["events"]
         .as_array()

@@ -101,10 +101,22 @@ struct ReviewFeedbackArgs {
     kind: String,
 }
 
-/// What a review left in the editor: its diagnostics per document.
+/// The diagnostics the skills left in the editor, per document URI: the last
+/// review's comments, and the failures of the last generated tests' run. A
+/// document's published diagnostics are both together.
 #[derive(Default)]
 pub struct ReviewState {
     pub diagnostics: HashMap<String, Vec<Diagnostic>>,
+    pub test_failures: HashMap<String, Vec<Diagnostic>>,
+}
+
+impl ReviewState {
+    /// Everything published for `uri`.
+    fn all(&self, uri: &str) -> Vec<Diagnostic> {
+        let mut v = self.diagnostics.get(uri).cloned().unwrap_or_default();
+        v.extend(self.test_failures.get(uri).cloned().unwrap_or_default());
+        v
+    }
 }
 
 fn arg<T: for<'de> Deserialize<'de>>(args: Vec<Value>, command: &str) -> Result<T> {
@@ -622,6 +634,14 @@ impl Backend {
         })
         .await;
         let cancelled = matches!(&result, Ok(Ok(r)) if r.outcome.cancelled);
+        if let Ok(Ok(report)) = &result {
+            if !cancelled {
+                let test_file = run.root.join(&run.placement.path);
+                let failures = report.failures(run.language);
+                self.publish_test_failures(&run.root, &test_file, failures)
+                    .await;
+            }
+        }
         let (passed, message) = match result {
             Ok(Ok(report)) => (report.passed(), format!("Basis: {}", report.summary())),
             Ok(Err(e)) => (false, format!("Basis: the tests could not run: {e}")),
@@ -644,6 +664,49 @@ impl Backend {
             MessageType::WARNING
         };
         self.client.show_message(kind, message).await;
+    }
+
+    /// Replaces the test-failure diagnostics with `failures` (errors on the lines
+    /// where the tests failed); `test_file`'s are published even when empty.
+    async fn publish_test_failures(
+        &self,
+        root: &Path,
+        test_file: &Path,
+        failures: Vec<runner::Failure>,
+    ) {
+        let mut per_file: HashMap<String, Vec<Diagnostic>> = HashMap::new();
+        for f in failures {
+            let Some(uri) = Uri::from_file_path(root.join(&f.path)) else {
+                continue;
+            };
+            let line = f.line as u32;
+            let test = if f.test.is_empty() {
+                "a test".to_string()
+            } else {
+                format!("`{}`", f.test)
+            };
+            per_file
+                .entry(uri.as_str().to_string())
+                .or_default()
+                .push(Diagnostic {
+                    range: Range::new(Position::new(line, 0), Position::new(line + 1, 0)),
+                    severity: Some(DiagnosticSeverity::ERROR),
+                    source: Some(SOURCE.into()),
+                    message: format!("{test} failed: {}", f.message),
+                    ..Default::default()
+                });
+        }
+        let uris: Vec<String> = {
+            let mut state = self.shared.review.lock().unwrap();
+            let mut uris: Vec<String> = state.test_failures.keys().cloned().collect();
+            uris.extend(per_file.keys().cloned());
+            uris.extend(Uri::from_file_path(test_file).map(|u| u.as_str().to_string()));
+            uris.sort();
+            uris.dedup();
+            state.test_failures = per_file;
+            uris
+        };
+        self.publish(uris).await;
     }
 
     /// `basis.reproduce`.
@@ -862,15 +925,20 @@ impl Backend {
                 .collect();
             old
         };
-        for uri in old {
-            if !per_file.keys().any(|u| u.as_str() == uri) {
-                if let Ok(u) = uri.parse::<Uri>() {
-                    self.client.publish_diagnostics(u, Vec::new(), None).await;
-                }
+        let mut uris: Vec<String> = old;
+        uris.extend(per_file.keys().map(|u| u.as_str().to_string()));
+        uris.sort();
+        uris.dedup();
+        self.publish(uris).await;
+    }
+
+    /// Publishes the skills' diagnostics of each URI.
+    async fn publish(&self, uris: Vec<String>) {
+        for uri in uris {
+            let diags = self.shared.review.lock().unwrap().all(&uri);
+            if let Ok(u) = uri.parse::<Uri>() {
+                self.client.publish_diagnostics(u, diags, None).await;
             }
-        }
-        for (uri, diags) in per_file {
-            self.client.publish_diagnostics(uri, diags, None).await;
         }
     }
 
@@ -890,22 +958,23 @@ impl Backend {
             }
         };
         self.record_event(&a.suggestion_id, kind);
-        let remaining = {
-            let mut state = self.shared.review.lock().unwrap();
-            state.diagnostics.get_mut(a.uri.as_str()).map(|diags| {
-                diags.retain(|d| {
-                    d.data
-                        .as_ref()
-                        .and_then(|v| v.get("index"))
-                        .and_then(Value::as_u64)
-                        != Some(a.index as u64)
-                });
-                diags.clone()
-            })
-        };
-        if let Some(diags) = remaining {
-            self.client.publish_diagnostics(a.uri, diags, None).await;
+        if let Some(diags) = self
+            .shared
+            .review
+            .lock()
+            .unwrap()
+            .diagnostics
+            .get_mut(a.uri.as_str())
+        {
+            diags.retain(|d| {
+                d.data
+                    .as_ref()
+                    .and_then(|v| v.get("index"))
+                    .and_then(Value::as_u64)
+                    != Some(a.index as u64)
+            });
         }
+        self.publish(vec![a.uri.as_str().to_string()]).await;
         Ok(Value::Null)
     }
 

@@ -204,3 +204,204 @@ pub fn run_tests(
         outcome,
     })
 }
+
+/// A failing test, as a runner's output names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub test: String,
+    /// Relative to the workspace, `/`-separated.
+    pub path: String,
+    /// 0-based.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Strips the sandbox's (or a copy's) workspace prefix from a path in output.
+fn workspace_relative(path: &str) -> Option<String> {
+    let p = path.trim();
+    if let Some(rest) = p.strip_prefix("/work/") {
+        return Some(rest.to_string());
+    }
+    if p.starts_with('/') {
+        // The fallback runs in a temporary copy: `.../basis-sandbox-XXXX/work/...`.
+        return p
+            .find("/work/")
+            .map(|i| p[i + "/work/".len()..].to_string());
+    }
+    Some(p.trim_start_matches("./").to_string())
+}
+
+impl TestReport {
+    /// The failing tests the output names, with where they failed (Python
+    /// unittest and pytest, Rust's test harness); empty when it names none.
+    pub fn failures(&self, language: Language) -> Vec<Failure> {
+        let out = format!("{}\n{}", self.outcome.stdout, self.outcome.stderr);
+        match language {
+            Language::Python => python_failures(&out),
+            Language::Rust => rust_failures(&out),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn python_failures(out: &str) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    // unittest: "FAIL: test (module.Class.test)" blocks with a traceback.
+    for block in out.split("======================================================================")
+    {
+        let mut lines = block.lines().map(str::trim_end);
+        let Some(head) = lines.find(|l| l.starts_with("FAIL: ") || l.starts_with("ERROR: ")) else {
+            continue;
+        };
+        let test = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut place: Option<(String, usize)> = None;
+        let mut message = String::new();
+        let mut in_traceback = false;
+        for l in lines {
+            let t = l.trim();
+            if t.starts_with("Traceback") {
+                in_traceback = true;
+                continue;
+            }
+            if t.starts_with("---") && in_traceback {
+                break; // the summary after the last failure
+            }
+            if let Some(rest) = t.strip_prefix("File \"") {
+                if let Some((file, tail)) = rest.split_once("\", line ") {
+                    let n: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    if let (Some(path), Ok(n)) = (workspace_relative(file), n.parse::<usize>()) {
+                        if !file.contains("/lib/python") && n > 0 {
+                            place = Some((path, n - 1));
+                        }
+                    }
+                }
+            } else if !t.is_empty() && !t.starts_with("---") {
+                message = t.to_string();
+            }
+        }
+        if let Some((path, line)) = place {
+            failures.push(Failure {
+                test,
+                path,
+                line,
+                message,
+            });
+        }
+    }
+    // pytest: "path.py:12: AssertionError" lines.
+    if failures.is_empty() {
+        for l in out.lines() {
+            let mut parts = l.splitn(3, ':');
+            if let (Some(file), Some(n), Some(msg)) = (parts.next(), parts.next(), parts.next()) {
+                if file.ends_with(".py") && !file.contains(' ') {
+                    if let (Ok(n), Some(path)) = (n.parse::<usize>(), workspace_relative(file)) {
+                        failures.push(Failure {
+                            test: String::new(),
+                            path,
+                            line: n.saturating_sub(1),
+                            message: msg.trim().to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+fn rust_failures(out: &str) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    let mut lines = out.lines().peekable();
+    while let Some(l) = lines.next() {
+        // thread 'tests::adds' (123) panicked at src/lib.rs:40:9:
+        let Some(rest) = l.strip_prefix("thread '") else {
+            continue;
+        };
+        let Some((test, after)) = rest.split_once('\'') else {
+            continue;
+        };
+        let Some(at) = after.split(" panicked at ").nth(1) else {
+            continue;
+        };
+        let mut parts = at.trim_end_matches(':').rsplitn(3, ':');
+        let (_col, line, file) = (parts.next(), parts.next(), parts.next());
+        let (Some(line), Some(file)) = (line.and_then(|n| n.parse::<usize>().ok()), file) else {
+            continue;
+        };
+        let message = lines
+            .peek()
+            .map(|m| m.trim().to_string())
+            .unwrap_or_default();
+        if let Some(path) = workspace_relative(file) {
+            failures.push(Failure {
+                test: test.to_string(),
+                path,
+                line: line.saturating_sub(1),
+                message,
+            });
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Outcome;
+
+    fn report(stdout: &str, stderr: &str) -> TestReport {
+        TestReport {
+            command: vec![],
+            outcome: Outcome {
+                code: Some(1),
+                timed_out: false,
+                cancelled: false,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                truncated: 0,
+                elapsed: std::time::Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn unittest_failures_point_at_the_failing_line() {
+        let err = "test_a (tests.test_x.T.test_a) ... FAIL\n\n======================================================================\nFAIL: test_a (tests.test_x.T.test_a)\n----------------------------------------------------------------------\nTraceback (most recent call last):\n  File \"/work/tests/test_x.py\", line 7, in test_a\n    self.assertEqual(f(1), 2)\nAssertionError: 1 != 2\n\n======================================================================\nERROR: test_b (tests.test_x.T.test_b)\n----------------------------------------------------------------------\nTraceback (most recent call last):\n  File \"/work/tests/test_x.py\", line 10, in test_b\n    g()\n  File \"/usr/lib/python3.11/x.py\", line 3, in g\nNameError: name 'g' is not defined\n\n----------------------------------------------------------------------\nRan 2 tests in 0.001s\n\nFAILED (failures=1, errors=1)";
+        let f = report("", err).failures(Language::Python);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            f[0],
+            Failure {
+                test: "test_a".into(),
+                path: "tests/test_x.py".into(),
+                line: 6,
+                message: "AssertionError: 1 != 2".into(),
+            }
+        );
+        assert_eq!(
+            (f[1].line, f[1].message.as_str()),
+            (9, "NameError: name 'g' is not defined")
+        );
+        let pytest = "tests/test_x.py:7: AssertionError\n";
+        assert_eq!(report(pytest, "").failures(Language::Python)[0].line, 6);
+        assert!(report("OK", "").failures(Language::Python).is_empty());
+    }
+
+    #[test]
+    fn rust_panics_point_at_the_assertion() {
+        let out = "running 1 test\ntest tests::adds ... FAILED\n\nfailures:\n\n---- tests::adds stdout ----\n\nthread 'tests::adds' (4242) panicked at src/lib.rs:40:9:\nassertion `left == right` failed\n  left: 3\n right: 4\n";
+        let f = report(out, "").failures(Language::Rust);
+        assert_eq!(
+            f,
+            vec![Failure {
+                test: "tests::adds".into(),
+                path: "src/lib.rs".into(),
+                line: 39,
+                message: "assertion `left == right` failed".into(),
+            }]
+        );
+        assert!(report("garbage ' panicked at", "")
+            .failures(Language::Rust)
+            .is_empty());
+    }
+}

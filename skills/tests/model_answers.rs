@@ -120,7 +120,12 @@ fn review_answers_give_verdicts_and_summaries() {
         assert_eq!(r.verdict, Some(true), "{answer}");
         assert!(r.comments.is_empty());
         // A rambling answer is summarised with each sentence once.
-        assert!(r.summary.matches("The total is 10 * 10 = 100 items.").count() <= 1);
+        assert!(
+            r.summary
+                .matches("The total is 10 * 10 = 100 items.")
+                .count()
+                <= 1
+        );
     }
     for answer in &all {
         for p in prefixes(answer) {
