@@ -477,3 +477,60 @@ fn review_on_save_when_enabled() {
     assert_eq!(records[0]["skill"], "review");
     assert!(s.c.shutdown());
 }
+
+#[test]
+fn rust_tests_go_into_the_files_tests_module_and_run_with_cargo() {
+    let mut s = session("rust_ledger");
+    let rel = "src/lib.rs";
+    let text = std::fs::read_to_string(s.root.join(rel)).unwrap();
+    let uri = file_uri(&s.root.join(rel));
+    s.c.open(&uri, "rust", &text);
+    // Inside `fee` (line 15, 0-based 14).
+    let actions = s.c.call(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": {"start": {"line": 15, "character": 4}, "end": {"line": 15, "character": 4}}, "context": {"diagnostics": []}}),
+    );
+    assert_eq!(
+        actions[0]["title"], "Basis: generate tests for `fee`",
+        "{actions}"
+    );
+    let cmd = &actions[0]["command"];
+    let r = s.c.request(
+        "workspace/executeCommand",
+        json!({"command": cmd["command"], "arguments": cmd["arguments"]}),
+    );
+    if let Some(e) = r.get("error") {
+        assert!(
+            e["message"].as_str().unwrap().contains("no test code"),
+            "{r}"
+        );
+        return;
+    }
+    let result = &r["result"];
+    assert_eq!(
+        result["testFile"], uri,
+        "Rust tests live in the file itself"
+    );
+    // An insertion into the existing file, inside its `mod tests` (before the
+    // module's closing brace on the last line).
+    let edit = &result["edit"]["changes"][&uri][0];
+    let last_line = text.lines().count() as u64 - 1;
+    assert_eq!(edit["range"]["start"], edit["range"]["end"], "{edit}");
+    assert_eq!(edit["range"]["start"]["line"], last_line, "{edit}");
+    s.c.wait_for("workspace/applyEdit", |_| true);
+    let shown = s.c.wait_for("window/showMessage", |m| {
+        m["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Basis: ")
+    });
+    let message = shown["params"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cargo test --offline"),
+        "the Rust runner ran: {message}"
+    );
+    let id = result["suggestionId"].as_str().unwrap().to_string();
+    let rec = wait_event(&mut s, &id, "executed");
+    assert_eq!(rec["language"], "rust");
+    assert!(s.c.shutdown());
+}

@@ -364,3 +364,55 @@ fn review_prints_comments_and_a_verdict_that_matches_its_exit_code() {
         support::stderr(&bad)
     );
 }
+
+#[test]
+fn reproduce_and_review_work_on_the_rust_fixture() {
+    let r = repo("rust_ledger");
+    r.git_init();
+    let root = r.root.to_str().unwrap();
+    let out = r.run(&[
+        "reproduce",
+        "--repo",
+        root,
+        "Ledger::is_overdrawn returns false when the balance is -1",
+    ]);
+    let stderr = support::stderr(&out);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    if !stderr.contains("held no code") {
+        // An integration test, run by cargo in the sandbox.
+        assert!(stderr.contains("cargo test --offline"), "{stderr}");
+        assert!(
+            stderr.contains("reproduces:") || stderr.contains("does not reproduce:"),
+            "{stderr}"
+        );
+    }
+    assert!(!r.root.join("tests/basis_reproduction.rs").exists());
+    let lib = r
+        .read("src/lib.rs")
+        .replace("self.balance() < -1", "self.balance() < 0");
+    std::fs::write(r.root.join("src/lib.rs"), lib).unwrap();
+    let out = r.run(&[
+        "review",
+        "--repo",
+        root,
+        "--intent",
+        "A balance of -1 is overdrawn",
+    ]);
+    let stdout = support::stdout(&out);
+    let last = stdout.lines().last().unwrap_or_default().to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(if last.starts_with("verdict: YES") {
+            0
+        } else {
+            1
+        }),
+        "{stdout}"
+    );
+    let skills: Vec<String> = r
+        .feedback()
+        .iter()
+        .map(|x| x["skill"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(skills, ["reproduce", "review"]);
+}
