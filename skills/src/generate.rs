@@ -115,22 +115,29 @@ pub fn complete(
         ..sampling.clone()
     };
     let mut tokens = 0usize;
+    let mut text = String::new();
+    let looping = std::cell::Cell::new(false);
     let generation = lm.generate(
         &prompt.ids,
         &params,
         1,
-        &mut |_| {
+        &mut |delta| {
             tokens += 1;
             on_tokens(tokens);
+            text.push_str(delta.text);
+            if delta.text.contains('\n') && repeats_itself(&text) {
+                looping.set(true);
+            }
         },
-        cancelled,
+        &|| cancelled() || looping.get(),
     )?;
     let c = generation
         .completions
         .into_iter()
         .next()
         .ok_or_else(|| SkillError::Input("the model returned no completion".into()))?;
-    if c.finish_reason == FinishReason::Cancelled {
+    // Stopped by us because it went in circles: an answer, not a cancellation.
+    if c.finish_reason == FinishReason::Cancelled && !(looping.get() && !cancelled()) {
         return Err(SkillError::Cancelled);
     }
     Ok(Generated {
@@ -138,10 +145,46 @@ pub fn complete(
         answer_start: String::new(),
         logprob_sum: c.sum_logprob(),
         token_count: c.token_ids.len(),
-        finished: c.finish_reason != FinishReason::Length,
+        finished: !matches!(
+            c.finish_reason,
+            FinishReason::Length | FinishReason::Cancelled
+        ),
         completion: c.text,
         latency_ms: start.elapsed().as_millis() as u64,
     })
+}
+
+/// Lines of a window that, seen a third time, means the model is going in circles.
+const LOOP_WINDOW: usize = 3;
+
+/// Whether the text's last [`LOOP_WINDOW`] non-blank lines (complete lines only)
+/// already appeared twice before, line for line: a small model repeating a block
+/// (the same test body under new names, the same function again) would go on
+/// until the token budget. Windows of one repeated line, or under 20 characters,
+/// do not count.
+pub fn repeats_itself(text: &str) -> bool {
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => return false,
+    };
+    let lines: Vec<&str> = complete
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.len() < LOOP_WINDOW * 3 {
+        return false;
+    }
+    let last = &lines[lines.len() - LOOP_WINDOW..];
+    // Runs of one line (closing braces) and tiny windows repeat in honest code.
+    if last.iter().all(|l| *l == last[0]) || last.iter().map(|l| l.len()).sum::<usize>() < 20 {
+        return false;
+    }
+    let earlier = lines.len() - LOOP_WINDOW;
+    (0..earlier)
+        .filter(|&i| i + LOOP_WINDOW <= earlier && lines[i..i + LOOP_WINDOW] == *last)
+        .count()
+        >= 2
 }
 
 /// The start of a code answer in `fence` (e.g. `python`): an opening fence. The
@@ -176,4 +219,28 @@ pub fn complete_code(
     let mut g = complete(lm, prompt, &params, budget, on_tokens, cancelled)?;
     g.answer_start = start;
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_seen_a_third_time_is_a_loop() {
+        let body = "    \"\"\"Checks it.\"\"\"\n    x = f(10)\n    self.assertEqual(x, 10)\n\n";
+        let mut text = String::new();
+        for (i, expect) in [(0, false), (1, false), (2, true)] {
+            text.push_str(&format!("def test_{i}(self):\n{body}"));
+            assert_eq!(repeats_itself(&text), expect, "after {} blocks", i + 1);
+        }
+        // Repeated single lines (closing braces, blank lines) are not a loop.
+        assert!(!repeats_itself("}\n}\n}\n}\n}\n}\n}\n}\n}\n}\n"));
+        // Only complete lines count, and short texts never loop.
+        let three = "alpha = 1\nbeta = 2\ngamma = 3\n".repeat(3);
+        assert!(repeats_itself(&three));
+        assert!(!repeats_itself(three.trim_end()));
+        assert!(!repeats_itself(&"a\nb\nc\n".repeat(3)), "too short to tell");
+        assert!(!repeats_itself(""));
+        assert!(!repeats_itself("x\n"));
+    }
 }
