@@ -336,18 +336,8 @@ pub struct ReviewArgs {
 }
 
 /// The intent of the changes since `base`: the commit messages in between.
-pub fn default_intent(repo: &std::path::Path, base: &str) -> String {
-    #[allow(clippy::disallowed_methods)] // git is the user's tool, not generated code
-    let log = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["log", "--format=%B", &format!("{base}..HEAD")])
-        .output();
-    let messages = log
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+fn default_intent(repo: &std::path::Path, base: &str) -> String {
+    let messages = basis_skills::git::messages_since(repo, base);
     if messages.is_empty() {
         review::NO_INTENT.to_string()
     } else {

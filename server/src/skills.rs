@@ -105,15 +105,15 @@ struct ReviewFeedbackArgs {
 /// review's comments, and the failures of the last generated tests' run. A
 /// document's published diagnostics are both together.
 #[derive(Default)]
-pub struct ReviewState {
-    pub diagnostics: HashMap<String, Vec<Diagnostic>>,
+pub struct SkillDiagnostics {
+    pub review: HashMap<String, Vec<Diagnostic>>,
     pub test_failures: HashMap<String, Vec<Diagnostic>>,
 }
 
-impl ReviewState {
+impl SkillDiagnostics {
     /// Everything published for `uri`.
     fn all(&self, uri: &str) -> Vec<Diagnostic> {
-        let mut v = self.diagnostics.get(uri).cloned().unwrap_or_default();
+        let mut v = self.review.get(uri).cloned().unwrap_or_default();
         v.extend(self.test_failures.get(uri).cloned().unwrap_or_default());
         v
     }
@@ -526,15 +526,7 @@ impl Backend {
             from_byte(&rope, start_byte, enc),
             from_byte(&rope, end_byte, enc),
         );
-        let mut changes = HashMap::new();
-        changes.insert(
-            a.uri.clone(),
-            vec![TextEdit::new(range, replacement.clone())],
-        );
-        let workspace_edit = WorkspaceEdit {
-            changes: Some(changes),
-            ..Default::default()
-        };
+        let workspace_edit = text_edit(&a.uri, range, replacement.clone());
         self.apply_edit_then(
             "Basis: edit".into(),
             workspace_edit.clone(),
@@ -697,7 +689,7 @@ impl Backend {
                 });
         }
         let uris: Vec<String> = {
-            let mut state = self.shared.review.lock().unwrap();
+            let mut state = self.shared.diagnostics.lock().unwrap();
             let mut uris: Vec<String> = state.test_failures.keys().cloned().collect();
             uris.extend(per_file.keys().cloned());
             uris.extend(Uri::from_file_path(test_file).map(|u| u.as_str().to_string()));
@@ -917,9 +909,9 @@ impl Backend {
     /// Replaces the review diagnostics: files reviewed before and not now are cleared.
     async fn publish_review(&self, _root: &Path, per_file: HashMap<Uri, Vec<Diagnostic>>) {
         let old: Vec<String> = {
-            let mut state = self.shared.review.lock().unwrap();
-            let old = state.diagnostics.keys().cloned().collect();
-            state.diagnostics = per_file
+            let mut state = self.shared.diagnostics.lock().unwrap();
+            let old = state.review.keys().cloned().collect();
+            state.review = per_file
                 .iter()
                 .map(|(u, d)| (u.as_str().to_string(), d.clone()))
                 .collect();
@@ -935,7 +927,7 @@ impl Backend {
     /// Publishes the skills' diagnostics of each URI.
     async fn publish(&self, uris: Vec<String>) {
         for uri in uris {
-            let diags = self.shared.review.lock().unwrap().all(&uri);
+            let diags = self.shared.diagnostics.lock().unwrap().all(&uri);
             if let Ok(u) = uri.parse::<Uri>() {
                 self.client.publish_diagnostics(u, diags, None).await;
             }
@@ -960,10 +952,10 @@ impl Backend {
         self.record_event(&a.suggestion_id, kind);
         if let Some(diags) = self
             .shared
-            .review
+            .diagnostics
             .lock()
             .unwrap()
-            .diagnostics
+            .review
             .get_mut(a.uri.as_str())
         {
             diags.retain(|d| {
@@ -1004,12 +996,8 @@ impl Backend {
         let mut actions: Vec<CodeActionOrCommand> = Vec::new();
         // Quick fixes on review comments.
         let diags: Vec<Diagnostic> = {
-            let state = self.shared.review.lock().unwrap();
-            state
-                .diagnostics
-                .get(uri.as_str())
-                .cloned()
-                .unwrap_or_default()
+            let state = self.shared.diagnostics.lock().unwrap();
+            state.review.get(uri.as_str()).cloned().unwrap_or_default()
         };
         actions.extend(review_actions(&uri, &params.context.diagnostics, &diags));
         // Edit a selection.
@@ -1132,16 +1120,11 @@ pub fn review_actions(
             }
             let line = d.range.start.line;
             let range = Range::new(Position::new(line, 0), Position::new(line + 1, 0));
-            let mut changes = HashMap::new();
-            changes.insert(uri.clone(), vec![TextEdit::new(range, text)]);
             actions.push(CodeActionOrCommand::CodeAction(CodeAction {
                 title: "Basis: apply the suggested change".into(),
                 kind: Some(CodeActionKind::QUICKFIX),
                 diagnostics: Some(vec![known.clone()]),
-                edit: Some(WorkspaceEdit {
-                    changes: Some(changes),
-                    ..Default::default()
-                }),
+                edit: Some(text_edit(uri, range, text)),
                 command: Some(feedback("accepted")),
                 is_preferred: Some(true),
                 ..Default::default()
@@ -1179,15 +1162,7 @@ fn insertion_edit(
         Some(old) => {
             let rope = Rope::from_str(old);
             let pos = from_byte(&rope, at.min(old.len()), enc);
-            let mut changes = HashMap::new();
-            changes.insert(
-                uri.clone(),
-                vec![TextEdit::new(Range::new(pos, pos), text.to_string())],
-            );
-            WorkspaceEdit {
-                changes: Some(changes),
-                ..Default::default()
-            }
+            text_edit(uri, Range::new(pos, pos), text.to_string())
         }
         None => create_file_edit(uri, text),
     }
@@ -1204,20 +1179,20 @@ fn replace_file_edit(
         Some(old) => {
             let rope = Rope::from_str(old);
             let end = from_byte(&rope, old.len(), enc);
-            let mut changes = HashMap::new();
-            changes.insert(
-                uri.clone(),
-                vec![TextEdit::new(
-                    Range::new(Position::new(0, 0), end),
-                    text.to_string(),
-                )],
-            );
-            WorkspaceEdit {
-                changes: Some(changes),
-                ..Default::default()
-            }
+            text_edit(uri, Range::new(Position::new(0, 0), end), text.to_string())
         }
         None => create_file_edit(uri, text),
+    }
+}
+
+/// A `WorkspaceEdit` replacing `range` of one document with `text`.
+fn text_edit(uri: &Uri, range: Range, text: String) -> WorkspaceEdit {
+    WorkspaceEdit {
+        changes: Some(HashMap::from([(
+            uri.clone(),
+            vec![TextEdit::new(range, text)],
+        )])),
+        ..Default::default()
     }
 }
 

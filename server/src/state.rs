@@ -48,8 +48,8 @@ pub struct Shared {
     /// The cancellation flags of the skills' `$/progress` tokens.
     pub progress_cancels:
         Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
-    /// The diagnostics of the last review.
-    pub review: Mutex<crate::skills::ReviewState>,
+    /// The diagnostics the skills published (review comments, test failures).
+    pub diagnostics: Mutex<crate::skills::SkillDiagnostics>,
 }
 
 impl Shared {
@@ -73,7 +73,7 @@ impl Shared {
             counters: Counters::default(),
             progress_supported: Mutex::new(false),
             progress_cancels: Mutex::new(Default::default()),
-            review: Mutex::new(Default::default()),
+            diagnostics: Mutex::new(Default::default()),
         })
     }
 

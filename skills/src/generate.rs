@@ -136,8 +136,8 @@ pub fn complete(
         .into_iter()
         .next()
         .ok_or_else(|| SkillError::Input("the model returned no completion".into()))?;
-    // Stopped by us because it went in circles: an answer, not a cancellation.
-    if c.finish_reason == FinishReason::Cancelled && !(looping.get() && !cancelled()) {
+    // Stopped because it went in circles (and not by the caller): an answer.
+    if c.finish_reason == FinishReason::Cancelled && (cancelled() || !looping.get()) {
         return Err(SkillError::Cancelled);
     }
     Ok(Generated {

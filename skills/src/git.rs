@@ -110,6 +110,16 @@ pub fn changes(
     Ok(out)
 }
 
+/// The messages of the commits from `base` (exclusive) to HEAD, newest first;
+/// empty when there are none or git cannot tell.
+pub fn messages_since(repo: &Path, base: &str) -> String {
+    git(repo, &["log", "--format=%B", &format!("{base}..HEAD")])
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
