@@ -7,7 +7,10 @@
 //! `feedback`, `model`) and convert their answers back ([`proto`]).
 
 pub mod backend;
+pub mod cancel;
+pub mod debug;
 pub mod documents;
+pub mod indexing;
 pub mod layer;
 pub mod model_host;
 pub mod position;
@@ -43,9 +46,11 @@ fn service(
 ) {
     let shared = state::Shared::new(options);
     let for_backend = shared.clone();
-    let (service, socket) = LspService::build(move |client| backend::Backend {
-        client,
-        shared: for_backend,
+    let (service, socket) = LspService::build(move |client| {
+        backend::Backend(state::Ctx {
+            client,
+            shared: for_backend,
+        })
     })
     .custom_method("basis/localize", backend::Backend::localize)
     .custom_method("basis/feedback", backend::Backend::feedback)
@@ -80,6 +85,7 @@ where
     let output_pump = transport::pump_output(from_server, output, errors_rx);
     let server = async move {
         Server::new(server_in, server_out, socket)
+            .concurrency_level(layer::CONCURRENCY)
             .serve(service)
             .await;
     };

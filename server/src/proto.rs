@@ -18,7 +18,11 @@ use basis_code::{Span, Symbol, SymbolKind as CodeKind};
 use ropey::Rope;
 use serde::{Deserialize, Serialize};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode};
-use tower_lsp_server::ls_types::{DocumentSymbol, Range, SymbolKind, Uri};
+use tower_lsp_server::ls_types::{
+    CreateFile, CreateFileOptions, DocumentChangeOperation, DocumentChanges, DocumentSymbol, OneOf,
+    OptionalVersionedTextDocumentIdentifier, Position, Range, ResourceOp, SymbolKind,
+    TextDocumentEdit, TextEdit, Uri, WorkspaceEdit,
+};
 
 use crate::position::{range_of_bytes, Encoding};
 
@@ -215,15 +219,47 @@ impl<'a> Texts<'a> {
         match self.rope(path, uri) {
             Some(rope) => range(rope, span, enc),
             None => Range::new(
-                tower_lsp_server::ls_types::Position::new(
-                    span.start.row as u32,
-                    span.start.column as u32,
-                ),
-                tower_lsp_server::ls_types::Position::new(
-                    span.end.row as u32,
-                    span.end.column as u32,
-                ),
+                Position::new(span.start.row as u32, span.start.column as u32),
+                Position::new(span.end.row as u32, span.end.column as u32),
             ),
         }
+    }
+}
+
+/// A `WorkspaceEdit` replacing `range` of one document with `text`.
+pub fn text_edit(uri: &Uri, range: Range, text: String) -> WorkspaceEdit {
+    WorkspaceEdit {
+        changes: Some(HashMap::from([(
+            uri.clone(),
+            vec![TextEdit::new(range, text)],
+        )])),
+        ..Default::default()
+    }
+}
+
+/// A `WorkspaceEdit` creating a file (unless it exists) with `text`.
+pub fn create_file_edit(uri: &Uri, text: &str) -> WorkspaceEdit {
+    WorkspaceEdit {
+        document_changes: Some(DocumentChanges::Operations(vec![
+            DocumentChangeOperation::Op(ResourceOp::Create(CreateFile {
+                uri: uri.clone(),
+                options: Some(CreateFileOptions {
+                    overwrite: Some(false),
+                    ignore_if_exists: Some(true),
+                }),
+                annotation_id: None,
+            })),
+            DocumentChangeOperation::Edit(TextDocumentEdit {
+                text_document: OptionalVersionedTextDocumentIdentifier {
+                    uri: uri.clone(),
+                    version: None,
+                },
+                edits: vec![OneOf::Left(TextEdit::new(
+                    Range::new(Position::new(0, 0), Position::new(0, 0)),
+                    text.to_string(),
+                ))],
+            }),
+        ])),
+        ..Default::default()
     }
 }

@@ -1,13 +1,22 @@
-//! The state shared by the ordering layer, the handlers and the background tasks.
+//! The state shared by the ordering layer, the handlers and the background tasks,
+//! and [`Ctx`], what every handler works with.
+//!
+//! Locks are `parking_lot`'s: they do not poison, so a panic caught by the panic
+//! boundary while a lock was held cannot turn every later request into a panic.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use basis_code::{Limits, WorkspaceIndex};
-use basis_feedback::Writer;
+use basis_feedback::{Event, EventKind, Writer};
+use parking_lot::{Mutex, RwLock};
+use tower_lsp_server::ls_types::Diagnostic;
+use tower_lsp_server::Client;
 
 use crate::documents::Documents;
+use crate::indexing::IndexUpdates;
 use crate::model_host::ModelHost;
 use crate::position::Encoding;
 use crate::settings::Settings;
@@ -20,12 +29,45 @@ pub struct Counters {
     pub generations_started: AtomicU64,
     pub generations_finished: AtomicU64,
     pub generations_cancelled: AtomicU64,
+    /// Requests answered "busy" because too many were in flight.
+    pub requests_refused: AtomicU64,
+    /// Waits on internal state (the index, the feedback store) that hit their bound.
+    pub waits_timed_out: AtomicU64,
+    /// Index updates (saves, watched-file changes) applied.
+    pub index_updates_applied: AtomicU64,
+}
+
+/// The diagnostics the skills left in the editor, per document URI: the last
+/// review's comments, and the failures of the last generated tests' run. A
+/// document's published diagnostics are both together.
+#[derive(Default)]
+pub struct SkillDiagnostics {
+    pub review: HashMap<String, Vec<Diagnostic>>,
+    pub test_failures: HashMap<String, Vec<Diagnostic>>,
+}
+
+impl SkillDiagnostics {
+    /// Everything published for `uri`.
+    pub fn all(&self, uri: &str) -> Vec<Diagnostic> {
+        let mut v = self.review.get(uri).cloned().unwrap_or_default();
+        v.extend(self.test_failures.get(uri).cloned().unwrap_or_default());
+        v
+    }
+}
+
+/// How far the first index build has got (for "still indexing" answers).
+#[derive(Default)]
+pub struct IndexProgress {
+    pub done: AtomicUsize,
+    pub total: AtomicUsize,
 }
 
 pub struct Shared {
     pub options: ServerOptions,
     /// Set once `initialize` has been answered; document sync before it is dropped.
     pub initialized: AtomicBool,
+    /// Set by the first `initialized`: the background tasks start once.
+    pub started: AtomicBool,
     encoding: AtomicU8,
     pub docs: Mutex<Documents>,
     /// Bumped by every document change: a long request that sees it move answers
@@ -35,46 +77,53 @@ pub struct Shared {
     pub index: RwLock<WorkspaceIndex>,
     /// Becomes true when the first index build has finished (or failed).
     pub index_ready: tokio::sync::watch::Sender<bool>,
-    /// Saves and watched-file changes received but not yet applied to the index:
-    /// queries wait for them, so a save is seen by the next query.
-    pub index_updates: tokio::sync::watch::Sender<u64>,
+    pub index_progress: IndexProgress,
+    /// Saves and watched-file changes, applied in arrival order by one worker.
+    pub index_updates: IndexUpdates,
     pub limits: Limits,
     pub settings: Mutex<Settings>,
     pub models: ModelHost,
     pub feedback: Mutex<Option<Writer>>,
     pub tracker: Mutex<Tracker>,
     pub counters: Counters,
-    pub progress_supported: Mutex<bool>,
+    pub progress_supported: AtomicBool,
     /// The cancellation flags of the skills' `$/progress` tokens.
-    pub progress_cancels:
-        Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    pub progress_cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// The diagnostics the skills published (review comments, test failures).
-    pub diagnostics: Mutex<crate::skills::SkillDiagnostics>,
+    pub diagnostics: Mutex<SkillDiagnostics>,
+    /// The review started by the last save (`review.onSave`): a new save stops it.
+    pub review_on_save: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
     pub fn new(options: ServerOptions) -> Arc<Self> {
         let models = ModelHost::new(options.resolver.clone());
-        Arc::new(Self {
+        let (index_updates, queue) = IndexUpdates::new();
+        let shared = Arc::new(Self {
             options,
             initialized: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             encoding: AtomicU8::new(Encoding::Utf16 as u8),
             docs: Mutex::new(Documents::default()),
             edits: AtomicU64::new(0),
             root: Mutex::new(None),
             index: RwLock::new(WorkspaceIndex::new(PathBuf::new(), Limits::default())),
             index_ready: tokio::sync::watch::Sender::new(false),
-            index_updates: tokio::sync::watch::Sender::new(0),
+            index_progress: IndexProgress::default(),
+            index_updates,
             limits: Limits::default(),
             settings: Mutex::new(Settings::default()),
             models,
             feedback: Mutex::new(None),
             tracker: Mutex::new(Tracker::default()),
             counters: Counters::default(),
-            progress_supported: Mutex::new(false),
-            progress_cancels: Mutex::new(Default::default()),
-            diagnostics: Mutex::new(Default::default()),
-        })
+            progress_supported: AtomicBool::new(false),
+            progress_cancels: Mutex::new(HashMap::new()),
+            diagnostics: Mutex::new(SkillDiagnostics::default()),
+            review_on_save: Mutex::new(None),
+        });
+        crate::indexing::spawn_update_worker(&shared, queue);
+        shared
     }
 
     pub fn encoding(&self) -> Encoding {
@@ -90,19 +139,19 @@ impl Shared {
     }
 
     pub fn root(&self) -> Option<PathBuf> {
-        self.root.lock().unwrap().clone()
+        self.root.lock().clone()
     }
 
     /// The text of an open document (a cheap rope clone).
     pub fn open_rope(&self, uri: &str) -> Option<ropey::Rope> {
-        self.docs.lock().unwrap().get(uri).map(|d| d.rope.clone())
+        self.docs.lock().get(uri).map(|d| d.rope.clone())
     }
 
     pub fn feedback(&self) -> Option<Writer> {
-        self.feedback.lock().unwrap().clone()
+        self.feedback.lock().clone()
     }
 
-    /// The workspace-relative path of a file URI, if it is inside the workspace.
+    /// The workspace-relative path of a file, if it is inside the workspace.
     pub fn relative_path(&self, path: &std::path::Path) -> Option<String> {
         let root = self.root()?;
         let rel = path.strip_prefix(&root).ok()?;
@@ -113,4 +162,33 @@ impl Shared {
                 .join("/"),
         )
     }
+
+    /// Records what happened to a suggestion. Every feedback event the server
+    /// writes (the client's reports, what the skills saw, the tracker's undo and
+    /// retention) goes through here. It never waits: the writer's queue drops
+    /// and counts what it cannot take.
+    pub fn record_event(&self, suggestion_id: &str, kind: EventKind) {
+        if let Some(w) = self.feedback() {
+            w.record_event(Event {
+                suggestion_id: suggestion_id.to_string(),
+                time_ms: now_ms(),
+                kind,
+            });
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (feedback events' clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What every handler works with: the client connection and the shared state.
+#[derive(Clone)]
+pub struct Ctx {
+    pub client: Client,
+    pub shared: Arc<Shared>,
 }

@@ -10,6 +10,7 @@
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
+use tower_lsp_server::jsonrpc::{Request, Response};
 
 /// The largest message body accepted (an opened file's text travels in one).
 const MAX_BODY: usize = 1 << 30;
@@ -90,6 +91,11 @@ fn error_response(id: Value, code: i64, message: String) -> Vec<u8> {
 }
 
 /// Checks a body; `Err` is the error response to send instead of passing it on.
+///
+/// tower-lsp-server's decoder reads a body as its own `Response`, else its own
+/// `Request`, and a body that is neither ends its input stream for good: the
+/// server would stop reading while the process lives on. So a body passes only
+/// if it deserialises into one of those same two types.
 fn check(body: &[u8]) -> Result<(), Vec<u8>> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -101,17 +107,18 @@ fn check(body: &[u8]) -> Result<(), Vec<u8>> {
             ))
         }
     };
-    let id = v
-        .get("id")
-        .cloned()
-        .filter(|id| id.is_string() || id.is_number());
-    let well_formed = v.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
-        && (v.get("method").is_some_and(Value::is_string) || v.get("id").is_some());
-    if !v.is_object() || !well_formed {
+    let decodable = serde_json::from_value::<Response>(v.clone()).is_ok()
+        || serde_json::from_value::<Request>(v.clone()).is_ok();
+    if !decodable {
+        // Echo the id when it is one JSON-RPC allows (a string or an integer).
+        let id = v
+            .get("id")
+            .cloned()
+            .filter(|id| id.is_string() || id.is_i64() || id.is_u64());
         return Err(error_response(
             id.unwrap_or(Value::Null),
             -32600,
-            "invalid request: not a JSON-RPC 2.0 message".into(),
+            "invalid request: not a JSON-RPC 2.0 request, notification or response".into(),
         ));
     }
     Ok(())
@@ -158,6 +165,10 @@ where
 }
 
 /// Pumps server → client frames, putting our own error responses between them.
+///
+/// The server's frames are read on their own loop and handed over through a
+/// channel: reading a frame is not cancellation-safe (a `select!` that dropped a
+/// half-read frame would lose it and misread the rest), receiving from a channel is.
 pub async fn pump_output<R, W>(
     from_server: R,
     mut output: W,
@@ -166,30 +177,46 @@ pub async fn pump_output<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = BufReader::new(from_server);
-    let mut errors_open = true;
-    loop {
-        tokio::select! {
-            frame_result = read_frame(&mut reader) => match frame_result {
+    let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(64);
+    let read = async move {
+        let mut reader = BufReader::new(from_server);
+        loop {
+            match read_frame(&mut reader).await {
                 Ok(Frame::Body(body)) => {
-                    if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
+                    if frames_tx.send(body).await.is_err() {
                         break;
                     }
                 }
                 Ok(Frame::BadHeader(why)) => tracing::error!("the server wrote a bad frame: {why}"),
                 Ok(Frame::Eof) | Err(_) => break,
-            },
-            injected = errors.recv(), if errors_open => match injected {
-                Some(body) => {
-                    if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
-                        break;
-                    }
-                }
-                None => errors_open = false,
-            },
+            }
         }
-    }
-    let _ = output.flush().await;
+    };
+    let write = async {
+        let mut errors_open = true;
+        loop {
+            let body = tokio::select! {
+                body = frames.recv() => match body {
+                    Some(body) => body,
+                    None => break,
+                },
+                injected = errors.recv(), if errors_open => match injected {
+                    Some(body) => body,
+                    None => {
+                        errors_open = false;
+                        continue;
+                    }
+                },
+            };
+            if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
+                break;
+            }
+        }
+        // Stop the reader too (it may be waiting to hand over a frame).
+        drop(frames);
+        let _ = output.flush().await;
+    };
+    tokio::join!(read, write);
 }
 
 #[cfg(test)]
@@ -213,6 +240,25 @@ mod tests {
         );
         let e: Value = serde_json::from_slice(&check(b"[1,2]").unwrap_err()).unwrap();
         assert_eq!(e["error"]["code"], -32600);
+        // Ids tower-lsp-server cannot decode would end its input stream: they are
+        // answered here, with a null id when the id itself is what is wrong.
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":{"a":1},"method":"workspace/symbol"}"#[..],
+            br#"{"jsonrpc":"2.0","id":2.5,"method":"workspace/symbol"}"#,
+            br#"{"jsonrpc":"2.0","id":[1],"result":null}"#,
+        ] {
+            let e: Value = serde_json::from_slice(&check(body).unwrap_err()).unwrap();
+            assert_eq!(
+                (e["id"].clone(), e["error"]["code"].as_i64()),
+                (Value::Null, Some(-32600)),
+                "{e}"
+            );
+        }
+        let e: Value = serde_json::from_slice(
+            &check(br#"{"jsonrpc":"1.0","id":"old","method":"x"}"#).unwrap_err(),
+        )
+        .unwrap();
+        assert_eq!(e["id"], "old");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! `basis generate` does).
 #![allow(dead_code)]
 
+pub mod fuzz;
 pub mod lsp;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,108 @@
+//! Localization in the editor: the request `basis/localize {query, limit?}` and
+//! the command `basis.localize` (`"query"` or `{query, limit?}`) answer ranked
+//! locations: retrieval candidates, the model's choice of files, the rest in
+//! retrieval order.
+
+use std::sync::atomic::Ordering;
+
+use basis_skills::localize;
+use serde_json::Value;
+use tower_lsp_server::jsonrpc::{Error, Result};
+use tower_lsp_server::ls_types::Uri;
+
+use crate::indexing::wait_for_index;
+use crate::proto::{self, LocalizeParams, LocalizeResult, LocalizedLocation, Texts};
+use crate::state::Ctx;
+
+pub const COMMAND: &str = "basis.localize";
+
+/// `basis/localize`.
+pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult> {
+    if params.query.trim().is_empty() {
+        return Err(proto::invalid_params(
+            "`query` is empty; describe the issue",
+        ));
+    }
+    wait_for_index(&cx.shared).await?;
+    let edits_before = cx.shared.edits.load(Ordering::Acquire);
+    let settings = cx.shared.settings.lock().clone();
+    let opts = localize::Options {
+        candidates: settings.localize.candidates.max(1),
+        limit: params.limit.unwrap_or(10).clamp(1, 100),
+        sampling: basis_model::SamplingParams {
+            temperature: settings.sampling.temperature,
+            max_tokens: settings.sampling.max_tokens,
+            seed: settings.sampling.seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let candidates = {
+        let index = cx.shared.index.read();
+        localize::candidates(&index, &params.query, &opts)
+    };
+    let query = params.query.clone();
+    let (outcome, served) = cx
+        .generate("Basis: localizing", move |lm, _, cancelled| {
+            localize::run(lm, &query, &candidates, &opts, cancelled)
+        })
+        .await?;
+    if cx.shared.edits.load(Ordering::Acquire) != edits_before {
+        return Err(Error::content_modified());
+    }
+    let root = cx.shared.root().unwrap_or_default();
+    let suggestion_id = cx
+        .record(
+            basis_skills::SkillId::Localize,
+            &outcome.generated,
+            &served,
+            None,
+        )
+        .await?;
+
+    let enc = cx.shared.encoding();
+    let open = |uri: &str| cx.shared.open_rope(uri);
+    let mut texts = Texts::new(&open);
+    let locations = outcome
+        .locations
+        .iter()
+        .filter_map(|l| {
+            let path = root.join(&l.path);
+            let uri = Uri::from_file_path(&path)?;
+            let range = match &l.span {
+                Some(span) => texts.range(&path, &uri, span, enc),
+                None => Default::default(),
+            };
+            Some(LocalizedLocation {
+                uri,
+                range,
+                symbol: l.symbol.clone(),
+                score: l.score,
+            })
+        })
+        .collect();
+    Ok(LocalizeResult {
+        suggestion_id,
+        model_version: served.version.to_string(),
+        locations,
+    })
+}
+
+/// `basis.localize`: arguments `["query"]` or `[{query, limit?}]`.
+pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
+    let params = match args.into_iter().next() {
+        Some(Value::String(query)) => LocalizeParams { query, limit: None },
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            proto::invalid_params(format!(
+                "{COMMAND} takes \"query\" or {{query, limit?}}: {e}"
+            ))
+        })?,
+        None => {
+            return Err(proto::invalid_params(format!(
+                "{COMMAND} needs the issue text as its argument"
+            )))
+        }
+    };
+    let r = request(cx, params).await?;
+    serde_json::to_value(r).map_err(proto::internal)
+}

@@ -1,0 +1,503 @@
+//! What every skill's LSP side shares: `$/progress` that the user can cancel, the
+//! model call on the blocking pool, storing the suggestion before its id reaches
+//! the client, `workspace/applyEdit` with its answer recorded, the sandbox, and
+//! publishing the skills' diagnostics.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use basis_code::Language;
+use basis_feedback::{EventKind, Suggestion};
+use basis_model::LanguageModel;
+use basis_skills::generate::{Context as SuggestionContext, Generated};
+use basis_skills::sandbox::Sandbox;
+use basis_skills::{Skill, SkillError, SkillId};
+use serde::Deserialize;
+use serde_json::Value;
+use tower_lsp_server::jsonrpc::{Error, Result};
+use tower_lsp_server::ls_types::*;
+
+use crate::cancel::{bounded, CancelOnDrop};
+use crate::model_host::Served;
+use crate::proto;
+use crate::state::{Ctx, Shared};
+
+/// How long a skill waits for the feedback store to confirm a suggestion.
+const STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an `applyEdit` may stay unanswered before it counts as rejected.
+const APPLY_EDIT_WAIT: Duration = Duration::from_secs(600);
+
+/// How long the server waits for the client to answer a progress request.
+const PROGRESS_CREATE_WAIT: Duration = Duration::from_secs(30);
+
+static PROGRESS_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A copy of the sandbox whose runs stop when the returned flag is raised.
+pub fn cancellable_sandbox() -> (Sandbox, Arc<AtomicBool>) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let sb = Sandbox {
+        cancel: Some(cancel.clone()),
+        ..sandbox().clone()
+    };
+    (sb, cancel)
+}
+
+/// The sandbox, detected once per server (detection probes bwrap and warns in
+/// the log when it cannot isolate).
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(Sandbox::detect)
+}
+
+/// A command's first argument, deserialised; an error that names the command.
+pub fn arg<T: for<'de> Deserialize<'de>>(args: Vec<Value>, command: &str) -> Result<T> {
+    let first = args
+        .into_iter()
+        .next()
+        .ok_or_else(|| proto::invalid_params(format!("{command} needs an argument")))?;
+    serde_json::from_value(first).map_err(|e| proto::invalid_params(format!("{command}: {e}")))
+}
+
+/// A command's first argument as text: `"text"` or `{<key>: "text"}`.
+pub fn text_arg(args: Vec<Value>, command: &str, key: &str) -> Result<String> {
+    let text = match args.into_iter().next() {
+        Some(Value::String(s)) => s,
+        Some(v) => v
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| proto::invalid_params(format!("{command} needs {{{key}}}")))?,
+        None => {
+            return Err(proto::invalid_params(format!(
+                "{command} needs the {key} text as its argument"
+            )))
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(proto::invalid_params(format!(
+            "the {key} text is empty; describe it"
+        )));
+    }
+    Ok(text)
+}
+
+pub fn skill_error(e: SkillError) -> Error {
+    match e {
+        SkillError::Cancelled => Error::request_cancelled(),
+        SkillError::Input(m) => proto::invalid_params(m),
+        e => proto::internal(e),
+    }
+}
+
+/// `$/progress` of one long step; nothing is sent when the client does not
+/// support it or has not answered the create request yet. A progress dropped
+/// before [`StepProgress::end`] (its request was cancelled) ends as "cancelled",
+/// so no client is left showing work that stopped.
+pub struct StepProgress {
+    client: tower_lsp_server::Client,
+    shared: Arc<Shared>,
+    token: ProgressToken,
+    created: tokio::sync::watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl StepProgress {
+    /// Starts a progress the client may cancel, which raises `cancel`.
+    pub fn start(cx: &Ctx, title: &str, cancel: Arc<AtomicBool>) -> StepProgress {
+        let token = NumberOrString::String(format!(
+            "basis/skill/{}",
+            PROGRESS_IDS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if cx.shared.progress_supported.load(Ordering::Acquire) {
+            cx.shared
+                .progress_cancels
+                .lock()
+                .insert(token_key(&token), cancel);
+            let client = cx.client.clone();
+            let token = token.clone();
+            let title = title.to_string();
+            tokio::spawn(async move {
+                let created = tokio::time::timeout(
+                    PROGRESS_CREATE_WAIT,
+                    client.create_work_done_progress(token.clone()),
+                )
+                .await;
+                if matches!(created, Ok(Ok(()))) {
+                    client
+                        .send_notification::<notification::Progress>(ProgressParams {
+                            token,
+                            value: ProgressParamsValue::WorkDone(WorkDoneProgress::Begin(
+                                WorkDoneProgressBegin {
+                                    title,
+                                    cancellable: Some(true),
+                                    message: None,
+                                    percentage: None,
+                                },
+                            )),
+                        })
+                        .await;
+                    let _ = tx.send(true);
+                }
+            });
+        }
+        StepProgress {
+            client: cx.client.clone(),
+            shared: cx.shared.clone(),
+            token,
+            created: rx,
+            ended: false,
+        }
+    }
+
+    pub fn report(&self, message: String) {
+        if !*self.created.borrow() {
+            return;
+        }
+        let client = self.client.clone();
+        let token = self.token.clone();
+        tokio::spawn(async move {
+            client
+                .send_notification::<notification::Progress>(ProgressParams {
+                    token,
+                    value: ProgressParamsValue::WorkDone(WorkDoneProgress::Report(
+                        WorkDoneProgressReport {
+                            cancellable: Some(true),
+                            message: Some(message),
+                            percentage: None,
+                        },
+                    )),
+                })
+                .await;
+        });
+    }
+
+    pub async fn end(mut self, message: String) {
+        self.ended = true;
+        self.finish(message).await;
+    }
+
+    /// Ends what began (the begin may still be on its way: wait a little for it).
+    fn finish(&self, message: String) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared
+            .progress_cancels
+            .lock()
+            .remove(&token_key(&self.token));
+        let (client, token, mut created) = (
+            self.client.clone(),
+            self.token.clone(),
+            self.created.clone(),
+        );
+        async move {
+            let began = tokio::time::timeout(Duration::from_secs(2), created.wait_for(|c| *c))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if began {
+                client
+                    .send_notification::<notification::Progress>(ProgressParams {
+                        token,
+                        value: ProgressParamsValue::WorkDone(WorkDoneProgress::End(
+                            WorkDoneProgressEnd {
+                                message: Some(message),
+                            },
+                        )),
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+impl Drop for StepProgress {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let end = self.finish("cancelled".into());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(end);
+        }
+    }
+}
+
+pub fn token_key(token: &ProgressToken) -> String {
+    match token {
+        NumberOrString::Number(n) => n.to_string(),
+        NumberOrString::String(s) => s.clone(),
+    }
+}
+
+impl Ctx {
+    /// The workspace root, or an error saying a workspace is needed.
+    pub fn workspace_root(&self) -> Result<PathBuf> {
+        self.shared
+            .root()
+            .ok_or_else(|| proto::invalid_params("Basis needs a workspace folder for this"))
+    }
+
+    /// The unsaved editor buffers inside the workspace: relative path → text.
+    pub fn overlay(&self) -> HashMap<String, String> {
+        let docs = self.shared.docs.lock();
+        docs.iter()
+            .filter_map(|(uri, doc)| {
+                let uri: Uri = uri.parse().ok()?;
+                let path = uri.to_file_path()?;
+                let rel = self.shared.relative_path(&path)?;
+                Some((rel, doc.rope.to_string()))
+            })
+            .collect()
+    }
+
+    /// A file's text: the open buffer, else the file on disk. Returns the
+    /// workspace-relative path, the absolute path and the text.
+    pub fn text_of(&self, uri: &Uri) -> Result<(String, PathBuf, String)> {
+        let path = uri
+            .to_file_path()
+            .map(|p| p.into_owned())
+            .ok_or_else(|| proto::invalid_params(format!("{} is not a file", uri.as_str())))?;
+        let rel = self.shared.relative_path(&path).ok_or_else(|| {
+            proto::invalid_params(format!("{} is outside the workspace", path.display()))
+        })?;
+        if let Some(rope) = self.shared.open_rope(uri.as_str()) {
+            return Ok((rel, path, rope.to_string()));
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| proto::invalid_params(format!("cannot read {}: {e}", path.display())))?;
+        if basis_code::looks_binary(&bytes) {
+            return Err(proto::invalid_params(format!(
+                "{} looks like a binary file",
+                path.display()
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| proto::invalid_params(format!("{} is not UTF-8 text", path.display())))?;
+        Ok((rel, path, text))
+    }
+
+    /// Runs a skill's model work on the blocking pool, with `$/progress` and
+    /// cancellation (of the request, or of the progress).
+    pub async fn generate<T: Send + 'static>(
+        &self,
+        title: &str,
+        work: impl FnOnce(
+                &LanguageModel,
+                &mut dyn FnMut(usize),
+                &dyn Fn() -> bool,
+            ) -> std::result::Result<T, SkillError>
+            + Send
+            + 'static,
+    ) -> Result<(T, Arc<Served>)> {
+        let served = self
+            .shared
+            .models
+            .get()
+            .await
+            .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        let progress = StepProgress::start(self, title, cancel.clone());
+        let counters = &self.shared.counters;
+        counters.generations_started.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let model = served.clone();
+        let flag = cancel.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut last = 0usize;
+            let r = work(
+                &model.lm,
+                &mut |n| {
+                    if n >= last + 16 {
+                        last = n;
+                        let _ = tx.send(n);
+                    }
+                },
+                &|| flag.load(Ordering::Acquire),
+            );
+            let c = &shared.counters;
+            match &r {
+                Err(SkillError::Cancelled) => {
+                    c.generations_cancelled.fetch_add(1, Ordering::Relaxed)
+                }
+                _ => c.generations_finished.fetch_add(1, Ordering::Relaxed),
+            };
+            r
+        });
+        let reporter = async {
+            while let Some(n) = rx.recv().await {
+                progress.report(format!("{n} tokens"));
+            }
+        };
+        let (result, ()) = tokio::join!(task, reporter);
+        let result = result.map_err(|e| proto::internal(format!("{title} failed: {e}")))?;
+        let message = match &result {
+            Ok(_) => "done".to_string(),
+            Err(SkillError::Cancelled) => "cancelled".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        progress.end(message).await;
+        Ok((result.map_err(skill_error)?, served))
+    }
+
+    /// Runs skill `S` on `input` with the editor's sampling settings (see
+    /// [`Ctx::generate`]).
+    pub async fn run_skill<S: Skill>(&self, input: &S::Input) -> Result<(S::Outcome, Arc<Served>)> {
+        let opts = {
+            let settings = self.shared.settings.lock();
+            S::default_options().sampled(settings.sampling.temperature, settings.sampling.seed)
+        };
+        let task = input.clone();
+        self.generate(&format!("Basis: {}", S::DOING), move |lm, on, cancelled| {
+            S::run(lm, &task, &opts, on, cancelled)
+        })
+        .await
+    }
+
+    /// Stores a suggestion and returns its id once the store has it on disk, so
+    /// that every suggestion id a client receives is in the store. A full queue
+    /// drops it (counted) rather than making the user wait; a store that does not
+    /// confirm within [`STORE_WAIT`] fails the request.
+    pub async fn record(
+        &self,
+        skill: SkillId,
+        generated: &Generated,
+        served: &Served,
+        file: Option<&str>,
+    ) -> Result<String> {
+        let cx = SuggestionContext {
+            model_name: served.name.clone(),
+            model_version: served.version.to_string(),
+            workspace: self.shared.root().map(|r| r.display().to_string()),
+            file: file.map(str::to_string),
+            language: file
+                .and_then(|f| Language::from_path(std::path::Path::new(f)))
+                .map(|l| l.name().to_string()),
+        };
+        let s = generated.suggestion(skill, &cx);
+        let id = s.id.clone();
+        self.store_suggestion(s).await?;
+        Ok(id)
+    }
+
+    async fn store_suggestion(&self, s: Suggestion) -> Result<()> {
+        let Some(writer) = self.shared.feedback() else {
+            return Ok(());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = writer.record_suggestion(
+            s,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        if !queued {
+            tracing::warn!("feedback queue full: a suggestion was not recorded");
+            return Ok(());
+        }
+        let written = bounded(&self.shared, STORE_WAIT, rx, || {
+            format!(
+                "the feedback store did not confirm the suggestion within {}s",
+                STORE_WAIT.as_secs()
+            )
+        })
+        .await?;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("recording a suggestion failed: {e}"),
+            Err(_) => tracing::error!("the feedback writer stopped"),
+        }
+        Ok(())
+    }
+
+    /// The answer to a request whose suggestion `id` held no code: recorded as
+    /// rejected, and an error saying so.
+    pub fn no_code(&self, id: &str, message: &str) -> Error {
+        self.shared.record_event(
+            id,
+            EventKind::Rejected {
+                reason: "the answer held no code".into(),
+            },
+        );
+        proto::internal(message)
+    }
+
+    /// Sends `edit` as `workspace/applyEdit` from a task (a handler never waits
+    /// on the client) and records the answer; `then` runs once it was applied.
+    /// An edit the client leaves unanswered for [`APPLY_EDIT_WAIT`] is rejected.
+    pub fn apply_edit_then<F, Fut>(
+        &self,
+        label: String,
+        edit: WorkspaceEdit,
+        id: String,
+        track: Option<(Uri, String)>,
+        then: F,
+    ) where
+        F: FnOnce(Ctx) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let cx = self.clone();
+        tokio::spawn(async move {
+            let answer = tokio::time::timeout(
+                APPLY_EDIT_WAIT,
+                cx.client
+                    .send_request::<request::ApplyWorkspaceEdit>(ApplyWorkspaceEditParams {
+                        edit,
+                        label: Some(label),
+                    }),
+            )
+            .await;
+            let applied = match answer {
+                Ok(Ok(r)) => r.applied,
+                Ok(Err(e)) => {
+                    tracing::info!("workspace/applyEdit failed: {e}");
+                    false
+                }
+                Err(_) => {
+                    tracing::info!("workspace/applyEdit got no answer");
+                    false
+                }
+            };
+            if applied {
+                if let Some((uri, text)) = &track {
+                    cx.shared
+                        .tracker
+                        .lock()
+                        .track(&id, uri.as_str(), text, Instant::now());
+                }
+                cx.shared.record_event(&id, EventKind::Accepted);
+                then(cx).await;
+            } else {
+                cx.shared.record_event(
+                    &id,
+                    EventKind::Rejected {
+                        reason: "the edit was not applied".into(),
+                    },
+                );
+            }
+        });
+    }
+
+    /// Publishes the skills' diagnostics of each URI.
+    pub async fn publish(&self, uris: Vec<String>) {
+        for uri in uris {
+            let diags = self.shared.diagnostics.lock().all(&uri);
+            if let Ok(u) = uri.parse::<Uri>() {
+                self.client.publish_diagnostics(u, diags, None).await;
+            }
+        }
+    }
+
+    /// Shows a message in the editor.
+    pub async fn tell(&self, ok: bool, message: String) {
+        let kind = if ok {
+            MessageType::INFO
+        } else {
+            MessageType::WARNING
+        };
+        self.client.show_message(kind, message).await;
+    }
+}
