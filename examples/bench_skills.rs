@@ -19,7 +19,7 @@ use basis_code::Language;
 use basis_model::{LanguageModel, Precision};
 use basis_skills::diff::FileChange;
 use basis_skills::sandbox::Sandbox;
-use basis_skills::{edit, localize, reproduce, review, runner, testgen};
+use basis_skills::{edit, localize, reproduce, review, runner, testgen, Skill};
 use serde_json::json;
 
 fn fixture(name: &str) -> PathBuf {
@@ -81,6 +81,12 @@ fn direct(dir: &Path, argv: &[&str], env: &[(&str, &str)], clean: bool) -> Durat
     start.elapsed()
 }
 
+/// Runs skill `S` once on `input` with its default options; the tokens it wrote.
+fn tokens_of<S: Skill>(lm: &LanguageModel, input: &S::Input) -> usize {
+    let outcome = S::run(lm, input, &S::default_options(), &mut |_| {}, &|| false).unwrap();
+    S::generated(&outcome).token_count
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let model = args.get(1).expect("usage: bench_skills MODEL.gguf [RUNS]");
@@ -92,7 +98,6 @@ fn main() {
         &basis_model::default_device(),
     )
     .unwrap();
-    let never = || false;
 
     // The inputs, one per skill.
     let repo = fixture("py_shop");
@@ -105,7 +110,11 @@ fn main() {
         &stop,
     )
     .unwrap();
-    let candidates = localize::candidates(&index, ISSUE, &localize::Options::default());
+    let localize_input = localize::Input {
+        issue: ISSUE.into(),
+        candidates: localize::candidates(&index, ISSUE, localize::CANDIDATES),
+        limit: 10,
+    };
     let sel = "    if quantity > BULK_QUANTITY:\n        total = total * 0.9\n";
     let start = pricing.find(sel).unwrap();
     let edit_input = edit::Input {
@@ -143,64 +152,19 @@ fn main() {
             *tokens.entry(name).or_default() += n;
         };
         time("localize", &mut || {
-            localize::run(
-                &lm,
-                ISSUE,
-                &candidates,
-                &localize::Options::default(),
-                &never,
-            )
-            .unwrap()
-            .generated
-            .token_count
+            tokens_of::<localize::LocalizeSkill>(&lm, &localize_input)
         });
         time("edit", &mut || {
-            edit::run(
-                &lm,
-                &edit_input,
-                &edit::default_options(),
-                &mut |_| {},
-                &never,
-            )
-            .unwrap()
-            .generated
-            .token_count
+            tokens_of::<edit::EditSkill>(&lm, &edit_input)
         });
         time("testgen", &mut || {
-            testgen::run(
-                &lm,
-                &testgen_input,
-                &testgen::default_options(),
-                &mut |_| {},
-                &never,
-            )
-            .unwrap()
-            .generated
-            .token_count
+            tokens_of::<testgen::TestgenSkill>(&lm, &testgen_input)
         });
         time("reproduce", &mut || {
-            reproduce::run(
-                &lm,
-                &reproduce_input,
-                &reproduce::default_options(),
-                &mut |_| {},
-                &never,
-            )
-            .unwrap()
-            .generated
-            .token_count
+            tokens_of::<reproduce::ReproduceSkill>(&lm, &reproduce_input)
         });
         time("review", &mut || {
-            review::run(
-                &lm,
-                &review_input,
-                &review::default_options(),
-                &mut |_| {},
-                &never,
-            )
-            .unwrap()
-            .generated
-            .token_count
+            tokens_of::<review::ReviewSkill>(&lm, &review_input)
         });
     }
     let mut skills = serde_json::Map::new();

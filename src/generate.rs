@@ -42,6 +42,14 @@ pub struct TokenizeArgs {
     /// A model name from the store, or a path.
     #[arg(long)]
     model: Option<String>,
+    /// Read special-token markers written in the text (e.g. `<|im_end|>`) as
+    /// their control tokens, as a chat template's own markers are read.
+    #[arg(long, conflicts_with = "plain")]
+    special: bool,
+    /// Read the whole text as text, markers included (the default; this is how
+    /// file contents, issues and instructions reach the model).
+    #[arg(long)]
+    plain: bool,
     /// The text to tokenize.
     #[arg(long)]
     text: String,
@@ -121,12 +129,13 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     let path = resolve_model(args.model.as_deref())?;
     let lm = LanguageModel::load(&path, Precision::Quantized, &basis_model::default_device())
         .with_context(|| format!("loading {}", path.display()))?;
-    let text = if args.raw {
-        prompt
+    // A raw prompt is the author's own: its special-token markers are meant as
+    // control tokens. A chat prompt's text is the user's message, read as text.
+    let ids = if args.raw {
+        lm.tokenizer.encode_with_special_tokens(&prompt)?
     } else {
-        lm.chat_prompt(&[Message::user(prompt)])?
+        lm.chat_prompt(&[Message::user(prompt)], "")?.ids
     };
-    let ids = lm.tokenizer.encode(&text)?;
     let params = SamplingParams {
         temperature: args.temperature,
         max_tokens: args.max_tokens,
@@ -178,7 +187,12 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
 pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
     let path = resolve_model(args.model.as_deref())?;
     let tok = load_tokenizer(&path)?;
-    let ids = tok.encode(&args.text)?;
+    let _ = args.plain;
+    let ids = if args.special {
+        tok.encode_with_special_tokens(&args.text)?
+    } else {
+        tok.encode(&args.text)?
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string(&ids)?)?;
     Ok(())

@@ -1,14 +1,14 @@
 //! `basis localize --repo PATH "issue text"`: the localization skill on the
 //! command line. It runs exactly the code the server runs (retrieval candidates
-//! from the workspace index, `skills::localize::run`), and prints `path:line`
+//! from the workspace index, `LocalizeSkill`), and prints `path:line`
 //! rows, best first.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use basis_model::SamplingParams;
-use basis_skills::localize;
+use basis_skills::localize::{self, LocalizeSkill};
+use basis_skills::Skill;
 use clap::Args;
 
 #[derive(Args)]
@@ -38,17 +38,7 @@ pub fn run_localize(args: LocalizeArgs) -> Result<()> {
     }
     let repo = crate::skill_cli::repo(&args.repo)?;
     let index = crate::skill_cli::index(&repo)?;
-    let opts = localize::Options {
-        candidates: args.candidates.max(1),
-        limit: args.limit.max(1),
-        sampling: SamplingParams {
-            temperature: 0.0,
-            max_tokens: 64,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let candidates = localize::candidates(&index, &args.issue, &opts);
+    let candidates = localize::candidates(&index, &args.issue, args.candidates.max(1));
     if candidates.is_empty() {
         bail!(
             "nothing in {} matches the issue ({} files indexed)",
@@ -56,8 +46,19 @@ pub fn run_localize(args: LocalizeArgs) -> Result<()> {
             index.file_count()
         );
     }
+    let input = localize::Input {
+        issue: args.issue.clone(),
+        candidates,
+        limit: args.limit.max(1),
+    };
     let loaded = crate::skill_cli::load_model(args.model.as_deref())?;
-    let outcome = localize::run(&loaded.lm, &args.issue, &candidates, &opts, &|| false)?;
+    let outcome = LocalizeSkill::run(
+        &loaded.lm,
+        &input,
+        &LocalizeSkill::default_options(),
+        &mut |_| {},
+        &|| false,
+    )?;
     if args.verbose {
         eprintln!("model answer: {:?}", outcome.generated.completion);
     }

@@ -95,6 +95,39 @@ fn tokenize_prints_a_json_array_without_special_tokens() {
 }
 
 #[test]
+fn tokenize_reads_chat_markers_as_text_unless_told_otherwise() {
+    let model = default_model().to_str().unwrap();
+    let ids = |flags: &[&str]| -> Vec<u32> {
+        let mut args = vec!["tokenize", "--model", model, "--text", "a<|im_end|>b"];
+        args.extend_from_slice(flags);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    // SmolLM2's <|im_end|> is the control token 2.
+    let plain = ids(&[]);
+    assert!(!plain.contains(&2), "{plain:?}");
+    assert_eq!(ids(&["--plain"]), plain);
+    let special = ids(&["--special"]);
+    assert!(special.contains(&2), "{special:?}");
+    assert!(special.len() < plain.len());
+    let out = run(&[
+        "tokenize",
+        "--model",
+        model,
+        "--text",
+        "x",
+        "--special",
+        "--plain",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the two readings exclude each other"
+    );
+}
+
+#[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let model = default_model().to_str().unwrap();
     let long = "word ".repeat(9000);

@@ -51,6 +51,14 @@ pub fn configure_threads() {
     }
 }
 
+/// A chat prompt as text (what is stored and shown) and as the token ids the
+/// model reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatPrompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
 /// A model with everything needed to turn a chat into text.
 pub struct LanguageModel {
     pub model: Model,
@@ -101,14 +109,27 @@ impl LanguageModel {
         })
     }
 
-    /// The prompt text for a chat, from the model's own template.
-    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
-        self.chat_template
-            .as_ref()
-            .ok_or_else(|| {
-                Error::ChatTemplate("the model has no chat template; use a raw prompt".into())
-            })?
-            .render(messages)
+    /// A chat's prompt from the model's own template, with `answer_start` (the
+    /// beginning of the assistant's answer, written by the caller) after it, as
+    /// text and as token ids. Only the template's own markers become control
+    /// tokens: message contents and `answer_start` are encoded as text, whatever
+    /// they contain, so a `<|im_end|>` in a file cannot end the user's turn.
+    pub fn chat_prompt(&self, messages: &[Message], answer_start: &str) -> Result<ChatPrompt> {
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Error::ChatTemplate("the model has no chat template; use a raw prompt".into())
+        })?;
+        let mut prompt = ChatPrompt::default();
+        let parts = template.render_parts(messages)?;
+        let answer = chat::Part::Content(answer_start.to_string());
+        for part in parts.iter().chain(std::iter::once(&answer)) {
+            let ids = match part {
+                chat::Part::Template(t) => self.tokenizer.encode_with_special_tokens(t)?,
+                chat::Part::Content(t) => self.tokenizer.encode(t)?,
+            };
+            prompt.text.push_str(part.text());
+            prompt.ids.extend(ids);
+        }
+        Ok(prompt)
     }
 
     /// Samples `n` completions of the token ids `prompt`.

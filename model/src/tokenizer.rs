@@ -19,8 +19,17 @@ const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer with the model's special tokens.
+///
+/// Text is read two ways: [`Tokenizer::encode`] treats everything as text, so a
+/// `<|im_end|>` written in a file or an issue is a few ordinary tokens, never the
+/// end of a turn; [`Tokenizer::encode_with_special_tokens`] turns special-token
+/// markers into their control tokens, for text the caller wrote itself (a chat
+/// template's own markers, a raw prompt).
 pub struct Tokenizer {
+    /// Recognises special tokens written in the text.
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer, reading special-token markers as plain text.
+    plain: tokenizers::Tokenizer,
     bos: Option<String>,
     eos: Option<String>,
     /// Token ids that end a generation.
@@ -152,22 +161,44 @@ impl Tokenizer {
     ) -> Self {
         eos_ids.sort_unstable();
         eos_ids.dedup();
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
         Self {
             inner,
+            plain,
             bos,
             eos,
             eos_ids,
         }
     }
 
-    /// Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`)
-    /// are recognised; no BOS/EOS is added.
+    /// Token ids of `text`, all of it read as text: special-token markers written
+    /// in it (e.g. `<|im_end|>`) become ordinary tokens. No BOS/EOS is added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
+        Self::ids(&self.plain, text)
+    }
+
+    /// Token ids of `text` in which special-token markers (e.g. `<|im_start|>`)
+    /// become their control tokens. Only for text whose markers are meant as
+    /// such: a chat template's own, or a raw prompt its author wrote.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        Self::ids(&self.inner, text)
+    }
+
+    fn ids(t: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
+        let enc = t
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Whether `id` is one of the special (control) tokens.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner
+            .get_added_vocabulary()
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
     }
 
     /// The text of `ids`, special tokens left out.

@@ -15,7 +15,7 @@ use basis_code::Language;
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{complete_code, Generated, Options};
+use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{
     extract_code, fence_name, fence_names, first_indent, normalized_code, reindent,
 };
@@ -186,14 +186,9 @@ pub struct Outcome {
     pub generated: Generated,
 }
 
-/// Runs the model on an edit.
-pub fn run(
-    lm: &LanguageModel,
-    input: &Input,
-    opts: &Options,
-    on_tokens: &mut dyn FnMut(usize),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Outcome, SkillError> {
+/// The prompt of an edit: the instruction and the code around the selection,
+/// the answer started as a code fence.
+pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     input.validate()?;
     let mut budget = opts.budget.within_context(lm.model.config().context_length);
     // An edit rarely grows the code more than a few times; a bound keeps a model
@@ -201,20 +196,22 @@ pub fn run(
     let selected = input.end_byte - input.start_byte;
     budget.max_new_tokens = budget.max_new_tokens.min(96 + selected / 2);
     let lines = input.text.lines().count().min(MAX_CONTEXT_LINES);
-    let generated = complete_code(
+    code_prompt(
         lm,
         lines,
         budget,
         &|k| render(input, k),
         fence_name(input.language()),
         &opts.sampling,
-        on_tokens,
-        cancelled,
-    )?;
-    Ok(Outcome {
+    )
+}
+
+/// Reads the replacement out of a completion.
+pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome {
+    Outcome {
         replacement: parse(&generated.answer(), input),
         generated,
-    })
+    }
 }
 
 /// The score of an edit.

@@ -98,28 +98,79 @@ impl Generated {
     }
 }
 
-/// Generates one completion of `prompt` within `budget`. `on_tokens` hears the
-/// number of tokens generated so far (for progress); `cancelled` is polled
-/// between tokens and turns into [`SkillError::Cancelled`].
+/// What a skill asks the model: its prompt, fitted to the budget, with the
+/// start of the answer already written, and how to sample the rest (the token
+/// limit within the budget, the stop strings). A skill builds one with
+/// [`code_prompt`] or [`text_prompt`]; the server, the CLI, the evaluator and
+/// the trainer all sample from it.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// The rendered prompt, `answer_start` included, and its token ids.
+    pub fitted: FittedPrompt,
+    pub answer_start: String,
+    pub sampling: SamplingParams,
+}
+
+/// A prompt whose answer starts with `answer_start` (may be empty).
+pub fn text_prompt(
+    lm: &LanguageModel,
+    max_pieces: usize,
+    budget: Budget,
+    render: &dyn Fn(usize) -> Vec<basis_model::Message>,
+    answer_start: &str,
+    sampling: &SamplingParams,
+) -> Result<Prompt, SkillError> {
+    let fitted =
+        crate::prompt::fit_prompt_with_answer(lm, max_pieces, budget, render, answer_start)?;
+    Ok(Prompt {
+        fitted,
+        answer_start: answer_start.to_string(),
+        sampling: SamplingParams {
+            max_tokens: sampling.max_tokens.min(budget.max_new_tokens).max(1),
+            ..sampling.clone()
+        },
+    })
+}
+
+/// A code answer's prompt: the answer starts as an opening fence in `fence`
+/// (e.g. `python`), and generation stops at the closing fence.
+pub fn code_prompt(
+    lm: &LanguageModel,
+    max_pieces: usize,
+    budget: Budget,
+    render: &dyn Fn(usize) -> Vec<basis_model::Message>,
+    fence: &str,
+    sampling: &SamplingParams,
+) -> Result<Prompt, SkillError> {
+    let mut sampling = sampling.clone();
+    sampling.stop.push("```".into());
+    text_prompt(
+        lm,
+        max_pieces,
+        budget,
+        render,
+        &code_answer_start(fence),
+        &sampling,
+    )
+}
+
+/// Generates one completion of `prompt`. `on_tokens` hears the number of tokens
+/// generated so far (for progress); `cancelled` is polled between tokens and
+/// turns into [`SkillError::Cancelled`]. Generation also stops when the model
+/// repeats a block of lines a third time ([`repeats_itself`]).
 pub fn complete(
     lm: &LanguageModel,
-    prompt: FittedPrompt,
-    sampling: &SamplingParams,
-    budget: Budget,
+    prompt: &Prompt,
     on_tokens: &mut dyn FnMut(usize),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Generated, SkillError> {
     let start = Instant::now();
-    let params = SamplingParams {
-        max_tokens: sampling.max_tokens.min(budget.max_new_tokens).max(1),
-        ..sampling.clone()
-    };
     let mut tokens = 0usize;
     let mut text = String::new();
     let looping = std::cell::Cell::new(false);
     let generation = lm.generate(
-        &prompt.ids,
-        &params,
+        &prompt.fitted.ids,
+        &prompt.sampling,
         1,
         &mut |delta| {
             tokens += 1;
@@ -141,8 +192,8 @@ pub fn complete(
         return Err(SkillError::Cancelled);
     }
     Ok(Generated {
-        prompt: prompt.text,
-        answer_start: String::new(),
+        prompt: prompt.fitted.text.clone(),
+        answer_start: prompt.answer_start.clone(),
         logprob_sum: c.sum_logprob(),
         token_count: c.token_ids.len(),
         finished: !matches!(
@@ -192,33 +243,6 @@ pub fn repeats_itself(text: &str) -> bool {
 /// model's answer to code instead of chatter.
 pub fn code_answer_start(fence: &str) -> String {
     format!("```{fence}\n")
-}
-
-/// Generates a code answer: the prompt from `render` (fitted to the budget) with
-/// the answer started as an opening fence, generation stopped at the closing
-/// fence or after `max_new_tokens`.
-#[allow(clippy::too_many_arguments)]
-pub fn complete_code(
-    lm: &LanguageModel,
-    max_pieces: usize,
-    budget: Budget,
-    render: &dyn Fn(usize) -> Vec<basis_model::Message>,
-    fence: &str,
-    sampling: &SamplingParams,
-    on_tokens: &mut dyn FnMut(usize),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Generated, SkillError> {
-    let start = code_answer_start(fence);
-    let prompt = crate::prompt::fit_prompt_with_answer(lm, max_pieces, budget, render, &start)?;
-    let mut stop = sampling.stop.clone();
-    stop.push("```".into());
-    let params = SamplingParams {
-        stop,
-        ..sampling.clone()
-    };
-    let mut g = complete(lm, prompt, &params, budget, on_tokens, cancelled)?;
-    g.answer_start = start;
-    Ok(g)
 }
 
 #[cfg(test)]

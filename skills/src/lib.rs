@@ -19,6 +19,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod testgen;
 
+pub use generate::{Generated, Options, Prompt};
 pub use prompt::{fit_prompt, Budget, FittedPrompt};
 
 use serde::{Deserialize, Serialize};
@@ -66,10 +67,11 @@ impl std::fmt::Display for SkillId {
     }
 }
 
-/// A skill that generates with the model from a task input: edit, testgen,
-/// reproduce and review. The server, the CLI and the trainer run each through
-/// this one interface (localization, which ranks retrieval candidates, has its
-/// own `localize::run`).
+/// A skill: a task input in, an outcome out, through the model. The server,
+/// the CLI, the evaluator and the trainer run all five through this one
+/// interface, in two halves around the model call: [`Skill::prompt`] says what
+/// to ask, and [`Skill::finish`] reads one completion of it. [`Skill::run`]
+/// does both with one sample; the trainer samples a group of the same prompt.
 pub trait Skill {
     const ID: SkillId;
     /// What it is doing, for progress messages ("editing").
@@ -80,22 +82,41 @@ pub trait Skill {
     /// The budget and sampling it uses unless told otherwise.
     fn default_options() -> generate::Options;
 
-    /// Asks the model. `on_tokens` hears how many tokens are generated so far;
-    /// `cancelled` is polled between tokens.
+    /// The prompt for `input` within the budget of `opts`, or why there is none.
+    fn prompt(
+        lm: &basis_model::LanguageModel,
+        input: &Self::Input,
+        opts: &generate::Options,
+    ) -> Result<generate::Prompt, SkillError>;
+
+    /// What one completion of `prompt` says (the parsers never fail: an answer
+    /// that says nothing usable is an outcome that holds nothing).
+    fn finish(
+        input: &Self::Input,
+        prompt: &generate::Prompt,
+        generated: generate::Generated,
+    ) -> Self::Outcome;
+
+    /// The model call behind an outcome (for its feedback record).
+    fn generated(outcome: &Self::Outcome) -> &generate::Generated;
+
+    /// Asks the model once. `on_tokens` hears how many tokens are generated so
+    /// far; `cancelled` is polled between tokens.
     fn run(
         lm: &basis_model::LanguageModel,
         input: &Self::Input,
         opts: &generate::Options,
         on_tokens: &mut dyn FnMut(usize),
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Self::Outcome, SkillError>;
-
-    /// The model call behind an outcome (for its feedback record).
-    fn generated(outcome: &Self::Outcome) -> &generate::Generated;
+    ) -> Result<Self::Outcome, SkillError> {
+        let prompt = Self::prompt(lm, input, opts)?;
+        let generated = generate::complete(lm, &prompt, on_tokens, cancelled)?;
+        Ok(Self::finish(input, &prompt, generated))
+    }
 }
 
 /// Implements [`Skill`] for a skill module's marker type from its `Input`,
-/// `Outcome`, `default_options` and `run`.
+/// `Outcome`, `default_options`, `prompt` and `finish`.
 macro_rules! skill {
     ($marker:ident, $id:expr, $doing:expr) => {
         /// This module's skill, for code that runs skills generically.
@@ -111,14 +132,20 @@ macro_rules! skill {
                 default_options()
             }
 
-            fn run(
+            fn prompt(
                 lm: &basis_model::LanguageModel,
                 input: &Input,
                 opts: &crate::generate::Options,
-                on_tokens: &mut dyn FnMut(usize),
-                cancelled: &dyn Fn() -> bool,
-            ) -> Result<Outcome, crate::SkillError> {
-                run(lm, input, opts, on_tokens, cancelled)
+            ) -> Result<crate::generate::Prompt, crate::SkillError> {
+                prompt(lm, input, opts)
+            }
+
+            fn finish(
+                input: &Input,
+                prompt: &crate::generate::Prompt,
+                generated: crate::generate::Generated,
+            ) -> Outcome {
+                finish(input, prompt, generated)
             }
 
             fn generated(outcome: &Outcome) -> &crate::generate::Generated {

@@ -8,20 +8,22 @@
 //! ranking. The reward is the paper's: the predicted file set equals the reference
 //! set exactly; recall@k and F1 are reported beside it.
 
-use std::time::Instant;
-
 use basis_code::{FileHit, Span, WorkspaceIndex};
-use basis_model::{LanguageModel, Message, SamplingParams};
+use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
+use crate::generate::{text_prompt, Generated, Options, Prompt};
 use crate::parse::{leading_number, path_like_tokens};
-use crate::prompt::{fit_prompt, Budget};
 use crate::SkillError;
 
-/// The task input (`input` of a `basis.task/1` localize task).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the model localizes: the issue, and the candidate files retrieval found
+/// for it (best first; see [`candidates`]).
+#[derive(Debug, Clone)]
 pub struct Input {
     pub issue: String,
+    pub candidates: Vec<FileHit>,
+    /// How many locations to return.
+    pub limit: usize,
 }
 
 /// The reference answer of a task.
@@ -30,34 +32,15 @@ pub struct Reference {
     pub files: Vec<String>,
 }
 
-/// Settings of one localization.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// How many candidate files retrieval offers the model.
-    pub candidates: usize,
-    /// How many locations to return.
-    pub limit: usize,
-    pub budget: Budget,
-    pub sampling: SamplingParams,
+/// How many candidate files retrieval offers the model by default.
+pub const CANDIDATES: usize = 8;
+
+/// The budget and sampling of a localization: a short answer (a few paths).
+pub fn default_options() -> Options {
+    Options::greedy(1536, 64)
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            candidates: 8,
-            limit: 10,
-            budget: Budget {
-                max_prompt_tokens: 1536,
-                max_new_tokens: 64,
-            },
-            sampling: SamplingParams {
-                temperature: 0.0,
-                max_tokens: 64,
-                ..SamplingParams::default()
-            },
-        }
-    }
-}
+crate::skill!(LocalizeSkill, crate::SkillId::Localize, "localizing");
 
 const SYSTEM: &str = "You are a code localization assistant. Given an issue and a numbered \
 list of candidate files from a repository, answer with the paths of the files that must \
@@ -230,9 +213,9 @@ pub fn verify(predicted: &[String], reference: &[String], k: usize) -> Score {
     }
 }
 
-/// The retrieval candidates for an issue.
-pub fn candidates(index: &WorkspaceIndex, issue: &str, opts: &Options) -> Vec<FileHit> {
-    index.search(issue, opts.candidates.max(opts.limit))
+/// The retrieval candidates for an issue: the `n` best files.
+pub fn candidates(index: &WorkspaceIndex, issue: &str, n: usize) -> Vec<FileHit> {
+    index.search(issue, n)
 }
 
 /// Everything a localization produced: what the user sees and what the feedback
@@ -242,42 +225,41 @@ pub struct Outcome {
     pub locations: Vec<Location>,
     /// The files the model named (the predicted set the verifier scores).
     pub chosen: Vec<String>,
-    pub generated: crate::generate::Generated,
+    pub generated: Generated,
 }
 
-/// Runs the model over the candidates. `cancelled` is polled between tokens.
-pub fn run(
-    lm: &LanguageModel,
-    issue: &str,
-    candidates: &[FileHit],
-    opts: &Options,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Outcome, SkillError> {
-    let start = Instant::now();
-    if issue.trim().is_empty() {
+/// The prompt of a localization: the issue and as many candidates (paths and
+/// symbol names) as fit the budget.
+pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
+    if input.issue.trim().is_empty() {
         return Err(SkillError::Input("the issue text is empty".into()));
     }
+    if input.candidates.is_empty() {
+        return Err(SkillError::Input(
+            "nothing in the repository matches the issue".into(),
+        ));
+    }
     let budget = opts.budget.within_context(lm.model.config().context_length);
-    let offered = opts.candidates.min(candidates.len());
-    let prompt = fit_prompt(lm, offered, budget, &|k| render(issue, candidates, k))?;
-    let offered = &candidates[..prompt.pieces];
-    let generated = if offered.is_empty() {
-        crate::generate::Generated {
-            prompt: prompt.text,
-            ..Default::default()
-        }
-    } else {
-        crate::generate::complete(lm, prompt, &opts.sampling, budget, &mut |_| {}, cancelled)?
-    };
-    let chosen = parse(&generated.completion, offered);
-    Ok(Outcome {
-        locations: rank(&chosen, candidates, opts.limit),
+    text_prompt(
+        lm,
+        input.candidates.len(),
+        budget,
+        &|k| render(&input.issue, &input.candidates, k),
+        "",
+        &opts.sampling,
+    )
+}
+
+/// Ranks the locations: the files the model chose among those it was shown,
+/// then the other candidates in retrieval order.
+pub fn finish(input: &Input, prompt: &Prompt, generated: Generated) -> Outcome {
+    let shown = &input.candidates[..prompt.fitted.pieces.min(input.candidates.len())];
+    let chosen = parse(&generated.completion, shown);
+    Outcome {
+        locations: rank(&chosen, &input.candidates, input.limit),
         chosen,
-        generated: crate::generate::Generated {
-            latency_ms: start.elapsed().as_millis() as u64,
-            ..generated
-        },
-    })
+        generated,
+    }
 }
 
 #[cfg(test)]

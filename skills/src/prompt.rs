@@ -54,11 +54,10 @@ pub fn fit_prompt_with_answer(
     answer_start: &str,
 ) -> Result<FittedPrompt, SkillError> {
     let encode = |k: usize| -> Result<FittedPrompt, SkillError> {
-        let text = lm.chat_prompt(&render(k))? + answer_start;
-        let ids = lm.tokenizer.encode(&text)?;
+        let prompt = lm.chat_prompt(&render(k), answer_start)?;
         Ok(FittedPrompt {
-            text,
-            ids,
+            text: prompt.text,
+            ids: prompt.ids,
             pieces: k,
         })
     };

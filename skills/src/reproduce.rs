@@ -15,7 +15,7 @@ use basis_code::Language;
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{complete_code, Generated, Options};
+use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{extract_code, fence_name, fence_names};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::{Outcome as RunOutcome, Sandbox};
@@ -59,7 +59,7 @@ pub fn input_for(
     files: usize,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Input {
-    let hits = crate::localize::candidates(index, issue, &crate::localize::Options::default());
+    let hits = crate::localize::candidates(index, issue, crate::localize::CANDIDATES);
     let context = hits
         .iter()
         .filter(|h| Language::from_path(Path::new(&h.path)).is_some())
@@ -205,21 +205,20 @@ pub struct Outcome {
     pub generated: Generated,
 }
 
-/// Runs the model on a reproduction.
-pub fn run(
-    lm: &LanguageModel,
-    input: &Input,
-    opts: &Options,
-    on_tokens: &mut dyn FnMut(usize),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Outcome, SkillError> {
+/// The language of the reproduction, or why there is none.
+fn language_for(input: &Input) -> Result<Language, SkillError> {
     if input.issue.trim().is_empty() {
         return Err(SkillError::Input("the issue text is empty".into()));
     }
-    let language = input.language().ok_or_else(|| {
+    input.language().ok_or_else(|| {
         SkillError::Input("no code in a language Basis can test was found for this issue".into())
-    })?;
-    let near = input.context.first().map(|c| c.path.as_str()).unwrap_or("");
+    })
+}
+
+/// The prompt of a reproduction: the issue and the code retrieval found for it,
+/// the answer started as a code fence.
+pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
+    let language = language_for(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
     let lines: usize = input
         .context
@@ -227,22 +226,26 @@ pub fn run(
         .map(|c| c.text.lines().count())
         .sum::<usize>()
         .min(600);
-    let generated = complete_code(
+    code_prompt(
         lm,
         lines,
         budget,
         &|k| render(input, language, k),
         fence_name(Some(language)),
         &opts.sampling,
-        on_tokens,
-        cancelled,
-    )?;
-    Ok(Outcome {
+    )
+}
+
+/// Reads the test out of a completion, and where it goes.
+pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome {
+    let language = input.language().unwrap_or(Language::Python);
+    let near = input.context.first().map(|c| c.path.as_str()).unwrap_or("");
+    Outcome {
         language,
         path: test_path(language, near),
         test: parse(&generated.answer(), language),
         generated,
-    })
+    }
 }
 
 /// What a test run says about a reproduction.

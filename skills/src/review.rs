@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 
 use crate::diff::{hunks, FileChange, Hunk};
-use crate::generate::{complete, Generated, Options};
+use crate::generate::{text_prompt, Generated, Options, Prompt};
 use crate::parse::code_blocks;
-use crate::prompt::fit_prompt_with_answer;
 use crate::SkillError;
 
 /// The task input.
@@ -299,31 +298,29 @@ pub struct Outcome {
     pub generated: Generated,
 }
 
-/// Runs the model on a review.
-pub fn run(
-    lm: &LanguageModel,
-    input: &Input,
-    opts: &Options,
-    on_tokens: &mut dyn FnMut(usize),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Outcome, SkillError> {
+/// The prompt of a review: the intent and the numbered diffs, the answer
+/// started with its verdict line.
+pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     if input.changes.is_empty() {
         return Err(SkillError::Input("there are no changes to review".into()));
     }
     let budget = opts.budget.within_context(lm.model.config().context_length);
-    let prompt = fit_prompt_with_answer(
+    text_prompt(
         lm,
         input.changes.len(),
         budget,
         &|k| render(input, k),
         ANSWER_START,
-    )?;
-    let mut generated = complete(lm, prompt, &opts.sampling, budget, on_tokens, cancelled)?;
-    generated.answer_start = ANSWER_START.into();
-    Ok(Outcome {
+        &opts.sampling,
+    )
+}
+
+/// Reads the verdict and the comments out of a completion.
+pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome {
+    Outcome {
         review: parse(&generated.answer(), input),
         generated,
-    })
+    }
 }
 
 /// The reward: 1 when the verdict equals the label (no verdict scores 0).

@@ -14,7 +14,7 @@ use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{complete_code, Generated, Options};
+use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{extract_code, fence_name, fence_names, reindent};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
@@ -31,7 +31,7 @@ pub struct Input {
 }
 
 /// A function found in a file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Function {
     pub name: String,
     pub container: Option<String>,
@@ -328,35 +328,49 @@ pub fn language_of(path: &str) -> Result<Language, SkillError> {
         .ok_or_else(|| SkillError::Input(format!("{path}: not a language Basis writes tests for")))
 }
 
-/// Runs the model on a test generation.
-pub fn run(
-    lm: &LanguageModel,
-    input: &Input,
-    opts: &Options,
-    on_tokens: &mut dyn FnMut(usize),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Outcome, SkillError> {
+/// The function `input` names, or why there is none.
+fn function_of(input: &Input) -> Result<(Language, Function), SkillError> {
     let language = language_of(&input.path)?;
     let function = find_function(language, &input.text, &input.symbol).ok_or_else(|| {
         SkillError::Input(format!("no function `{}` in {}", input.symbol, input.path))
     })?;
+    Ok((language, function))
+}
+
+/// The prompt of a test generation: the function and the code above it, the
+/// answer started as a code fence.
+pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
+    let (language, function) = function_of(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
     let head = input.text[..function.start_byte].lines().count().min(80);
-    let generated = complete_code(
+    code_prompt(
         lm,
         head,
         budget,
         &|k| render(input, language, &function, k),
         fence_name(Some(language)),
         &opts.sampling,
-        on_tokens,
-        cancelled,
-    )?;
-    Ok(Outcome {
+    )
+}
+
+/// Reads the tests out of a completion.
+pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome {
+    // `prompt` found the function: an input without one never gets here.
+    let (language, function) = match function_of(input) {
+        Ok(f) => f,
+        Err(_) => {
+            return Outcome {
+                tests: None,
+                function: Function::default(),
+                generated,
+            }
+        }
+    };
+    Outcome {
         tests: parse(&generated.answer(), language, input, &function),
         function,
         generated,
-    })
+    }
 }
 
 /// The test target the runner narrows to for a placement.

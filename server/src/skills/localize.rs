@@ -5,7 +5,8 @@
 
 use std::sync::atomic::Ordering;
 
-use basis_skills::localize;
+use basis_skills::localize::{self, LocalizeSkill};
+use basis_skills::Skill;
 use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::Uri;
@@ -26,25 +27,21 @@ pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult>
     wait_for_index(&cx.shared).await?;
     let edits_before = cx.shared.edits.load(Ordering::Acquire);
     let settings = cx.shared.settings.lock().clone();
-    let opts = localize::Options {
-        candidates: settings.localize.candidates.max(1),
+    let mut opts = LocalizeSkill::default_options()
+        .sampled(settings.sampling.temperature, settings.sampling.seed);
+    opts.sampling.max_tokens = settings.sampling.max_tokens;
+    let input = localize::Input {
+        candidates: localize::candidates(
+            &cx.shared.index.read(),
+            &params.query,
+            settings.localize.candidates.max(1),
+        ),
+        issue: params.query.clone(),
         limit: params.limit.unwrap_or(10).clamp(1, 100),
-        sampling: basis_model::SamplingParams {
-            temperature: settings.sampling.temperature,
-            max_tokens: settings.sampling.max_tokens,
-            seed: settings.sampling.seed,
-            ..Default::default()
-        },
-        ..Default::default()
     };
-    let candidates = {
-        let index = cx.shared.index.read();
-        localize::candidates(&index, &params.query, &opts)
-    };
-    let query = params.query.clone();
     let (outcome, served) = cx
-        .generate("Basis: localizing", move |lm, _, cancelled| {
-            localize::run(lm, &query, &candidates, &opts, cancelled)
+        .generate("Basis: localizing", move |lm, on, cancelled| {
+            LocalizeSkill::run(lm, &input, &opts, on, cancelled)
         })
         .await?;
     if cx.shared.edits.load(Ordering::Acquire) != edits_before {
