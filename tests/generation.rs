@@ -20,9 +20,7 @@ fn lm() -> &'static LanguageModel {
 
 fn prompt(text: &str) -> Vec<u32> {
     let lm = lm();
-    lm.tokenizer
-        .encode(&lm.chat_prompt(&[Message::user(text)]).unwrap())
-        .unwrap()
+    lm.chat_prompt(&[Message::user(text)], "").unwrap().ids
 }
 
 #[test]
@@ -101,12 +99,9 @@ fn a_shared_prefix_is_not_prefilled_twice() {
     let lm = LanguageModel::load(default_model(), Precision::Quantized, &Device::Cpu).unwrap();
     let system = "You are a careful code reviewer. Answer briefly and precisely, in one sentence.";
     let mk = |q: &str| {
-        lm.tokenizer
-            .encode(
-                &lm.chat_prompt(&[Message::system(system), Message::user(q)])
-                    .unwrap(),
-            )
+        lm.chat_prompt(&[Message::system(system), Message::user(q)], "")
             .unwrap()
+            .ids
     };
     let params = SamplingParams {
         temperature: 0.0,
@@ -196,9 +191,16 @@ fn streaming_stop_strings_and_cancellation() {
     assert_eq!(c.finish_reason, FinishReason::Cancelled);
     assert_eq!(
         c.token_ids.len(),
-        4,
-        "one token from the prefill and one per poll before cancelling"
+        3,
+        "a poll after the prefill and one before each next token: three said go on"
     );
+    // Cancelled during the prefill: not a single token.
+    let cancelled = lm()
+        .generate(&ids, &params, 1, &mut |_| {}, &|| true)
+        .unwrap();
+    let c = &cancelled.completions[0];
+    assert_eq!(c.finish_reason, FinishReason::Cancelled);
+    assert!(c.token_ids.is_empty(), "{:?}", c.token_ids);
 }
 
 #[test]

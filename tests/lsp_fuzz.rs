@@ -58,6 +58,7 @@ fn workspace() -> tempfile::TempDir {
 /// write as fast as the server reads; odd ones keep at most 8 requests
 /// unanswered, as an editor does, so the handlers run instead of being refused.
 fn fuzz_one(seed: u64, messages: usize) {
+    let started = std::time::Instant::now();
     let window = (seed % 2 == 1).then_some(8);
     let ws = workspace();
     let model = support::default_model();
@@ -150,8 +151,9 @@ fn fuzz_one(seed: u64, messages: usize) {
         *codes.entry(k).or_default() += 1;
     }
     eprintln!(
-        "seed {seed}: {} requests; answers by error code: {codes:?}",
-        requests.len()
+        "seed {seed}: {sent} messages, {} requests in {:.1}s; answers by error code: {codes:?}",
+        requests.len(),
+        started.elapsed().as_secs_f64()
     );
     let mut wrong: Vec<(i64, usize)> = requests
         .iter()

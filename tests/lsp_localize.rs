@@ -247,29 +247,19 @@ fn cancelling_a_localization_stops_the_generation() {
             json!({"sampling": {"maxTokens": 2000, "temperature": 1.0}}),
         ),
     );
-    // Load the model first so that the cancel lands in the generation.
-    c.call("basis/localize", json!({"query": "x"}));
-    c.notify(
-        "workspace/didChangeConfiguration",
-        json!({"settings": options(&db, json!({"sampling": {"maxTokens": 2000, "temperature": 1.0}}))}),
-    );
+    // Load the model first, then cancel once the generation has begun (its
+    // progress says so): the cancel lands in the prefill or between tokens.
+    c.call("basis/localize", json!({"query": ISSUE}));
     let id = c.send_request("basis/localize", json!({"query": ISSUE}));
-    std::thread::sleep(Duration::from_millis(600));
+    c.wait_progress_begin("Basis: localizing");
     c.notify("$/cancelRequest", json!({"id": id}));
     let r = c.wait_response(id);
     assert_eq!(r["error"]["code"], -32800, "{r}");
-    let start = Instant::now();
-    loop {
-        let stats = c.call("basis/debug/stats", Value::Null);
-        if stats["generationsCancelled"] == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "generation did not stop: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stats = c.wait_stats(|s| s["generationsCancelled"] == 1);
+    assert_eq!(
+        stats["generationsFinished"], 1,
+        "only the first one: {stats}"
+    );
     assert!(c.shutdown());
 }
 
@@ -288,11 +278,11 @@ fn an_edit_during_localization_gives_content_modified() {
             json!({"sampling": {"maxTokens": 300, "temperature": 1.0}}),
         ),
     );
-    c.call("basis/localize", json!({"query": "warm up"}));
+    c.call("basis/localize", json!({"query": ISSUE}));
     let uri = file_uri(&root.join("inventory/pricing.py"));
     c.open(&uri, "python", "x = 1\n");
     let id = c.send_request("basis/localize", json!({"query": ISSUE}));
-    std::thread::sleep(Duration::from_millis(400));
+    c.wait_progress_begin("Basis: localizing");
     c.notify(
         "textDocument/didChange",
         json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "x = 2\n"}]}),
@@ -355,6 +345,11 @@ fn undone_and_retained_edits_are_recorded_by_the_server() {
     let db = tmp.path().join("feedback.sqlite3");
     let ws = tempfile::tempdir().unwrap();
     std::fs::write(ws.path().join("a.py"), "x = 1\n").unwrap();
+    std::fs::write(
+        ws.path().join("totals.py"),
+        "def compute_total(items):\n    return sum(items)\n",
+    )
+    .unwrap();
     let mut c = LspClient::start(&[]);
     c.initialize(
         ws.path(),
@@ -363,11 +358,11 @@ fn undone_and_retained_edits_are_recorded_by_the_server() {
     );
     let uri = file_uri(&ws.path().join("a.py"));
     c.open(&uri, "python", "x = 1\n");
-    let undone = c.call("basis/localize", json!({"query": "x"}))["suggestionId"]
+    let undone = c.call("basis/localize", json!({"query": "compute total"}))["suggestionId"]
         .as_str()
         .unwrap()
         .to_string();
-    let kept = c.call("basis/localize", json!({"query": "x"}))["suggestionId"]
+    let kept = c.call("basis/localize", json!({"query": "compute total"}))["suggestionId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -407,7 +402,7 @@ fn undone_and_retained_edits_are_recorded_by_the_server() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < support::lsp::TIMEOUT,
             "undone: {u:?}, kept: {k:?}"
         );
         std::thread::sleep(Duration::from_millis(200));

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::lsp::{file_uri, LspClient};
@@ -86,21 +86,15 @@ trait NullIdError {
 
 impl NullIdError for LspClient {
     fn wait_for_error_with_null_id(&mut self) -> Value {
-        let start = Instant::now();
-        loop {
-            if let Some(m) = self
-                .drain()
-                .into_iter()
-                .find(|m| m["id"].is_null() && m.get("error").is_some())
-            {
-                return m;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no parse error came back"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Error responses have no method: find the one with a null id among the
+        // messages, with the harness's timeout. A request sent after it is the
+        // marker that everything before it was read.
+        let marker = self.send_request("basis/debug/stats", Value::Null);
+        self.wait_response(marker);
+        self.drain()
+            .into_iter()
+            .find(|m| m["id"].is_null() && m.get("error").is_some())
+            .expect("an error response with a null id")
     }
 }
 
@@ -321,35 +315,25 @@ fn cancel_stops_the_work_and_gets_exactly_one_response() {
     let ws = workspace();
     let mut c = LspClient::start(&[]);
     c.initialize(ws.path(), &["utf-16"], options(ws.path()));
-    let id = c.send_request("basis/debug/sleep", json!({"ms": 60000}));
-    std::thread::sleep(Duration::from_millis(200));
+    // An hour of blocking work: it can only end early by seeing the flag.
+    let id = c.send_request("basis/debug/sleep", json!({"ms": 3_600_000}));
+    c.wait_stats(|s| s["generationsStarted"] == 1);
     c.notify("$/cancelRequest", json!({"id": id}));
     let r = c.wait_response(id);
     assert_eq!(code(&r), -32800, "{r}");
-    // The blocking work saw the flag and stopped (long before its 60 s).
-    let start = Instant::now();
-    loop {
-        let stats = c.call("basis/debug/stats", Value::Null);
-        if stats["generationsCancelled"] == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the work did not stop: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Cancelling again, or late, produces nothing more.
+    // The blocking work saw the flag and stopped (it counts as cancelled, not
+    // finished).
+    let stats = c.wait_stats(|s| s["generationsCancelled"] == 1);
+    assert_eq!(stats["generationsFinished"], 0, "{stats}");
+    // Cancelling again, or late, produces nothing more, up to the server's exit.
     c.notify("$/cancelRequest", json!({"id": id}));
-    let _ = c.call("basis/debug/stats", Value::Null);
-    std::thread::sleep(Duration::from_millis(300));
-    let dupes: Vec<Value> = c
-        .drain()
-        .into_iter()
+    let (exited, rest) = c.shutdown_and_collect();
+    assert!(exited);
+    let dupes: Vec<&Value> = rest
+        .iter()
         .filter(|m| m["id"] == id && m.get("method").is_none())
         .collect();
     assert!(dupes.is_empty(), "a second response: {dupes:?}");
-    assert!(c.shutdown());
 }
 
 #[test]
@@ -359,8 +343,13 @@ fn an_edit_during_a_request_gives_content_modified() {
     c.initialize(ws.path(), &["utf-16"], options(ws.path()));
     let uri = file_uri(&ws.path().join("shapes.py"));
     c.open(&uri, "python", "x = 1\n");
-    let id = c.send_request("basis/debug/sleep", json!({"ms": 1500}));
-    std::thread::sleep(Duration::from_millis(300));
+    // Blocking work that ends when it sees an edit (a generation would go on
+    // and then answer the same).
+    let id = c.send_request(
+        "basis/debug/sleep",
+        json!({"ms": 3_600_000, "untilEdited": true}),
+    );
+    c.wait_stats(|s| s["generationsStarted"] == 1);
     c.notify(
         "textDocument/didChange",
         json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "x = 2\n"}]}),
@@ -368,7 +357,7 @@ fn an_edit_during_a_request_gives_content_modified() {
     let r = c.wait_response(id);
     assert_eq!(code(&r), -32801, "{r}");
     // Without an edit the same request succeeds.
-    let r = c.call("basis/debug/sleep", json!({"ms": 100}));
+    let r = c.call("basis/debug/sleep", json!({"ms": 10}));
     assert_eq!(r["finished"], true);
     assert!(c.shutdown());
 }

@@ -184,6 +184,8 @@ impl Generator {
         let first_logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         self.store_prefix(prompt, &cache)?;
         let prefill_secs = start.elapsed().as_secs_f64();
+        // A caller that gave up during the prefill gets no token at all.
+        let cancelled_in_prefill = cancelled();
 
         let start = Instant::now();
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
@@ -193,7 +195,11 @@ impl Generator {
         } else {
             cache
         };
-        if max_tokens == 0 {
+        if cancelled_in_prefill {
+            for s in &mut seqs {
+                s.finish = Some(FinishReason::Cancelled);
+            }
+        } else if max_tokens == 0 {
             for s in &mut seqs {
                 s.finish = Some(FinishReason::Length);
             }

@@ -63,21 +63,29 @@ pub fn panic(shared: &Shared) -> Result<Value> {
 }
 
 /// Test hook: a request that takes `ms` milliseconds of blocking work, polling
-/// its cancellation flag like a generation does.
+/// its cancellation flag like a generation does; with `untilEdited`, the work
+/// also ends as soon as a document changes (a test need not guess how long an
+/// edit takes to arrive).
 pub async fn sleep(cx: &Ctx, params: Value) -> Result<Value> {
     needs_hooks(&cx.shared, "basis/debug/sleep")?;
     let ms = params.get("ms").and_then(Value::as_u64).unwrap_or(1000);
+    let until_edited = params.get("untilEdited").and_then(Value::as_bool) == Some(true);
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let shared = cx.shared.clone();
+    // Seen before the work counts as started: an edit a test sends once it sees
+    // the start is an edit during the work.
+    let edits_before = shared.edits.load(Ordering::Acquire);
     shared
         .counters
         .generations_started
-        .fetch_add(1, Ordering::Relaxed);
-    let edits_before = shared.edits.load(Ordering::Acquire);
+        .fetch_add(1, Ordering::Release);
     let finished = tokio::task::spawn_blocking(move || {
         let end = Instant::now() + Duration::from_millis(ms);
         while Instant::now() < end {
+            if until_edited && shared.edits.load(Ordering::Acquire) != edits_before {
+                break;
+            }
             if cancel.load(Ordering::Acquire) {
                 shared
                     .counters

@@ -253,13 +253,47 @@ fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, u64) {
     (kept, dropped)
 }
 
-/// Kills every process of a process group.
+/// Kills every process of a process group, and returns once none of them runs
+/// any more (or after two seconds): when a run returns, nothing of it is left.
 #[allow(clippy::disallowed_methods)] // `kill` itself, not user code.
 fn kill_group(pgid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
+    for _ in 0..400 {
+        if !group_alive(pgid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a process of group `pgid` still runs (a zombie, which only waits to
+/// be reaped, does not). Reads `/proc`; where there is none, says no.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // After the command name in parentheses: state, ppid, pgrp, ...
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(pgid)
+        })
 }
 
 impl Sandbox {

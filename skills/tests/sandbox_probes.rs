@@ -120,9 +120,12 @@ fn writes_outside_the_copy_and_reads_of_other_files_fail() {
 fn infinite_loops_and_floods_are_bounded() {
     let ws = workspace();
     let sb = sandbox(Isolation::Bubblewrap);
+    // Bounded by the wall-clock limit: the run was killed (not ended by itself).
     let out = sh(&sb, ws.path(), "while :; do :; done");
-    assert!(out.timed_out && !out.success(), "{out:?}");
-    assert!(out.elapsed < Duration::from_secs(15), "{out:?}");
+    assert!(
+        out.timed_out && !out.success() && out.code.is_none(),
+        "{out:?}"
+    );
     let out = sh(&sb, ws.path(), "yes flood");
     assert!(
         out.stdout.len() <= 64 << 10 && out.truncated > 0,
@@ -151,13 +154,15 @@ fn a_fork_bomb_is_bounded_by_the_pids_cgroup() {
         out.stderr.contains("fork") || out.stderr.contains("Resource"),
         "{out:?}"
     );
-    assert!(out.elapsed < Duration::from_secs(15), "{out:?}");
     for bomb in [Isolation::Bubblewrap, Isolation::LimitsOnly] {
         let sb = sandbox(bomb);
+        // The run returns: the bomb hits a process limit, or the wall clock.
         let out = sh(&sb, ws.path(), "bomb() { bomb | bomb & }; bomb; sleep 1");
-        assert!(out.elapsed < Duration::from_secs(15), "{bomb:?}: {out:?}");
+        let bounded =
+            out.timed_out || out.stderr.contains("fork") || out.stderr.contains("Resource");
+        assert!(bounded, "{bomb:?}: {out:?}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // A run returns only once its processes are gone.
     assert_eq!(survivors("bomb"), "", "bomb processes survived");
 }
 
@@ -167,7 +172,6 @@ fn a_child_left_running_does_not_survive() {
     let sb = sandbox(Isolation::Bubblewrap);
     let out = sh(&sb, ws.path(), "(sleep 1234.5 &) ; echo started");
     assert!(out.stdout.contains("started"), "{out:?}");
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(survivors("sleep 1234.5"), "", "a process outlived its run");
 }
 
@@ -179,7 +183,6 @@ fn the_documented_fallback_still_bounds_time_and_kills_children() {
     assert!(out.timed_out, "{out:?}");
     let out = sh(&sb, ws.path(), "sleep 2345.5 & echo started");
     assert!(out.stdout.contains("started"), "{out:?}");
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(survivors("sleep 2345.5"), "", "a process outlived its run");
     let out = sh(&sb, ws.path(), "python3 main.py");
     assert_eq!(out.stdout, "hello from the copy\n");
@@ -292,17 +295,23 @@ fn a_cancelled_run_stops_and_leaves_nothing_running() {
         cancel: Some(flag.clone()),
         ..sandbox(Isolation::Bubblewrap)
     };
+    // The flag goes up once the child that would outlive its parent is running.
+    let run_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let raiser = {
-        let flag = flag.clone();
+        let (flag, run_over) = (flag.clone(), run_over.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            flag.store(true, std::sync::atomic::Ordering::Release);
+            use std::sync::atomic::Ordering;
+            while survivors("sleep 317").is_empty() && !run_over.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            flag.store(true, Ordering::Release);
         })
     };
-    // A child that would outlive its parent, and a parent that would run 30 s.
+    // The parent would run past the wall-clock limit: only the cancel ends it
+    // as cancelled rather than timed out.
     let out = sh(&sb, ws.path(), "sleep 317 & sleep 30");
+    run_over.store(true, std::sync::atomic::Ordering::Release);
     raiser.join().unwrap();
     assert!(out.cancelled && !out.timed_out && !out.success(), "{out:?}");
-    assert!(out.elapsed < Duration::from_secs(3), "{out:?}");
     assert_eq!(survivors("sleep 317"), "", "the child survived the cancel");
 }

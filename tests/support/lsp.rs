@@ -289,9 +289,54 @@ impl LspClient {
         );
     }
 
+    /// Polls `basis/debug/stats` until `pred` holds and returns the stats (the
+    /// harness's timeout guards against a hang; nothing here measures time).
+    pub fn wait_stats(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let stats = self.call("basis/debug/stats", Value::Null);
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server's counters never got there: {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the `begin` of a `$/progress` titled `title` that was not seen
+    /// before this call: the server's own sign that the work has started.
+    pub fn wait_progress_begin(&mut self, title: &str) -> Value {
+        let seen: Vec<Value> = self
+            .inbox
+            .iter()
+            .filter(|m| m["method"] == "$/progress")
+            .map(|m| m["params"]["token"].clone())
+            .collect();
+        self.wait_for("$/progress", |m| {
+            m["params"]["value"]["kind"] == "begin"
+                && m["params"]["value"]["title"] == title
+                && !seen.contains(&m["params"]["token"])
+        })
+    }
+
     /// Shuts the server down cleanly and returns whether it exited with success.
     pub fn shutdown(mut self) -> bool {
         self.finish()
+    }
+
+    /// Shuts the server down and returns, with whether it exited cleanly, every
+    /// message it sent that no wait took: after `exit` nothing more can come, so
+    /// this is how a test shows that something did *not* happen.
+    pub fn shutdown_and_collect(mut self) -> (bool, Vec<Value>) {
+        let ok = self.finish();
+        let mut rest: Vec<Value> = self.inbox.drain(..).collect();
+        while let Ok(m) = self.rx.recv_timeout(Duration::from_secs(5)) {
+            rest.push(m);
+        }
+        (ok, rest)
     }
 
     fn finish(&mut self) -> bool {
@@ -307,7 +352,8 @@ impl LspClient {
             while Instant::now() < deadline {
                 match self.rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(m) if m.get("id") == Some(&json!(id)) && m.get("method").is_none() => break,
-                    Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                    Ok(m) => self.inbox.push_back(m),
+                    Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
