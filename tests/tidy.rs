@@ -4,13 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+/// Folders whose Rust files are not ours to check: build output, git, the
+/// committed fixture repositories the skills are tested on (user code, as
+/// users write it), and reference material.
+const NOT_OURS: [&str; 5] = ["target", ".git", "fixtures", "reference", "node_modules"];
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
             if path
                 .file_name()
-                .is_some_and(|n| n != "target" && n != "reference")
+                .is_some_and(|n| !NOT_OURS.iter().any(|x| n == *x))
             {
                 rust_files(&path, out);
             }
@@ -20,22 +25,22 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every Rust file of the repository that is ours: every crate's sources,
+/// tests, examples and benchmarks, wherever they are.
 fn all_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in [
-        "src",
-        "tests",
-        "model/src",
-        "model/examples",
-        "code/src",
-        "feedback/src",
-        "skills/src",
-        "server/src",
+    rust_files(root, &mut files);
+    for must in [
+        "skills/tests/sandbox_probes.rs",
+        "examples/bench_skills.rs",
+        "server/src/skills/run.rs",
     ] {
-        rust_files(&root.join(dir), &mut files);
+        assert!(
+            files.iter().any(|f| f.ends_with(must)),
+            "the walk misses {must}"
+        );
     }
-    assert!(files.len() > 15, "found only {} files", files.len());
     files
 }
 
@@ -58,6 +63,117 @@ fn no_test_is_ignored_or_expected_to_panic() {
         let text = std::fs::read_to_string(&path).unwrap();
         for b in banned {
             assert!(!text.contains(b), "{} uses {b}]", path.display());
+        }
+    }
+}
+
+/// ARCHITECTURE.md's code map: the crates' table and the file map in its code block.
+fn architecture() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap()
+}
+
+/// The crate table: (package name, folder, the basis crates it may depend on).
+fn crate_table() -> Vec<(String, String, Vec<String>)> {
+    let text = architecture();
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("| `basis")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].split('`').nth(1).unwrap().to_string();
+        let folder = cells[2].trim_matches('`').trim_end_matches('/').to_string();
+        rows.push((
+            name,
+            folder,
+            cells[3].split(',').map(|c| c.trim().to_string()).collect(),
+        ));
+    }
+    assert!(
+        rows.len() >= 6,
+        "the crate table in ARCHITECTURE.md: {rows:?}"
+    );
+    rows
+}
+
+#[test]
+fn every_crate_depends_only_on_the_crates_the_architecture_allows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let table = crate_table();
+    let short = |package: &str| package.trim_start_matches("basis-").to_string();
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for (name, folder, allowed) in &table {
+        let manifest = std::fs::read_to_string(root.join(folder).join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{folder}/Cargo.toml is not the package {name}"
+        );
+        let members_line = workspace
+            .lines()
+            .find(|l| l.starts_with("members"))
+            .unwrap();
+        assert!(
+            members_line.contains(&format!("\"{folder}\"")),
+            "{folder} is not a workspace member"
+        );
+        let deps = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("dependencies]"))
+            .unwrap_or("");
+        for dep in deps.lines().filter_map(|l| l.split(['.', ' ', '=']).next()) {
+            if !dep.starts_with("basis-") {
+                continue;
+            }
+            let ok = allowed
+                .iter()
+                .any(|a| a == "all of them" || *a == short(dep));
+            assert!(
+                ok,
+                "{name} depends on {dep}, which ARCHITECTURE.md does not allow ({allowed:?})"
+            );
+        }
+    }
+    // Every workspace member is in the table.
+    let members: Vec<&str> = workspace
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .unwrap()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    for m in members {
+        assert!(
+            table.iter().any(|(_, f, _)| f == m),
+            "workspace member {m} is not in ARCHITECTURE.md's table"
+        );
+    }
+}
+
+#[test]
+fn the_code_map_lists_every_file_of_every_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = architecture();
+    let block = text.split("```").nth(1).expect("the code map's code block");
+    for (_, folder, _) in crate_table() {
+        let header = if folder == "." {
+            "src/".to_string()
+        } else {
+            format!("{folder}/")
+        };
+        let section: String = block
+            .lines()
+            .skip_while(|l| !l.starts_with(&header))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut files = Vec::new();
+        rust_files(&root.join(folder).join("src"), &mut files);
+        for f in files {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            assert!(
+                section.contains(name),
+                "ARCHITECTURE.md's code map has no {name} under {header} ({})",
+                f.display()
+            );
         }
     }
 }
