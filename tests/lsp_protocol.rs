@@ -446,6 +446,35 @@ fn the_index_build_reports_progress_and_workspace_symbols_follow_saves() {
 }
 
 #[test]
+fn a_burst_of_queries_around_a_save_is_answered_and_sees_the_save() {
+    // Queries wait for the index updates of the saves before them. Those
+    // updates once ran in the save's own handler, which sat in tower-lsp's
+    // queue behind the waiting queries: a burst like this froze the server.
+    let ws = workspace();
+    let mut c = LspClient::start(&[]);
+    c.initialize(ws.path(), &["utf-16"], options(ws.path()));
+    let path = ws.path().join("burst.py");
+    std::fs::write(&path, "def saved_in_a_burst():\n    pass\n").unwrap();
+    // More queries than tower-lsp's default four slots, fewer than our cap.
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(c.send_request("workspace/symbol", json!({"query": "saved_in_a_burst"})));
+    }
+    c.notify(
+        "textDocument/didSave",
+        json!({"textDocument": {"uri": file_uri(&path)}, "text": "def saved_in_a_burst():\n    pass\n"}),
+    );
+    let after = c.send_request("workspace/symbol", json!({"query": "saved_in_a_burst"}));
+    for id in ids {
+        let r = c.wait_response(id);
+        assert!(r.get("result").is_some(), "{r}");
+    }
+    let r = c.wait_response(after);
+    assert_eq!(r["result"].as_array().map(Vec::len), Some(1), "{r}");
+    assert!(c.shutdown());
+}
+
+#[test]
 fn huge_long_line_and_binary_files_degrade_gracefully() {
     let ws = workspace();
     // 30 MB of Python, a 2 MB single line of JavaScript, and a binary "source" file.
