@@ -88,10 +88,10 @@ BASIS_ENV = {k: v for k, v in os.environ.items() if k != "RUST_BACKTRACE"}
 STATS_RE = re.compile(r"^(prefill|decode): (\d+) tokens, ([0-9.]+) tok/s$")
 
 
-def basis_generate(args, prompt, max_tokens):
+def basis_generate(args, prompt, max_tokens, binary=None):
     """One `basis generate` run; returns {"prefill": (n, rate), "decode": (n, rate)}."""
     cmd = [
-        args.basis, "generate", "--model", args.model, "--raw", "--temperature", "0",
+        binary or args.basis, "generate", "--model", args.model, "--raw", "--temperature", "0",
         "--max-tokens", str(max_tokens), "--stats", "--prompt", prompt,
     ]
     p = subprocess.run(cmd, capture_output=True, text=True, env=BASIS_ENV)
@@ -122,26 +122,38 @@ def cmd_infer_basis(args):
         with open(args.ids_out, "w") as f:
             json.dump(ids, f)
 
-    prefill = []
+    # With a baseline, the two binaries take turns (baseline, current, baseline,
+    # ...), so a slow minute on this shared machine hits both alike.
+    binaries = [("basis", args.basis)]
+    if args.baseline:
+        binaries = [("baseline", args.baseline), ("basis", args.basis)]
+    runs = {name: {"prefill": [], "decode": []} for name, _ in binaries}
     for i in range(args.repeats):
-        n, rate = basis_generate(args, PREFILL_PROMPT, 1)["prefill"]
-        log(f"basis prefill run {i + 1}: {n} tokens, {rate:.1f} tok/s")
-        prefill.append((n, rate))
-    decode = []
+        for name, binary in binaries:
+            n, rate = basis_generate(args, PREFILL_PROMPT, 1, binary)["prefill"]
+            log(f"{name} prefill run {i + 1}: {n} tokens, {rate:.1f} tok/s")
+            runs[name]["prefill"].append((n, rate))
     for i in range(args.repeats):
-        n, rate = basis_generate(args, DECODE_PROMPT, args.decode_tokens + 1)["decode"]
-        log(f"basis decode run {i + 1}: {n} tokens, {rate:.1f} tok/s")
-        decode.append((n, rate))
-    best_prefill = max(prefill, key=lambda x: x[1])
-    best_decode = max(decode, key=lambda x: x[1])
-    emit(args, {
-        "impl": "basis", "what": "infer",
-        "tokenized_prefill_tokens": len(ids),
-        "prefill_tokens": best_prefill[0], "prefill_tok_s": best_prefill[1],
-        "prefill_runs": [r for _, r in prefill],
-        "decode_tokens": best_decode[0], "decode_tok_s": best_decode[1],
-        "decode_runs": [r for _, r in decode],
-    })
+        for name, binary in binaries:
+            n, rate = basis_generate(args, DECODE_PROMPT, args.decode_tokens + 1, binary)["decode"]
+            log(f"{name} decode run {i + 1}: {n} tokens, {rate:.1f} tok/s")
+            runs[name]["decode"].append((n, rate))
+    for name, _ in binaries:
+        prefill, decode = runs[name]["prefill"], runs[name]["decode"]
+        best_prefill = max(prefill, key=lambda x: x[1])
+        best_decode = max(decode, key=lambda x: x[1])
+        rec = {
+            "impl": name, "what": "infer",
+            "prefill_tokens": best_prefill[0], "prefill_tok_s": best_prefill[1],
+            "prefill_runs": [r for _, r in prefill],
+            "decode_tokens": best_decode[0], "decode_tok_s": best_decode[1],
+            "decode_runs": [r for _, r in decode],
+        }
+        if name == "basis":
+            rec["tokenized_prefill_tokens"] = len(ids)
+        else:
+            rec["rev"] = args.baseline_rev
+        emit(args, rec)
 
 
 def cmd_train_basis(args):
@@ -335,6 +347,16 @@ def cmd_report(args):
             notes.append(f"basis stopped early in decode (end of sequence) after {ok_b['decode_tokens']} tokens")
         if ok_l.get("decode_hit_eos"):
             notes.append("llama.cpp's greedy decode produced end-of-sequence; it was fed back and decoding went on")
+    base = find("baseline", "infer")
+    if base:
+        rev = base.get("rev", "?")
+        rows.append((f"prefill vs basis at `{rev}` (same prompt, runs alternating)",
+                     bi, base, "prefill_tok_s", f"basis@{rev}"))
+        rows.append((f"decode vs basis at `{rev}` (same prompt, runs alternating)",
+                     bi, base, "decode_tok_s", f"basis@{rev}"))
+        if ok_b and "error" not in base and ok_b["decode_tokens"] != base["decode_tokens"]:
+            notes.append(f"decode token counts differ: basis {ok_b['decode_tokens']}, "
+                         f"basis@{rev} {base['decode_tokens']} (a different greedy path)")
     for b, s in sorted({(r["batch"], r["seq"]) for r in recs if r["what"] == "train"}):
         bt, pt = find("basis", "train", batch=b, seq=s), find("pytorch", "train", batch=b, seq=s)
         steps = (bt or pt)["steps"]
@@ -396,6 +418,8 @@ def main():
     s.add_argument("--decode-tokens", type=int, default=128)
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--ids-out", help="write basis's ids for the prefill prompt here")
+    s.add_argument("--baseline", help="a basis binary built from an earlier commit, measured in turn")
+    s.add_argument("--baseline-rev", help="the commit the baseline was built from")
 
     s = measure("infer-llama", cmd_infer_llama)
     s.add_argument("--threads", type=int, required=True)

@@ -10,6 +10,11 @@
 # Environment:
 #   BENCH_QUICK=1  training at seq 64 for 2 steps instead of seq 256 for 3 (smoke run)
 #   SKIP_BUILD=1   use the release binaries already in target/ instead of building
+#   BENCH_BASELINE a commit to measure beside the current tree (default: f0ff989,
+#                  the foundation's measured build); its `basis` is built once into
+#                  ~/.cache/basis-bench/baselines/<commit> and its runs alternate with
+#                  the current binary's, so a regression shows as a ratio below 1.
+#                  BENCH_BASELINE=none skips it.
 #   BENCH_PYTHON   a Python that has llama-cpp-python, torch, transformers, gguf, numpy
 #   BENCH_VENV     where to create that Python otherwise
 #                  (default ~/.cache/basis-bench-venv; reused when present)
@@ -39,6 +44,22 @@ fi
 for bin in "$BASIS" "$BENCH_TRAIN"; do
     [[ -x "$bin" ]] || { echo "missing $bin (run without SKIP_BUILD=1)" >&2; exit 1; }
 done
+
+# ---- the baseline: `basis` built from an earlier commit, in a worktree of its own
+BASELINE_REV="${BENCH_BASELINE:-f0ff989}"
+BASELINE_BIN=""
+if [[ "$BASELINE_REV" != none ]]; then
+    sha="$(git rev-parse --verify --short=12 "$BASELINE_REV^{commit}")" \
+        || { echo "BENCH_BASELINE=$BASELINE_REV is not a commit here" >&2; exit 1; }
+    dir="$HOME/.cache/basis-bench/baselines/$sha"
+    BASELINE_BIN="$dir/target/release/basis"
+    if [[ ! -x "$BASELINE_BIN" ]]; then
+        say "building the baseline $BASELINE_REV ($sha) into $dir (once)"
+        mkdir -p "$dir"
+        [[ -d "$dir/src" ]] || git worktree add --detach "$dir/src" "$sha" >&2
+        (cd "$dir/src" && cargo build --release --bin basis --target-dir "$dir/target") >&2
+    fi
+fi
 
 # ---- model
 if [[ $# -ge 1 ]]; then
@@ -79,7 +100,12 @@ say "model $MODEL, $THREADS threads, $([[ $QUICK == 1 ]] && echo quick || echo f
 
 # ---- inference: prefill (128-token prompt) and decode (128 greedy tokens)
 say "inference: basis"
-peers infer-basis "$MODEL" --basis "$BASIS" --ids-out "$WORK/basis-ids.json" --out "$RESULTS"
+BASELINE_ARGS=()
+if [[ -n "$BASELINE_BIN" ]]; then
+    BASELINE_ARGS=(--baseline "$BASELINE_BIN" --baseline-rev "$BASELINE_REV")
+fi
+peers infer-basis "$MODEL" --basis "$BASIS" --ids-out "$WORK/basis-ids.json" --out "$RESULTS" \
+    "${BASELINE_ARGS[@]}"
 say "inference: llama.cpp"
 peers infer-llama "$MODEL" --threads "$THREADS" --basis-ids "$WORK/basis-ids.json" --out "$RESULTS"
 
