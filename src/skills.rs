@@ -177,13 +177,14 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         let sandbox = Sandbox::detect();
         let progress = Progress::new("running the tests in the sandbox");
         if args.mutants > 0 {
+            let mutants = testgen::mutants_of(&input, &outcome.function, args.mutants);
             let score = testgen::verify(
                 &sandbox,
                 &repo,
+                &HashMap::new(),
                 &input,
-                &outcome.function,
                 &placement,
-                args.mutants,
+                &mutants,
             )?;
             progress.done();
             report_tests(&score.report);

@@ -19,7 +19,7 @@ use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{
     extract_code, fence_name, fence_names, first_indent, normalized_code, reindent,
 };
-use crate::runner::{run_tests, RunnerError, TestReport};
+use crate::runner::{run, RunnerError, TestReport, Tests};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
 
@@ -34,11 +34,11 @@ pub struct Input {
     pub instruction: String,
 }
 
-/// The reference of an edit task: a test target that must pass, or the expected
-/// replacement.
+/// The reference of an edit task: tests that must pass after the edit, or the
+/// expected replacement.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reference {
-    pub tests: Option<String>,
+    pub tests: Option<Tests>,
     pub code: Option<String>,
 }
 
@@ -223,10 +223,12 @@ pub struct Score {
 }
 
 /// The reward of `replacement` (see the module docs). `workspace` is the task's
-/// repository; the edited file is laid over its copy in the sandbox.
+/// repository and `base` the files laid over it (the task's starting state); the
+/// edited file goes over those in the sandbox's copy.
 pub fn verify(
     sandbox: &Sandbox,
     workspace: &Path,
+    base: &HashMap<String, String>,
     input: &Input,
     replacement: Option<&str>,
     reference: &Reference,
@@ -237,12 +239,13 @@ pub fn verify(
             report: None,
         });
     };
-    if let Some(target) = &reference.tests {
+    if let Some(tests) = &reference.tests {
         let language = input.language().ok_or_else(|| {
             RunnerError::NotAvailable("these", format!("{} is in no language we run", input.path))
         })?;
-        let overlay = HashMap::from([(input.path.clone(), apply(input, replacement))]);
-        let report = run_tests(sandbox, workspace, &overlay, language, Some(target))?;
+        let mut overlay = base.clone();
+        overlay.insert(input.path.clone(), apply(input, replacement));
+        let report = run(sandbox, workspace, &overlay, language, tests)?;
         return Ok(Score {
             reward: if report.passed() { 1.0 } else { 0.0 },
             report: Some(report),
@@ -344,10 +347,31 @@ mod tests {
             tests: None,
             code: Some("return   x * 2".into()),
         };
-        let good = verify(&sb, dir.path(), &i, Some("        return x * 2\n"), &r).unwrap();
+        let good = verify(
+            &sb,
+            dir.path(),
+            &HashMap::new(),
+            &i,
+            Some("        return x * 2\n"),
+            &r,
+        )
+        .unwrap();
         assert_eq!(good.reward, 1.0);
-        let bad = verify(&sb, dir.path(), &i, Some("        return x * 3\n"), &r).unwrap();
+        let bad = verify(
+            &sb,
+            dir.path(),
+            &HashMap::new(),
+            &i,
+            Some("        return x * 3\n"),
+            &r,
+        )
+        .unwrap();
         assert_eq!(bad.reward, 0.0);
-        assert_eq!(verify(&sb, dir.path(), &i, None, &r).unwrap().reward, 0.0);
+        assert_eq!(
+            verify(&sb, dir.path(), &HashMap::new(), &i, None, &r)
+                .unwrap()
+                .reward,
+            0.0
+        );
     }
 }

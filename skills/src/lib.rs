@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// The five skills. Their ids are stable: they appear in task files, feedback
 /// records and exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkillId {
     Localize,

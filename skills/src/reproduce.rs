@@ -353,10 +353,13 @@ pub struct Score {
     pub after: Option<Verdict>,
 }
 
-/// Scores a reproduction against the reference fix (see the module docs).
+/// Scores a reproduction against the reference fix (see the module docs):
+/// `base` is the task's starting state over `workspace` (the code with the
+/// issue), and the fix's files go over it for the run after the fix.
 pub fn verify(
     sandbox: &Sandbox,
     workspace: &Path,
+    base: &HashMap<String, String>,
     language: Language,
     path: &str,
     test: Option<&str>,
@@ -369,7 +372,7 @@ pub fn verify(
             after: None,
         });
     };
-    let (before, _) = check(sandbox, workspace, &HashMap::new(), language, path, test)?;
+    let (before, _) = check(sandbox, workspace, base, language, path, test)?;
     if before != Verdict::Failed {
         return Ok(Score {
             reward: 0.0,
@@ -377,7 +380,9 @@ pub fn verify(
             after: None,
         });
     }
-    let (after, _) = check(sandbox, workspace, &reference.fix, language, path, test)?;
+    let mut fixed = base.clone();
+    fixed.extend(reference.fix.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let (after, _) = check(sandbox, workspace, &fixed, language, path, test)?;
     Ok(Score {
         reward: if after == Verdict::Passed { 1.0 } else { 0.0 },
         before,

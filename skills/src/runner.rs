@@ -188,7 +188,80 @@ pub fn prepare(
     Ok((sb, argv))
 }
 
-/// Runs the tests of `workspace` (with `overlay` written over its copy).
+/// Which tests a run runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tests {
+    /// The language's whole suite, with the runner's own command.
+    Suite,
+    /// The runner's command narrowed to a test file or name filter.
+    Target(String),
+    /// A command of the task's own (e.g. `python3 -m pytest -q tests/`), run in
+    /// the language's sandbox environment.
+    Command(Vec<String>),
+}
+
+impl Tests {
+    /// A command line as a task file writes it (`"cargo test --offline"`),
+    /// split on whitespace; quotes group words (`"a b"`, `'a b'`).
+    pub fn command(line: &str) -> Option<Tests> {
+        let mut words = Vec::new();
+        let (mut word, mut quote, mut started) = (String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => {
+                    quote = Some(c);
+                    started = true;
+                }
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => {
+                    if started {
+                        words.push(std::mem::take(&mut word));
+                        started = false;
+                    }
+                }
+                (_, c) => {
+                    word.push(c);
+                    started = true;
+                }
+            }
+        }
+        if quote.is_some() {
+            return None;
+        }
+        if started {
+            words.push(word);
+        }
+        (!words.is_empty()).then_some(Tests::Command(words))
+    }
+}
+
+/// Runs `tests` of `workspace` (with `overlay` written over its copy).
+pub fn run(
+    base: &Sandbox,
+    workspace: &Path,
+    overlay: &HashMap<String, String>,
+    language: Language,
+    tests: &Tests,
+) -> Result<TestReport, RunnerError> {
+    let target = match tests {
+        Tests::Target(t) => Some(t.as_str()),
+        _ => None,
+    };
+    let (sb, mut argv) = prepare(base, workspace, language, target)?;
+    if let Tests::Command(command) = tests {
+        argv = command.clone();
+    }
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let outcome = sb.run(workspace, overlay, &args)?;
+    Ok(TestReport {
+        command: argv,
+        outcome,
+    })
+}
+
+/// Runs the tests of `workspace` (with `overlay` written over its copy),
+/// narrowed to `target` when given.
 pub fn run_tests(
     base: &Sandbox,
     workspace: &Path,
@@ -196,13 +269,11 @@ pub fn run_tests(
     language: Language,
     target: Option<&str>,
 ) -> Result<TestReport, RunnerError> {
-    let (sb, argv) = prepare(base, workspace, language, target)?;
-    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let outcome = sb.run(workspace, overlay, &args)?;
-    Ok(TestReport {
-        command: argv,
-        outcome,
-    })
+    let tests = match target {
+        Some(t) => Tests::Target(t.to_string()),
+        None => Tests::Suite,
+    };
+    run(base, workspace, overlay, language, &tests)
 }
 
 /// A failing test, as a runner's output names it.
@@ -256,6 +327,9 @@ fn python_failures(out: &str) -> Vec<Failure> {
         let test = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let mut place: Option<(String, usize)> = None;
         let mut message = String::new();
+        // The exception's line (`AssertionError: 3 != 4`) says what went
+        // wrong; what follows it (a list diff) only details it.
+        let mut exception: Option<String> = None;
         let mut in_traceback = false;
         for l in lines {
             let t = l.trim();
@@ -277,6 +351,13 @@ fn python_failures(out: &str) -> Vec<Failure> {
                 }
             } else if !t.is_empty() && !t.starts_with("---") {
                 message = t.to_string();
+                let name = t.split(':').next().unwrap_or("");
+                let is_exception = !name.is_empty()
+                    && !name.contains(' ')
+                    && (name.ends_with("Error") || name.ends_with("Exception"));
+                if is_exception {
+                    exception = Some(t.to_string());
+                }
             }
         }
         if let Some((path, line)) = place {
@@ -284,7 +365,7 @@ fn python_failures(out: &str) -> Vec<Failure> {
                 test,
                 path,
                 line,
-                message,
+                message: exception.unwrap_or(message),
             });
         }
     }
@@ -328,10 +409,20 @@ fn rust_failures(out: &str) -> Vec<Failure> {
         let (Some(line), Some(file)) = (line.and_then(|n| n.parse::<usize>().ok()), file) else {
             continue;
         };
-        let message = lines
+        let mut message = lines
             .peek()
             .map(|m| m.trim().to_string())
             .unwrap_or_default();
+        // assert_eq!'s values follow on lines of their own.
+        let _ = lines.next();
+        while let Some(next) = lines.peek() {
+            let t = next.trim_start();
+            if !(t.starts_with("left:") || t.starts_with("right:")) {
+                break;
+            }
+            message.push_str(&format!(" {}", t.trim()));
+            lines.next();
+        }
         if let Some(path) = workspace_relative(file) {
             failures.push(Failure {
                 test: test.to_string(),
@@ -397,7 +488,7 @@ mod tests {
                 test: "tests::adds".into(),
                 path: "src/lib.rs".into(),
                 line: 39,
-                message: "assertion `left == right` failed".into(),
+                message: "assertion `left == right` failed left: 3 right: 4".into(),
             }]
         );
         assert!(report("garbage ' panicked at", "")

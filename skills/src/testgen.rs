@@ -394,27 +394,59 @@ pub struct Score {
     pub report: TestReport,
 }
 
-/// Runs `placement`'s tests on the original code and on up to `max_mutants`
-/// mutants of `function` (see the module docs).
+/// A bug planted in the function under test: the whole file with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutantFile {
+    /// What changed, e.g. "line 5: `<` -> `>=`".
+    pub description: String,
+    pub text: String,
+}
+
+/// Up to `max` tree-sitter mutants of `function` in `input`'s file (the bugs
+/// `basis testgen --mutants N` scores tests against).
+pub fn mutants_of(input: &Input, function: &Function, max: usize) -> Vec<MutantFile> {
+    let Some(language) = Language::from_path(Path::new(&input.path)) else {
+        return Vec::new();
+    };
+    basis_code::mutants(
+        language,
+        &input.text,
+        function.start_byte,
+        function.end_byte,
+        max,
+    )
+    .into_iter()
+    .map(|m| MutantFile {
+        description: m.description,
+        text: m.text,
+    })
+    .collect()
+}
+
+/// Runs `placement`'s tests on the original code (`input`'s file, over the
+/// task's starting state `base`) and on each of `mutants`: the reward is 1 when
+/// they pass on the original and fail on every mutant (see the module docs).
 pub fn verify(
     sandbox: &Sandbox,
     workspace: &Path,
+    base: &HashMap<String, String>,
     input: &Input,
-    function: &Function,
     placement: &Placement,
-    max_mutants: usize,
+    mutants: &[MutantFile],
 ) -> Result<Score, RunnerError> {
     let language = Language::from_path(Path::new(&input.path)).ok_or_else(|| {
         RunnerError::NotAvailable("these", format!("{} is in no language we run", input.path))
     })?;
     let target = target(language, placement);
-    let overlay = HashMap::from([(placement.path.clone(), placement.new_text.clone())]);
+    let mut overlay = base.clone();
+    overlay.insert(input.path.clone(), input.text.clone());
+    overlay.insert(placement.path.clone(), placement.new_text.clone());
     let report = run_tests(sandbox, workspace, &overlay, language, target.as_deref())?;
     let passed_original = report.passed();
     let mut score = Score {
         reward: 0.0,
         passed_original,
-        mutants: 0,
+        mutants: mutants.len(),
         killed: 0,
         survivors: Vec::new(),
         report,
@@ -422,25 +454,29 @@ pub fn verify(
     if !passed_original {
         return Ok(score);
     }
-    let mutants = basis_code::mutants(
-        language,
-        &input.text,
-        function.start_byte,
-        function.end_byte,
-        max_mutants,
-    );
-    score.mutants = mutants.len();
-    for m in &mutants {
-        let mut overlay = HashMap::new();
+    for m in mutants {
+        let mut overlay = base.clone();
         if placement.path == input.path {
-            // The tests live in the mutated file: insert them into the mutant.
-            let shift = m.text.len() as isize - input.text.len() as isize;
-            let at = if placement.insert_at >= m.end_byte {
-                (placement.insert_at as isize + shift) as usize
-            } else {
+            // The tests live in the mutated file: put them into the mutant at
+            // the same place (before the mutation: the same offset; after it:
+            // the same distance from the end).
+            let same_prefix = input
+                .text
+                .bytes()
+                .zip(m.text.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let at = if placement.insert_at <= same_prefix {
                 placement.insert_at
+            } else {
+                m.text
+                    .len()
+                    .saturating_sub(input.text.len().saturating_sub(placement.insert_at))
             };
-            let at = at.min(m.text.len());
+            let at = (0..=at.min(m.text.len()))
+                .rev()
+                .find(|&i| m.text.is_char_boundary(i))
+                .unwrap_or(0);
             overlay.insert(
                 input.path.clone(),
                 format!("{}{}{}", &m.text[..at], placement.inserted, &m.text[at..]),
@@ -456,7 +492,7 @@ pub fn verify(
             score.killed += 1;
         }
     }
-    score.reward = if score.killed == score.mutants {
+    score.reward = if !mutants.is_empty() && score.killed == mutants.len() {
         1.0
     } else {
         0.0

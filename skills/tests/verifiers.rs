@@ -41,13 +41,16 @@ fn an_edit_scores_by_the_tasks_tests() {
     copy_dir(&repo, dir.path());
     std::fs::write(dir.path().join("tests/test_task.py"), test).unwrap();
     let reference = edit::Reference {
-        tests: Some("tests/test_task.py".into()),
+        tests: Some(basis_skills::runner::Tests::Target(
+            "tests/test_task.py".into(),
+        )),
         code: None,
     };
     let sb = sandbox();
     let good = edit::verify(
         &sb,
         dir.path(),
+        &HashMap::new(),
         &input,
         Some("    if quantity >= BULK_QUANTITY:\n"),
         &reference,
@@ -62,6 +65,7 @@ fn an_edit_scores_by_the_tasks_tests() {
     let bad = edit::verify(
         &sb,
         dir.path(),
+        &HashMap::new(),
         &input,
         Some("    if quantity > BULK_QUANTITY + 1:\n"),
         &reference,
@@ -100,7 +104,16 @@ fn py_testgen(tests: &str) -> testgen::Score {
     let code = testgen::parse(&answer, Language::Python, &input, &f).unwrap();
     let placement = testgen::place(Language::Python, &input, &code, None);
     assert_eq!(placement.path, "tests/test_shop_pricing.py");
-    testgen::verify(&sandbox(), &repo, &input, &f, &placement, 16).unwrap()
+    let mutants = testgen::mutants_of(&input, &f, 16);
+    testgen::verify(
+        &sandbox(),
+        &repo,
+        &HashMap::new(),
+        &input,
+        &placement,
+        &mutants,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -142,7 +155,16 @@ fn rust_tests_are_judged_in_the_files_tests_module() {
     let code = testgen::parse(answer, Language::Rust, &input, &f).unwrap();
     let placement = testgen::place(Language::Rust, &input, &code, None);
     assert_eq!(placement.path, "src/lib.rs");
-    let s = testgen::verify(&sandbox(), &repo, &input, &f, &placement, 6).unwrap();
+    let mutants = testgen::mutants_of(&input, &f, 6);
+    let s = testgen::verify(
+        &sandbox(),
+        &repo,
+        &HashMap::new(),
+        &input,
+        &placement,
+        &mutants,
+    )
+    .unwrap();
     assert!(s.passed_original, "{}", s.report.outcome.stderr);
     assert!(s.mutants >= 3);
     assert_eq!(s.killed, s.mutants, "survivors: {:?}", s.survivors);
@@ -169,6 +191,7 @@ fn py_reproduction(import: &str, assertion: &str) -> reproduce::Score {
     reproduce::verify(
         &sandbox(),
         &fixture("py_shop"),
+        &HashMap::new(),
         Language::Python,
         &path,
         test.as_deref(),
@@ -229,6 +252,7 @@ fn a_rust_reproduction_runs_as_an_integration_test() {
     let s = reproduce::verify(
         &sandbox(),
         &repo,
+        &HashMap::new(),
         Language::Rust,
         &path,
         test.as_deref(),
@@ -245,6 +269,7 @@ fn a_rust_reproduction_runs_as_an_integration_test() {
     let s = reproduce::verify(
         &sandbox(),
         &repo,
+        &HashMap::new(),
         Language::Rust,
         &path,
         broken.as_deref(),
