@@ -63,11 +63,11 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
 
 /// A model named on the command line or in the server's settings: its weights, and
 /// for a stored model its directory (where its versions live).
-pub fn resolve(spec: Option<&str>) -> Result<basis_server::ModelSpec> {
+pub fn resolve(spec: Option<&str>) -> Result<basis_model::registry::ModelSpec> {
     let store = Store::open()?;
     let name = spec.unwrap_or(store::DEFAULT_MODEL);
     let is_name = store::validate_name(name).is_ok();
-    let stored = |m: &store::Manifest| basis_server::ModelSpec {
+    let stored = |m: &store::Manifest| basis_model::registry::ModelSpec {
         name: m.name.clone(),
         weights: store.weights_path(m),
         model_dir: Some(store.model_dir(&m.name)),
@@ -95,7 +95,7 @@ pub fn resolve(spec: Option<&str>) -> Result<basis_server::ModelSpec> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_string());
-        return Ok(basis_server::ModelSpec {
+        return Ok(basis_model::registry::ModelSpec {
             name,
             weights: path,
             model_dir: None,

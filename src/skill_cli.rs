@@ -16,28 +16,38 @@ pub struct Loaded {
     pub lm: LanguageModel,
     pub name: String,
     pub version: String,
+    pub spec: basis_model::registry::ModelSpec,
+    pub at: basis_model::registry::Version,
 }
 
-/// Loads `--model` (default: the default model, pulled if missing) at its
-/// current version.
+/// Loads `--model` (default: the default model, pulled if missing) at the
+/// version it names (`NAME@v2`), else at the version the registry serves.
 pub fn load_model(spec: Option<&str>) -> Result<Loaded> {
-    let spec = crate::generate::resolve(spec)?;
-    let mut lm = LanguageModel::load(
-        &spec.weights,
-        Precision::Quantized,
-        &basis_model::default_device(),
-    )
-    .with_context(|| format!("loading {}", spec.weights.display()))?;
-    let mut version = basis_model::registry::Version::Base;
-    if let Some(dir) = &spec.model_dir {
-        let registry = basis_model::registry::Registry::new(dir);
-        version = registry.current()?;
-        registry.load_into(&mut lm.model, version)?;
-    }
+    let (name, version) = match spec {
+        Some(s) => {
+            let (n, v) = basis_model::registry::split_version(s)?;
+            (Some(n), v)
+        }
+        None => (None, None),
+    };
+    let spec = crate::generate::resolve(name)?;
+    let version = match version {
+        Some(v) => v,
+        None => spec.current()?,
+    };
+    let lm = spec
+        .load(
+            version,
+            Precision::Quantized,
+            &basis_model::default_device(),
+        )
+        .with_context(|| format!("loading {} {version}", spec.name))?;
     Ok(Loaded {
         lm,
-        name: spec.name,
+        name: spec.name.clone(),
         version: version.to_string(),
+        spec,
+        at: version,
     })
 }
 

@@ -202,6 +202,44 @@ impl Registry {
         std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))
     }
 
+    /// Where a version's evaluation figures are kept.
+    fn evals_path(&self, v: Version) -> PathBuf {
+        self.dir.join("evals").join(format!("{v}.json"))
+    }
+
+    /// The evaluation figures kept for version `v` (an empty object when none
+    /// are): `{<what>: {<key>: <figures>}}`, written by `basis eval`.
+    pub fn evals(&self, v: Version) -> serde_json::Value {
+        std::fs::read_to_string(self.evals_path(v))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+
+    /// Keeps `figures` as version `v`'s evaluation of `what` on `key` (e.g.
+    /// localization on a repository), replacing the file atomically.
+    pub fn record_eval(
+        &self,
+        v: Version,
+        what: &str,
+        key: &str,
+        figures: serde_json::Value,
+    ) -> Result<()> {
+        let mut all = self.evals(v);
+        if !all.is_object() {
+            all = serde_json::json!({});
+        }
+        all[what][key] = figures;
+        let path = self.evals_path(v);
+        let dir = path.parent().expect("the evals file has a folder");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = dir.join(format!(".{v}.json.tmp-{}", std::process::id()));
+        let text = serde_json::to_string_pretty(&all)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
     /// Applies version `v` to a freshly loaded base model: nothing for the base,
     /// the version's adapter otherwise.
     pub fn load_into(&self, model: &mut Model, v: Version) -> Result<()> {
@@ -212,9 +250,89 @@ impl Registry {
     }
 }
 
+/// A model as the store holds it: where its base weights are and, for a model
+/// in the store, the directory of its versions. The server's model swap, the
+/// CLI and the trainer's publish all name a model by this one description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub weights: PathBuf,
+    /// The model's directory in the store; `None` for a model used straight from
+    /// a path, which has only its base version.
+    pub model_dir: Option<PathBuf>,
+}
+
+impl ModelSpec {
+    /// Its versions, when it has any.
+    pub fn registry(&self) -> Option<Registry> {
+        self.model_dir.as_ref().map(Registry::new)
+    }
+
+    /// The version the registry serves (the base for a model from a path).
+    pub fn current(&self) -> Result<Version> {
+        match self.registry() {
+            Some(r) => r.current(),
+            None => Ok(Version::Base),
+        }
+    }
+
+    /// Loads the model at `version`: the base weights, and the version's adapter.
+    pub fn load(
+        &self,
+        version: Version,
+        precision: crate::Precision,
+        device: &crate::Device,
+    ) -> Result<crate::LanguageModel> {
+        let mut lm = crate::LanguageModel::load(&self.weights, precision, device)?;
+        match self.registry() {
+            Some(r) => r.load_into(&mut lm.model, version)?,
+            None if version != Version::Base => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a model from a path: it has no version {version}, only base",
+                    self.name
+                )))
+            }
+            None => {}
+        }
+        Ok(lm)
+    }
+}
+
+/// `NAME@VERSION` (`VERSION` is `base`, `v<N>` or `current`) or just `NAME`.
+pub fn split_version(spec: &str) -> Result<(&str, Option<Version>)> {
+    match spec.rsplit_once('@') {
+        None => Ok((spec, None)),
+        Some((name, "current")) => Ok((name, None)),
+        Some((name, v)) => Version::parse(v).map(|v| (name, Some(v))).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "`{v}` is not a version: use base, v<N> or current (e.g. {name}@v2)"
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_versions() {
+        assert_eq!(split_version("m").unwrap(), ("m", None));
+        assert_eq!(
+            split_version("m@v3").unwrap(),
+            ("m", Some(Version::Numbered(3)))
+        );
+        assert_eq!(split_version("m@base").unwrap(), ("m", Some(Version::Base)));
+        assert_eq!(split_version("m@current").unwrap(), ("m", None));
+        assert!(split_version("m@latest")
+            .unwrap_err()
+            .to_string()
+            .contains("not a version"));
+        assert_eq!(
+            split_version("/path/to/model.gguf").unwrap().0,
+            "/path/to/model.gguf"
+        );
+    }
 
     #[test]
     fn versions_parse_and_print() {

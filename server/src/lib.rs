@@ -25,7 +25,8 @@ use std::path::PathBuf;
 
 use tower_lsp_server::{LspService, Server};
 
-pub use model_host::{ModelSpec, Resolver};
+pub use basis_model::registry::ModelSpec;
+pub use model_host::Resolver;
 
 /// What the command line gives the server.
 #[derive(Clone)]

@@ -5,21 +5,10 @@
 //! new version is loaded beside the old one and swapped in between requests:
 //! requests hold an `Arc` of the version they started on and finish on it.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use basis_model::registry::{Registry, Version};
+use basis_model::registry::{ModelSpec, Version};
 use basis_model::{LanguageModel, Precision};
-
-/// Where a model's weights and versions live.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelSpec {
-    pub name: String,
-    pub weights: PathBuf,
-    /// The model's directory in the store (for its versions); `None` for a model
-    /// used straight from a path, which has only its base version.
-    pub model_dir: Option<PathBuf>,
-}
 
 /// Turns the `model` setting (a name, a path, or `None` for the default) into a
 /// [`ModelSpec`]; the CLI provides it (it owns the store and the downloader).
@@ -30,6 +19,8 @@ pub struct Served {
     pub lm: LanguageModel,
     pub name: String,
     pub version: Version,
+    /// Where it came from (its registry holds its versions' evaluations).
+    pub spec: ModelSpec,
 }
 
 /// The model the server serves (see the module docs).
@@ -41,26 +32,17 @@ pub struct ModelHost {
 }
 
 fn load(spec: &ModelSpec, version: Version) -> anyhow::Result<Served> {
-    let mut lm = LanguageModel::load(
-        &spec.weights,
+    let lm = spec.load(
+        version,
         Precision::Quantized,
         &basis_model::default_device(),
     )?;
-    if let Some(dir) = &spec.model_dir {
-        Registry::new(dir).load_into(&mut lm.model, version)?;
-    }
     Ok(Served {
         lm,
         name: spec.name.clone(),
         version,
+        spec: spec.clone(),
     })
-}
-
-fn registry_version(spec: &ModelSpec) -> anyhow::Result<Version> {
-    match &spec.model_dir {
-        Some(dir) => Ok(Registry::new(dir).current()?),
-        None => Ok(Version::Base),
-    }
 }
 
 impl ModelHost {
@@ -100,7 +82,7 @@ impl ModelHost {
         let resolver = self.resolver.clone();
         let served = tokio::task::spawn_blocking(move || -> anyhow::Result<Served> {
             let spec = resolver(setting.as_deref())?;
-            let version = registry_version(&spec)?;
+            let version = spec.current()?;
             load(&spec, version)
         })
         .await??;
@@ -122,7 +104,7 @@ impl ModelHost {
         let old_version = old.version;
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Served>> {
             let spec = resolver(setting.as_deref())?;
-            let version = registry_version(&spec)?;
+            let version = spec.current()?;
             if version == old_version {
                 return Ok(None);
             }
