@@ -122,7 +122,7 @@ fn main() {
         json!({
             "processId": null, "rootUri": uri(&repo),
             "capabilities": {"window": {"workDoneProgress": true}},
-            "initializationOptions": {"feedback": {"path": db}, "sampling": {"maxTokens": 100000, "temperature": 1.0}},
+            "initializationOptions": {"feedback": {"path": db}, "sampling": {"maxTokens": 100000, "temperature": 1.0}, "localize": {"useModel": "always"}},
         }),
     );
     c.wait(|m| m["id"] == id, &mut seen);

@@ -2,6 +2,7 @@
 //! call into the crates that do the work; nothing but a command's own output goes
 //! to stdout (progress, statistics and errors go to stderr).
 
+mod eval;
 mod feedback;
 mod fsutil;
 mod generate;
@@ -11,6 +12,7 @@ mod pull;
 mod skill_cli;
 mod skills;
 mod store;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +58,14 @@ enum Command {
     /// `path:line: comment` rows and the verdict. Exit code 0 for YES, 1 for NO,
     /// 2 on error.
     Review(skills::ReviewArgs),
+    /// Mine, count or import skill tasks with known answers (basis.task/1).
+    Tasks {
+        #[command(subcommand)]
+        command: tasks::TasksCommand,
+    },
+    /// Score a model on a task file, per skill (Avg@K, Pass@K); writes
+    /// report.json and report.md.
+    Eval(eval::EvalArgs),
     /// Inspect, export or purge the feedback store.
     Feedback {
         /// The store's file (default: $BASIS_HOME/feedback/feedback.sqlite3).
@@ -106,6 +116,8 @@ fn main() -> ExitCode {
         Command::Testgen(args) => skills::run_testgen(args),
         Command::Reproduce(args) => skills::run_reproduce(args),
         Command::Review(args) => skills::run_review(args),
+        Command::Tasks { command } => ok(tasks::run_tasks(command)),
+        Command::Eval(args) => ok(eval::run_eval(args)),
         Command::Feedback { db, command } => ok(feedback::run_feedback(command, db)),
     };
     match result {

@@ -19,9 +19,12 @@ fn fixture() -> PathBuf {
 const ISSUE: &str = "apply_discount returns a negative price when the discount percent is over 100";
 
 fn options(db: &Path, extra: Value) -> Value {
+    // The model chooses the files (not only where an evaluation says it beats
+    // retrieval): these tests are about the model's answers.
     let mut o = json!({
         "feedback": {"path": db},
         "sampling": {"maxTokens": 24},
+        "localize": {"useModel": "always"},
     });
     if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -180,6 +183,74 @@ fn cli_localize_rejects_bad_input_clearly() {
         "{}",
         support::stderr(&out)
     );
+}
+
+#[test]
+fn by_default_the_model_reorders_only_where_an_evaluation_found_it_better() {
+    let model = support::default_model();
+    let home = tempfile::tempdir().unwrap();
+    let home_str = home.path().to_str().unwrap();
+    let out = support::basis()
+        .args(["model", "pull", model.to_str().unwrap(), "--name", "m"])
+        .env("BASIS_HOME", home_str)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let db = home.path().join("fb.sqlite3");
+    let root = fixture();
+    let mut c = LspClient::start(&[("BASIS_HOME", home_str)]);
+    c.initialize(
+        &root,
+        &["utf-16"],
+        json!({"feedback": {"path": db}, "model": "m", "sampling": {"maxTokens": 24}}),
+    );
+    // No evaluation yet: retrieval's ranking, and no generation.
+    let r = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(r["ranking"], "retrieval", "{r}");
+    assert_eq!(
+        c.call("basis/debug/stats", Value::Null)["generationsStarted"],
+        0
+    );
+    let registry = basis_model::registry::Registry::new(home.path().join("models/m"));
+    let repo = root.canonicalize().unwrap().display().to_string();
+    // An evaluation where retrieval did better changes nothing.
+    registry
+        .record_eval(
+            basis_model::registry::Version::Base,
+            "localize",
+            &repo,
+            json!({"tasks": 4, "model_exact_at_ref": 0.25, "retrieval_exact_at_ref": 0.5}),
+        )
+        .unwrap();
+    assert_eq!(
+        c.call("basis/localize", json!({"query": ISSUE}))["ranking"],
+        "retrieval"
+    );
+    // One where the model did better: the model orders the files.
+    registry
+        .record_eval(
+            basis_model::registry::Version::Base,
+            "localize",
+            &repo,
+            json!({"tasks": 4, "model_exact_at_ref": 0.75, "retrieval_exact_at_ref": 0.5}),
+        )
+        .unwrap();
+    let r = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(r["ranking"], "model", "{r}");
+    assert_eq!(
+        c.call("basis/debug/stats", Value::Null)["generationsStarted"],
+        1
+    );
+    // `never` overrides it.
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"feedback": {"path": db}, "model": "m", "localize": {"useModel": "never"}}}),
+    );
+    assert_eq!(
+        c.call("basis/localize", json!({"query": ISSUE}))["ranking"],
+        "retrieval"
+    );
+    assert!(c.shutdown());
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub struct LocalizeParams {
 pub struct LocalizeResult {
     pub suggestion_id: String,
     pub model_version: String,
+    /// `model` when the model ordered the files, `retrieval` when the ranking is
+    /// retrieval's alone (`localize.useModel`).
+    pub ranking: String,
     pub locations: Vec<LocalizedLocation>,
 }
 

@@ -82,11 +82,28 @@ impl FeedbackSettings {
 pub struct LocalizeSettings {
     /// How many retrieval candidates the model chooses from.
     pub candidates: usize,
+    /// Whether the model reorders retrieval's ranking: `auto` only where an
+    /// evaluation (`basis eval`) of the served version on this repository showed
+    /// it better than retrieval alone; `always`; `never`.
+    pub use_model: UseModel,
+}
+
+/// See [`LocalizeSettings::use_model`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UseModel {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for LocalizeSettings {
     fn default() -> Self {
-        Self { candidates: 8 }
+        Self {
+            candidates: 8,
+            use_model: UseModel::Auto,
+        }
     }
 }
 

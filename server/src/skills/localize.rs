@@ -2,6 +2,12 @@
 //! the command `basis.localize` (`"query"` or `{query, limit?}`) answer ranked
 //! locations: retrieval candidates, the model's choice of files, the rest in
 //! retrieval order.
+//!
+//! The model only reorders retrieval's ranking where it is known to do better:
+//! with `localize.useModel: "auto"` (the default) that is where `basis eval` of
+//! the served version on this repository found its ranking better than
+//! retrieval's (the figures the registry keeps per version); elsewhere the answer
+//! is retrieval's ranking, with no generation.
 
 use std::sync::atomic::Ordering;
 
@@ -12,7 +18,9 @@ use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::Uri;
 
 use crate::indexing::wait_for_index;
+use crate::model_host::Served;
 use crate::proto::{self, LocalizeParams, LocalizeResult, LocalizedLocation, Texts};
+use crate::settings::UseModel;
 use crate::state::Ctx;
 
 pub const COMMAND: &str = "basis.localize";
@@ -39,15 +47,34 @@ pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult>
         issue: params.query.clone(),
         limit: params.limit.unwrap_or(10).clamp(1, 100),
     };
-    let (outcome, served) = cx
-        .generate("Basis: localizing", move |lm, on, cancelled| {
+    let served = cx
+        .shared
+        .models
+        .get()
+        .await
+        .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
+    let root = cx.shared.root().unwrap_or_default();
+    let use_model = match settings.localize.use_model {
+        UseModel::Always => true,
+        UseModel::Never => false,
+        UseModel::Auto => evaluated_better(&served, &root),
+    };
+    let (outcome, served) = if use_model {
+        cx.generate("Basis: localizing", move |lm, on, cancelled| {
             LocalizeSkill::run(lm, &input, &opts, on, cancelled)
         })
-        .await?;
+        .await?
+    } else {
+        let outcome = localize::Outcome {
+            locations: localize::rank(&[], &input.candidates, input.limit),
+            chosen: Vec::new(),
+            generated: Default::default(),
+        };
+        (outcome, served)
+    };
     if cx.shared.edits.load(Ordering::Acquire) != edits_before {
         return Err(Error::content_modified());
     }
-    let root = cx.shared.root().unwrap_or_default();
     let suggestion_id = cx
         .record(
             basis_skills::SkillId::Localize,
@@ -81,8 +108,27 @@ pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult>
     Ok(LocalizeResult {
         suggestion_id,
         model_version: served.version.to_string(),
+        ranking: if use_model { "model" } else { "retrieval" }.into(),
         locations,
     })
+}
+
+/// Whether an evaluation of the served version on the repository at `root`
+/// found the model's ranking better than retrieval's (see the module docs).
+fn evaluated_better(served: &Served, root: &std::path::Path) -> bool {
+    let Some(registry) = served.spec.registry() else {
+        return false;
+    };
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let evals = registry.evals(served.version);
+    let figures = &evals["localize"][root.display().to_string()];
+    let (Some(model), Some(retrieval)) = (
+        figures["model_exact_at_ref"].as_f64(),
+        figures["retrieval_exact_at_ref"].as_f64(),
+    ) else {
+        return false;
+    };
+    model > retrieval
 }
 
 /// `basis.localize`: arguments `["query"]` or `[{query, limit?}]`.

@@ -1,0 +1,260 @@
+//! `basis eval --tasks FILE`: how good a model is at each skill, on tasks with
+//! known answers. It runs each task K times through exactly the skill code the
+//! server runs, scores every answer with the skill's verifier (in the sandbox),
+//! prints a table per skill and writes `report.json` and `report.md`; with
+//! `--compare VERSION`, the same tasks with another version of the model, side
+//! by side. A stored model's localization figures are also kept in its
+//! registry, per repository, for the server's `localize.useModel: "auto"`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use basis_skills::sandbox::Sandbox;
+use basis_trainer::eval::{self, ModelLabel, Report};
+use basis_trainer::task::{self, Task};
+use basis_trainer::workspace::Workspaces;
+use clap::Args;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The task file.
+    #[arg(long)]
+    tasks: PathBuf,
+    /// The model: a name from the store (with `@VERSION`: base, v<N>, current)
+    /// or a path (default: the default model at its current version).
+    #[arg(long)]
+    model: Option<String>,
+    /// Samples per task (the K of Avg@K and Pass@K).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Sampling temperature (default: 0, greedy, with one sample; 0.7 with more).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample i of a task uses seed S + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Only these skills (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skills: Vec<String>,
+    /// Only tasks of this split (train, heldout).
+    #[arg(long)]
+    split: Option<String>,
+    /// At most this many tasks per skill (in file order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Where report.json and report.md go.
+    #[arg(long, default_value = "eval-report")]
+    out: PathBuf,
+    /// Another version of the same model to evaluate on the same tasks (e.g. v3).
+    #[arg(long)]
+    compare: Option<String>,
+    /// What relative `repo.path`s are relative to (default: the task file's folder).
+    #[arg(long)]
+    repo_root: Option<PathBuf>,
+    /// Sandbox runs at once (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Score recorded answers instead of sampling the model: JSON lines of
+    /// `{"id": TASK_ID, "completion": TEXT}` (several lines per task make K).
+    #[arg(long)]
+    answers: Option<PathBuf>,
+}
+
+/// Recorded answers: task id → its completions, in file order.
+fn read_answers(path: &Path) -> Result<std::collections::HashMap<String, Vec<String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let (Some(id), Some(c)) = (v["id"].as_str(), v["completion"].as_str()) else {
+            bail!(
+                "{}:{}: expected {{\"id\", \"completion\"}}",
+                path.display(),
+                i + 1
+            );
+        };
+        out.entry(id.to_string()).or_default().push(c.to_string());
+    }
+    Ok(out)
+}
+
+/// The tasks to run: read (bad lines reported), filtered.
+fn selected(args: &EvalArgs) -> Result<Vec<Task>> {
+    let read =
+        task::read(&args.tasks).with_context(|| format!("reading {}", args.tasks.display()))?;
+    for e in &read.errors {
+        eprintln!("{e}");
+    }
+    let skills = crate::tasks::parse_skills(&args.skills)?;
+    let mut per_skill = std::collections::BTreeMap::new();
+    let tasks: Vec<Task> = read
+        .tasks
+        .into_iter()
+        .map(|l| l.task)
+        .filter(|t| skills.contains(&t.skill()))
+        .filter(|t| args.split.as_deref().is_none_or(|s| t.split() == s))
+        .filter(|t| {
+            let n = per_skill.entry(t.skill()).or_insert(0usize);
+            *n += 1;
+            args.limit.is_none_or(|l| *n <= l)
+        })
+        .collect();
+    if tasks.is_empty() {
+        bail!(
+            "no tasks to evaluate in {} (skills {:?}, split {:?})",
+            args.tasks.display(),
+            skills.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            args.split
+        );
+    }
+    Ok(tasks)
+}
+
+fn run_one(
+    args: &EvalArgs,
+    model: Option<&str>,
+    tasks: &[Task],
+    workspaces: &Workspaces,
+    sandbox: &Sandbox,
+) -> Result<(Report, crate::skill_cli::Loaded)> {
+    let loaded = crate::skill_cli::load_model(model)?;
+    let samples = args.samples.max(1);
+    let config = eval::Config {
+        samples,
+        temperature: args
+            .temperature
+            .unwrap_or(if samples > 1 { 0.7 } else { 0.0 }),
+        seed: args.seed,
+        jobs: args.jobs.unwrap_or(eval::Config::default().jobs),
+        answers: match &args.answers {
+            Some(p) => Some(read_answers(p)?),
+            None => None,
+        },
+    };
+    let label = ModelLabel {
+        name: loaded.name.clone(),
+        version: loaded.version.clone(),
+    };
+    eprintln!(
+        "evaluating {} {} on {} tasks, {samples} sample(s) each",
+        label.name,
+        label.version,
+        tasks.len()
+    );
+    let bar = indicatif::ProgressBar::new(tasks.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks {msg}")
+            .expect("the template is valid"),
+    );
+    let report = eval::evaluate(
+        &loaded.lm,
+        label,
+        tasks,
+        workspaces,
+        sandbox,
+        &config,
+        &mut |p| {
+            bar.set_position(p.done as u64);
+            bar.set_message(p.task.to_string());
+        },
+    );
+    bar.finish_and_clear();
+    Ok((report, loaded))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    crate::skill_cli::write_file(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<()> {
+    let tasks = selected(&args)?;
+    let repo_root = match &args.repo_root {
+        Some(r) => r.clone(),
+        None => args
+            .tasks
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let store = crate::store::Store::open()?;
+    let workspaces = Workspaces::new(&repo_root, store.root().join("cache/trees"));
+    let sandbox = Sandbox::detect();
+    let (report, loaded) = run_one(&args, args.model.as_deref(), &tasks, &workspaces, &sandbox)?;
+    let mut md = eval::markdown(&report);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write(
+        &args.out,
+        "report.json",
+        &serde_json::to_string_pretty(&report)?,
+    )?;
+    keep_localization(&loaded, &report, &tasks, &workspaces);
+    if let Some(other) = &args.compare {
+        let name = args
+            .model
+            .as_deref()
+            .map(|m| m.rsplit_once('@').map_or(m, |(n, _)| n))
+            .unwrap_or(crate::store::DEFAULT_MODEL);
+        let spec = format!("{name}@{other}");
+        let (b, _) = run_one(&args, Some(&spec), &tasks, &workspaces, &sandbox)?;
+        write(
+            &args.out,
+            "compare.json",
+            &serde_json::to_string_pretty(&b)?,
+        )?;
+        md.push_str(&format!(
+            "\n## {} {} against {} {}\n\n",
+            report.model.name, report.model.version, b.model.name, b.model.version
+        ));
+        md.push_str(&eval::compare_markdown(&report, &b));
+    }
+    write(&args.out, "report.md", &md)?;
+    std::io::stdout().lock().write_all(md.as_bytes())?;
+    eprintln!("wrote {}", args.out.join("report.md").display());
+    Ok(())
+}
+
+/// Keeps a stored model's localization figures per repository in its
+/// registry, where the server looks when `localize.useModel` is `auto`.
+fn keep_localization(
+    loaded: &crate::skill_cli::Loaded,
+    report: &Report,
+    tasks: &[Task],
+    workspaces: &Workspaces,
+) {
+    let Some(registry) = loaded.spec.registry() else {
+        return;
+    };
+    let version = loaded.at;
+    let mut per_repo: std::collections::BTreeMap<String, (usize, f64, f64)> = Default::default();
+    for r in report.tasks.iter().filter(|t| t.rankings.is_some()) {
+        let Some(task) = tasks.iter().find(|t| t.id == r.id) else {
+            continue;
+        };
+        let path = workspaces.repo_path(&task.repo);
+        let path = path.canonicalize().unwrap_or(path).display().to_string();
+        let rk = r.rankings.as_ref().expect("filtered");
+        let e = per_repo.entry(path).or_default();
+        e.0 += 1;
+        e.1 += rk.model_exact_at_ref;
+        e.2 += rk.retrieval_exact_at_ref;
+    }
+    for (repo, (n, model, retrieval)) in per_repo {
+        let figures = serde_json::json!({
+            "tasks": n,
+            "model_exact_at_ref": model / n as f64,
+            "retrieval_exact_at_ref": retrieval / n as f64,
+        });
+        if let Err(e) = registry.record_eval(version, "localize", &repo, figures) {
+            eprintln!("warning: the localization figures were not kept in the registry: {e}");
+        }
+    }
+}
