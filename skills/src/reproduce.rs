@@ -37,6 +37,10 @@ pub struct Input {
     pub context: Vec<ContextFile>,
     /// For Rust: the library crate's name, which an integration test imports.
     pub crate_name: Option<String>,
+    /// For Rust: the crate's folder (relative; empty for the root), where the
+    /// integration test goes.
+    #[serde(default)]
+    pub crate_dir: Option<String>,
 }
 
 impl Input {
@@ -60,7 +64,7 @@ pub fn input_for(
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Input {
     let hits = crate::localize::candidates(index, issue, crate::localize::CANDIDATES);
-    let context = hits
+    let context: Vec<ContextFile> = hits
         .iter()
         .filter(|h| Language::from_path(Path::new(&h.path)).is_some())
         .filter(|h| !h.path.contains("basis_reproduction"))
@@ -72,10 +76,15 @@ pub fn input_for(
             })
         })
         .collect();
+    let crate_dir = context
+        .iter()
+        .find(|c| c.path.ends_with(".rs"))
+        .and_then(|c| crate::runner::rust_crate_of(root, &HashMap::new(), &c.path));
     Input {
         issue: issue.to_string(),
         context,
-        crate_name: crate_name(root),
+        crate_name: crate_name(&root.join(crate_dir.as_deref().unwrap_or(""))),
+        crate_dir,
     }
 }
 
@@ -102,8 +111,9 @@ pub struct Reference {
     pub fix: HashMap<String, String>,
 }
 
-/// Where the reproduction test goes.
-pub fn test_path(language: Language, near: &str) -> String {
+/// Where the reproduction test goes: near the code retrieval found (for Rust,
+/// in the `tests/` folder of the crate at `crate_dir`).
+pub fn test_path(language: Language, near: &str, crate_dir: Option<&str>) -> String {
     let dir = Path::new(near)
         .parent()
         .map(|d| d.to_string_lossy().into_owned())
@@ -117,7 +127,10 @@ pub fn test_path(language: Language, near: &str) -> String {
     };
     match language {
         Language::Python => "tests/test_basis_reproduction.py".into(),
-        Language::Rust => "tests/basis_reproduction.rs".into(),
+        Language::Rust => match crate_dir {
+            Some(d) if !d.is_empty() => format!("{d}/tests/basis_reproduction.rs"),
+            _ => "tests/basis_reproduction.rs".into(),
+        },
         Language::Go => join("basis_reproduction_test.go"),
         Language::JavaScript => join("basis_reproduction.test.js"),
         Language::TypeScript | Language::Tsx => join("basis_reproduction.test.ts"),
@@ -242,7 +255,7 @@ pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome 
     let near = input.context.first().map(|c| c.path.as_str()).unwrap_or("");
     Outcome {
         language,
-        path: test_path(language, near),
+        path: test_path(language, near, input.crate_dir.as_deref()),
         test: parse(&generated.answer(), language),
         generated,
     }
@@ -295,6 +308,9 @@ pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
         Language::Rust => {
             if out.contains("error[E") || out.contains("error: could not compile") {
                 return broken("the test does not compile");
+            }
+            if out.contains("could not find `Cargo.toml`") {
+                return broken("the test is in no crate (no Cargo.toml above it)");
             }
             if out.contains("running 0 tests") && !out.contains("running 1 test") && run.success() {
                 return broken("no test was found in the file");
@@ -458,12 +474,16 @@ mod tests {
             let _ = parse(&a[..k], Language::Rust);
         }
         assert_eq!(
-            test_path(Language::Go, "pkg/a.go"),
+            test_path(Language::Go, "pkg/a.go", None),
             "pkg/basis_reproduction_test.go"
         );
         assert_eq!(
-            test_path(Language::Rust, "src/lib.rs"),
+            test_path(Language::Rust, "src/lib.rs", Some("")),
             "tests/basis_reproduction.rs"
+        );
+        assert_eq!(
+            test_path(Language::Rust, "ledger/src/lib.rs", Some("ledger")),
+            "ledger/tests/basis_reproduction.rs"
         );
     }
 
@@ -482,6 +502,7 @@ mod tests {
                 },
             ],
             crate_name: None,
+            crate_dir: None,
         };
         let m = render(&input, Language::Python, 4);
         assert!(

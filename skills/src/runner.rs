@@ -236,7 +236,30 @@ impl Tests {
     }
 }
 
-/// Runs `tests` of `workspace` (with `overlay` written over its copy).
+/// The folder (relative, `""` for the root) of the Rust crate that holds
+/// `path`: the nearest one above it with a `Cargo.toml` (in `workspace`, or in
+/// `overlay`).
+pub fn rust_crate_of(
+    workspace: &Path,
+    overlay: &HashMap<String, String>,
+    path: &str,
+) -> Option<String> {
+    let mut dir = Path::new(path).parent();
+    while let Some(d) = dir {
+        let manifest = d.join("Cargo.toml");
+        let rel = manifest.to_string_lossy().replace('\\', "/");
+        if workspace.join(&manifest).is_file() || overlay.contains_key(&rel) {
+            return Some(d.to_string_lossy().replace('\\', "/"));
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+/// Runs `tests` of `workspace` (with `overlay` written over its copy). A Rust
+/// crate in a folder of its own (no `Cargo.toml` at the root) is found from the
+/// Rust files in `overlay` (the code or tests under test) and run with
+/// `--manifest-path`.
 pub fn run(
     base: &Sandbox,
     workspace: &Path,
@@ -251,6 +274,20 @@ pub fn run(
     let (sb, mut argv) = prepare(base, workspace, language, target)?;
     if let Tests::Command(command) = tests {
         argv = command.clone();
+    } else if language == Language::Rust && !workspace.join("Cargo.toml").is_file() {
+        let mut paths: Vec<&String> = overlay.keys().filter(|p| p.ends_with(".rs")).collect();
+        paths.sort();
+        if let Some(dir) = paths
+            .iter()
+            .find_map(|p| rust_crate_of(workspace, overlay, p))
+        {
+            if !dir.is_empty() {
+                argv.splice(
+                    2..2,
+                    ["--manifest-path".to_string(), format!("{dir}/Cargo.toml")],
+                );
+            }
+        }
     }
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let outcome = sb.run(workspace, overlay, &args)?;

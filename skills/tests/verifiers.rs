@@ -187,7 +187,7 @@ fn py_reproduction(import: &str, assertion: &str) -> reproduce::Score {
         "```python\nfrom {import} import bulk_price\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        {assertion}\n```"
     );
     let test = reproduce::parse(&answer, Language::Python);
-    let path = reproduce::test_path(Language::Python, "shop/pricing.py");
+    let path = reproduce::test_path(Language::Python, "shop/pricing.py", None);
     reproduce::verify(
         &sandbox(),
         &fixture("py_shop"),
@@ -240,7 +240,7 @@ fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
 #[test]
 fn a_rust_reproduction_runs_as_an_integration_test() {
     let repo = fixture("rust_ledger");
-    let path = reproduce::test_path(Language::Rust, "src/lib.rs");
+    let path = reproduce::test_path(Language::Rust, "src/lib.rs", None);
     let test = reproduce::parse(
         "```rust\nuse ledger::*;\n\n#[test]\nfn minus_one_is_overdrawn() {\n    let mut l = Ledger::new();\n    l.record(-1);\n    assert!(l.is_overdrawn());\n}\n```",
         Language::Rust,

@@ -1,0 +1,327 @@
+//! `basis eval` end to end. With recorded answers, a right and a wrong answer
+//! for each skill go through the skills' own parsers and verifiers (the sandbox
+//! runs the tests) and get exactly 1 and 0; SWE-bench tasks are scored against
+//! their reference; a task whose repository is missing is reported and
+//! skipped. With the real default model, the bundled task file is evaluated.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use basis_skills::diff::{patch_of, FileChange};
+use serde_json::{json, Value};
+use support::{stderr, stdout};
+
+fn shopkit(dir: &Path, name: &str) -> PathBuf {
+    let dest = dir.join(name);
+    #[allow(clippy::disallowed_methods)] // the example's own build script
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/build.sh"))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest
+}
+
+const HEAD: &str = "31d6db33010c00a61972609c3006be7b5dd4c171";
+
+fn task(id: &str, skill: &str, input: Value, reference: Value, patch: Option<String>) -> Value {
+    json!({
+        "schema": "basis.task/1", "id": id, "skill": skill,
+        "repo": {"path": "shopkit", "commit": HEAD, "patch": patch},
+        "input": input, "reference": reference, "meta": {"source": "hand"}
+    })
+}
+
+fn patch(path: &str, old: &str, new: &str) -> String {
+    patch_of(
+        &[FileChange {
+            path: path.into(),
+            old: old.into(),
+            new: new.into(),
+        }],
+        3,
+    )
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].matches('\n').count() + 1
+}
+
+fn write_lines(path: &Path, lines: &[Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Runs `basis eval` and returns the report.
+fn eval(dir: &Path, tasks: &Path, extra: &[&str]) -> Value {
+    let out_dir = dir.join("report");
+    let mut args = vec![
+        "eval",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--repo-root",
+        dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--model",
+        support::default_model().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = support::run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("| **mean** |"), "{}", stdout(&o));
+    assert!(out_dir.join("report.md").is_file());
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn rewards(report: &Value, id: &str) -> Vec<f64> {
+    let t = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no result for {id}: skipped {}", report["skipped"]));
+    t["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reward"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shopkit(dir.path(), "shopkit");
+    let pricing = std::fs::read_to_string(repo.join("shopkit/pricing.py")).unwrap();
+
+    // edit: the bulk threshold broken again; fix the function.
+    let broken = pricing.replace("quantity >= BULK_QUANTITY", "quantity > BULK_QUANTITY");
+    let start = line_of(&broken, "def bulk_price");
+    let end = line_of(&broken, "    return round(total, 2)");
+    let fixed_fn: String = pricing
+        .lines()
+        .skip(start - 1)
+        .take(end - start + 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let broken_fn: String = broken
+        .lines()
+        .skip(start - 1)
+        .take(end - start + 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // testgen and reproduce: a discount that adds instead of subtracting.
+    let adds = pricing.replace("(100 - percent)", "(100 + percent)");
+    let unclamped = pricing.replace(
+        "percent = min(max(percent, 0), 100)",
+        "percent = max(percent, 0)",
+    );
+    let tests = [
+        task(
+            "loc",
+            "localize",
+            json!({"issue": "bulk_price in the pricing module charges the full price for ten items in the cart"}),
+            json!({"files": ["shopkit/pricing.py"]}),
+            None,
+        ),
+        task(
+            "edit",
+            "edit",
+            json!({"instruction": "give the bulk discount from BULK_QUANTITY items on", "file": "shopkit/pricing.py", "start_line": start, "end_line": end}),
+            json!({"replacement": fixed_fn, "test_command": "python3 -m unittest discover -v -s ."}),
+            Some(patch("shopkit/pricing.py", &pricing, &broken)),
+        ),
+        task(
+            "testgen",
+            "testgen",
+            json!({"file": "shopkit/pricing.py", "symbol": "apply_discount"}),
+            json!({"mutants": [patch("shopkit/pricing.py", &pricing, &adds), patch("shopkit/pricing.py", &pricing, &unclamped)]}),
+            None,
+        ),
+        task(
+            "repro",
+            "reproduce",
+            json!({"issue": "apply_discount raises the price instead of lowering it: a 10% discount on 50.0 gives 55.0"}),
+            json!({"fix": patch("shopkit/pricing.py", &adds, &pricing)}),
+            Some(patch("shopkit/pricing.py", &pricing, &adds)),
+        ),
+        task(
+            "rev",
+            "review",
+            json!({"issue": "Give the bulk discount from eleven items on", "patch": patch("shopkit/pricing.py", &pricing, &broken)}),
+            json!({"verdict": "YES"}),
+            None,
+        ),
+    ];
+    let tasks = dir.path().join("tasks.jsonl");
+    write_lines(&tasks, &tests);
+    let strong = "import unittest\nfrom shopkit.pricing import apply_discount\n\n\nclass T(unittest.TestCase):\n    def test_discounts(self):\n        self.assertEqual(apply_discount(50.0, 10), 45.0)\n        self.assertEqual(apply_discount(20.0, 120), 0.0)\n```";
+    let weak = "import unittest\nfrom shopkit.pricing import apply_discount\n\n\nclass T(unittest.TestCase):\n    def test_no_discount(self):\n        self.assertEqual(apply_discount(20.0, 0), 20.0)\n```";
+    let shows = "import unittest\nfrom shopkit.pricing import apply_discount\n\n\nclass T(unittest.TestCase):\n    def test_ten_percent(self):\n        self.assertEqual(apply_discount(50.0, 10), 45.0)\n```";
+    let answers = [
+        ("loc", "shopkit/pricing.py\n".to_string()),
+        ("loc", "shopkit/cart.py\n".to_string()),
+        ("edit", format!("{fixed_fn}```")),
+        ("edit", format!("{broken_fn}```")),
+        ("testgen", strong.to_string()),
+        ("testgen", weak.to_string()),
+        ("repro", shows.to_string()),
+        ("repro", weak.to_string()),
+        ("rev", " YES\nshopkit/pricing.py:23: fine".to_string()),
+        ("rev", " NO".to_string()),
+    ];
+    let answers_file = dir.path().join("answers.jsonl");
+    write_lines(
+        &answers_file,
+        &answers
+            .iter()
+            .map(|(id, c)| json!({"id": id, "completion": c}))
+            .collect::<Vec<_>>(),
+    );
+    let report = eval(
+        dir.path(),
+        &tasks,
+        &["--answers", answers_file.to_str().unwrap()],
+    );
+    assert_eq!(report["skipped"], json!([]), "{}", report["skipped"]);
+    for id in ["loc", "edit", "testgen", "repro", "rev"] {
+        assert_eq!(
+            rewards(&report, id),
+            vec![1.0, 0.0],
+            "{id}: {}",
+            serde_json::to_string_pretty(&report["tasks"]).unwrap()
+        );
+    }
+    for skill in ["localize", "edit", "testgen", "reproduce", "review"] {
+        let s = &report["per_skill"][skill];
+        assert_eq!(
+            (s["avg_at_k"].as_f64(), s["pass_at_k"].as_f64()),
+            (Some(0.5), Some(1.0)),
+            "{skill}: {s}"
+        );
+    }
+    assert_eq!(report["mean"], 0.5);
+}
+
+/// A reproduction made of the lines a SWE-bench `test_patch` adds: a Rust
+/// test file as it is; Python test methods inside a test case of their own,
+/// with the import they need.
+fn reference_reproduction(test_patch: &str) -> String {
+    let added: String = test_patch
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect();
+    if test_patch.contains(".rs") {
+        return format!("{added}```");
+    }
+    let import = if test_patch.contains("test_pricing") {
+        "from shopkit.pricing import bulk_price"
+    } else {
+        "from shopkit.cart import Cart"
+    };
+    format!("import unittest\n{import}\n\n\nclass T(unittest.TestCase):\n{added}```")
+}
+
+#[test]
+fn swebench_tasks_are_scored_against_their_reference_and_a_missing_repository_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    shopkit(dir.path(), "shopkit");
+    let o = support::run(&[
+        "tasks",
+        "import-swebench",
+        support::fixture("swebench/instances.jsonl")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut tasks: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut answers = Vec::new();
+    for t in &tasks {
+        let id = t["id"].as_str().unwrap();
+        let completion = match t["skill"].as_str().unwrap() {
+            "localize" => t["reference"]["files"][0].as_str().unwrap().to_string(),
+            "review" => format!(" {}", t["reference"]["verdict"].as_str().unwrap()),
+            _ => reference_reproduction(t["reference"]["test_patch"].as_str().unwrap()),
+        };
+        answers.push(json!({"id": id, "completion": completion}));
+    }
+    // A task whose repository is not there.
+    let mut missing = tasks[0].clone();
+    missing["id"] = json!("lost");
+    missing["repo"]["path"] = json!("no-such-repo");
+    tasks.push(missing);
+    let file = dir.path().join("swe.jsonl");
+    write_lines(&file, &tasks);
+    let answers_file = dir.path().join("answers.jsonl");
+    write_lines(&answers_file, &answers);
+    let report = eval(
+        dir.path(),
+        &file,
+        &["--answers", answers_file.to_str().unwrap()],
+    );
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["id"], "lost");
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{skipped:?}"
+    );
+    for skill in ["localize", "review"] {
+        assert_eq!(
+            report["per_skill"][skill]["avg_at_k"], 1.0,
+            "{skill}: {}",
+            report["per_skill"][skill]
+        );
+    }
+    // The reference reproductions of the Python instances fail before their fix
+    // and pass after it.
+    for t in report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["skill"] == "reproduce")
+    {
+        let r = t["samples"][0]["reward"].as_f64().unwrap();
+        assert_eq!(r, 1.0, "{t}");
+    }
+}
+
+#[test]
+fn the_default_model_is_evaluated_on_the_bundled_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bundled task file names its repository `repo`, beside it.
+    shopkit(dir.path(), "repo");
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/tasks.jsonl");
+    let report = eval(
+        dir.path(),
+        &bundled,
+        &["--limit", "1", "--split", "heldout"],
+    );
+    assert_eq!(report["skipped"], json!([]), "{}", report["skipped"]);
+    for skill in ["localize", "edit", "testgen", "reproduce", "review"] {
+        let s = &report["per_skill"][skill];
+        assert_eq!(s["tasks"], 1, "{skill}: {s}");
+        let avg = s["avg_at_k"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&avg), "{skill}: {s}");
+        assert!(
+            s["mean_tokens"].as_f64().unwrap() > 0.0,
+            "{skill}: the model wrote nothing"
+        );
+    }
+    let loc = &report["per_skill"]["localize"]["rankings"];
+    assert!(loc["retrieval_exact_at_ref"].is_number(), "{loc}");
+}

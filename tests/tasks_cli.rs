@@ -1,0 +1,257 @@
+//! `basis tasks` end to end on repositories with known answers: the example
+//! repository's fix commits become exactly their localize tasks, a function no
+//! test covers gives no task, the held-out split shares no file or commit with
+//! training, the same seed gives the same file byte for byte, bad task lines are
+//! reported line by line, and SWE-bench instances become tasks.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::{stderr, stdout};
+
+/// Builds the example repository (fixed commit ids) under `dir/shopkit`.
+pub fn shopkit(dir: &Path) -> PathBuf {
+    let dest = dir.join("shopkit");
+    #[allow(clippy::disallowed_methods)] // the example's own build script
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/build.sh"))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn mine(repo: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "tasks",
+        "mine",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    support::run(&args)
+}
+
+/// The bulk-discount fix of the example's history, and its parent.
+const BULK_FIX: &str = "e8b5dbf2df56f6ffa8638eea33c60808536f8a89";
+const BULK_FIX_PARENT: &str = "62d34439146f255e23924b2441d7b3eb582c291e";
+/// A commit that adds a feature and fixes nothing.
+const LOW_STOCK_FEATURE: &str = "a2144c52ce3242452b635bc9469f6c3b55444d81";
+
+#[test]
+fn mining_the_example_gives_known_tasks_a_clean_split_and_the_same_bytes_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shopkit(dir.path());
+    let out = dir.path().join("a/tasks.jsonl");
+    let o = mine(&repo, &out, &["--max", "8", "--seed", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tasks = lines(&out);
+    // Every skill has tasks; the stats table counts them.
+    for skill in ["localize", "edit", "testgen", "reproduce", "review"] {
+        assert!(tasks.iter().any(|t| t["skill"] == skill), "no {skill} task");
+    }
+    assert!(
+        stdout(&o).contains(&format!("total\t\t\t{}", tasks.len())),
+        "{}",
+        stdout(&o)
+    );
+    // The bulk-discount fix: a localize task with exactly its source file, at
+    // its parent, with the repository as seen from the task file's folder.
+    let loc: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["skill"] == "localize" && t["meta"]["commit"] == BULK_FIX)
+        .collect();
+    assert_eq!(loc.len(), 1, "{loc:?}");
+    assert_eq!(
+        loc[0]["reference"]["files"],
+        serde_json::json!(["shopkit/pricing.py"])
+    );
+    assert_eq!(loc[0]["repo"]["commit"], BULK_FIX_PARENT);
+    assert_eq!(loc[0]["repo"]["path"], "../shopkit");
+    assert!(loc[0]["input"]["issue"]
+        .as_str()
+        .unwrap()
+        .contains("ten items"));
+    // Seven fix commits, seven localize tasks; a feature commit gives none.
+    assert_eq!(tasks.iter().filter(|t| t["skill"] == "localize").count(), 7);
+    assert!(!tasks
+        .iter()
+        .any(|t| t["meta"]["commit"] == LOW_STOCK_FEATURE));
+    // Reviews come in YES/NO pairs.
+    let verdicts = |v: &str| {
+        tasks
+            .iter()
+            .filter(|t| t["reference"]["verdict"] == v)
+            .count()
+    };
+    assert_eq!(verdicts("YES"), verdicts("NO"));
+    // No file or commit is on both sides of the split.
+    let mut side: std::collections::BTreeMap<String, String> = Default::default();
+    for t in &tasks {
+        let split = t["meta"]["split"].as_str().unwrap().to_string();
+        let mut keys: Vec<String> = t["meta"]["files"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| format!("file:{}", f.as_str().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in ["commit", "other_commit"] {
+            if let Some(c) = t["meta"][k].as_str() {
+                keys.push(format!("commit:{c}"));
+            }
+        }
+        for k in keys {
+            let s = side.entry(k.clone()).or_insert(split.clone());
+            assert_eq!(*s, split, "{k} is on both sides");
+        }
+    }
+    assert!(tasks.iter().any(|t| t["meta"]["split"] == "heldout"));
+    // The same seed: the same bytes. Another seed: another file.
+    let again = dir.path().join("b/tasks.jsonl");
+    assert!(mine(&repo, &again, &["--max", "8", "--seed", "0"])
+        .status
+        .success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    let other = dir.path().join("c/tasks.jsonl");
+    assert!(mine(&repo, &other, &["--max", "8", "--seed", "7"])
+        .status
+        .success());
+    assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&other).unwrap());
+    // The file reads back without a bad line.
+    let stats = support::run(&["tasks", "stats", out.to_str().unwrap()]);
+    assert!(
+        stats.status.success() && stderr(&stats).is_empty(),
+        "{}",
+        stderr(&stats)
+    );
+    // The user's tree is as it was: nothing was checked out in it.
+    support::git(&repo, &["diff", "--quiet", "HEAD"]);
+}
+
+#[test]
+fn a_function_no_test_catches_gives_no_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("calc");
+    std::fs::create_dir_all(repo.join("tests")).unwrap();
+    std::fs::write(
+        repo.join("calc.py"),
+        "def covered(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n    total = a + b\n    return total\n\n\ndef uncovered(a, b):\n    \"\"\"The larger of a and b.\"\"\"\n    if a > b:\n        return a\n    return b\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("tests/__init__.py"), "").unwrap();
+    std::fs::write(
+        repo.join("tests/test_calc.py"),
+        "import unittest\nfrom calc import covered\n\n\nclass T(unittest.TestCase):\n    def test_covered(self):\n        self.assertEqual(covered(2, 3), 5)\n",
+    )
+    .unwrap();
+    support::git_commit_all(&repo);
+    let out = dir.path().join("tasks.jsonl");
+    let o = mine(
+        &repo,
+        &out,
+        &["--skills", "edit,testgen,reproduce", "--holdout", "0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tasks = lines(&out);
+    assert_eq!(tasks.len(), 3, "{tasks:#?}");
+    for t in &tasks {
+        assert_eq!(t["meta"]["symbol"], "covered", "{t}");
+    }
+    assert!(stderr(&o).contains("not covered"), "{}", stderr(&o));
+    // The reproduction's issue never names the test.
+    let issue = tasks.iter().find(|t| t["skill"] == "reproduce").unwrap()["input"]["issue"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(!issue.contains("test"), "{issue}");
+}
+
+#[test]
+fn bad_task_lines_are_reported_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.jsonl");
+    let good = r#"{"schema":"basis.task/1","id":"ok","skill":"localize","repo":{"path":"."},"input":{"issue":"the total is wrong"},"reference":{"files":["a.py"]}}"#;
+    let text = [
+        "{oops",
+        r#"{"schema":"basis.task/1","id":"x","skill":"refactor","repo":{"path":"."},"input":{},"reference":{}}"#,
+        r#"{"schema":"basis.task/1","id":"y","skill":"localize","repo":{"path":"."},"input":{"issue":"q w e"},"reference":{"files":["../../x"]}}"#,
+        good,
+    ]
+    .join("\n");
+    std::fs::write(&file, text).unwrap();
+    let o = support::run(&["tasks", "stats", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let path = file.display().to_string();
+    for (line, what) in [
+        (1, "not JSON"),
+        (2, "unknown skill"),
+        (3, "leaves the repository"),
+    ] {
+        assert!(
+            err.contains(&format!("{path}:{line}: ")) && err.contains(what),
+            "line {line}: {err}"
+        );
+    }
+    assert!(stdout(&o).contains("total\t\t\t1"), "{}", stdout(&o));
+}
+
+#[test]
+fn swebench_instances_become_tasks() {
+    let fixture = support::fixture("swebench/instances.jsonl");
+    let o = support::run(&["tasks", "import-swebench", fixture.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tasks: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |skill: &str| tasks.iter().filter(|t| t["skill"] == skill).count();
+    assert_eq!((of("localize"), of("review"), of("reproduce")), (3, 6, 3));
+    let first = tasks
+        .iter()
+        .find(|t| t["skill"] == "localize" && t["meta"]["instance_id"] == "shopkit__shopkit-1")
+        .unwrap();
+    assert_eq!(
+        first["reference"]["files"],
+        serde_json::json!(["shopkit/pricing.py"])
+    );
+    assert_eq!(first["repo"]["path"], "shopkit");
+    assert_eq!(first["repo"]["commit"], BULK_FIX_PARENT);
+    let repro = tasks
+        .iter()
+        .find(|t| t["skill"] == "reproduce" && t["meta"]["instance_id"] == "shopkit__shopkit-3")
+        .unwrap();
+    assert!(repro["reference"]["test_patch"]
+        .as_str()
+        .unwrap()
+        .contains("overdraft.rs"));
+    // A file that is not instances: reported, nothing written.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "{\"instance_id\": 1}\n").unwrap();
+    let o = support::run(&["tasks", "import-swebench", bad.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(":1: not a SWE-bench instance"),
+        "{}",
+        stderr(&o)
+    );
+}
