@@ -13,6 +13,9 @@ mod skill_cli;
 mod skills;
 mod store;
 mod tasks;
+mod train;
+mod plot;
+mod versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +69,9 @@ enum Command {
     /// Score a model on a task file, per skill (Avg@K, Pass@K); writes
     /// report.json and report.md.
     Eval(eval::EvalArgs),
+    /// Train the model on a task file with joint reinforcement learning (GRPO)
+    /// over the skills; `basis train plot RUN_DIR` draws a run's reward curves.
+    Train(train::TrainArgs),
     /// Inspect, export or purge the feedback store.
     Feedback {
         /// The store's file (default: $BASIS_HOME/feedback/feedback.sqlite3).
@@ -89,6 +95,45 @@ enum ModelCommand {
     },
     /// List the models in the store.
     List,
+    /// List a model's versions (the served one marked with *).
+    Versions {
+        /// The model (default: the default model).
+        model: Option<String>,
+    },
+    /// Serve another version: NAME@v<N> or NAME@base (promotion or rollback).
+    Use {
+        /// NAME@VERSION
+        version: String,
+    },
+    /// Evaluate a training run's adapter against the served version on the
+    /// held-out tasks and publish it as the next version if the gate passes.
+    Publish {
+        /// The run's folder (what `basis train --run` wrote).
+        run: PathBuf,
+        /// Publish whatever the evaluation says (and say so).
+        #[arg(long)]
+        force: bool,
+        /// A skill may drop by at most this many standard errors.
+        #[arg(long, default_value_t = 2.0)]
+        gate_sigmas: f64,
+        /// Samples per held-out task.
+        #[arg(long, default_value_t = 1)]
+        gate_samples: usize,
+        /// At most this many held-out tasks per skill.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Write a version's adapter to a folder that PEFT loads.
+    ExportAdapter {
+        /// NAME@v<N> (default version: the served one).
+        version: String,
+        /// The folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// `base_model_name_or_path` to record (e.g. HuggingFaceTB/SmolLM2-135M-Instruct).
+        #[arg(long)]
+        base_model: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +152,24 @@ fn main() -> ExitCode {
         Command::Model { command } => match command {
             ModelCommand::Pull { model, name } => ok(model_pull(model, name)),
             ModelCommand::List => ok(model_list()),
+            ModelCommand::Versions { model } => ok(versions::list(model.as_deref())),
+            ModelCommand::Use { version } => ok(versions::use_version(&version)),
+            ModelCommand::Publish {
+                run,
+                force,
+                gate_sigmas,
+                gate_samples,
+                limit,
+            } => ok(versions::publish_run(
+                &run,
+                &versions::options(force, gate_sigmas, gate_samples, limit),
+            )
+            .map(|_| ())),
+            ModelCommand::ExportAdapter {
+                version,
+                out,
+                base_model,
+            } => ok(versions::export_adapter(&version, &out, base_model.as_deref())),
         },
         Command::Generate(args) => ok(generate::run_generate(args)),
         Command::Tokenize(args) => ok(generate::run_tokenize(args)),
@@ -118,6 +181,7 @@ fn main() -> ExitCode {
         Command::Review(args) => skills::run_review(args),
         Command::Tasks { command } => ok(tasks::run_tasks(command)),
         Command::Eval(args) => ok(eval::run_eval(args)),
+        Command::Train(args) => ok(train::run_train(args)),
         Command::Feedback { db, command } => ok(feedback::run_feedback(command, db)),
     };
     match result {

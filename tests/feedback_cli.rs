@@ -20,6 +20,7 @@ fn suggestion(id: &str, skill: &str, created_ms: i64) -> Suggestion {
         logprob_sum: -2.0,
         token_count: 3,
         latency_ms: 50,
+        tokens: None,
     }
 }
 

@@ -43,6 +43,19 @@ pub struct Suggestion {
     pub logprob_sum: f64,
     pub token_count: u32,
     pub latency_ms: u64,
+    /// The token ids of prompt and completion and the behaviour policy's
+    /// log-prob of each completion token: what a trainer needs to learn from
+    /// the suggestion off-policy. Not kept at privacy level `no_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+}
+
+/// See [`Suggestion::tokens`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub prompt_ids: Vec<u32>,
+    pub completion_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
 }
 
 /// What happened to a suggestion.

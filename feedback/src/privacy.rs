@@ -62,12 +62,19 @@ impl Privacy {
         }
         match self.level {
             PrivacyLevel::Full => {
-                s.prompt = scrub_secrets(&s.prompt);
-                s.completion = scrub_secrets(&s.completion);
+                let (prompt, completion) = (scrub_secrets(&s.prompt), scrub_secrets(&s.completion));
+                // A secret was in the text, so it is in the token ids too.
+                if prompt != s.prompt || completion != s.completion {
+                    s.tokens = None;
+                }
+                s.prompt = prompt;
+                s.completion = completion;
             }
             PrivacyLevel::NoCode => {
                 s.prompt = hashed(&s.prompt);
                 s.completion = hashed(&s.completion);
+                // Token ids are the code, spelled otherwise.
+                s.tokens = None;
             }
         }
         Some(s)
@@ -144,6 +151,11 @@ mod tests {
             logprob_sum: -1.0,
             token_count: 1,
             latency_ms: 1,
+            tokens: Some(crate::Tokens {
+                prompt_ids: vec![1, 2],
+                completion_ids: vec![3],
+                logprobs: vec![-1.0],
+            }),
         }
     }
 
@@ -200,9 +212,13 @@ mod tests {
             s.prompt
         );
         assert!(!s.prompt.contains("print"));
+        assert!(s.tokens.is_none(), "no token ids at no_code");
         let full = Privacy::default()
             .apply(suggestion(None, "k = 'AKIAIOSFODNN7EXAMPLE'"))
             .unwrap();
         assert!(full.prompt.contains(REDACTED));
+        assert!(full.tokens.is_none(), "a scrubbed secret's token ids go too");
+        let kept = Privacy::default().apply(suggestion(None, "x = 1")).unwrap();
+        assert!(kept.tokens.is_some());
     }
 }

@@ -43,6 +43,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: persistent counters (records dropped under load) and a skill/time index.
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE INDEX suggestions_by_skill ON suggestions(skill, created_ms);",
+    // 3: the token ids and per-token behaviour log-probs (JSON), for off-policy training.
+    "ALTER TABLE suggestions ADD COLUMN tokens TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -74,7 +76,7 @@ pub struct SkillStats {
     pub mean_reward: Option<f64>,
 }
 
-const SUGGESTION_COLUMNS: &str = "id, created_ms, skill, model_name, model_version, workspace, file, language, prompt, completion, logprob_sum, token_count, latency_ms";
+const SUGGESTION_COLUMNS: &str = "id, created_ms, skill, model_name, model_version, workspace, file, language, prompt, completion, logprob_sum, token_count, latency_ms, tokens";
 
 fn row_to_suggestion(r: &rusqlite::Row<'_>) -> rusqlite::Result<Suggestion> {
     Ok(Suggestion {
@@ -91,6 +93,9 @@ fn row_to_suggestion(r: &rusqlite::Row<'_>) -> rusqlite::Result<Suggestion> {
         logprob_sum: r.get(10)?,
         token_count: r.get(11)?,
         latency_ms: r.get::<_, i64>(12)? as u64,
+        tokens: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -298,7 +303,7 @@ impl Store {
     }
 
     /// Calls `f` with every suggestion (oldest first) and its events.
-    fn for_each_suggestion(
+    pub fn for_each_suggestion(
         &self,
         f: &mut dyn FnMut(Suggestion, Vec<Event>) -> Result<(), FeedbackError>,
     ) -> Result<(), FeedbackError> {
@@ -389,7 +394,7 @@ fn sql(path: &Path, source: rusqlite::Error) -> FeedbackError {
 
 pub(crate) fn insert_suggestion(conn: &Connection, s: &Suggestion) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO suggestions ({SUGGESTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT OR REPLACE INTO suggestions ({SUGGESTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         s.id,
@@ -404,7 +409,8 @@ pub(crate) fn insert_suggestion(conn: &Connection, s: &Suggestion) -> rusqlite::
         s.completion,
         s.logprob_sum,
         s.token_count,
-        s.latency_ms as i64
+        s.latency_ms as i64,
+        s.tokens.as_ref().map(|t| serde_json::to_string(t).expect("tokens serialise")),
     ])?;
     Ok(())
 }
@@ -459,6 +465,7 @@ pub(crate) mod tests {
             logprob_sum: -3.5,
             token_count: 4,
             latency_ms: 120,
+            tokens: None,
         }
     }
 
@@ -523,7 +530,14 @@ pub(crate) mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            insert_suggestion(&conn, &suggestion("old", "review", 1)).unwrap();
+            // A row as Basis wrote it at schema 1 (no later columns).
+            conn.execute(
+                "INSERT INTO suggestions (id, created_ms, skill, model_name, model_version, prompt, \
+                 completion, logprob_sum, token_count, latency_ms) \
+                 VALUES ('old', 1, 'review', 'm', 'base', 'p', 'c', -1.0, 1, 1)",
+                [],
+            )
+            .unwrap();
         }
         let mut st = Store::open(&path).unwrap();
         assert_eq!(st.schema_version().unwrap(), SCHEMA_VERSION);

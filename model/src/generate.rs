@@ -90,6 +90,14 @@ pub struct Generation {
     pub decode_secs: f64,
 }
 
+/// What a streaming callback says about the sequence whose text it received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// That sequence is done (the caller saw enough).
+    Stop,
+}
+
 /// What the streaming callback receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextDelta<'a> {
@@ -137,6 +145,34 @@ impl Generator {
         params: &SamplingParams,
         n: usize,
         on_text: &mut dyn FnMut(TextDelta<'_>),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        self.generate_controlled(
+            model,
+            tokenizer,
+            prompt,
+            params,
+            n,
+            &mut |d| {
+                on_text(d);
+                Flow::Continue
+            },
+            cancelled,
+        )
+    }
+
+    /// [`Generator::generate`], where `on_text` may also stop the one sequence
+    /// its text belongs to ([`Flow::Stop`]: it finishes as [`FinishReason::Stop`])
+    /// while the others of the group go on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_controlled(
+        &self,
+        model: &Model,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: &SamplingParams,
+        n: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
         if prompt.is_empty() {
@@ -325,7 +361,7 @@ impl SeqState {
         tokenizer: &Tokenizer,
         params: &SamplingParams,
         max_tokens: usize,
-        on_text: &mut dyn FnMut(TextDelta<'_>),
+        on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
     ) -> Result<()> {
         self.tokens.push(tok);
         self.logprobs.push(logprob);
@@ -356,10 +392,14 @@ impl SeqState {
                 self.finish = Some(FinishReason::Stop);
                 return Ok(());
             }
-            on_text(TextDelta {
+            let flow = on_text(TextDelta {
                 index,
                 text: &self.text[old_len..],
             });
+            if flow == Flow::Stop {
+                self.finish = Some(FinishReason::Stop);
+                return Ok(());
+            }
         }
         if self.tokens.len() >= max_tokens {
             self.finish = Some(FinishReason::Length);
@@ -457,13 +497,15 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// Teacher-forced log-probs of `completion` after `prompt`, one per completion
-/// token, at temperature `temperature` (1 for the raw distribution).
-pub fn completion_logprobs(
+/// token, at temperature `temperature` (1 for the raw distribution), as a
+/// tensor that carries the gradient when the model has trainable weights.
+/// Logits are computed only where completion tokens are predicted.
+pub fn completion_logprobs_tensor(
     model: &Model,
     prompt: &[u32],
     completion: &[u32],
     temperature: f32,
-) -> Result<Vec<f32>> {
+) -> Result<Tensor> {
     if prompt.is_empty() || completion.is_empty() {
         return Err(Error::InvalidArgument(
             "prompt and completion must both be non-empty".into(),
@@ -472,15 +514,24 @@ pub fn completion_logprobs(
     let mut all = prompt.to_vec();
     all.extend_from_slice(&completion[..completion.len() - 1]);
     let ids = Tensor::new(all.as_slice(), model.device())?.unsqueeze(0)?;
-    let logits = model.forward(&ids, None, Logits::All)?;
-    let logits = logits.narrow(1, prompt.len() - 1, completion.len())?;
+    let logits = model.forward(&ids, None, Logits::From(prompt.len() - 1))?;
     let logits = if temperature > 0.0 && temperature != 1.0 {
         (logits / temperature as f64)?
     } else {
         logits
     };
     let targets = Tensor::new(completion, model.device())?.unsqueeze(0)?;
-    Ok(token_logprobs(&logits, &targets)?.squeeze(0)?.to_vec1()?)
+    Ok(token_logprobs(&logits, &targets)?.squeeze(0)?)
+}
+
+/// [`completion_logprobs_tensor`] as numbers.
+pub fn completion_logprobs(
+    model: &Model,
+    prompt: &[u32],
+    completion: &[u32],
+    temperature: f32,
+) -> Result<Vec<f32>> {
+    Ok(completion_logprobs_tensor(model, prompt, completion, temperature)?.to_vec1()?)
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ pub use candle_core::{Device, Tensor};
 pub use chat::{ChatTemplate, Message};
 pub use config::{Architecture, ModelConfig};
 pub use error::{Error, Result};
-pub use generate::{Completion, FinishReason, Generation, Generator, SamplingParams, TextDelta};
+pub use generate::{
+    Completion, FinishReason, Flow, Generation, Generator, SamplingParams, TextDelta,
+};
 pub use lora::LoraConfig;
 pub use tokenizer::Tokenizer;
 pub use transformer::{Logits, Model, OpMode};
@@ -142,6 +144,27 @@ impl LanguageModel {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
         self.generator.generate(
+            &self.model,
+            &self.tokenizer,
+            prompt,
+            params,
+            n,
+            on_text,
+            cancelled,
+        )
+    }
+
+    /// [`LanguageModel::generate`] where the callback may stop one sequence of
+    /// the group (see [`Generator::generate_controlled`]).
+    pub fn generate_controlled(
+        &self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        n: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
+        self.generator.generate_controlled(
             &self.model,
             &self.tokenizer,
             prompt,

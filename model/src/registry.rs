@@ -63,6 +63,10 @@ pub struct VersionManifest {
     /// A short account of the training run that made it.
     #[serde(default)]
     pub summary: String,
+    /// What the publisher records besides (the trainer: its tasks, steps and
+    /// the before/after evaluation).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// One model's versions.
@@ -141,8 +145,14 @@ impl Registry {
     }
 
     /// Publishes the adapter in `adapter_dir` (PEFT layout) as the next version and
-    /// makes it current. Returns the new version.
-    pub fn publish(&self, adapter_dir: &Path, summary: &str) -> Result<Version> {
+    /// makes it current, its manifest holding `summary` and `details`. Returns
+    /// the new version.
+    pub fn publish(
+        &self,
+        adapter_dir: &Path,
+        summary: &str,
+        details: serde_json::Value,
+    ) -> Result<Version> {
         let parent = self.current()?;
         let next = match self.versions()?.last() {
             Some(Version::Numbered(n)) => Version::Numbered(n + 1),
@@ -170,6 +180,7 @@ impl Registry {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             summary: summary.into(),
+            details,
         };
         let json = serde_json::to_string_pretty(&manifest)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -351,8 +362,8 @@ mod tests {
         let adapter = dir.path().join("a");
         std::fs::create_dir_all(&adapter).unwrap();
         std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
-        let v1 = reg.publish(&adapter, "first").unwrap();
-        let v2 = reg.publish(&adapter, "second").unwrap();
+        let v1 = reg.publish(&adapter, "first", serde_json::Value::Null).unwrap();
+        let v2 = reg.publish(&adapter, "second", serde_json::Value::Null).unwrap();
         assert_eq!((v1, v2), (Version::Numbered(1), Version::Numbered(2)));
         assert_eq!(reg.current().unwrap(), v2);
         assert_eq!(reg.versions().unwrap(), vec![v1, v2]);

@@ -41,6 +41,9 @@ pub enum Logits {
     Last,
     /// Every position (teacher forcing, training).
     All,
+    /// The positions from this one on (training on a completion: the prompt's
+    /// positions need no logits, and the output layer is the largest matmul).
+    From(usize),
 }
 
 enum LinearWeight {
@@ -55,6 +58,8 @@ pub(crate) struct Linear {
     weight: LinearWeight,
     bias: Option<Tensor>,
     lora: Option<LoraWeights>,
+    /// False while the adapter is switched off (the reference policy).
+    lora_on: bool,
     out_features: usize,
 }
 
@@ -76,8 +81,8 @@ impl Linear {
             None => y,
         };
         match &self.lora {
-            Some(lora) => Ok((y + lora.delta(x)?)?),
-            None => Ok(y),
+            Some(lora) if self.lora_on => Ok((y + lora.delta(x)?)?),
+            _ => Ok(y),
         }
     }
 
@@ -240,6 +245,7 @@ impl Model {
                 weight: tied_head,
                 bias: None,
                 lora: None,
+                lora_on: true,
                 out_features: cfg.vocab_size,
             }
         } else {
@@ -357,6 +363,10 @@ impl Model {
         let x = match logits {
             Logits::Last => x.narrow(1, t - 1, 1)?,
             Logits::All => x,
+            Logits::From(start) => {
+                let start = start.min(t - 1);
+                x.narrow(1, start, t - start)?
+            }
         };
         let x = self.rms_norm(&x, &self.norm)?;
         self.lm_head.forward(&x)
@@ -526,6 +536,16 @@ impl Model {
         self.lora.as_ref()
     }
 
+    /// Switches the adapters off (the base model: a reference policy for a KL
+    /// term) or back on; the adapters stay attached.
+    pub fn set_adapters_enabled(&mut self, on: bool) {
+        for block in &mut self.layers {
+            for (_, lin) in block.linears_mut() {
+                lin.lora_on = on;
+            }
+        }
+    }
+
     /// Attaches fresh LoRA adapters (A random, B zero: the model's outputs are
     /// unchanged until B is trained). Their matrices become the trainable variables.
     pub fn add_lora(&mut self, cfg: LoraConfig, seed: u64) -> Result<()> {
@@ -658,6 +678,7 @@ impl Loader<'_> {
             weight,
             bias,
             lora: None,
+            lora_on: true,
             out_features: out,
         })
     }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use basis_model::{FinishReason, LanguageModel, SamplingParams};
+use basis_model::{FinishReason, Flow, LanguageModel, SamplingParams};
 
 use crate::prompt::{Budget, FittedPrompt};
 use crate::{SkillError, SkillId};
@@ -56,6 +56,11 @@ pub struct Generated {
     /// False when the answer hit the token limit (it may be cut off).
     pub finished: bool,
     pub latency_ms: u64,
+    /// The prompt's tokens, the sampled tokens and the behaviour policy's
+    /// log-prob of each (what a trainer's importance ratio needs).
+    pub prompt_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub token_logprobs: Vec<f32>,
 }
 
 /// Where a suggestion was made, for its feedback record.
@@ -94,6 +99,11 @@ impl Generated {
             logprob_sum: self.logprob_sum,
             token_count: self.token_count as u32,
             latency_ms: self.latency_ms,
+            tokens: (!self.token_ids.is_empty()).then(|| basis_feedback::Tokens {
+                prompt_ids: self.prompt_ids.clone(),
+                completion_ids: self.token_ids.clone(),
+                logprobs: self.token_logprobs.clone(),
+            }),
         }
     }
 }
@@ -164,45 +174,66 @@ pub fn complete(
     on_tokens: &mut dyn FnMut(usize),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Generated, SkillError> {
+    complete_group(lm, prompt, 1, on_tokens, cancelled)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SkillError::Input("the model returned no completion".into()))
+}
+
+/// `n` completions of `prompt` decoded as one batch after one shared prefill
+/// (a trainer's group), each stopped on its own when it repeats itself.
+/// `on_tokens` hears the tokens generated so far over the group.
+pub fn complete_group(
+    lm: &LanguageModel,
+    prompt: &Prompt,
+    n: usize,
+    on_tokens: &mut dyn FnMut(usize),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Generated>, SkillError> {
     let start = Instant::now();
     let mut tokens = 0usize;
-    let mut text = String::new();
-    let looping = std::cell::Cell::new(false);
-    let generation = lm.generate(
+    let mut texts = vec![String::new(); n.max(1)];
+    let generation = lm.generate_controlled(
         &prompt.fitted.ids,
         &prompt.sampling,
-        1,
+        n.max(1),
         &mut |delta| {
             tokens += 1;
             on_tokens(tokens);
+            let text = &mut texts[delta.index];
             text.push_str(delta.text);
-            if delta.text.contains('\n') && repeats_itself(&text) {
-                looping.set(true);
+            if delta.text.contains('\n') && repeats_itself(text) {
+                // Going in circles: this answer is done.
+                Flow::Stop
+            } else {
+                Flow::Continue
             }
         },
-        &|| cancelled() || looping.get(),
+        cancelled,
     )?;
-    let c = generation
-        .completions
-        .into_iter()
-        .next()
-        .ok_or_else(|| SkillError::Input("the model returned no completion".into()))?;
-    // Stopped because it went in circles (and not by the caller): an answer.
-    if c.finish_reason == FinishReason::Cancelled && (cancelled() || !looping.get()) {
+    if cancelled() {
         return Err(SkillError::Cancelled);
     }
-    Ok(Generated {
-        prompt: prompt.fitted.text.clone(),
-        answer_start: prompt.answer_start.clone(),
-        logprob_sum: c.sum_logprob(),
-        token_count: c.token_ids.len(),
-        finished: !matches!(
-            c.finish_reason,
-            FinishReason::Length | FinishReason::Cancelled
-        ),
-        completion: c.text,
-        latency_ms: start.elapsed().as_millis() as u64,
-    })
+    let latency_ms = start.elapsed().as_millis() as u64;
+    Ok(generation
+        .completions
+        .into_iter()
+        .map(|c| Generated {
+            prompt: prompt.fitted.text.clone(),
+            answer_start: prompt.answer_start.clone(),
+            logprob_sum: c.sum_logprob(),
+            token_count: c.token_ids.len(),
+            finished: !matches!(
+                c.finish_reason,
+                FinishReason::Length | FinishReason::Cancelled
+            ),
+            completion: c.text,
+            latency_ms,
+            prompt_ids: prompt.fitted.ids.clone(),
+            token_ids: c.token_ids,
+            token_logprobs: c.logprobs,
+        })
+        .collect())
 }
 
 /// Lines of a window that, seen a third time, means the model is going in circles.

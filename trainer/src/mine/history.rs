@@ -50,41 +50,28 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, MineError> {
     git_text(repo, args).map_err(|e| MineError::Git(e.to_string()))
 }
 
+/// Words of a subject that say a commit fixes something.
 const FIX_WORDS: &[&str] = &[
-    "fix",
-    "fixes",
-    "fixed",
-    "fixing",
-    "bug",
-    "bugfix",
-    "hotfix",
-    "error",
-    "crash",
-    "crashes",
-    "wrong",
-    "incorrect",
-    "regression",
-    "broken",
-    "typo",
-    "resolve",
-    "resolves",
-    "resolved",
-    "correct",
-    "corrects",
-    "mistake",
-    "fail",
-    "fails",
-    "failing",
-    "handle",
-    "handles",
+    "fix", "fixes", "fixed", "fixing", "bug", "bugfix", "hotfix", "error", "crash", "crashes",
+    "wrong", "incorrect", "regression", "broken", "resolve", "resolves", "resolved", "correct",
+    "corrects", "mistake", "fail", "fails", "failing", "handle", "handles",
 ];
 
-/// Whether a commit message says it fixes something.
+/// Words of a subject that say the fix is of tooling, style or docs, not of
+/// behaviour.
+const NOT_A_BUG: &[&str] = &[
+    "lint", "linting", "linter", "mypy", "flake8", "pylint", "clippy", "typo", "typos",
+    "format", "formatting", "style", "docs", "doc", "docstring", "documentation", "changelog",
+    "ci", "typing", "annotations", "warning", "warnings", "deprecation", "readme",
+];
+
+/// Whether a commit message says it fixes something (a behaviour, not a lint).
 pub fn says_fix(message: &str) -> bool {
     let subject = message.lines().next().unwrap_or("").to_ascii_lowercase();
-    subject
+    let words: Vec<&str> = subject
         .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|w| FIX_WORDS.contains(&w))
+        .collect();
+    words.iter().any(|w| FIX_WORDS.contains(w)) && !words.iter().any(|w| NOT_A_BUG.contains(w))
 }
 
 /// The issue a fix commit's message describes: the first line without its
@@ -463,6 +450,8 @@ mod tests {
         assert!(says_fix("parser: handle empty input"));
         assert!(!says_fix("Add a cache for the index"));
         assert!(!says_fix("Prefix the logs"), "whole words only");
+        assert!(!says_fix("Fix mypy findings"));
+        assert!(!says_fix("fix typo in the docs"));
         assert_eq!(
             issue_of("fix(pricing): discount over 100% gives a negative price\n\nSeen with 120%.\n\nSigned-off-by: A <a@b>\nFixes #12\n"),
             "Discount over 100% gives a negative price\n\nSeen with 120%."

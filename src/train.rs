@@ -1,0 +1,379 @@
+//! `basis train --tasks FILE`: joint reinforcement learning over the skills
+//! (the trainer crate's GRPO loop) on the command line, with a progress bar,
+//! a run folder (metrics, checkpoints, the adapter), `--resume`, and with
+//! `--publish` the evaluation gate and the registry. `basis train plot RUN_DIR`
+//! draws the reward curves.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use basis_model::{LoraConfig, Precision};
+use basis_skills::sandbox::Sandbox;
+use basis_trainer::feedback::OffPolicy;
+use basis_trainer::grpo::Clip;
+use basis_trainer::policy::{Policy, PolicyConfig};
+use basis_trainer::task::{self, Task};
+use basis_trainer::train::{self, Event, Sampler, TrainConfig};
+use basis_trainer::workspace::Workspaces;
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    command: Option<TrainCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Draws a run's reward curves per skill (RUN_DIR/rewards.png and .svg).
+    Plot {
+        /// The run's folder.
+        run: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The task file (its `train` split is trained on).
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+    /// Only these skills (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    skills: Vec<String>,
+    /// Rollout steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// cpu, cuda, cuda:N or auto (the first GPU when the build has CUDA).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Evaluate the result on the held-out tasks against the served version and
+    /// publish it as the next version if the gate passes.
+    #[arg(long)]
+    publish: bool,
+    /// With --publish: publish whatever the evaluation says (and say so).
+    #[arg(long)]
+    force: bool,
+    /// The model (NAME[@VERSION]; default: the default model at its current version).
+    #[arg(long)]
+    model: Option<String>,
+    /// The run's folder (metrics.jsonl, checkpoints/, adapter/).
+    #[arg(long, default_value = "basis-run")]
+    run: PathBuf,
+    /// Continue the run in --run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples per task (G).
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
+    /// Tasks per step.
+    #[arg(long, default_value_t = 5)]
+    tasks_per_step: usize,
+    /// Optimizer steps per batch of rollouts.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Optimizer steps per epoch (gradient accumulation within each).
+    #[arg(long, default_value_t = 1)]
+    minibatches: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 2)]
+    warmup_steps: usize,
+    /// Train every weight instead of LoRA adapters.
+    #[arg(long)]
+    full: bool,
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
+    /// LoRA's target modules (comma-separated PEFT names).
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    lora_targets: Vec<String>,
+    /// Sampling temperature of the rollouts (the ratio's log-probs use it too).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.2)]
+    eps_low: f64,
+    #[arg(long, default_value_t = 0.28)]
+    eps_high: f64,
+    /// The KL penalty's weight (k3 estimator; 0: none).
+    #[arg(long, default_value_t = 0.0)]
+    beta: f64,
+    /// Do not divide advantages by the group's std.
+    #[arg(long)]
+    no_scale_rewards: bool,
+    #[arg(long, default_value_t = 5)]
+    checkpoint_every: usize,
+    /// Supervised fine-tuning on the tasks' reference answers first.
+    #[arg(long)]
+    sft: bool,
+    #[arg(long, default_value_t = 2)]
+    sft_epochs: usize,
+    /// Editor feedback as off-policy episodes: a feedback store (SQLite), or a
+    /// `basis feedback export` file or https:// URL.
+    #[arg(long)]
+    feedback: Option<String>,
+    /// The weight of feedback episodes against the verifiable tasks.
+    #[arg(long, default_value_t = 0.5)]
+    feedback_weight: f64,
+    /// What relative `repo.path`s are relative to (default: the task file's folder).
+    #[arg(long)]
+    repo_root: Option<PathBuf>,
+    /// Scoring threads (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// The publish gate: a skill may drop by at most this many standard errors.
+    #[arg(long, default_value_t = 2.0)]
+    gate_sigmas: f64,
+    /// Samples per held-out task in the publish evaluation.
+    #[arg(long, default_value_t = 1)]
+    gate_samples: usize,
+}
+
+/// `cpu`, `cuda`, `cuda:N`, `auto` → a device, or why not.
+pub fn device(spec: &str) -> Result<basis_model::Device> {
+    match spec {
+        "cpu" => Ok(basis_model::Device::Cpu),
+        "auto" => Ok(basis_model::default_device()),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n: usize = s.strip_prefix("cuda:").map(str::parse).transpose()
+                .with_context(|| format!("`{s}`: expected cuda or cuda:N"))?.unwrap_or(0);
+            cuda(n)
+        }
+        other => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(n: usize) -> Result<basis_model::Device> {
+    basis_model::Device::new_cuda(n).with_context(|| format!("no CUDA device {n} here"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_: usize) -> Result<basis_model::Device> {
+    bail!("this build of basis has no CUDA support: build it with scripts/build-cuda.sh (cargo --features cuda)")
+}
+
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    match args.command {
+        Some(TrainCommand::Plot { run }) => crate::plot::rewards(&run),
+        None => train(args.run),
+    }
+}
+
+fn read_tasks(path: &Path, skills: &[basis_skills::SkillId], split: &str) -> Result<Vec<Task>> {
+    let read = task::read(path).with_context(|| format!("reading {}", path.display()))?;
+    for e in &read.errors {
+        eprintln!("{e}");
+    }
+    Ok(read
+        .tasks
+        .into_iter()
+        .map(|l| l.task)
+        .filter(|t| skills.contains(&t.skill()) && t.split() == split)
+        .collect())
+}
+
+fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
+    let cfg = basis_feedback::RewardConfig::default();
+    let loaded = if spec.starts_with("https://") || spec.starts_with("http://") {
+        let text = ureq::get(spec)
+            .call()
+            .with_context(|| format!("fetching {spec}"))?
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading {spec}"))?;
+        basis_trainer::feedback::from_export(&text, model, &cfg)?
+    } else {
+        let path = Path::new(spec);
+        let head = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if head.starts_with(b"SQLite format 3") {
+            basis_trainer::feedback::from_store(path, model, &cfg)?
+        } else {
+            basis_trainer::feedback::from_export(&String::from_utf8_lossy(&head), model, &cfg)?
+        }
+    };
+    eprintln!("feedback: {}", loaded.describe());
+    if loaded.episodes.is_empty() && !loaded.other_models.is_empty() {
+        bail!(
+            "every usable feedback record is of another base model ({}); this run trains {model}",
+            loaded.other_models.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(loaded.episodes)
+}
+
+fn train(a: RunArgs) -> Result<()> {
+    let Some(tasks_path) = a.tasks.clone() else {
+        bail!("give the tasks with --tasks FILE (mine some with `basis tasks mine`)");
+    };
+    let skills = crate::tasks::parse_skills(&a.skills)?;
+    let tasks = read_tasks(&tasks_path, &skills, "train")?;
+    if tasks.is_empty() {
+        bail!("no training tasks of the skills asked for in {}", tasks_path.display());
+    }
+    let device = device(&a.device)?;
+    let loaded = crate::skill_cli::load_model(a.model.as_deref())?;
+    let lora = (!a.full).then(|| {
+        let targets: Vec<&str> = a.lora_targets.iter().map(String::as_str).collect();
+        LoraConfig::new(a.lora_rank, a.lora_alpha, &targets)
+    });
+    let optimizer_steps = a.steps * a.epochs.max(1) * a.minibatches.max(1);
+    let cfg = TrainConfig {
+        skills: skills.clone(),
+        steps: a.steps,
+        tasks_per_step: a.tasks_per_step,
+        group_size: a.group_size,
+        epochs: a.epochs,
+        minibatches: a.minibatches,
+        temperature: a.temperature,
+        clip: Clip { eps_low: a.eps_low, eps_high: a.eps_high, beta: a.beta },
+        scale_rewards: !a.no_scale_rewards,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        jobs: a.jobs.unwrap_or(TrainConfig::default().jobs),
+        feedback_weight: a.feedback_weight,
+        policy: PolicyConfig {
+            lora,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            max_grad_norm: a.max_grad_norm,
+            warmup_steps: a.warmup_steps,
+            total_steps: optimizer_steps,
+            ..PolicyConfig::default()
+        },
+    };
+    // The policy: the base weights in f32, with the served version's adapter
+    // when one is served (training continues from it), else fresh adapters.
+    let mut base = loaded
+        .spec
+        .load(basis_model::registry::Version::Base, Precision::F32, &device)
+        .with_context(|| format!("loading {} in f32 for training", loaded.spec.name))?;
+    let mut policy = match (&cfg.policy.lora, loaded.spec.registry()) {
+        (Some(lora), Some(registry)) if loaded.at != basis_model::registry::Version::Base => {
+            registry.load_into(&mut base.model, loaded.at)?;
+            let served = base.model.lora_config().cloned();
+            if served.as_ref().map(|c| (c.r, &c.target_modules)) != Some((lora.r, &lora.target_modules)) {
+                bail!(
+                    "{} {} is an adapter of rank {} on {:?}; train it with the same --lora-rank and --lora-targets, or serve base first (`basis model use {}@base`)",
+                    loaded.name,
+                    loaded.version,
+                    served.as_ref().map_or(0, |c| c.r),
+                    served.as_ref().map(|c| c.target_modules.clone()).unwrap_or_default(),
+                    loaded.name
+                );
+            }
+            let mut cfg_policy = cfg.policy.clone();
+            cfg_policy.lora = served;
+            Policy::from_trained(base, cfg_policy)
+        }
+        _ => Policy::from_model(base, cfg.policy.clone(), a.seed)?,
+    };
+    if a.beta > 0.0 && a.full {
+        // With LoRA the reference is the model with its adapters off; a full
+        // fine-tuning run keeps a frozen copy of its starting weights.
+        let reference = loaded.spec.load(loaded.at, Precision::F32, &device)?;
+        policy.reference = Some(Box::new(reference));
+    }
+    eprintln!(
+        "training {} {} ({}), {} trainable numbers, on {} tasks of {}",
+        loaded.name,
+        loaded.version,
+        if a.full { "every weight" } else { "LoRA" },
+        policy.trainable_parameters(),
+        tasks.len(),
+        skills.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let mut start = 0;
+    if a.resume {
+        let Some(dir) = basis_trainer::checkpoint::latest(&a.run) else {
+            bail!("--resume: {} has no checkpoint", a.run.display());
+        };
+        let st = basis_trainer::checkpoint::state(&dir)?;
+        if st.config_digest != cfg.digest() {
+            bail!("--resume: {} was made with other settings; give the same options as the run it continues", dir.display());
+        }
+        basis_trainer::checkpoint::load(&dir, &mut policy)?;
+        start = st.step;
+        eprintln!("resuming {} after step {start}", a.run.display());
+    } else if basis_trainer::checkpoint::latest(&a.run).is_some() {
+        bail!("{} already holds a run; continue it with --resume, or give another --run", a.run.display());
+    }
+    let feedback = match &a.feedback {
+        Some(f) => feedback_episodes(f, &loaded.name)?,
+        None => Vec::new(),
+    };
+    let repo_root = a.repo_root.clone().unwrap_or_else(|| {
+        tasks_path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    });
+    let store = crate::store::Store::open()?;
+    let workspaces = Workspaces::new(&repo_root, store.root().join("cache/trees"));
+    let sandbox = Sandbox::detect();
+    std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
+    crate::versions::RunInfo {
+        schema: crate::versions::RUN_SCHEMA.into(),
+        model: loaded.name.clone(),
+        parent: loaded.version.clone(),
+        tasks: crate::versions::absolute(&tasks_path),
+        repo_root: crate::versions::absolute(&repo_root),
+        skills: skills.iter().map(|s| s.as_str().to_string()).collect(),
+        steps: a.steps,
+        full: a.full,
+        config_digest: cfg.digest(),
+    }
+    .write(&a.run)?;
+    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}").expect("the template is valid"),
+    );
+    bar.set_position(start as u64);
+    if a.sft && start == 0 {
+        let examples: Vec<(Vec<u32>, Vec<u32>)> = tasks
+            .iter()
+            .filter_map(|t| {
+                let tree = workspaces.open(&t.repo).ok()?;
+                let ep = basis_trainer::episode::Episode::prepare(t, &tree).ok()?;
+                basis_trainer::sft::example(&loaded.lm, t, &ep)
+            })
+            .collect();
+        bar.set_message(format!("warm start on {} reference answers", examples.len()));
+        let losses = train::warm_start(&mut policy, &examples, a.sft_epochs, 4, a.seed, &mut |_| {})?;
+        eprintln!("warm start: {} answers, loss per epoch {:?}", examples.len(), losses.iter().map(|l| format!("{l:.3}")).collect::<Vec<_>>());
+    }
+    // LoRA rollouts decode with the served (quantized) model carrying the
+    // policy's adapter; full fine-tuning decodes with the policy itself.
+    let mut sampler = if a.full { Sampler::Policy } else { Sampler::Served(Box::new(loaded.lm)) };
+    let metrics = train::train(&mut policy, &mut sampler, &tasks, &feedback, &workspaces, &sandbox, &cfg, &a.run, start, &mut |e| match e {
+        Event::Phase(p) => bar.set_message(p.to_string()),
+        Event::Step(m) => {
+            bar.set_position(m.step as u64);
+            bar.println(format!(
+                "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups",
+                m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm, m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups
+            ));
+        }
+    })?;
+    bar.finish_and_clear();
+    if policy.lm.model.lora_config().is_some() {
+        let adapter = a.run.join("adapter");
+        basis_model::lora::save_adapter(&policy.lm.model, &adapter)?;
+        eprintln!("the adapter is in {}", adapter.display());
+    } else {
+        let path = a.run.join("model.safetensors");
+        candle_core::safetensors::save(&policy.tensors(), &path)?;
+        eprintln!("the weights are in {}", path.display());
+    }
+    eprintln!("{} steps done; metrics in {}", metrics.len() + start, a.run.join("metrics.jsonl").display());
+    if a.publish {
+        let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
+        crate::versions::publish_run(&a.run, &opts)?;
+    }
+    Ok(())
+}

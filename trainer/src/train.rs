@@ -1,0 +1,599 @@
+//! `basis train`: joint reinforcement learning over the skills with GRPO
+//! (docs/design.md, "The training loop").
+//!
+//! A step takes a batch of tasks from one buffer that mixes the selected skills
+//! in a seeded random order, the same number of each; samples a group of G
+//! answers to each task's prompt (one prefill, decoded as one batch, by the
+//! sampling model: the served quantized model with the current adapter, or the
+//! policy itself); scores them with the skills' verifiers on threads of their
+//! own (the sandbox runs code); skips groups whose rewards all agree; and takes
+//! `epochs` optimizer steps on the batch's clipped surrogate ([`crate::grpo`]),
+//! with the behaviour log-probs kept from sampling. Editor feedback, when
+//! given, joins each batch as off-policy episodes ([`crate::feedback`]).
+//!
+//! Every step appends one JSON line to `RUN_DIR/metrics.jsonl`; every
+//! `checkpoint_every` steps, and at the end, a checkpoint is written
+//! ([`crate::checkpoint`]). Randomness comes from the seed and the step only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use basis_model::LanguageModel;
+use basis_skills::generate::{complete_group, Prompt};
+use basis_skills::sandbox::Sandbox;
+use basis_skills::SkillId;
+use candle_core::{DType, Tensor};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint;
+use crate::episode::{Answer, Episode};
+use crate::feedback::OffPolicy;
+use crate::grpo::{self, Clip, LossParts};
+use crate::policy::{Policy, PolicyConfig};
+use crate::task::Task;
+use crate::workspace::{TaskTree, Workspaces};
+use crate::TrainError;
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub skills: Vec<SkillId>,
+    /// Rollout steps.
+    pub steps: usize,
+    /// Tasks (groups) per step.
+    pub tasks_per_step: usize,
+    /// Samples per task (G).
+    pub group_size: usize,
+    /// Optimizer steps per batch of rollouts.
+    pub epochs: usize,
+    /// Optimizer steps per epoch: the batch's sequences split this many ways
+    /// (gradients accumulate within each part).
+    pub minibatches: usize,
+    pub temperature: f32,
+    pub clip: Clip,
+    /// Divide advantages by the group's std (TRL's `scale_rewards`).
+    pub scale_rewards: bool,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    /// Scoring threads (sandbox runs at once).
+    pub jobs: usize,
+    /// The weight of editor-feedback episodes against the verifiable tasks.
+    pub feedback_weight: f64,
+    pub policy: PolicyConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            skills: SkillId::ALL.to_vec(),
+            steps: 20,
+            tasks_per_step: 5,
+            group_size: 8,
+            epochs: 2,
+            minibatches: 1,
+            temperature: 1.0,
+            clip: Clip::default(),
+            scale_rewards: true,
+            seed: 0,
+            checkpoint_every: 5,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            feedback_weight: 0.5,
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// A digest of what decides the weights (a resumed run must match it).
+    pub fn digest(&self) -> String {
+        let text = format!(
+            "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{:?}",
+            self.skills,
+            self.steps,
+            self.tasks_per_step,
+            self.group_size,
+            self.epochs,
+            self.minibatches,
+            self.temperature,
+            self.clip,
+            self.scale_rewards,
+            self.seed,
+            self.feedback_weight,
+            self.policy
+        );
+        let d = Sha256::digest(text.as_bytes());
+        d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Who samples the rollouts.
+pub enum Sampler {
+    /// A serving model (quantized) given the policy's adapter after each step.
+    Served(Box<LanguageModel>),
+    /// The policy's own model (full fine-tuning, or no separate serving model).
+    Policy,
+}
+
+/// One step's metrics (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub reward: f64,
+    pub reward_per_skill: BTreeMap<String, f64>,
+    pub loss: f64,
+    pub kl: f64,
+    pub clip_fraction: f64,
+    pub ratio: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub groups: usize,
+    pub skipped_groups: usize,
+    pub skipped_non_finite: usize,
+    pub rollout_tokens: usize,
+    pub rollout_tokens_per_s: f64,
+    pub update_tokens: usize,
+    pub update_tokens_per_s: f64,
+    pub feedback_episodes: usize,
+    pub seconds: f64,
+}
+
+/// What the caller hears as the run goes.
+pub enum Event<'a> {
+    Phase(&'a str),
+    Step(&'a StepMetrics),
+}
+
+/// A scored group: one task's G samples.
+struct Group {
+    skill: SkillId,
+    prompt_ids: Vec<u32>,
+    samples: Vec<(Vec<u32>, Vec<f32>)>,
+    rewards: Vec<f64>,
+}
+
+/// One sequence of the update: its tokens, behaviour log-probs, advantage and weight.
+struct Sequence {
+    prompt: Vec<u32>,
+    completion: Vec<u32>,
+    old: Vec<f32>,
+    advantage: f64,
+    weight: f64,
+}
+
+/// The reference policy's log-probs of each sequence (the KL term's), computed
+/// once per batch.
+fn reference_logprobs(policy: &mut Policy, seqs: &[Sequence], temperature: f32) -> Result<Vec<Vec<f32>>, TrainError> {
+    seqs.iter()
+        .map(|s| Ok(policy.reference_logprobs(&s.prompt, &s.completion, temperature)?.to_vec1::<f32>()?))
+        .collect()
+}
+
+/// A task made ready once: its tree, episode and prompt.
+struct Ready {
+    tree: TaskTree,
+    episode: Episode,
+    prompt: Prompt,
+}
+
+fn rng(seed: u64, step: usize, salt: &str) -> rand::rngs::StdRng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update((step as u64).to_le_bytes());
+    h.update(salt.as_bytes());
+    let d = h.finalize();
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&d[..8]);
+    rand::rngs::StdRng::seed_from_u64(u64::from_le_bytes(k))
+}
+
+/// The batch of step `step`: `n` task indices, the skills taking turns in a
+/// seeded order, each skill's tasks in a seeded cycle (counts stay balanced).
+pub fn batch(tasks: &[Task], skills: &[SkillId], n: usize, seed: u64, step: usize) -> Vec<usize> {
+    let mut per_skill: BTreeMap<SkillId, Vec<usize>> = BTreeMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if skills.contains(&t.skill()) {
+            per_skill.entry(t.skill()).or_default().push(i);
+        }
+    }
+    let present: Vec<SkillId> = per_skill.keys().copied().collect();
+    if present.is_empty() {
+        return Vec::new();
+    }
+    let mut order = present.clone();
+    order.shuffle(&mut rng(seed, step, "skills"));
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let skill = order[k % order.len()];
+        let list = &per_skill[&skill];
+        // The (step * n + k)-th draw of this skill: walk a seeded permutation of
+        // its tasks, a new permutation each full pass.
+        let draw = step * n.div_ceil(order.len()) + k / order.len();
+        let pass = draw / list.len();
+        let mut perm = list.clone();
+        perm.shuffle(&mut rng(seed, pass, skill.as_str()));
+        out.push(perm[draw % list.len()]);
+    }
+    out
+}
+
+/// Trains `policy` on `tasks` (see the module docs). `start` is the number of
+/// steps already done (a resumed run).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    policy: &mut Policy,
+    sampler: &mut Sampler,
+    tasks: &[Task],
+    feedback: &[OffPolicy],
+    workspaces: &Workspaces,
+    sandbox: &Sandbox,
+    cfg: &TrainConfig,
+    run: &Path,
+    start: usize,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<StepMetrics>, TrainError> {
+    std::fs::create_dir_all(run).map_err(|source| TrainError::Io {
+        path: run.to_path_buf(),
+        source,
+    })?;
+    let mut ready: HashMap<usize, Result<Ready, String>> = HashMap::new();
+    let mut all = Vec::new();
+    sync(policy, sampler)?;
+    for step in start..cfg.steps {
+        let t0 = Instant::now();
+        let mut m = StepMetrics {
+            step: step + 1,
+            ..StepMetrics::default()
+        };
+        on(Event::Phase("rollouts"));
+        let chosen = batch(tasks, &cfg.skills, cfg.tasks_per_step, cfg.seed, step);
+        let groups = rollouts(policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, cfg, step, &mut m)?;
+        let mut per_skill: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for g in &groups {
+            per_skill.entry(g.skill.as_str().to_string()).or_default().extend(&g.rewards);
+        }
+        m.reward_per_skill = per_skill
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len().max(1) as f64))
+            .collect();
+        let rewards: Vec<f64> = per_skill.values().flatten().copied().collect();
+        m.reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+        m.groups = groups.len();
+        // The update's sequences: groups that teach something, and feedback.
+        let mut seqs = Vec::new();
+        for g in groups {
+            if grpo::no_signal(&g.rewards) {
+                m.skipped_groups += 1;
+                continue;
+            }
+            let adv = grpo::advantages(&g.rewards, cfg.scale_rewards);
+            for ((ids, lps), a) in g.samples.into_iter().zip(adv) {
+                if !ids.is_empty() {
+                    seqs.push(Sequence { prompt: g.prompt_ids.clone(), completion: ids, old: lps, advantage: a, weight: 1.0 });
+                }
+            }
+        }
+        if !feedback.is_empty() && cfg.feedback_weight > 0.0 {
+            let mut r = rng(cfg.seed, step, "feedback");
+            let take = cfg.tasks_per_step.min(feedback.len());
+            let picked: Vec<&OffPolicy> = feedback.choose_multiple(&mut r, take).collect();
+            let rewards: Vec<f64> = picked.iter().map(|f| f.reward).collect();
+            let mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+            for f in picked {
+                if f.reward != mean {
+                    seqs.push(Sequence {
+                        prompt: f.prompt_ids.clone(),
+                        completion: f.completion_ids.clone(),
+                        old: f.logprobs.clone(),
+                        advantage: f.reward - mean,
+                        weight: cfg.feedback_weight,
+                    });
+                    m.feedback_episodes += 1;
+                }
+            }
+        }
+        on(Event::Phase("update"));
+        update(policy, &seqs, cfg, step, &mut m)?;
+        sync(policy, sampler)?;
+        m.seconds = t0.elapsed().as_secs_f64();
+        append_metrics(run, &m)?;
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
+            on(Event::Phase("checkpoint"));
+            checkpoint::save(
+                run,
+                policy,
+                &checkpoint::State {
+                    schema: "basis.checkpoint/1".into(),
+                    step: step + 1,
+                    optimizer_steps: policy.moments.t,
+                    seed: cfg.seed,
+                    config_digest: cfg.digest(),
+                },
+            )?;
+        }
+        on(Event::Step(&m));
+        all.push(m);
+    }
+    Ok(all)
+}
+
+/// The warm start: `epochs` passes of supervised fine-tuning over `examples`
+/// (prompt ids, answer ids), one optimizer step per `batch` examples, the loss
+/// the mean negative log-likelihood of the answers' tokens. Returns the mean
+/// loss of each epoch.
+pub fn warm_start(
+    policy: &mut Policy,
+    examples: &[(Vec<u32>, Vec<u32>)],
+    epochs: usize,
+    batch: usize,
+    seed: u64,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<f64>, TrainError> {
+    let mut losses = Vec::new();
+    for epoch in 0..epochs {
+        on(Event::Phase("warm start"));
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut rng(seed, epoch, "sft"));
+        let (mut sum, mut n) = (0.0, 0usize);
+        for chunk in order.chunks(batch.max(1)) {
+            let tokens: usize = chunk.iter().map(|&i| examples[i].1.len()).sum();
+            let mut acc = policy.accumulator();
+            for &i in chunk {
+                let (prompt, answer) = &examples[i];
+                let logp = policy.completion_logprobs(prompt, answer, 1.0)?;
+                let loss = (logp.sum_all()?.neg()? / tokens.max(1) as f64)?;
+                sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                policy.backward(&loss, &mut acc)?;
+            }
+            policy.step(acc)?;
+            n += 1;
+        }
+        losses.push(sum / n.max(1) as f64);
+    }
+    Ok(losses)
+}
+
+/// Gives the sampler the policy's current weights.
+fn sync(policy: &mut Policy, sampler: &mut Sampler) -> Result<(), TrainError> {
+    if let Sampler::Served(lm) = sampler {
+        if let Some(cfg) = policy.lm.model.lora_config().cloned() {
+            let tensors = policy.tensors();
+            lm.model.set_lora(cfg, &tensors)?;
+        }
+        // Cached prompt keys and values were computed with the old weights.
+        lm.generator.clear_prefix();
+    } else {
+        policy.lm.generator.clear_prefix();
+    }
+    Ok(())
+}
+
+/// Samples and scores the groups of one step.
+#[allow(clippy::too_many_arguments)]
+fn rollouts(
+    policy: &mut Policy,
+    sampler: &mut Sampler,
+    tasks: &[Task],
+    chosen: &[usize],
+    ready: &mut HashMap<usize, Result<Ready, String>>,
+    workspaces: &Workspaces,
+    sandbox: &Sandbox,
+    cfg: &TrainConfig,
+    step: usize,
+    m: &mut StepMetrics,
+) -> Result<Vec<Group>, TrainError> {
+    let sampling_start = Instant::now();
+    let lm: &LanguageModel = match sampler {
+        Sampler::Served(lm) => lm,
+        Sampler::Policy => {
+            policy.lm.model.set_op_mode(basis_model::OpMode::Fused);
+            &policy.lm
+        }
+    };
+    // Answers to score: (group slot, tree, episode index, answers).
+    let mut pending: Vec<(usize, Vec<Answer>)> = Vec::new();
+    let mut groups: Vec<Option<Group>> = Vec::new();
+    for (slot, &i) in chosen.iter().enumerate() {
+        let entry = ready.entry(i).or_insert_with(|| {
+            let task = &tasks[i];
+            let tree = workspaces.open(&task.repo).map_err(|e| e.to_string())?;
+            let episode = Episode::prepare(task, &tree).map_err(|e| e.to_string())?;
+            let prompt = episode.prompt(lm, &episode.default_options()).map_err(|e| e.to_string())?;
+            Ok(Ready { tree, episode, prompt })
+        });
+        let Ok(r) = entry else {
+            groups.push(None);
+            continue;
+        };
+        let mut p = r.prompt.clone();
+        p.sampling.temperature = cfg.temperature;
+        let mut seed_rng = rng(cfg.seed, step, &format!("sample-{slot}"));
+        p.sampling.seed = rand::Rng::random::<u64>(&mut seed_rng);
+        let gens = complete_group(lm, &p, cfg.group_size, &mut |_| {}, &|| false)?;
+        m.rollout_tokens += gens.iter().map(|g| g.token_ids.len()).sum::<usize>();
+        let samples = gens.iter().map(|g| (g.token_ids.clone(), g.token_logprobs.clone())).collect();
+        let answers: Vec<Answer> = gens.into_iter().map(|g| r.episode.finish(&r.prompt, g)).collect();
+        groups.push(Some(Group {
+            skill: tasks[i].skill(),
+            prompt_ids: r.prompt.fitted.ids.clone(),
+            samples,
+            rewards: Vec::new(),
+        }));
+        pending.push((slot, answers));
+    }
+    let sampled_secs = sampling_start.elapsed().as_secs_f64();
+    m.rollout_tokens_per_s = m.rollout_tokens as f64 / sampled_secs.max(1e-9);
+    if let Sampler::Policy = sampler {
+        policy.lm.model.set_op_mode(basis_model::OpMode::Differentiable);
+    }
+    // Score on threads of their own.
+    let scored: Mutex<HashMap<usize, Vec<f64>>> = Mutex::new(HashMap::new());
+    let work: Mutex<Vec<(usize, Vec<Answer>)>> = Mutex::new(pending);
+    std::thread::scope(|s| {
+        for _ in 0..cfg.jobs.max(1) {
+            s.spawn(|| loop {
+                let job = work.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((slot, answers)) = job else { break };
+                let i = chosen[slot];
+                let Some(Ok(r)) = ready.get(&i) else { continue };
+                let rewards = answers
+                    .iter()
+                    .map(|a| r.episode.score(sandbox, &r.tree, a).map(|s| s.reward).unwrap_or(0.0))
+                    .collect();
+                scored.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, rewards);
+            });
+        }
+    });
+    let mut scored = scored.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .filter_map(|(slot, g)| {
+            let mut g = g?;
+            g.rewards = scored.remove(&slot)?;
+            Some(g)
+        })
+        .collect())
+}
+
+/// `epochs` × `minibatches` optimizer steps on the batch's sequences.
+fn update(policy: &mut Policy, seqs: &[Sequence], cfg: &TrainConfig, step: usize, m: &mut StepMetrics) -> Result<(), TrainError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let reference = if cfg.clip.beta > 0.0 {
+        Some(reference_logprobs(policy, seqs, cfg.temperature)?)
+    } else {
+        None
+    };
+    let mut parts_all = Vec::new();
+    let mut loss_total = 0.0;
+    let mut norms = Vec::new();
+    for epoch in 0..cfg.epochs.max(1) {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.shuffle(&mut rng(cfg.seed, step, &format!("epoch-{epoch}")));
+        let parts_n = cfg.minibatches.clamp(1, order.len());
+        for chunk in order.chunks(order.len().div_ceil(parts_n)) {
+            let tokens: usize = chunk.iter().map(|&i| seqs[i].completion.len()).sum();
+            let mut acc = policy.accumulator();
+            for &i in chunk {
+                let s = &seqs[i];
+                let logp = policy.completion_logprobs(&s.prompt, &s.completion, cfg.temperature)?;
+                let old = Tensor::new(s.old.as_slice(), logp.device())?;
+                let reference = match &reference {
+                    Some(r) => Some(Tensor::new(r[i].as_slice(), logp.device())?),
+                    None => None,
+                };
+                let (loss, parts) = grpo::sequence_loss(&logp, &old, reference.as_ref(), s.advantage, &cfg.clip)?;
+                let loss = (loss * (s.weight / tokens.max(1) as f64))?;
+                loss_total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                policy.backward(&loss, &mut acc)?;
+                parts_all.push(parts);
+                m.update_tokens += s.prompt.len() + s.completion.len();
+            }
+            let report = policy.step(acc)?;
+            if report.skipped_non_finite {
+                m.skipped_non_finite += 1;
+            }
+            norms.push(report.grad_norm);
+            m.lr = report.lr;
+        }
+    }
+    let parts: LossParts = grpo::combine(&parts_all);
+    let steps = norms.len().max(1) as f64;
+    m.loss = loss_total / steps;
+    m.kl = parts.kl;
+    m.clip_fraction = parts.clip_fraction;
+    m.ratio = parts.ratio;
+    m.grad_norm = norms.iter().sum::<f64>() / steps;
+    m.update_tokens_per_s = m.update_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    Ok(())
+}
+
+fn append_metrics(run: &Path, m: &StepMetrics) -> Result<(), TrainError> {
+    let path = run.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    let line = serde_json::to_string(m).expect("metrics serialise") + "\n";
+    f.write_all(line.as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(|source| TrainError::Io { path: path.clone(), source })
+}
+
+/// The metrics lines of a run (the last line of each step, when a resumed run
+/// wrote one twice).
+pub fn read_metrics(run: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
+    let path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    let mut by_step: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Some(s) = v["step"].as_u64() {
+                by_step.insert(s, v);
+            }
+        }
+    }
+    Ok(by_step.into_values().collect())
+}
+
+/// Where a run keeps things.
+pub fn run_paths(run: &Path) -> (PathBuf, PathBuf) {
+    (run.join("metrics.jsonl"), run.join("checkpoints"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{LocalizeInput, LocalizeReference, Meta, RepoRef, Spec, TASK_SCHEMA};
+
+    fn t(id: &str, skill: &str) -> Task {
+        let spec = match skill {
+            "localize" => Spec::Localize {
+                input: LocalizeInput { issue: "a b c".into() },
+                reference: LocalizeReference { files: vec!["a".into()] },
+            },
+            _ => Spec::Review {
+                input: crate::task::ReviewInput { issue: "x".into(), patch: String::new() },
+                reference: crate::task::ReviewReference { verdict: crate::task::Verdict::Yes },
+            },
+        };
+        Task {
+            schema: TASK_SCHEMA.into(),
+            id: id.into(),
+            spec,
+            repo: RepoRef { path: ".".into(), commit: None, patch: None },
+            language: None,
+            meta: Meta::default(),
+        }
+    }
+
+    #[test]
+    fn batches_balance_the_skills_and_follow_the_seed() {
+        let mut tasks: Vec<Task> = (0..9).map(|i| t(&format!("l{i}"), "localize")).collect();
+        tasks.extend((0..2).map(|i| t(&format!("r{i}"), "review")));
+        let skills = SkillId::ALL.to_vec();
+        let mut counts: BTreeMap<SkillId, usize> = BTreeMap::new();
+        for step in 0..10 {
+            let b = batch(&tasks, &skills, 4, 3, step);
+            assert_eq!(b.len(), 4);
+            for i in b {
+                *counts.entry(tasks[i].skill()).or_default() += 1;
+            }
+        }
+        assert_eq!(counts[&SkillId::Localize], counts[&SkillId::Review]);
+        assert_eq!(batch(&tasks, &skills, 4, 3, 5), batch(&tasks, &skills, 4, 3, 5));
+        assert_ne!(
+            (0..4).map(|s| batch(&tasks, &skills, 4, 3, s)).collect::<Vec<_>>(),
+            (0..4).map(|s| batch(&tasks, &skills, 4, 4, s)).collect::<Vec<_>>()
+        );
+    }
+}
