@@ -8,8 +8,10 @@ way, on the same GGUF and thread count, and the markdown report that compares th
 
   infer-basis  --basis BIN MODEL      prefill and decode tok/s of `basis generate`
   infer-llama  MODEL                  the same measured in llama.cpp
-  train-basis  --bench-train BIN MODEL BATCH SEQ STEPS
-  train-torch  MODEL BATCH SEQ STEPS  the same training step in PyTorch
+  train-basis  --bench-train BIN [--mode full|lora] MODEL BATCH SEQ STEPS
+               the trainer's update step (trainer/examples/bench_update.rs)
+  train-torch  [--mode full|lora] MODEL BATCH SEQ STEPS
+               the same step in PyTorch (LoRA through PEFT)
   report       RESULTS.jsonl          the markdown table
 """
 
@@ -50,7 +52,7 @@ import sys
 def walk_tree(root):
     """Yield every file below root, depth first."""'''
 
-# The token ids of model/examples/bench_train.rs: (i * 2654435761) % vocab in
+# The token ids of trainer/examples/bench_update.rs: (i * 2654435761) % vocab in
 # wrapping u32 arithmetic, over a (batch, seq + 1) grid.
 ID_MULTIPLIER = 2654435761
 
@@ -157,7 +159,7 @@ def cmd_infer_basis(args):
 
 
 def cmd_train_basis(args):
-    cmd = [args.bench_train, args.model, str(args.batch), str(args.seq), str(args.steps)]
+    cmd = [args.bench_train, args.mode, args.model, str(args.batch), str(args.seq), str(args.steps)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=BASIS_ENV)
     first_loss, err = None, []
     for line in p.stderr:
@@ -168,7 +170,7 @@ def cmd_train_basis(args):
             first_loss = float(m.group(1))
     out = p.stdout.read()
     if p.wait() != 0:
-        raise Failure(f"bench_train exited with {p.returncode}: {error_line(''.join(err))}")
+        raise Failure(f"bench_update exited with {p.returncode}: {error_line(''.join(err))}")
     rec = json.loads(out.strip().splitlines()[-1])
     rec["what"] = "train"
     rec["first_loss"] = first_loss
@@ -265,8 +267,19 @@ def cmd_train_torch(args):
     model = AutoModelForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
     )
+    version = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if args.mode == "lora":
+        # The trainer's default adapter: rank 8, alpha 16, on the attention projections.
+        import peft
+
+        cfg = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        model = peft.get_peft_model(model, cfg)
+        version += f", peft {peft.__version__}"
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    trainable = sum(p.numel() for p in params)
 
     vocab = model.config.vocab_size
     b, s = args.batch, args.seq
@@ -286,13 +299,13 @@ def cmd_train_torch(args):
         value = loss.item()
         first_loss = value if first_loss is None else first_loss
         log(f"pytorch train: step {step}: loss {value:.4f}, {secs:.2f}s")
-        # As in bench_train, the first step is a warm-up and is not counted.
+        # As in bench_update, the first step is a warm-up and is not counted.
         if step > 0:
             times.append(secs)
     mean = sum(times) / len(times)
     emit(args, {
-        "impl": "pytorch", "what": "train",
-        "version": f"torch {torch.__version__}, transformers {transformers.__version__}",
+        "impl": "pytorch", "what": "train", "mode": args.mode, "trainable": trainable,
+        "version": version,
         "batch": b, "seq": s, "steps": args.steps,
         "secs_per_step": round(mean, 4), "tok_per_s": round(b * s / mean, 2),
         "first_loss": round(first_loss, 4),
@@ -357,14 +370,26 @@ def cmd_report(args):
         if ok_b and "error" not in base and ok_b["decode_tokens"] != base["decode_tokens"]:
             notes.append(f"decode token counts differ: basis {ok_b['decode_tokens']}, "
                          f"basis@{rev} {base['decode_tokens']} (a different greedy path)")
-    for b, s in sorted({(r["batch"], r["seq"]) for r in recs if r["what"] == "train"}):
-        bt, pt = find("basis", "train", batch=b, seq=s), find("pytorch", "train", batch=b, seq=s)
+    shapes = {(r.get("mode", "full"), r["batch"], r["seq"]) for r in recs if r["what"] == "train"}
+    for mode, b, s in sorted(shapes):
+        bt = find("basis", "train", mode=mode, batch=b, seq=s)
+        pt = find("pytorch", "train", mode=mode, batch=b, seq=s)
         steps = (bt or pt)["steps"]
-        rows.append((f"training {b}x{s}, f32 full fine-tune + AdamW (tok/s, mean of {steps} steps)",
+        what = ("f32 full fine-tune" if mode == "full"
+                else "f32 LoRA r8 on q/k/v/o (PyTorch: PEFT)")
+        rows.append((f"training update {b}x{s}, {what} + AdamW (tok/s, mean of {steps} steps)",
                      bt, pt, "tok_per_s", "PyTorch"))
         if bt and pt and bt.get("first_loss") is not None and pt.get("first_loss") is not None:
-            notes.append(f"training {b}x{s}: first-step loss basis {bt['first_loss']:.4f}, "
+            notes.append(f"training {mode} {b}x{s}: first-step loss basis {bt['first_loss']:.4f}, "
                          f"PyTorch {pt['first_loss']:.4f} (same weights and ids, so they should agree)")
+        if bt and pt and bt.get("trainable") and pt.get("trainable"):
+            same = "the same" if bt["trainable"] == pt["trainable"] else "DIFFERENT"
+            notes.append(f"training {mode}: {bt['trainable']:,} trainable numbers in basis, "
+                         f"{pt['trainable']:,} in PyTorch ({same})")
+        if bt and "frozen_weight_grads_skipped" in bt:
+            notes.append(f"training {mode} {b}x{s}: basis computed {bt['weight_grads']} weight gradients "
+                         f"and skipped {bt['frozen_weight_grads_skipped']} of frozen weights over "
+                         f"{steps + 1} steps")
     for r in recs:
         if "error" in r:
             shape = f" {r['batch']}x{r['seq']}" if r["what"] == "train" else ""
@@ -432,8 +457,9 @@ def main():
         s.add_argument("batch", type=int)
         s.add_argument("seq", type=int)
         s.add_argument("steps", type=int)
+        s.add_argument("--mode", choices=("full", "lora"), default="full")
         if name == "train-basis":
-            s.add_argument("--bench-train", required=True, help="the bench_train example binary")
+            s.add_argument("--bench-train", required=True, help="the bench_update example binary")
         else:
             s.add_argument("--threads", type=int, required=True)
 
@@ -458,7 +484,7 @@ def main():
             traceback.print_exc()
         rec = {"impl": IMPLS[args.cmd], "what": args.cmd.split("-")[0], "error": str(e) or type(e).__name__}
         if rec["what"] == "train":
-            rec.update(batch=args.batch, seq=args.seq, steps=args.steps)
+            rec.update(batch=args.batch, seq=args.seq, steps=args.steps, mode=args.mode)
         log(f"FAILED: {rec['error']}")
         emit(args, rec)
         sys.exit(3)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Basis against its peers, in one run, on the same GGUF and the same thread count:
 #   inference  basis generate   vs llama.cpp (llama-cpp-python): prefill and decode tok/s
-#   training   bench_train      vs PyTorch (transformers): f32 full fine-tuning tok/s
+#   training   bench_update     vs PyTorch (transformers, PEFT): the trainer's update
+#                               step, full fine-tuning and LoRA, tok/s
 # Prints a markdown table (basis | peer | basis/peer) and writes it to
 # bench/results-latest.md. Progress goes to stderr.
 #
@@ -35,11 +36,11 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 # ---- binaries
 BASIS="$ROOT/target/release/basis"
-BENCH_TRAIN="$ROOT/target/release/examples/bench_train"
+BENCH_TRAIN="$ROOT/target/release/examples/bench_update"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     say "building release binaries"
     cargo build --release --bin basis >&2
-    cargo build --release -p basis-model --example bench_train >&2
+    cargo build --release -p basis-trainer --example bench_update >&2
 fi
 for bin in "$BASIS" "$BENCH_TRAIN"; do
     [[ -x "$bin" ]] || { echo "missing $bin (run without SKIP_BUILD=1)" >&2; exit 1; }
@@ -109,12 +110,14 @@ peers infer-basis "$MODEL" --basis "$BASIS" --ids-out "$WORK/basis-ids.json" --o
 say "inference: llama.cpp"
 peers infer-llama "$MODEL" --threads "$THREADS" --basis-ids "$WORK/basis-ids.json" --out "$RESULTS"
 
-# ---- training: batch x seq = 1 x SEQ and 4 x SEQ
-for BATCH in 1 4; do
-    say "training ${BATCH}x${SEQ}: basis"
-    peers train-basis "$MODEL" "$BATCH" "$SEQ" "$STEPS" --bench-train "$BENCH_TRAIN" --out "$RESULTS"
-    say "training ${BATCH}x${SEQ}: PyTorch"
-    peers train-torch "$MODEL" "$BATCH" "$SEQ" "$STEPS" --threads "$THREADS" --out "$RESULTS"
+# ---- training: the update step, full and LoRA, batch x seq = 1 x SEQ and 4 x SEQ
+for MODE in full lora; do
+    for BATCH in 1 4; do
+        say "training $MODE ${BATCH}x${SEQ}: basis"
+        peers train-basis "$MODEL" "$BATCH" "$SEQ" "$STEPS" --mode "$MODE" --bench-train "$BENCH_TRAIN" --out "$RESULTS"
+        say "training $MODE ${BATCH}x${SEQ}: PyTorch"
+        peers train-torch "$MODEL" "$BATCH" "$SEQ" "$STEPS" --mode "$MODE" --threads "$THREADS" --out "$RESULTS"
+    done
 done
 
 # ---- report
@@ -129,7 +132,7 @@ CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
     --threads "$THREADS" \
     --model-name "$MODEL" \
     --sha256 "$(sha256sum "$MODEL" | cut -d' ' -f1)" \
-    --basis-version "$("$BASIS" --version), tree $REV, basis built $(built "$BASIS"), bench_train built $(built "$BENCH_TRAIN")" \
+    --basis-version "$("$BASIS" --version), tree $REV, basis built $(built "$BASIS"), bench_update built $(built "$BENCH_TRAIN")" \
     "${QUICK_FLAG[@]}" \
     --md-out "$ROOT/bench/results-latest.md"
 if [[ $FAILED == 1 ]]; then

@@ -8,19 +8,24 @@ mod fsutil;
 mod generate;
 mod localize;
 mod lsp;
+mod plot;
 mod pull;
 mod skill_cli;
 mod skills;
 mod store;
 mod tasks;
 mod train;
-mod plot;
 mod versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// Passes every allocation to the system allocator, except while training, when
+// large freed blocks are kept for reuse (`basis train`; see basis_model::alloc).
+#[global_allocator]
+static ALLOC: basis_model::alloc::Recycling = basis_model::alloc::Recycling;
 
 #[derive(Parser)]
 #[command(
@@ -169,7 +174,11 @@ fn main() -> ExitCode {
                 version,
                 out,
                 base_model,
-            } => ok(versions::export_adapter(&version, &out, base_model.as_deref())),
+            } => ok(versions::export_adapter(
+                &version,
+                &out,
+                base_model.as_deref(),
+            )),
         },
         Command::Generate(args) => ok(generate::run_generate(args)),
         Command::Tokenize(args) => ok(generate::run_tokenize(args)),

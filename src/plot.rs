@@ -25,7 +25,11 @@ const FONTS: &[&str] = &[
 /// Registers a system font as plotters' "sans-serif"; false when none is found.
 fn register_font() -> bool {
     let from_env = std::env::var_os("BASIS_PLOT_FONT").map(PathBuf::from);
-    for path in from_env.iter().map(PathBuf::as_path).chain(FONTS.iter().map(Path::new)) {
+    for path in from_env
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(FONTS.iter().map(Path::new))
+    {
         let Ok(bytes) = std::fs::read(path) else {
             continue;
         };
@@ -65,13 +69,21 @@ pub fn curves(run: &Path) -> Result<Curves> {
     }
     let mut out: Curves = basis_skills::SkillId::ALL
         .iter()
-        .filter_map(|s| per_skill.remove(s.as_str()).map(|c| (s.as_str().to_string(), c)))
+        .filter_map(|s| {
+            per_skill
+                .remove(s.as_str())
+                .map(|c| (s.as_str().to_string(), c))
+        })
         .collect();
     out.push(("mean".into(), mean));
     Ok(out)
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, curves: &Curves, labels: bool) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    curves: &Curves,
+    labels: bool,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -95,7 +107,10 @@ where
     if labels {
         mesh.x_desc("step").y_desc("mean reward");
     } else {
-        mesh.disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0);
+        mesh.disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0);
     }
     mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
     for (i, (name, points)) in curves.iter().enumerate() {
@@ -137,10 +152,24 @@ pub fn rewards(run: &Path) -> Result<()> {
     }
     let svg = run.join("rewards.svg");
     let png = run.join("rewards.png");
-    draw(SVGBackend::new(&svg, (900, 540)).into_drawing_area(), &c, labels)
-        .with_context(|| format!("drawing {}", svg.display()))?;
-    draw(BitMapBackend::new(&png, (900, 540)).into_drawing_area(), &c, labels)
-        .with_context(|| format!("drawing {}", png.display()))?;
-    println!("{}\n{}", svg.display(), png.display());
+    draw(
+        SVGBackend::new(&svg, (900, 540)).into_drawing_area(),
+        &c,
+        labels,
+    )
+    .with_context(|| format!("drawing {}", svg.display()))?;
+    draw(
+        BitMapBackend::new(&png, (900, 540)).into_drawing_area(),
+        &c,
+        labels,
+    )
+    .with_context(|| format!("drawing {}", png.display()))?;
+    use std::io::Write;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}\n{}",
+        svg.display(),
+        png.display()
+    )?;
     Ok(())
 }

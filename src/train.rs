@@ -95,11 +95,18 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16.0)]
     lora_alpha: f64,
     /// LoRA's target modules (comma-separated PEFT names).
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj"
+    )]
     lora_targets: Vec<String>,
     /// Sampling temperature of the rollouts (the ratio's log-probs use it too).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// At most this many tokens a rollout (default: each skill's own limit).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
     #[arg(long, default_value_t = 0.2)]
     eps_low: f64,
     #[arg(long, default_value_t = 0.28)]
@@ -144,8 +151,12 @@ pub fn device(spec: &str) -> Result<basis_model::Device> {
         "cpu" => Ok(basis_model::Device::Cpu),
         "auto" => Ok(basis_model::default_device()),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let n: usize = s.strip_prefix("cuda:").map(str::parse).transpose()
-                .with_context(|| format!("`{s}`: expected cuda or cuda:N"))?.unwrap_or(0);
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .map(str::parse)
+                .transpose()
+                .with_context(|| format!("`{s}`: expected cuda or cuda:N"))?
+                .unwrap_or(0);
             cuda(n)
         }
         other => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
@@ -205,20 +216,29 @@ fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
     if loaded.episodes.is_empty() && !loaded.other_models.is_empty() {
         bail!(
             "every usable feedback record is of another base model ({}); this run trains {model}",
-            loaded.other_models.keys().cloned().collect::<Vec<_>>().join(", ")
+            loaded
+                .other_models
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(loaded.episodes)
 }
 
 fn train(a: RunArgs) -> Result<()> {
+    basis_model::alloc::configure(basis_trainer::policy::RECYCLE_BYTES);
     let Some(tasks_path) = a.tasks.clone() else {
         bail!("give the tasks with --tasks FILE (mine some with `basis tasks mine`)");
     };
     let skills = crate::tasks::parse_skills(&a.skills)?;
     let tasks = read_tasks(&tasks_path, &skills, "train")?;
     if tasks.is_empty() {
-        bail!("no training tasks of the skills asked for in {}", tasks_path.display());
+        bail!(
+            "no training tasks of the skills asked for in {}",
+            tasks_path.display()
+        );
     }
     let device = device(&a.device)?;
     let loaded = crate::skill_cli::load_model(a.model.as_deref())?;
@@ -235,7 +255,12 @@ fn train(a: RunArgs) -> Result<()> {
         epochs: a.epochs,
         minibatches: a.minibatches,
         temperature: a.temperature,
-        clip: Clip { eps_low: a.eps_low, eps_high: a.eps_high, beta: a.beta },
+        max_new_tokens: a.max_new_tokens,
+        clip: Clip {
+            eps_low: a.eps_low,
+            eps_high: a.eps_high,
+            beta: a.beta,
+        },
         scale_rewards: !a.no_scale_rewards,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
@@ -251,17 +276,27 @@ fn train(a: RunArgs) -> Result<()> {
             ..PolicyConfig::default()
         },
     };
+    let feedback = match &a.feedback {
+        Some(f) => feedback_episodes(f, &loaded.name)?,
+        None => Vec::new(),
+    };
     // The policy: the base weights in f32, with the served version's adapter
     // when one is served (training continues from it), else fresh adapters.
     let mut base = loaded
         .spec
-        .load(basis_model::registry::Version::Base, Precision::F32, &device)
+        .load(
+            basis_model::registry::Version::Base,
+            Precision::F32,
+            &device,
+        )
         .with_context(|| format!("loading {} in f32 for training", loaded.spec.name))?;
     let mut policy = match (&cfg.policy.lora, loaded.spec.registry()) {
         (Some(lora), Some(registry)) if loaded.at != basis_model::registry::Version::Base => {
             registry.load_into(&mut base.model, loaded.at)?;
             let served = base.model.lora_config().cloned();
-            if served.as_ref().map(|c| (c.r, &c.target_modules)) != Some((lora.r, &lora.target_modules)) {
+            if served.as_ref().map(|c| (c.r, &c.target_modules))
+                != Some((lora.r, &lora.target_modules))
+            {
                 bail!(
                     "{} {} is an adapter of rank {} on {:?}; train it with the same --lora-rank and --lora-targets, or serve base first (`basis model use {}@base`)",
                     loaded.name,
@@ -290,7 +325,11 @@ fn train(a: RunArgs) -> Result<()> {
         if a.full { "every weight" } else { "LoRA" },
         policy.trainable_parameters(),
         tasks.len(),
-        skills.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        skills
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut start = 0;
     if a.resume {
@@ -305,14 +344,17 @@ fn train(a: RunArgs) -> Result<()> {
         start = st.step;
         eprintln!("resuming {} after step {start}", a.run.display());
     } else if basis_trainer::checkpoint::latest(&a.run).is_some() {
-        bail!("{} already holds a run; continue it with --resume, or give another --run", a.run.display());
+        bail!(
+            "{} already holds a run; continue it with --resume, or give another --run",
+            a.run.display()
+        );
     }
-    let feedback = match &a.feedback {
-        Some(f) => feedback_episodes(f, &loaded.name)?,
-        None => Vec::new(),
-    };
     let repo_root = a.repo_root.clone().unwrap_or_else(|| {
-        tasks_path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        tasks_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     });
     let store = crate::store::Store::open()?;
     let workspaces = Workspaces::new(&repo_root, store.root().join("cache/trees"));
@@ -331,7 +373,8 @@ fn train(a: RunArgs) -> Result<()> {
     }
     .write(&a.run)?;
     let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}").expect("the template is valid"),
+        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
+            .expect("the template is valid"),
     );
     bar.set_position(start as u64);
     if a.sft && start == 0 {
@@ -343,23 +386,46 @@ fn train(a: RunArgs) -> Result<()> {
                 basis_trainer::sft::example(&loaded.lm, t, &ep)
             })
             .collect();
-        bar.set_message(format!("warm start on {} reference answers", examples.len()));
-        let losses = train::warm_start(&mut policy, &examples, a.sft_epochs, 4, a.seed, &mut |_| {})?;
-        eprintln!("warm start: {} answers, loss per epoch {:?}", examples.len(), losses.iter().map(|l| format!("{l:.3}")).collect::<Vec<_>>());
+        bar.set_message(format!(
+            "warm start on {} reference answers",
+            examples.len()
+        ));
+        let losses =
+            train::warm_start(&mut policy, &examples, a.sft_epochs, 4, a.seed, &mut |_| {})?;
+        eprintln!(
+            "warm start: {} answers, loss per epoch {:?}",
+            examples.len(),
+            losses.iter().map(|l| format!("{l:.3}")).collect::<Vec<_>>()
+        );
     }
     // LoRA rollouts decode with the served (quantized) model carrying the
     // policy's adapter; full fine-tuning decodes with the policy itself.
-    let mut sampler = if a.full { Sampler::Policy } else { Sampler::Served(Box::new(loaded.lm)) };
-    let metrics = train::train(&mut policy, &mut sampler, &tasks, &feedback, &workspaces, &sandbox, &cfg, &a.run, start, &mut |e| match e {
-        Event::Phase(p) => bar.set_message(p.to_string()),
-        Event::Step(m) => {
-            bar.set_position(m.step as u64);
-            bar.println(format!(
+    let mut sampler = if a.full {
+        Sampler::Policy
+    } else {
+        Sampler::Served(Box::new(loaded.lm))
+    };
+    let metrics = train::train(
+        &mut policy,
+        &mut sampler,
+        &tasks,
+        &feedback,
+        &workspaces,
+        &sandbox,
+        &cfg,
+        &a.run,
+        start,
+        &mut |e| match e {
+            Event::Phase(p) => bar.set_message(p.to_string()),
+            Event::Step(m) => {
+                bar.set_position(m.step as u64);
+                bar.println(format!(
                 "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups",
                 m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm, m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups
             ));
-        }
-    })?;
+            }
+        },
+    )?;
     bar.finish_and_clear();
     if policy.lm.model.lora_config().is_some() {
         let adapter = a.run.join("adapter");
@@ -370,7 +436,11 @@ fn train(a: RunArgs) -> Result<()> {
         candle_core::safetensors::save(&policy.tensors(), &path)?;
         eprintln!("the weights are in {}", path.display());
     }
-    eprintln!("{} steps done; metrics in {}", metrics.len() + start, a.run.join("metrics.jsonl").display());
+    eprintln!(
+        "{} steps done; metrics in {}",
+        metrics.len() + start,
+        a.run.join("metrics.jsonl").display()
+    );
     if a.publish {
         let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
         crate::versions::publish_run(&a.run, &opts)?;

@@ -109,11 +109,17 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
         );
     }
     if !adapter.join("adapter_model.safetensors").is_file() {
-        bail!("{} has no adapter yet (the run has not finished a step)", run.display());
+        bail!(
+            "{} has no adapter yet (the run has not finished a step)",
+            run.display()
+        );
     }
     let spec = crate::generate::resolve(Some(&info.model))?;
     let Some(registry) = spec.registry() else {
-        bail!("{} is a model from a path: only a model in the store has versions", info.model);
+        bail!(
+            "{} is a model from a path: only a model in the store has versions",
+            info.model
+        );
     };
     let served = spec.current()?;
     if served.to_string() != info.parent {
@@ -122,7 +128,8 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
             info.parent
         );
     }
-    let read = task::read(&info.tasks).with_context(|| format!("reading {}", info.tasks.display()))?;
+    let read =
+        task::read(&info.tasks).with_context(|| format!("reading {}", info.tasks.display()))?;
     let skills: Vec<&str> = info.skills.iter().map(String::as_str).collect();
     let mut per_skill = std::collections::BTreeMap::new();
     let held: Vec<Task> = read
@@ -164,7 +171,10 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
         let before_lm = spec.load(served, Precision::Quantized, &device)?;
         let before = evaluate(
             &before_lm,
-            ModelLabel { name: spec.name.clone(), version: served.to_string() },
+            ModelLabel {
+                name: spec.name.clone(),
+                version: served.to_string(),
+            },
             &held,
             &workspaces,
             &sandbox,
@@ -176,7 +186,10 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
             .with_context(|| format!("loading the run's adapter {}", adapter.display()))?;
         let after = evaluate(
             &after_lm,
-            ModelLabel { name: spec.name.clone(), version: "the run".into() },
+            ModelLabel {
+                name: spec.name.clone(),
+                version: "the run".into(),
+            },
             &held,
             &workspaces,
             &sandbox,
@@ -196,7 +209,10 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
             }
         );
         crate::skill_cli::write_file(&run.join("publish.md"), &report)?;
-        print!("{table}");
+        {
+            use std::io::Write;
+            std::io::stdout().lock().write_all(table.as_bytes())?;
+        }
         details["before"] = serde_json::to_value(&before.per_skill)?;
         details["after"] = serde_json::to_value(&after.per_skill)?;
         details["gate"] = serde_json::to_value(&verdict)?;
@@ -213,7 +229,10 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
                     run.join("publish.md").display()
                 );
             }
-            eprintln!("the gate failed ({}); publishing anyway (--force)", verdict.reasons.join("; "));
+            eprintln!(
+                "the gate failed ({}); publishing anyway (--force)",
+                verdict.reasons.join("; ")
+            );
             details["forced"] = serde_json::json!(true);
         }
     }
@@ -230,12 +249,20 @@ pub fn list(model: Option<&str>) -> Result<()> {
     use std::io::Write;
     let spec = crate::generate::resolve(model)?;
     let Some(registry) = spec.registry() else {
-        bail!("{} is a model from a path: it has only its base version", spec.name);
+        bail!(
+            "{} is a model from a path: it has only its base version",
+            spec.name
+        );
     };
     let current = registry.current()?;
     let mut out = std::io::stdout().lock();
     let mark = |v: Version| if v == current { "*" } else { " " };
-    writeln!(out, "{} base\t{}\tthe base weights", mark(Version::Base), spec.name)?;
+    writeln!(
+        out,
+        "{} base\t{}\tthe base weights",
+        mark(Version::Base),
+        spec.name
+    )?;
     for v in registry.versions()? {
         let m = registry.manifest(v)?;
         let (parent, summary) = m
@@ -254,7 +281,10 @@ pub fn use_version(spec_text: &str) -> Result<()> {
     };
     let spec = crate::generate::resolve(Some(name))?;
     let Some(registry) = spec.registry() else {
-        bail!("{} is a model from a path: it has only its base version", spec.name);
+        bail!(
+            "{} is a model from a path: it has only its base version",
+            spec.name
+        );
     };
     let before = registry.current()?;
     registry.set_current(version)?;
@@ -279,7 +309,10 @@ pub fn export_adapter(spec_text: &str, out: &Path, base_model: Option<&str>) -> 
     };
     let src = dir.join("adapter");
     if !src.is_dir() {
-        bail!("{name} has no version {version} ({} is missing)", src.display());
+        bail!(
+            "{name} has no version {version} ({} is missing)",
+            src.display()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let weights = "adapter_model.safetensors";
@@ -290,8 +323,14 @@ pub fn export_adapter(spec_text: &str, out: &Path, base_model: Option<&str>) -> 
     if let Some(b) = base_model {
         cfg["base_model_name_or_path"] = serde_json::json!(b);
     }
-    crate::skill_cli::write_file(&out.join("adapter_config.json"), &serde_json::to_string_pretty(&cfg)?)?;
-    eprintln!("exported {name} {version} to {} (PEFT layout)", out.display());
+    crate::skill_cli::write_file(
+        &out.join("adapter_config.json"),
+        &serde_json::to_string_pretty(&cfg)?,
+    )?;
+    eprintln!(
+        "exported {name} {version} to {} (PEFT layout)",
+        out.display()
+    );
     Ok(())
 }
 

@@ -6,27 +6,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use basis_skills::diff::{patch_of, FileChange};
 use serde_json::{json, Value};
 use support::{stderr, stdout};
-
-fn shopkit(dir: &Path, name: &str) -> PathBuf {
-    let dest = dir.join(name);
-    #[allow(clippy::disallowed_methods)] // the example's own build script
-    let out = std::process::Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/build.sh"))
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dest
-}
 
 const HEAD: &str = "31d6db33010c00a61972609c3006be7b5dd4c171";
 
@@ -98,7 +82,7 @@ fn rewards(report: &Value, id: &str) -> Vec<f64> {
 #[test]
 fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = shopkit(dir.path(), "shopkit");
+    let repo = support::shopkit(dir.path(), "shopkit");
     let pricing = std::fs::read_to_string(repo.join("shopkit/pricing.py")).unwrap();
 
     // edit: the bulk threshold broken again; fix the function.
@@ -233,7 +217,7 @@ fn reference_reproduction(test_patch: &str) -> String {
 #[test]
 fn swebench_tasks_are_scored_against_their_reference_and_a_missing_repository_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    shopkit(dir.path(), "shopkit");
+    support::shopkit(dir.path(), "shopkit");
     let o = support::run(&[
         "tasks",
         "import-swebench",
@@ -304,7 +288,7 @@ fn swebench_tasks_are_scored_against_their_reference_and_a_missing_repository_is
 fn the_default_model_is_evaluated_on_the_bundled_tasks() {
     let dir = tempfile::tempdir().unwrap();
     // The bundled task file names its repository `repo`, beside it.
-    shopkit(dir.path(), "repo");
+    support::shopkit(dir.path(), "repo");
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/tasks.jsonl");
     let report = eval(
         dir.path(),

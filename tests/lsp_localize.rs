@@ -284,7 +284,9 @@ fn a_published_version_is_served_without_a_restart() {
         .unwrap();
     basis_model::lora::save_adapter(&lm.model, &adapter).unwrap();
     let registry = basis_model::registry::Registry::new(home.path().join("models/m"));
-    let v1 = registry.publish(&adapter, "test publish", serde_json::Value::Null).unwrap();
+    let v1 = registry
+        .publish(&adapter, "test publish", serde_json::Value::Null)
+        .unwrap();
     assert_eq!(v1.to_string(), "v1");
 
     let changed = c.wait_for("basis/modelChanged", |_| true);

@@ -6,28 +6,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use support::{stderr, stdout};
 
 /// Builds the example repository (fixed commit ids) under `dir/shopkit`.
-pub fn shopkit(dir: &Path) -> PathBuf {
-    let dest = dir.join("shopkit");
-    #[allow(clippy::disallowed_methods)] // the example's own build script
-    let out = std::process::Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/build.sh"))
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dest
-}
-
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -58,7 +42,7 @@ const LOW_STOCK_FEATURE: &str = "a2144c52ce3242452b635bc9469f6c3b55444d81";
 #[test]
 fn mining_the_example_gives_known_tasks_a_clean_split_and_the_same_bytes_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = shopkit(dir.path());
+    let repo = support::shopkit(dir.path(), "shopkit");
     let out = dir.path().join("a/tasks.jsonl");
     let o = mine(&repo, &out, &["--max", "8", "--seed", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));

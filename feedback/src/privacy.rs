@@ -217,7 +217,10 @@ mod tests {
             .apply(suggestion(None, "k = 'AKIAIOSFODNN7EXAMPLE'"))
             .unwrap();
         assert!(full.prompt.contains(REDACTED));
-        assert!(full.tokens.is_none(), "a scrubbed secret's token ids go too");
+        assert!(
+            full.tokens.is_none(),
+            "a scrubbed secret's token ids go too"
+        );
         let kept = Privacy::default().apply(suggestion(None, "x = 1")).unwrap();
         assert!(kept.tokens.is_some());
     }

@@ -12,7 +12,7 @@ use crate::{Event, FeedbackError, Privacy, Suggestion};
 type Ack = Box<dyn FnOnce(Result<(), FeedbackError>) + Send>;
 
 enum Msg {
-    Suggestion(Suggestion, Ack),
+    Suggestion(Box<Suggestion>, Ack),
     Event(Event),
     Flush(std::sync::mpsc::Sender<Result<(), FeedbackError>>),
 }
@@ -60,7 +60,7 @@ impl Writer {
     /// Queues a suggestion; `ack` runs on the writer thread once it is committed
     /// (or failed). Returns false, without calling `ack`, when the queue is full.
     pub fn record_suggestion(&self, s: Suggestion, ack: Ack) -> bool {
-        match self.tx.try_send(Msg::Suggestion(s, ack)) {
+        match self.tx.try_send(Msg::Suggestion(Box::new(s), ack)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +161,7 @@ fn write_batch(
     for msg in batch {
         match msg {
             Msg::Suggestion(s, _) => {
-                if let Some(s) = privacy.apply(s.clone()) {
+                if let Some(s) = privacy.apply((**s).clone()) {
                     insert_suggestion(&tx, &s).map_err(sql)?;
                 }
             }

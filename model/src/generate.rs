@@ -490,10 +490,12 @@ fn argmax(xs: &[f32]) -> usize {
 /// log p(target) at every position: `logits` (batch, seq, vocab), `targets`
 /// (batch, seq) → (batch, seq). Differentiable (the trainer's forward).
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    // gather needs contiguous indices; targets are often a shifted view of the ids.
-    let index = targets.contiguous()?.unsqueeze(D::Minus1)?;
-    Ok(logp.gather(&index, D::Minus1)?.squeeze(D::Minus1)?)
+    let dims = targets.dims().to_vec();
+    let vocab = logits.dim(D::Minus1)?;
+    let rows: usize = dims.iter().product();
+    let flat =
+        crate::ops::token_logprobs(&logits.reshape((rows, vocab))?, &targets.reshape(rows)?)?;
+    Ok(flat.reshape(dims)?)
 }
 
 /// Teacher-forced log-probs of `completion` after `prompt`, one per completion

@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate knows nothing of skills, editors or LSP. It
 //! turns token ids into logits and text into token ids, and nothing else.
 
+pub mod alloc;
 pub mod chat;
 pub mod config;
 mod cpu_quant;
@@ -13,7 +14,10 @@ pub mod generate;
 mod gguf_check;
 pub mod kv_cache;
 pub mod lora;
+pub mod ops;
 pub mod registry;
+pub mod stats;
+pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;

@@ -362,8 +362,12 @@ mod tests {
         let adapter = dir.path().join("a");
         std::fs::create_dir_all(&adapter).unwrap();
         std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
-        let v1 = reg.publish(&adapter, "first", serde_json::Value::Null).unwrap();
-        let v2 = reg.publish(&adapter, "second", serde_json::Value::Null).unwrap();
+        let v1 = reg
+            .publish(&adapter, "first", serde_json::Value::Null)
+            .unwrap();
+        let v2 = reg
+            .publish(&adapter, "second", serde_json::Value::Null)
+            .unwrap();
         assert_eq!((v1, v2), (Version::Numbered(1), Version::Numbered(2)));
         assert_eq!(reg.current().unwrap(), v2);
         assert_eq!(reg.versions().unwrap(), vec![v1, v2]);

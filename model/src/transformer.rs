@@ -9,14 +9,16 @@
 //!   fused kernels (rms_norm, rope, softmax_last_dim);
 //! - training: f32 weights and only ops that record a backward pass. candle's fused
 //!   kernels and the quantized matmul record none, so with them `backward()` succeeds
-//!   while the weights silently get no gradient; `OpMode::Differentiable` avoids them.
+//!   while the weights silently get no gradient; `OpMode::Differentiable` avoids them
+//!   and uses our own ops with a backward pass (`crate::ops`: RMSNorm, rope, causal
+//!   softmax, a linear that skips a frozen weight's gradient).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var};
 
 use crate::config::ModelConfig;
 use crate::cpu_quant::{QuantMatMul, QuantMatrix};
@@ -73,7 +75,7 @@ impl Linear {
             }
             LinearWeight::Dense(w) => {
                 let x2 = x.reshape((b * t, ()))?;
-                x2.matmul(&w.t()?)?.reshape((b, t, self.out_features))?
+                crate::ops::linear(&x2, w)?.reshape((b, t, self.out_features))?
             }
         };
         let y = match &self.bias {
@@ -150,6 +152,35 @@ pub struct Model {
     /// LoRA matrices.
     trainable: Vec<(String, Var)>,
     lora: Option<LoraConfig>,
+}
+
+/// The keys and values of a shared prefix, per layer, as graph tensors
+/// ([`Model::prefix`]).
+pub struct Prefix {
+    kv: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl Prefix {
+    /// Positions in the prefix.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What comes before the tokens of a forward pass.
+enum Past<'a> {
+    Nothing,
+    /// A serving KV cache (appended to).
+    Cache(&'a mut KvCache),
+    /// A prefix being computed (its keys and values are recorded).
+    Record(&'a mut Prefix),
+    /// A prefix every sequence of the batch continues.
+    Shared(&'a Prefix),
 }
 
 /// Where the weights come from.
@@ -307,19 +338,57 @@ impl Model {
         cache: Option<&mut KvCache>,
         logits: Logits,
     ) -> Result<Tensor> {
+        match cache {
+            Some(c) => self.run(ids, Past::Cache(c), logits),
+            None => self.run(ids, Past::Nothing, logits),
+        }
+    }
+
+    /// Runs a shared prefix (one sequence, `ids` of shape (1, p)) and keeps its
+    /// keys and values as tensors of the graph, so that gradients reach the
+    /// prefix through every sequence that continues it ([`Model::forward_after`]).
+    /// Returns the prefix and the logits that `logits` asks for.
+    pub fn prefix(&self, ids: &Tensor, logits: Logits) -> Result<(Prefix, Tensor)> {
+        let mut prefix = Prefix {
+            kv: Vec::with_capacity(self.cfg.num_layers),
+            len: ids.dim(1)?,
+        };
+        let out = self.run(ids, Past::Record(&mut prefix), logits)?;
+        Ok((prefix, out))
+    }
+
+    /// Runs `ids` (batch, seq): each sequence of the batch continues the same
+    /// `prefix` (training a group of completions of one prompt: the prompt is
+    /// computed once, not once per completion, and the result is the same).
+    pub fn forward_after(&self, prefix: &Prefix, ids: &Tensor, logits: Logits) -> Result<Tensor> {
+        self.run(ids, Past::Shared(prefix), logits)
+    }
+
+    fn run(&self, ids: &Tensor, mut past_kv: Past<'_>, logits: Logits) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let past = cache.as_ref().map_or(0, |c| c.len());
+        let past = match &past_kv {
+            Past::Nothing | Past::Record(_) => 0,
+            Past::Cache(c) => c.len(),
+            Past::Shared(p) => p.len,
+        };
         if past + t > self.cfg.context_length {
             return Err(Error::PromptTooLong {
                 prompt_tokens: past + t,
                 context: self.cfg.context_length,
             });
         }
-        if let Some(c) = cache.as_ref() {
+        if let Past::Cache(c) = &past_kv {
             if !c.is_empty() && c.batch() != b {
                 return Err(Error::InvalidArgument(format!(
                     "the cache holds {} sequences but {b} were given",
                     c.batch()
+                )));
+            }
+        }
+        if let Past::Record(_) = &past_kv {
+            if b != 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "a shared prefix is one sequence, not {b}"
                 )));
             }
         }
@@ -336,7 +405,6 @@ impl Model {
         } else {
             None
         };
-        let mut cache = cache;
         for (i, block) in self.layers.iter().enumerate() {
             let residual = &x;
             let h = self.rms_norm(&x, &block.input_layernorm)?;
@@ -347,7 +415,7 @@ impl Model {
                 &cos,
                 &sin,
                 mask.as_ref(),
-                cache.as_deref_mut(),
+                &mut past_kv,
             )?;
             let x1 = (residual + h)?;
             let h = self.rms_norm(&x1, &block.post_attention_layernorm)?;
@@ -357,7 +425,7 @@ impl Model {
             let h = mlp.down_proj.forward(&(gate * up)?)?;
             x = (x1 + h)?;
         }
-        if let Some(c) = cache {
+        if let Past::Cache(c) = past_kv {
             c.advance(t);
         }
         let x = match logits {
@@ -381,7 +449,7 @@ impl Model {
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
-        cache: Option<&mut KvCache>,
+        past_kv: &mut Past<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
@@ -406,9 +474,23 @@ impl Model {
             .contiguous()?;
         let q = self.rope(&q, cos, sin)?;
         let k = self.rope(&k, cos, sin)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(layer, &k, &v)?,
-            None => (k, v),
+        let (k, v) = match past_kv {
+            Past::Cache(c) => c.append(layer, &k, &v)?,
+            Past::Nothing => (k, v),
+            Past::Record(p) => {
+                p.kv.push((k.clone(), v.clone()));
+                (k, v)
+            }
+            Past::Shared(p) => {
+                let (pk, pv) = &p.kv[layer];
+                let (_, h, n, d) = pk.dims4()?;
+                let pk = pk.broadcast_as((b, h, n, d))?;
+                let pv = pv.broadcast_as((b, h, n, d))?;
+                (
+                    Tensor::cat(&[&pk, &k], 2)?.contiguous()?,
+                    Tensor::cat(&[&pv, &v], 2)?.contiguous()?,
+                )
+            }
         };
         let total = k.dim(2)?;
         // Grouped-query attention without copying keys/values: the query heads that
@@ -416,15 +498,22 @@ impl Model {
         let groups = cfg.kv_groups();
         let q = q.reshape((b, cfg.num_kv_heads, groups * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?;
-        let att = match mask {
-            Some(m) => att
-                .reshape((b, cfg.num_kv_heads, groups, t, total))?
-                .broadcast_add(m)?
-                .reshape((b, cfg.num_kv_heads, groups * t, total))?,
-            None => att,
+        let att = match self.op_mode {
+            OpMode::Fused => {
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = match mask {
+                    Some(m) => att
+                        .reshape((b, cfg.num_kv_heads, groups, t, total))?
+                        .broadcast_add(m)?
+                        .reshape((b, cfg.num_kv_heads, groups * t, total))?,
+                    None => att,
+                };
+                candle_nn::ops::softmax_last_dim(&att)?
+            }
+            OpMode::Differentiable => {
+                crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, t, total - t, mask)?
+            }
         };
-        let att = self.softmax(&att)?;
         let out = att.matmul(&v)?; // (b, kv_heads, groups * t, hd)
         let out = out
             .reshape((b, cfg.num_heads, t, hd))?
@@ -437,10 +526,7 @@ impl Model {
         let eps = self.cfg.rms_norm_eps;
         match self.op_mode {
             OpMode::Fused => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
-            OpMode::Differentiable => {
-                let inv = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-                Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
-            }
+            OpMode::Differentiable => Ok(crate::ops::rms_norm(x, w, eps)?),
         }
     }
 
@@ -448,28 +534,7 @@ impl Model {
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         match self.op_mode {
             OpMode::Fused => Ok(candle_nn::rotary_emb::rope(x, cos, sin)?),
-            OpMode::Differentiable => {
-                let half = self.cfg.head_dim / 2;
-                let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
-                let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
-                let x1 = x.narrow(D::Minus1, 0, half)?;
-                let x2 = x.narrow(D::Minus1, half, half)?;
-                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-                Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
-            }
-        }
-    }
-
-    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        match self.op_mode {
-            OpMode::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
-            OpMode::Differentiable => {
-                // The max is a constant shift (softmax is invariant to it), so it is
-                // detached rather than differentiated.
-                let max = x.max_keepdim(D::Minus1)?.detach();
-                let e = x.broadcast_sub(&max)?.exp()?;
-                Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
-            }
+            OpMode::Differentiable => Ok(crate::ops::rope(x, cos, sin)?),
         }
     }
 

@@ -152,3 +152,17 @@ pub fn event_kinds(record: &serde_json::Value) -> Vec<String> {
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The bundled example repository (`examples/shopkit/build.sh`), built into
+/// `dir/name`; returns its path.
+pub fn shopkit(dir: &Path, name: &str) -> PathBuf {
+    let dest = dir.join(name);
+    #[allow(clippy::disallowed_methods)] // the example's own build script
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/build.sh"))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    dest
+}

@@ -6,7 +6,8 @@
 //! A checkpoint is written into a hidden temporary folder, synced and renamed
 //! into place, and only then does `latest` move (a temporary file renamed over
 //! it): a process killed at any moment leaves the previous checkpoint whole and
-//! `latest` pointing at a complete one. Randomness in a run is derived from the
+//! `latest` pointing at a complete one. The newest [`KEEP`] checkpoints are
+//! kept. Randomness in a run is derived from the
 //! seed and the step, so a run resumed from a checkpoint continues to the same
 //! weights as one that never stopped.
 
@@ -55,6 +56,7 @@ fn sync_dir(dir: &Path) {
 pub fn save(run: &Path, policy: &Policy, state: &State) -> Result<PathBuf, TrainError> {
     let root = run.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root))?;
+    remove_leftovers(&root);
     let name = format!("step-{:06}", state.step);
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
@@ -64,18 +66,30 @@ pub fn save(run: &Path, policy: &Policy, state: &State) -> Result<PathBuf, Train
     let mut moments: HashMap<String, Tensor> = HashMap::new();
     for (i, (name, _)) in policy.vars().iter().enumerate() {
         if let (Some(m), Some(v)) = (policy.moments.m.get(i), policy.moments.v.get(i)) {
-            moments.insert(format!("{name}.m"), Tensor::from_slice(m, m.len(), &Device::Cpu)?);
-            moments.insert(format!("{name}.v"), Tensor::from_slice(v, v.len(), &Device::Cpu)?);
+            moments.insert(
+                format!("{name}.m"),
+                Tensor::from_slice(m, m.len(), &Device::Cpu)?,
+            );
+            moments.insert(
+                format!("{name}.v"),
+                Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+            );
         }
     }
     candle_core::safetensors::save(&moments, tmp.path().join(MOMENTS))?;
     let state_path = tmp.path().join(STATE);
     let mut f = std::fs::File::create(&state_path).map_err(io(&state_path))?;
-    f.write_all(serde_json::to_string_pretty(state).expect("state serialises").as_bytes())
-        .map_err(io(&state_path))?;
+    f.write_all(
+        serde_json::to_string_pretty(state)
+            .expect("state serialises")
+            .as_bytes(),
+    )
+    .map_err(io(&state_path))?;
     for file in [WEIGHTS, MOMENTS, STATE] {
         let p = tmp.path().join(file);
-        std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(io(&p))?;
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&p))?;
     }
     let dest = root.join(&name);
     if dest.exists() {
@@ -92,7 +106,47 @@ pub fn save(run: &Path, policy: &Policy, state: &State) -> Result<PathBuf, Train
         .map_err(io(&tmp_pointer))?;
     std::fs::rename(&tmp_pointer, &pointer).map_err(io(&pointer))?;
     sync_dir(&root);
+    remove_old(&root, KEEP);
     Ok(dest)
+}
+
+/// Checkpoints kept per run (the newest; older ones are removed after a save).
+pub const KEEP: usize = 3;
+
+/// Removes all but the newest `keep` checkpoints.
+fn remove_old(root: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut steps: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .collect();
+    steps.sort();
+    let n = steps.len().saturating_sub(keep);
+    for old in &steps[..n] {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+/// Removes what a process killed while saving left behind (hidden temporary
+/// folders and pointer files); a run has one writer, so none is in use.
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".step-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        } else if name.starts_with(".latest.") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The newest complete checkpoint of a run, if any.
@@ -127,7 +181,9 @@ pub fn load(dir: &Path, policy: &mut Policy) -> Result<State, TrainError> {
             let get = |k: String| -> Result<Vec<f32>, TrainError> {
                 Ok(moments
                     .get(&k)
-                    .ok_or_else(|| TrainError::Checkpoint(format!("the optimizer state has no `{k}`")))?
+                    .ok_or_else(|| {
+                        TrainError::Checkpoint(format!("the optimizer state has no `{k}`"))
+                    })?
                     .to_vec1()?)
             };
             m.push(get(format!("{name}.m"))?);

@@ -43,7 +43,10 @@ impl Loaded {
     pub fn describe(&self) -> String {
         let mut s = format!("{} feedback episodes", self.episodes.len());
         if self.without_reward > 0 {
-            s.push_str(&format!(", {} records without a decisive event skipped", self.without_reward));
+            s.push_str(&format!(
+                ", {} records without a decisive event skipped",
+                self.without_reward
+            ));
         }
         if self.without_tokens > 0 {
             s.push_str(&format!(
@@ -52,12 +55,20 @@ impl Loaded {
             ));
         }
         for (model, n) in &self.other_models {
-            s.push_str(&format!(", {n} records of another base model ({model}) refused"));
+            s.push_str(&format!(
+                ", {n} records of another base model ({model}) refused"
+            ));
         }
         s
     }
 
-    fn take(&mut self, s: Suggestion, events: &[basis_feedback::Event], model: &str, cfg: &RewardConfig) {
+    fn take(
+        &mut self,
+        s: Suggestion,
+        events: &[basis_feedback::Event],
+        model: &str,
+        cfg: &RewardConfig,
+    ) {
         if s.model_name != model {
             *self.other_models.entry(s.model_name).or_default() += 1;
             return;
@@ -67,7 +78,11 @@ impl Loaded {
             return;
         };
         match s.tokens {
-            Some(t) if !t.completion_ids.is_empty() && t.completion_ids.len() == t.logprobs.len() && !t.prompt_ids.is_empty() => {
+            Some(t)
+                if !t.completion_ids.is_empty()
+                    && t.completion_ids.len() == t.logprobs.len()
+                    && !t.prompt_ids.is_empty() =>
+            {
                 self.episodes.push(OffPolicy {
                     id: s.id,
                     skill: s.skill,
@@ -84,7 +99,8 @@ impl Loaded {
 
 /// The episodes of a feedback store (SQLite) for model `model`.
 pub fn from_store(db: &Path, model: &str, cfg: &RewardConfig) -> Result<Loaded, TrainError> {
-    let store = Store::open(db).map_err(|e| TrainError::Input(format!("the feedback store {}: {e}", db.display())))?;
+    let store = Store::open(db)
+        .map_err(|e| TrainError::Input(format!("the feedback store {}: {e}", db.display())))?;
     let mut out = Loaded::default();
     store
         .for_each_suggestion(&mut |s, events| {
@@ -98,11 +114,17 @@ pub fn from_store(db: &Path, model: &str, cfg: &RewardConfig) -> Result<Loaded, 
 /// The episodes of a `basis.feedback/1` export (JSON lines with `events`).
 pub fn from_export(text: &str, model: &str, cfg: &RewardConfig) -> Result<Loaded, TrainError> {
     let mut out = Loaded::default();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| TrainError::Input(format!("line {} of the feedback export: {e}", i + 1)))?;
-        let s: Suggestion = serde_json::from_value(v.clone())
-            .map_err(|e| TrainError::Input(format!("line {} of the feedback export: {e}", i + 1)))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            TrainError::Input(format!("line {} of the feedback export: {e}", i + 1))
+        })?;
+        let s: Suggestion = serde_json::from_value(v.clone()).map_err(|e| {
+            TrainError::Input(format!("line {} of the feedback export: {e}", i + 1))
+        })?;
         let events: Vec<basis_feedback::Event> = v["events"]
             .as_array()
             .map(|evs| {

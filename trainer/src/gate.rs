@@ -157,8 +157,8 @@ pub fn markdown(v: &Verdict, before: &str, after: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::{summarize, Config, ModelLabel, Sample, TaskResult};
     use crate::episode::Score;
+    use crate::eval::{summarize, Config, ModelLabel, Sample, TaskResult};
     use basis_skills::SkillId;
 
     fn report(rewards: &[(&str, SkillId, f64)]) -> Report {
@@ -210,11 +210,28 @@ mod tests {
     fn a_noisy_drop_within_the_sigmas_is_not_worse() {
         use SkillId::*;
         // Differences +1, -1, -1, 0: mean -0.25, stderr ~0.48.
-        let before = report(&[("a", Edit, 0.0), ("b", Edit, 1.0), ("c", Edit, 1.0), ("d", Edit, 0.0)]);
-        let after = report(&[("a", Edit, 1.0), ("b", Edit, 0.0), ("c", Edit, 0.0), ("d", Edit, 0.0)]);
+        let before = report(&[
+            ("a", Edit, 0.0),
+            ("b", Edit, 1.0),
+            ("c", Edit, 1.0),
+            ("d", Edit, 0.0),
+        ]);
+        let after = report(&[
+            ("a", Edit, 1.0),
+            ("b", Edit, 0.0),
+            ("c", Edit, 0.0),
+            ("d", Edit, 0.0),
+        ]);
         let v = judge(&before, &after, &Gate::default());
         assert!(!v.per_skill["edit"].worse);
-        let strict = judge(&before, &after, &Gate { sigmas: 0.0, min_gain: 0.0 });
+        let strict = judge(
+            &before,
+            &after,
+            &Gate {
+                sigmas: 0.0,
+                min_gain: 0.0,
+            },
+        );
         assert!(strict.per_skill["edit"].worse);
     }
 }

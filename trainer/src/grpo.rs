@@ -105,7 +105,8 @@ pub fn sequence_loss(
         .iter()
         .filter(|&&x| {
             let x = x as f64;
-            (advantage < 0.0 && x < 1.0 - clip.eps_low) || (advantage > 0.0 && x > 1.0 + clip.eps_high)
+            (advantage < 0.0 && x < 1.0 - clip.eps_low)
+                || (advantage > 0.0 && x > 1.0 + clip.eps_high)
         })
         .count();
     let parts = LossParts {

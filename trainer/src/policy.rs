@@ -14,9 +14,14 @@ use std::path::Path;
 
 use basis_model::{LanguageModel, LoraConfig, Precision};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::TrainError;
+
+/// How many bytes of freed large blocks a training process keeps for reuse
+/// (`basis_model::alloc`): enough for the step's largest tensors many times over.
+pub const RECYCLE_BYTES: usize = 4 << 30;
 
 /// How the policy is trained.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +42,11 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            lora: Some(LoraConfig::new(8, 16.0, &["q_proj", "k_proj", "v_proj", "o_proj"])),
+            lora: Some(LoraConfig::new(
+                8,
+                16.0,
+                &["q_proj", "k_proj", "v_proj", "o_proj"],
+            )),
             lr: 1e-4,
             weight_decay: 0.0,
             betas: (0.9, 0.999),
@@ -47,6 +56,69 @@ impl Default for PolicyConfig {
             total_steps: 100,
         }
     }
+}
+
+fn group_logprobs(
+    lm: &LanguageModel,
+    prompt: &[u32],
+    completions: &[&[u32]],
+    temperature: f32,
+) -> Result<Vec<Tensor>, TrainError> {
+    if prompt.is_empty() || completions.iter().any(|c| c.is_empty()) {
+        return Err(TrainError::Input("an empty prompt or completion".into()));
+    }
+    let model = &lm.model;
+    let device = model.device();
+    let scale = |l: Tensor| -> Result<Tensor, TrainError> {
+        Ok(
+            if temperature > 0.0 && (temperature - 1.0).abs() > f32::EPSILON {
+                (l / temperature as f64)?
+            } else {
+                l
+            },
+        )
+    };
+    let input = Tensor::new(prompt, device)?.unsqueeze(0)?;
+    // The prompt's last position predicts every completion's first token.
+    let (prefix, first) = model.prefix(&input, basis_model::Logits::From(prompt.len() - 1))?;
+    let first = scale(first)?.squeeze(0)?; // (1, vocab)
+    let longest = completions.iter().map(|c| c.len()).max().unwrap_or(1);
+    let rest = if longest > 1 {
+        // Each completion but its last token, padded on the right (a causal
+        // model's padding after a sequence does not change the sequence).
+        let width = longest - 1;
+        let mut ids = Vec::with_capacity(completions.len() * width);
+        for c in completions {
+            ids.extend_from_slice(&c[..c.len() - 1]);
+            ids.extend(std::iter::repeat_n(0u32, width - (c.len() - 1)));
+        }
+        let ids = Tensor::from_vec(ids, (completions.len(), width), device)?;
+        Some(scale(model.forward_after(
+            &prefix,
+            &ids,
+            basis_model::Logits::All,
+        )?)?)
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(completions.len());
+    for (i, c) in completions.iter().enumerate() {
+        let head = Tensor::new(&c[..1], device)?;
+        let lp0 = basis_model::generate::token_logprobs(&first, &head)?;
+        if c.len() == 1 {
+            out.push(lp0);
+            continue;
+        }
+        let logits = rest
+            .as_ref()
+            .expect("longest > 1")
+            .get(i)?
+            .narrow(0, 0, c.len() - 1)?;
+        let targets = Tensor::new(&c[1..], device)?;
+        let lps = basis_model::generate::token_logprobs(&logits, &targets)?;
+        out.push(Tensor::cat(&[&lp0, &lps], 0)?);
+    }
+    Ok(out)
 }
 
 fn logprobs(
@@ -110,13 +182,22 @@ pub struct Accumulated {
 
 impl Policy {
     /// Loads the model at `weights` in f32 on `device` and makes it trainable.
-    pub fn load(weights: &Path, cfg: PolicyConfig, device: &Device, seed: u64) -> Result<Policy, TrainError> {
+    pub fn load(
+        weights: &Path,
+        cfg: PolicyConfig,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Policy, TrainError> {
         let lm = LanguageModel::load(weights, Precision::F32, device)?;
         Self::from_model(lm, cfg, seed)
     }
 
     /// Makes a loaded f32 model trainable (fresh adapters seeded with `seed`).
-    pub fn from_model(mut lm: LanguageModel, cfg: PolicyConfig, seed: u64) -> Result<Policy, TrainError> {
+    pub fn from_model(
+        mut lm: LanguageModel,
+        cfg: PolicyConfig,
+        seed: u64,
+    ) -> Result<Policy, TrainError> {
         match &cfg.lora {
             Some(l) => lm.model.add_lora(l.clone(), seed)?,
             None => lm.model.train_all_weights()?,
@@ -155,16 +236,32 @@ impl Policy {
         logprobs(&self.lm, prompt, completion, temperature)
     }
 
-    /// The same under the reference policy (no gradient): the frozen copy, or
-    /// this model with its adapters off.
-    pub fn reference_logprobs(
+    /// Log-probs of several completions of one prompt, one tensor per
+    /// completion (with the gradient): the prompt runs once as a shared prefix
+    /// and the completions as one padded batch after it
+    /// ([`basis_model::transformer::Model::forward_after`]), which gives the same
+    /// numbers as [`Policy::completion_logprobs`] on each, for a fraction of the
+    /// work when the prompt is long.
+    pub fn group_logprobs(
+        &self,
+        prompt: &[u32],
+        completions: &[&[u32]],
+        temperature: f32,
+    ) -> Result<Vec<Tensor>, TrainError> {
+        group_logprobs(&self.lm, prompt, completions, temperature)
+    }
+
+    /// [`Policy::group_logprobs`] under the reference policy (no gradient): the
+    /// frozen copy, or this model with its adapters off.
+    pub fn reference_group_logprobs(
         &mut self,
         prompt: &[u32],
-        completion: &[u32],
+        completions: &[&[u32]],
         temperature: f32,
-    ) -> Result<Tensor, TrainError> {
+    ) -> Result<Vec<Tensor>, TrainError> {
+        let detach = |v: Vec<Tensor>| v.into_iter().map(|t| t.detach()).collect();
         if let Some(r) = &self.reference {
-            return Ok(logprobs(r, prompt, completion, temperature)?.detach());
+            return Ok(detach(group_logprobs(r, prompt, completions, temperature)?));
         }
         if self.lm.model.lora_config().is_none() {
             return Err(TrainError::Input(
@@ -172,9 +269,9 @@ impl Policy {
             ));
         }
         self.lm.model.set_adapters_enabled(false);
-        let out = logprobs(&self.lm, prompt, completion, temperature);
+        let out = group_logprobs(&self.lm, prompt, completions, temperature);
         self.lm.model.set_adapters_enabled(true);
-        Ok(out?.detach())
+        Ok(detach(out?))
     }
 
     /// An empty gradient accumulator.
@@ -201,15 +298,18 @@ impl Policy {
     /// One AdamW step with the accumulated gradients (see the module docs).
     pub fn step(&mut self, acc: Accumulated) -> Result<StepReport, TrainError> {
         let lr = learning_rate(&self.cfg, self.moments.t as usize);
-        let mut grads: Vec<Vec<f32>> = Vec::with_capacity(acc.grads.len());
+        let grads: Vec<Option<Tensor>> = acc
+            .grads
+            .into_iter()
+            .map(|g| g.map(|g| g.to_dtype(DType::F32)?.contiguous()).transpose())
+            .collect::<Result<_, _>>()?;
         let mut sq = 0f64;
-        for (g, (_, var)) in acc.grads.into_iter().zip(self.vars()) {
-            let g: Vec<f32> = match g {
-                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-                None => vec![0.0; var.elem_count()],
-            };
-            sq += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-            grads.push(g);
+        for g in grads.iter().flatten() {
+            sq += with_f32s(g, |x| {
+                x.par_chunks(1 << 16)
+                    .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                    .sum::<f64>()
+            })?;
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
@@ -225,34 +325,36 @@ impl Policy {
             1.0
         };
         if self.moments.m.is_empty() {
-            self.moments.m = grads.iter().map(|g| vec![0.0; g.len()]).collect();
-            self.moments.v = grads.iter().map(|g| vec![0.0; g.len()]).collect();
+            self.moments.m = self
+                .vars()
+                .iter()
+                .map(|(_, v)| vec![0.0; v.elem_count()])
+                .collect();
+            self.moments.v = self.moments.m.clone();
         }
         self.moments.t += 1;
         let t = self.moments.t as i32;
         let (b1, b2) = self.cfg.betas;
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
-        let (wd, eps) = (self.cfg.weight_decay, self.cfg.eps);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr * wd) as f32;
-        let (b1, b2) = (b1 as f32, b2 as f32);
+        let hyper = AdamW {
+            clip: clip as f32,
+            b1: b1 as f32,
+            b2: b2 as f32,
+            step_size: (lr / (1.0 - b1.powi(t))) as f32,
+            bc2_sqrt: (1.0 - b2.powi(t)).sqrt() as f32,
+            eps: self.cfg.eps as f32,
+            decay: (1.0 - lr * self.cfg.weight_decay) as f32,
+        };
         let vars: Vec<Var> = self.vars().iter().map(|(_, v)| v.clone()).collect();
         for (i, var) in vars.iter().enumerate() {
-            let shape = var.shape().clone();
-            let mut p: Vec<f32> = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            let (m, v, g) = (&mut self.moments.m[i], &mut self.moments.v[i], &grads[i]);
-            for j in 0..p.len() {
-                let gj = g[j] * clip as f32;
-                m[j] = b1 * m[j] + (1.0 - b1) * gj;
-                v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-                let denom = v[j].sqrt() / bc2_sqrt + eps as f32;
-                p[j] = p[j] * decay - step_size * m[j] / denom;
+            let (m, v) = (&mut self.moments.m[i], &mut self.moments.v[i]);
+            // A variable without a gradient is left alone, as PyTorch's AdamW
+            // leaves a parameter whose `.grad` is None.
+            if let Some(g) = &grads[i] {
+                with_f32s(g, |g| hyper.apply(var, g, m, v))??;
             }
-            let new = Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?;
-            var.set(&new)?;
         }
+        // Prompt keys and values cached by the generator are stale now.
+        self.lm.generator.clear_prefix();
         Ok(StepReport {
             grad_norm: norm,
             lr,
@@ -283,6 +385,117 @@ impl Policy {
             }
             var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
         }
+        self.lm.generator.clear_prefix();
+        Ok(())
+    }
+}
+
+/// Runs `f` on a contiguous f32 tensor's numbers (copied to the host when the
+/// tensor is elsewhere).
+fn with_f32s<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, TrainError> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (Storage::Cpu(CpuStorage::F32(all)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        return Ok(f(&all[a..b]));
+    }
+    drop(storage);
+    let host: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&host))
+}
+
+/// One AdamW update's constants (PyTorch's formulation).
+struct AdamW {
+    /// The gradient's scale from norm clipping.
+    clip: f32,
+    b1: f32,
+    b2: f32,
+    /// lr / (1 - b1^t)
+    step_size: f32,
+    /// sqrt(1 - b2^t)
+    bc2_sqrt: f32,
+    eps: f32,
+    /// 1 - lr * weight_decay
+    decay: f32,
+}
+
+impl AdamW {
+    /// p ← p·decay − step_size · m̂ / (√v̂ + eps), with m and v updated first.
+    fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for j in 0..p.len() {
+                    let gj = g[j] * self.clip;
+                    m[j] = self.b1 * m[j] + (1.0 - self.b1) * gj;
+                    v[j] = self.b2 * v[j] + (1.0 - self.b2) * gj * gj;
+                    let denom = v[j].sqrt() / self.bc2_sqrt + self.eps;
+                    p[j] = p[j] * self.decay - self.step_size * m[j] / denom;
+                }
+            });
+    }
+
+    /// Updates `var` in place (on the CPU; through the host elsewhere).
+    fn apply(&self, var: &Var, g: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<(), TrainError> {
+        if var.device().is_cpu() && var.dtype() == DType::F32 && var.as_tensor().is_contiguous() {
+            let op = InPlace {
+                adamw: self,
+                g,
+                mv: std::cell::RefCell::new((m, v)),
+            };
+            var.as_tensor().inplace_op1(&op)?;
+            return Ok(());
+        }
+        let shape = var.shape().clone();
+        let mut p: Vec<f32> = var
+            .as_tensor()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        self.update(&mut p, g, m, v);
+        let new = Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?;
+        var.set(&new)?;
+        Ok(())
+    }
+}
+
+/// The update as candle's in-place op on a variable's own storage.
+struct InPlace<'a> {
+    adamw: &'a AdamW,
+    g: &'a [f32],
+    mv: std::cell::RefCell<(&'a mut [f32], &'a mut [f32])>,
+}
+
+impl candle_core::InplaceOp1 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "basis-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let CpuStorage::F32(all) = storage else {
+            candle_core::bail!("adamw: expected f32 weights")
+        };
+        let (a, b) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("adamw: weights not contiguous".into()))?;
+        let mut mv = self.mv.borrow_mut();
+        let (m, v) = &mut *mv;
+        if b - a != self.g.len() || m.len() != self.g.len() {
+            candle_core::bail!(
+                "adamw: {} weights, {} gradients, {} moments",
+                b - a,
+                self.g.len(),
+                m.len()
+            );
+        }
+        self.adamw.update(&mut all[a..b], self.g, m, v);
         Ok(())
     }
 }

@@ -56,6 +56,8 @@ pub struct TrainConfig {
     /// (gradients accumulate within each part).
     pub minibatches: usize,
     pub temperature: f32,
+    /// At most this many tokens a rollout (`None`: the skill's own limit).
+    pub max_new_tokens: Option<usize>,
     pub clip: Clip,
     /// Divide advantages by the group's std (TRL's `scale_rewards`).
     pub scale_rewards: bool,
@@ -78,6 +80,7 @@ impl Default for TrainConfig {
             epochs: 2,
             minibatches: 1,
             temperature: 1.0,
+            max_new_tokens: None,
             clip: Clip::default(),
             scale_rewards: true,
             seed: 0,
@@ -93,7 +96,7 @@ impl TrainConfig {
     /// A digest of what decides the weights (a resumed run must match it).
     pub fn digest(&self) -> String {
         let text = format!(
-            "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{:?}",
+            "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}|{}|{:?}",
             self.skills,
             self.steps,
             self.tasks_per_step,
@@ -101,6 +104,7 @@ impl TrainConfig {
             self.epochs,
             self.minibatches,
             self.temperature,
+            self.max_new_tokens,
             self.clip,
             self.scale_rewards,
             self.seed,
@@ -149,28 +153,83 @@ pub enum Event<'a> {
     Step(&'a StepMetrics),
 }
 
-/// A scored group: one task's G samples.
-struct Group {
-    skill: SkillId,
-    prompt_ids: Vec<u32>,
-    samples: Vec<(Vec<u32>, Vec<f32>)>,
-    rewards: Vec<f64>,
+/// A scored group: G samples of one prompt, with the behaviour log-probs of
+/// their tokens and their rewards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub skill: SkillId,
+    pub prompt: Vec<u32>,
+    /// (completion token ids, behaviour log-probs), one per sample.
+    pub samples: Vec<(Vec<u32>, Vec<f32>)>,
+    pub rewards: Vec<f64>,
 }
 
-/// One sequence of the update: its tokens, behaviour log-probs, advantage and weight.
+/// One completion in the update: its tokens, behaviour log-probs, advantage
+/// and weight.
 struct Sequence {
-    prompt: Vec<u32>,
     completion: Vec<u32>,
     old: Vec<f32>,
     advantage: f64,
     weight: f64,
 }
 
-/// The reference policy's log-probs of each sequence (the KL term's), computed
-/// once per batch.
-fn reference_logprobs(policy: &mut Policy, seqs: &[Sequence], temperature: f32) -> Result<Vec<Vec<f32>>, TrainError> {
-    seqs.iter()
-        .map(|s| Ok(policy.reference_logprobs(&s.prompt, &s.completion, temperature)?.to_vec1::<f32>()?))
+/// The completions of one prompt (a rollout group, or one feedback record):
+/// the unit the update runs the model on (the prompt once, its completions as
+/// a batch after it).
+struct UpdateGroup {
+    prompt: Vec<u32>,
+    seqs: Vec<Sequence>,
+}
+
+/// Completion rows the model runs at once after a shared prompt; a larger
+/// group is split (its prompt then runs once per part).
+const ROWS_AT_ONCE: usize = 4096;
+
+impl UpdateGroup {
+    /// The sequences in parts of at most [`ROWS_AT_ONCE`] padded rows.
+    fn parts(&self) -> Vec<std::ops::Range<usize>> {
+        let longest = self
+            .seqs
+            .iter()
+            .map(|s| s.completion.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let per = (ROWS_AT_ONCE / longest).max(1);
+        (0..self.seqs.len())
+            .step_by(per)
+            .map(|start| start..(start + per).min(self.seqs.len()))
+            .collect()
+    }
+
+    fn completions(&self, range: std::ops::Range<usize>) -> Vec<&[u32]> {
+        self.seqs[range]
+            .iter()
+            .map(|s| s.completion.as_slice())
+            .collect()
+    }
+}
+
+/// The reference policy's log-probs of each sequence of each group (the KL
+/// term's), computed once per batch.
+fn reference_logprobs(
+    policy: &mut Policy,
+    groups: &[UpdateGroup],
+    temperature: f32,
+) -> Result<Vec<Vec<Vec<f32>>>, TrainError> {
+    groups
+        .iter()
+        .map(|g| {
+            let mut out = Vec::with_capacity(g.seqs.len());
+            for part in g.parts() {
+                for t in
+                    policy.reference_group_logprobs(&g.prompt, &g.completions(part), temperature)?
+                {
+                    out.push(t.to_vec1::<f32>()?);
+                }
+            }
+            Ok(out)
+        })
         .collect()
 }
 
@@ -252,53 +311,11 @@ pub fn train(
         };
         on(Event::Phase("rollouts"));
         let chosen = batch(tasks, &cfg.skills, cfg.tasks_per_step, cfg.seed, step);
-        let groups = rollouts(policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, cfg, step, &mut m)?;
-        let mut per_skill: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for g in &groups {
-            per_skill.entry(g.skill.as_str().to_string()).or_default().extend(&g.rewards);
-        }
-        m.reward_per_skill = per_skill
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len().max(1) as f64))
-            .collect();
-        let rewards: Vec<f64> = per_skill.values().flatten().copied().collect();
-        m.reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
-        m.groups = groups.len();
-        // The update's sequences: groups that teach something, and feedback.
-        let mut seqs = Vec::new();
-        for g in groups {
-            if grpo::no_signal(&g.rewards) {
-                m.skipped_groups += 1;
-                continue;
-            }
-            let adv = grpo::advantages(&g.rewards, cfg.scale_rewards);
-            for ((ids, lps), a) in g.samples.into_iter().zip(adv) {
-                if !ids.is_empty() {
-                    seqs.push(Sequence { prompt: g.prompt_ids.clone(), completion: ids, old: lps, advantage: a, weight: 1.0 });
-                }
-            }
-        }
-        if !feedback.is_empty() && cfg.feedback_weight > 0.0 {
-            let mut r = rng(cfg.seed, step, "feedback");
-            let take = cfg.tasks_per_step.min(feedback.len());
-            let picked: Vec<&OffPolicy> = feedback.choose_multiple(&mut r, take).collect();
-            let rewards: Vec<f64> = picked.iter().map(|f| f.reward).collect();
-            let mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
-            for f in picked {
-                if f.reward != mean {
-                    seqs.push(Sequence {
-                        prompt: f.prompt_ids.clone(),
-                        completion: f.completion_ids.clone(),
-                        old: f.logprobs.clone(),
-                        advantage: f.reward - mean,
-                        weight: cfg.feedback_weight,
-                    });
-                    m.feedback_episodes += 1;
-                }
-            }
-        }
+        let groups = rollouts(
+            policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, cfg, step, &mut m,
+        )?;
         on(Event::Phase("update"));
-        update(policy, &seqs, cfg, step, &mut m)?;
+        optimize(policy, groups, feedback, cfg, step, &mut m)?;
         sync(policy, sampler)?;
         m.seconds = t0.elapsed().as_secs_f64();
         append_metrics(run, &m)?;
@@ -320,6 +337,81 @@ pub fn train(
         all.push(m);
     }
     Ok(all)
+}
+
+/// The learning half of a step: rewards per skill into `m`, group-centred
+/// advantages, groups without signal skipped (and counted), editor feedback
+/// added as off-policy episodes, then the optimizer steps ([`update`]).
+pub fn optimize(
+    policy: &mut Policy,
+    groups: Vec<Rollout>,
+    feedback: &[OffPolicy],
+    cfg: &TrainConfig,
+    step: usize,
+    m: &mut StepMetrics,
+) -> Result<(), TrainError> {
+    let mut per_skill: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for g in &groups {
+        per_skill
+            .entry(g.skill.as_str().to_string())
+            .or_default()
+            .extend(&g.rewards);
+    }
+    m.reward_per_skill = per_skill
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len().max(1) as f64))
+        .collect();
+    let rewards: Vec<f64> = per_skill.values().flatten().copied().collect();
+    m.reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+    m.groups = groups.len();
+    let mut update_groups = Vec::new();
+    for g in groups {
+        if grpo::no_signal(&g.rewards) {
+            m.skipped_groups += 1;
+            continue;
+        }
+        let adv = grpo::advantages(&g.rewards, cfg.scale_rewards);
+        let seqs: Vec<Sequence> = g
+            .samples
+            .into_iter()
+            .zip(adv)
+            .filter(|((ids, _), _)| !ids.is_empty())
+            .map(|((completion, old), advantage)| Sequence {
+                completion,
+                old,
+                advantage,
+                weight: 1.0,
+            })
+            .collect();
+        if !seqs.is_empty() {
+            update_groups.push(UpdateGroup {
+                prompt: g.prompt,
+                seqs,
+            });
+        }
+    }
+    if !feedback.is_empty() && cfg.feedback_weight > 0.0 {
+        let mut r = rng(cfg.seed, step, "feedback");
+        let take = cfg.tasks_per_step.min(feedback.len());
+        let picked: Vec<&OffPolicy> = feedback.choose_multiple(&mut r, take).collect();
+        let rewards: Vec<f64> = picked.iter().map(|f| f.reward).collect();
+        let mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+        for f in picked {
+            if f.reward != mean {
+                update_groups.push(UpdateGroup {
+                    prompt: f.prompt_ids.clone(),
+                    seqs: vec![Sequence {
+                        completion: f.completion_ids.clone(),
+                        old: f.logprobs.clone(),
+                        advantage: f.reward - mean,
+                        weight: cfg.feedback_weight,
+                    }],
+                });
+                m.feedback_episodes += 1;
+            }
+        }
+    }
+    update(policy, &update_groups, cfg, step, m)
 }
 
 /// The warm start: `epochs` passes of supervised fine-tuning over `examples`
@@ -386,7 +478,7 @@ fn rollouts(
     cfg: &TrainConfig,
     step: usize,
     m: &mut StepMetrics,
-) -> Result<Vec<Group>, TrainError> {
+) -> Result<Vec<Rollout>, TrainError> {
     let sampling_start = Instant::now();
     let lm: &LanguageModel = match sampler {
         Sampler::Served(lm) => lm,
@@ -397,14 +489,20 @@ fn rollouts(
     };
     // Answers to score: (group slot, tree, episode index, answers).
     let mut pending: Vec<(usize, Vec<Answer>)> = Vec::new();
-    let mut groups: Vec<Option<Group>> = Vec::new();
+    let mut groups: Vec<Option<Rollout>> = Vec::new();
     for (slot, &i) in chosen.iter().enumerate() {
         let entry = ready.entry(i).or_insert_with(|| {
             let task = &tasks[i];
             let tree = workspaces.open(&task.repo).map_err(|e| e.to_string())?;
             let episode = Episode::prepare(task, &tree).map_err(|e| e.to_string())?;
-            let prompt = episode.prompt(lm, &episode.default_options()).map_err(|e| e.to_string())?;
-            Ok(Ready { tree, episode, prompt })
+            let prompt = episode
+                .prompt(lm, &episode.default_options())
+                .map_err(|e| e.to_string())?;
+            Ok(Ready {
+                tree,
+                episode,
+                prompt,
+            })
         });
         let Ok(r) = entry else {
             groups.push(None);
@@ -412,15 +510,24 @@ fn rollouts(
         };
         let mut p = r.prompt.clone();
         p.sampling.temperature = cfg.temperature;
+        if let Some(n) = cfg.max_new_tokens {
+            p.sampling.max_tokens = p.sampling.max_tokens.min(n);
+        }
         let mut seed_rng = rng(cfg.seed, step, &format!("sample-{slot}"));
         p.sampling.seed = rand::Rng::random::<u64>(&mut seed_rng);
         let gens = complete_group(lm, &p, cfg.group_size, &mut |_| {}, &|| false)?;
         m.rollout_tokens += gens.iter().map(|g| g.token_ids.len()).sum::<usize>();
-        let samples = gens.iter().map(|g| (g.token_ids.clone(), g.token_logprobs.clone())).collect();
-        let answers: Vec<Answer> = gens.into_iter().map(|g| r.episode.finish(&r.prompt, g)).collect();
-        groups.push(Some(Group {
+        let samples = gens
+            .iter()
+            .map(|g| (g.token_ids.clone(), g.token_logprobs.clone()))
+            .collect();
+        let answers: Vec<Answer> = gens
+            .into_iter()
+            .map(|g| r.episode.finish(&r.prompt, g))
+            .collect();
+        groups.push(Some(Rollout {
             skill: tasks[i].skill(),
-            prompt_ids: r.prompt.fitted.ids.clone(),
+            prompt: r.prompt.fitted.ids.clone(),
             samples,
             rewards: Vec::new(),
         }));
@@ -429,7 +536,10 @@ fn rollouts(
     let sampled_secs = sampling_start.elapsed().as_secs_f64();
     m.rollout_tokens_per_s = m.rollout_tokens as f64 / sampled_secs.max(1e-9);
     if let Sampler::Policy = sampler {
-        policy.lm.model.set_op_mode(basis_model::OpMode::Differentiable);
+        policy
+            .lm
+            .model
+            .set_op_mode(basis_model::OpMode::Differentiable);
     }
     // Score on threads of their own.
     let scored: Mutex<HashMap<usize, Vec<f64>>> = Mutex::new(HashMap::new());
@@ -443,9 +553,17 @@ fn rollouts(
                 let Some(Ok(r)) = ready.get(&i) else { continue };
                 let rewards = answers
                     .iter()
-                    .map(|a| r.episode.score(sandbox, &r.tree, a).map(|s| s.reward).unwrap_or(0.0))
+                    .map(|a| {
+                        r.episode
+                            .score(sandbox, &r.tree, a)
+                            .map(|s| s.reward)
+                            .unwrap_or(0.0)
+                    })
                     .collect();
-                scored.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, rewards);
+                scored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(slot, rewards);
             });
         }
     });
@@ -461,14 +579,20 @@ fn rollouts(
         .collect())
 }
 
-/// `epochs` × `minibatches` optimizer steps on the batch's sequences.
-fn update(policy: &mut Policy, seqs: &[Sequence], cfg: &TrainConfig, step: usize, m: &mut StepMetrics) -> Result<(), TrainError> {
-    if seqs.is_empty() {
+/// `epochs` × `minibatches` optimizer steps on the batch's groups.
+fn update(
+    policy: &mut Policy,
+    groups: &[UpdateGroup],
+    cfg: &TrainConfig,
+    step: usize,
+    m: &mut StepMetrics,
+) -> Result<(), TrainError> {
+    if groups.is_empty() {
         return Ok(());
     }
     let t0 = Instant::now();
     let reference = if cfg.clip.beta > 0.0 {
-        Some(reference_logprobs(policy, seqs, cfg.temperature)?)
+        Some(reference_logprobs(policy, groups, cfg.temperature)?)
     } else {
         None
     };
@@ -476,26 +600,53 @@ fn update(policy: &mut Policy, seqs: &[Sequence], cfg: &TrainConfig, step: usize
     let mut loss_total = 0.0;
     let mut norms = Vec::new();
     for epoch in 0..cfg.epochs.max(1) {
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        let mut order: Vec<usize> = (0..groups.len()).collect();
         order.shuffle(&mut rng(cfg.seed, step, &format!("epoch-{epoch}")));
         let parts_n = cfg.minibatches.clamp(1, order.len());
         for chunk in order.chunks(order.len().div_ceil(parts_n)) {
-            let tokens: usize = chunk.iter().map(|&i| seqs[i].completion.len()).sum();
+            // The token-level mean over the minibatch's completion tokens.
+            let tokens: usize = chunk
+                .iter()
+                .flat_map(|&g| groups[g].seqs.iter().map(|s| s.completion.len()))
+                .sum();
             let mut acc = policy.accumulator();
-            for &i in chunk {
-                let s = &seqs[i];
-                let logp = policy.completion_logprobs(&s.prompt, &s.completion, cfg.temperature)?;
-                let old = Tensor::new(s.old.as_slice(), logp.device())?;
-                let reference = match &reference {
-                    Some(r) => Some(Tensor::new(r[i].as_slice(), logp.device())?),
-                    None => None,
-                };
-                let (loss, parts) = grpo::sequence_loss(&logp, &old, reference.as_ref(), s.advantage, &cfg.clip)?;
-                let loss = (loss * (s.weight / tokens.max(1) as f64))?;
-                loss_total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                policy.backward(&loss, &mut acc)?;
-                parts_all.push(parts);
-                m.update_tokens += s.prompt.len() + s.completion.len();
+            for &gi in chunk {
+                let g = &groups[gi];
+                for part in g.parts() {
+                    let logps = policy.group_logprobs(
+                        &g.prompt,
+                        &g.completions(part.clone()),
+                        cfg.temperature,
+                    )?;
+                    let mut loss: Option<Tensor> = None;
+                    for (i, logp) in part.clone().zip(&logps) {
+                        let s = &g.seqs[i];
+                        let old = Tensor::new(s.old.as_slice(), logp.device())?;
+                        let reference = match &reference {
+                            Some(r) => Some(Tensor::new(r[gi][i].as_slice(), logp.device())?),
+                            None => None,
+                        };
+                        let (l, parts) = grpo::sequence_loss(
+                            logp,
+                            &old,
+                            reference.as_ref(),
+                            s.advantage,
+                            &cfg.clip,
+                        )?;
+                        let l = (l * (s.weight / tokens.max(1) as f64))?;
+                        loss = Some(match loss {
+                            Some(prev) => (prev + l)?,
+                            None => l,
+                        });
+                        parts_all.push(parts);
+                        m.update_tokens += s.completion.len();
+                    }
+                    m.update_tokens += g.prompt.len();
+                    if let Some(loss) = loss {
+                        loss_total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                        policy.backward(&loss, &mut acc)?;
+                    }
+                }
             }
             let report = policy.step(acc)?;
             if report.skipped_non_finite {
@@ -522,18 +673,27 @@ fn append_metrics(run: &Path, m: &StepMetrics) -> Result<(), TrainError> {
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|source| TrainError::Io { path: path.clone(), source })?;
+        .map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })?;
     let line = serde_json::to_string(m).expect("metrics serialise") + "\n";
     f.write_all(line.as_bytes())
         .and_then(|_| f.flush())
-        .map_err(|source| TrainError::Io { path: path.clone(), source })
+        .map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })
 }
 
 /// The metrics lines of a run (the last line of each step, when a resumed run
 /// wrote one twice).
 pub fn read_metrics(run: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
     let path = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let mut by_step: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
@@ -558,19 +718,32 @@ mod tests {
     fn t(id: &str, skill: &str) -> Task {
         let spec = match skill {
             "localize" => Spec::Localize {
-                input: LocalizeInput { issue: "a b c".into() },
-                reference: LocalizeReference { files: vec!["a".into()] },
+                input: LocalizeInput {
+                    issue: "a b c".into(),
+                },
+                reference: LocalizeReference {
+                    files: vec!["a".into()],
+                },
             },
             _ => Spec::Review {
-                input: crate::task::ReviewInput { issue: "x".into(), patch: String::new() },
-                reference: crate::task::ReviewReference { verdict: crate::task::Verdict::Yes },
+                input: crate::task::ReviewInput {
+                    issue: "x".into(),
+                    patch: String::new(),
+                },
+                reference: crate::task::ReviewReference {
+                    verdict: crate::task::Verdict::Yes,
+                },
             },
         };
         Task {
             schema: TASK_SCHEMA.into(),
             id: id.into(),
             spec,
-            repo: RepoRef { path: ".".into(), commit: None, patch: None },
+            repo: RepoRef {
+                path: ".".into(),
+                commit: None,
+                patch: None,
+            },
             language: None,
             meta: Meta::default(),
         }
@@ -590,10 +763,17 @@ mod tests {
             }
         }
         assert_eq!(counts[&SkillId::Localize], counts[&SkillId::Review]);
-        assert_eq!(batch(&tasks, &skills, 4, 3, 5), batch(&tasks, &skills, 4, 3, 5));
+        assert_eq!(
+            batch(&tasks, &skills, 4, 3, 5),
+            batch(&tasks, &skills, 4, 3, 5)
+        );
         assert_ne!(
-            (0..4).map(|s| batch(&tasks, &skills, 4, 3, s)).collect::<Vec<_>>(),
-            (0..4).map(|s| batch(&tasks, &skills, 4, 4, s)).collect::<Vec<_>>()
+            (0..4)
+                .map(|s| batch(&tasks, &skills, 4, 3, s))
+                .collect::<Vec<_>>(),
+            (0..4)
+                .map(|s| batch(&tasks, &skills, 4, 4, s))
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -12,11 +12,18 @@ fn reference() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn close(a: f64, b: f64, what: &str) {
-    assert!((a - b).abs() <= 1e-9 + 1e-9 * b.abs(), "{what}: {a} vs PyTorch {b}");
+    assert!(
+        (a - b).abs() <= 1e-9 + 1e-9 * b.abs(),
+        "{what}: {a} vs PyTorch {b}"
+    );
 }
 
 #[test]
@@ -31,13 +38,15 @@ fn grpo_matches_pytorch_with_trls_formulas() {
             beta: case["beta"].as_f64().unwrap(),
         };
         let rewards = floats(&case["rewards"]);
-        let adv: Vec<f64> = rewards.chunks(g).flat_map(|group| advantages(group, scale)).collect();
+        let adv: Vec<f64> = rewards
+            .chunks(g)
+            .flat_map(|group| advantages(group, scale))
+            .collect();
         for (i, (a, b)) in adv.iter().zip(floats(&case["advantages"])).enumerate() {
             close(*a, b, &format!("advantage {i} (scale {scale})"));
         }
-        let rows = |k: &str| -> Vec<Vec<f64>> {
-            case[k].as_array().unwrap().iter().map(floats).collect()
-        };
+        let rows =
+            |k: &str| -> Vec<Vec<f64>> { case[k].as_array().unwrap().iter().map(floats).collect() };
         let (old, logp, refs, grads) = (rows("old"), rows("logp"), rows("ref"), rows("grad_logp"));
         let total: usize = logp.iter().map(Vec::len).sum();
         let d = Device::Cpu;
@@ -54,9 +63,17 @@ fn grpo_matches_pytorch_with_trls_formulas() {
             vars.push(v);
         }
         let loss = (sum / total as f64).unwrap();
-        close(loss.to_scalar::<f64>().unwrap(), case["loss"].as_f64().unwrap(), "loss");
+        close(
+            loss.to_scalar::<f64>().unwrap(),
+            case["loss"].as_f64().unwrap(),
+            "loss",
+        );
         let all = combine(&parts);
-        close(all.clip_fraction, case["clip_fraction"].as_f64().unwrap(), "clip fraction");
+        close(
+            all.clip_fraction,
+            case["clip_fraction"].as_f64().unwrap(),
+            "clip fraction",
+        );
         close(all.kl, case["kl"].as_f64().unwrap(), "kl");
         let gs = loss.backward().unwrap();
         for (i, v) in vars.iter().enumerate() {

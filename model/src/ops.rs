@@ -1,0 +1,674 @@
+//! Training-path ops with a backward pass of their own, where candle's composite
+//! ops do more work than the gradient needs.
+//!
+//! - [`linear`]: `y = x Wᵀ` for a dense weight. candle's matmul backward computes
+//!   the gradients of both operands; a frozen weight (LoRA's base weights, a
+//!   tensor that is not a `Var`) needs none, and its `xᵀ·dy` is as costly as the
+//!   forward matmul itself. This op computes the weight's gradient only when the
+//!   weight is trainable, and counts both kinds ([`crate::stats`]).
+//! - [`token_logprobs`]: `log_softmax(logits)[target]` per row in one pass
+//!   (running max and sum of exponentials), and its backward
+//!   `g · (onehot(target) − softmax)` in one more, where the composite form
+//!   materialises several (rows × vocabulary) tensors.
+//! - [`rms_norm`], [`rope`] and [`causal_softmax`] (scale, causal mask and
+//!   softmax in one): the transformer's per-row ops, each one pass forward and
+//!   one backward, where the composite forms take five to eight candle ops (and
+//!   as many allocations and gradient accumulations) each.
+//!
+//! The fused ops run on the CPU in f32; elsewhere the callers use candle's
+//! composite ops (the same functions, differentiable, slower).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::stats;
+
+/// `x Wᵀ` with a backward that skips a frozen weight's gradient.
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "basis-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, _) = wl.shape().dims2()?;
+        let wt = wl.transpose(0, 1)?;
+        let out = x.matmul(w, (1, m, n, k), xl, &wt)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, _) = wl.shape().dims2()?;
+        let wt = wl.transpose(0, 1)?;
+        let out = x.matmul(w, (1, m, n, k), xl, &wt)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = grad.matmul(w)?;
+        let dw = if w.is_variable() {
+            stats::count_weight_grad();
+            Some(grad.t()?.matmul(x)?)
+        } else {
+            stats::count_frozen_skip();
+            None
+        };
+        Ok((Some(dx), dw))
+    }
+}
+
+/// `x Wᵀ` for x (m, k) and a dense W (n, k); see the module docs.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return x.matmul(&w.t()?);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+/// Per-row `log_softmax(logits)[target]` with a one-pass backward.
+struct TokenLogprobs;
+
+/// A contiguous f32 tensor's numbers.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("token_logprobs: expected f32 logits")
+    };
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("token_logprobs: logits not contiguous".into()))?;
+    Ok(&v[a..b])
+}
+
+fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
+    let CpuStorage::U32(v) = s else {
+        candle_core::bail!("token_logprobs: expected u32 targets")
+    };
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("token_logprobs: targets not contiguous".into()))?;
+    Ok(&v[a..b])
+}
+
+/// The log of the sum of exponentials of a row, with its max for stability.
+fn logsumexp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    max + sum.ln()
+}
+
+impl CustomOp2 for TokenLogprobs {
+    fn name(&self) -> &'static str {
+        "basis-token-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        logits: &CpuStorage,
+        ll: &Layout,
+        targets: &CpuStorage,
+        tl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, vocab) = ll.shape().dims2()?;
+        let x = f32s(logits, ll)?;
+        let t = u32s(targets, tl)?;
+        let out: Vec<f32> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let row = &x[r * vocab..(r + 1) * vocab];
+                row[t[r] as usize] - logsumexp(row)
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(rows)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // token_logprobs uses this op only on the CPU.
+        let (rows, vocab) = logits.dims2()?;
+        let logits = logits.contiguous()?;
+        let (ls, ll) = logits.storage_and_layout();
+        let candle_core::Storage::Cpu(ls) = &*ls else {
+            candle_core::bail!("token_logprobs: not on the CPU")
+        };
+        let x = f32s(ls, ll)?;
+        let targets = targets.contiguous()?;
+        let t: Vec<u32> = targets.to_vec1()?;
+        let g: Vec<f32> = grad.to_dtype(DType::F32)?.to_vec1()?;
+        let mut out = vec![0f32; rows * vocab];
+        out.par_chunks_mut(vocab).enumerate().for_each(|(r, o)| {
+            let row = &x[r * vocab..(r + 1) * vocab];
+            let lse = logsumexp(row);
+            let gr = g[r];
+            for (oj, &xj) in o.iter_mut().zip(row) {
+                *oj = -gr * (xj - lse).exp();
+            }
+            o[t[r] as usize] += gr;
+        });
+        let dlogits = Tensor::from_vec(out, (rows, vocab), logits.device())?;
+        Ok((Some(dlogits), None))
+    }
+}
+
+fn composite_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    let index = targets.contiguous()?.unsqueeze(candle_core::D::Minus1)?;
+    logp.gather(&index, candle_core::D::Minus1)?
+        .squeeze(candle_core::D::Minus1)
+}
+
+/// `log_softmax(logits)[target]` for logits (rows, vocab) and u32 targets
+/// (rows): the fused op on the CPU in f32, candle's composite ops elsewhere.
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu() && logits.dtype() == DType::F32 {
+        logits
+            .contiguous()?
+            .apply_op2(&targets.contiguous()?, TokenLogprobs)
+    } else {
+        composite_logprobs(logits, targets)
+    }
+}
+
+/// Whether the fused row ops apply to `x`.
+pub fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A contiguous f32 tensor's numbers, read under its storage lock.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(s) = &*s else {
+        candle_core::bail!("expected a CPU tensor")
+    };
+    Ok(f(f32s(s, l)?))
+}
+
+/// RMSNorm, `x · w / sqrt(mean(x²) + eps)` over the last axis.
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn inv(&self, row: &[f32]) -> f32 {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (ms + self.eps).sqrt()
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "basis-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32s(x, xl)?, f32s(w, wl)?);
+        let n = w.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .for_each(|(o, row)| {
+                let r = self.inv(row);
+                for ((o, &v), &wj) in o.iter_mut().zip(row).zip(w) {
+                    *o = v * r * wj;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = w.elem_count();
+        let want_dw = w.is_variable();
+        let (dx, dw) = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad, |g| {
+                    let mut dx = vec![0f32; x.len()];
+                    // dx_j = r·w_j·g_j − r³·x_j·mean_i(g_i·w_i·x_i); dw_j = Σ_rows g_j·x_j·r
+                    let dw_rows: Vec<Vec<f32>> = dx
+                        .par_chunks_mut(n)
+                        .zip(x.par_chunks(n).zip(g.par_chunks(n)))
+                        .map(|(d, (row, gr))| {
+                            let r = self.inv(row);
+                            let dot = row
+                                .iter()
+                                .zip(gr)
+                                .zip(w)
+                                .map(|((&xv, &gv), &wv)| xv * gv * wv)
+                                .sum::<f32>()
+                                / n as f32;
+                            let r3 = r * r * r;
+                            for j in 0..n {
+                                d[j] = r * w[j] * gr[j] - r3 * row[j] * dot;
+                            }
+                            if want_dw {
+                                row.iter().zip(gr).map(|(&xv, &gv)| gv * xv * r).collect()
+                            } else {
+                                Vec::new()
+                            }
+                        })
+                        .collect();
+                    let dw = want_dw.then(|| {
+                        let mut acc = vec![0f32; n];
+                        for r in &dw_rows {
+                            for (a, v) in acc.iter_mut().zip(r) {
+                                *a += v;
+                            }
+                        }
+                        acc
+                    });
+                    (dx, dw)
+                })
+            })
+        })???;
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = dw
+            .map(|d| Tensor::from_vec(d, w.shape(), w.device()))
+            .transpose()?;
+        Ok((Some(dx), dw))
+    }
+}
+
+/// RMSNorm over the last axis of `x` with weight `w` (fused on the CPU).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) && w.dtype() == DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 });
+    }
+    let inv = (x.sqr()?.mean_keepdim(candle_core::D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    x.broadcast_mul(&inv)?.broadcast_mul(w)
+}
+
+/// Rotary embedding in the "rotate half" layout for x (b, heads, t, d) with
+/// cos/sin tables (t, d/2), which are constants.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    t: usize,
+    half: usize,
+}
+
+impl Rope {
+    /// `sign` +1: the rotation; -1: its transpose (the backward).
+    fn apply(&self, x: &[f32], sign: f32) -> Vec<f32> {
+        let d = 2 * self.half;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .for_each(|(i, (o, row))| {
+                let pos = i % self.t;
+                let (c, s) = (
+                    &self.cos[pos * self.half..(pos + 1) * self.half],
+                    &self.sin[pos * self.half..(pos + 1) * self.half],
+                );
+                let (x1, x2) = row.split_at(self.half);
+                let (o1, o2) = o.split_at_mut(self.half);
+                for j in 0..self.half {
+                    o1[j] = x1[j] * c[j] - sign * x2[j] * s[j];
+                    o2[j] = x2[j] * c[j] + sign * x1[j] * s[j];
+                }
+            });
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "basis-rope"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((
+            CpuStorage::F32(self.apply(f32s(x, xl)?, 1.0)),
+            xl.shape().clone(),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_f32(grad, |g| self.apply(g, -1.0))?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Rotary embedding of x (b, heads, t, d) with tables (t, d/2) (fused on the CPU).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_, _, t, d) = x.dims4()?;
+    let half = d / 2;
+    if fused(x) {
+        let op = Rope {
+            cos: cos.contiguous()?.flatten_all()?.to_vec1()?,
+            sin: sin.contiguous()?.flatten_all()?.to_vec1()?,
+            t,
+            half,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    let cos = Tensor::cat(&[cos, cos], candle_core::D::Minus1)?;
+    let sin = Tensor::cat(&[sin, sin], candle_core::D::Minus1)?;
+    let x1 = x.narrow(candle_core::D::Minus1, 0, half)?;
+    let x2 = x.narrow(candle_core::D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], candle_core::D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
+/// `softmax(scale · x)` over the last axis with a causal mask: row `r` of a
+/// block of `t` query rows may see keys `0..=past + r % t` (the rest get 0).
+struct CausalSoftmax {
+    scale: f32,
+    t: usize,
+    past: usize,
+}
+
+impl CausalSoftmax {
+    fn visible(&self, row: usize, keys: usize) -> usize {
+        (self.past + row % self.t + 1).min(keys)
+    }
+}
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "basis-causal-softmax"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(x, xl)?;
+        let keys = *xl.shape().dims().last().expect("rank ≥ 1");
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(keys)
+            .zip(x.par_chunks(keys))
+            .enumerate()
+            .for_each(|(r, (o, row))| {
+                let n = self.visible(r, keys);
+                let max = row[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for j in 0..n {
+                    let e = ((row[j] - max) * self.scale).exp();
+                    o[j] = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                for v in &mut o[..n] {
+                    *v *= inv;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let keys = *x.dims().last().expect("rank ≥ 1");
+        // dx = scale · y · (g − Σ g·y), over the visible keys.
+        let dx = with_f32(res, |y| {
+            with_f32(grad, |g| {
+                let mut dx = vec![0f32; y.len()];
+                dx.par_chunks_mut(keys)
+                    .zip(y.par_chunks(keys).zip(g.par_chunks(keys)))
+                    .enumerate()
+                    .for_each(|(r, (d, (yr, gr)))| {
+                        let n = self.visible(r, keys);
+                        let dot: f32 = yr[..n].iter().zip(&gr[..n]).map(|(a, b)| a * b).sum();
+                        for j in 0..n {
+                            d[j] = self.scale * yr[j] * (gr[j] - dot);
+                        }
+                    });
+                dx
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `softmax(scale · x + causal mask)` over the last axis of x (…, rows, keys),
+/// where the rows are blocks of `t` queries following `past` cached positions
+/// (fused on the CPU; `mask` is the additive mask the composite form uses,
+/// broadcast against x reshaped to (b, kv_heads, groups, t, keys)).
+pub fn causal_softmax(
+    x: &Tensor,
+    scale: f64,
+    t: usize,
+    past: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if fused(x) {
+        let op = CausalSoftmax {
+            scale: scale as f32,
+            t,
+            past,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    let x = (x * scale)?;
+    let x = match mask {
+        Some(m) => {
+            let dims = x.dims4()?;
+            let groups = dims.2 / t;
+            x.reshape((dims.0, dims.1, groups, t, dims.3))?
+                .broadcast_add(m)?
+                .reshape(dims)?
+        }
+        None => x,
+    };
+    let max = x.max_keepdim(candle_core::D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < tol, "max difference {d}");
+    }
+
+    #[test]
+    fn fused_logprobs_and_their_gradient_equal_the_composite_ones() {
+        let d = Device::Cpu;
+        let logits = Var::from_tensor(&Tensor::randn(0f32, 3.0, (5, 37), &d).unwrap()).unwrap();
+        let targets = Tensor::new(&[0u32, 36, 7, 7, 20], &d).unwrap();
+        let weights = Tensor::new(&[1f32, -2.0, 0.5, 3.0, 0.0], &d).unwrap();
+        let fused = token_logprobs(logits.as_tensor(), &targets).unwrap();
+        let composite = composite_logprobs(logits.as_tensor(), &targets).unwrap();
+        close(&fused, &composite, 1e-5);
+        let g1 = (fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (composite * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        close(
+            g1.get(logits.as_tensor()).unwrap(),
+            g2.get(logits.as_tensor()).unwrap(),
+            1e-5,
+        );
+    }
+
+    /// The fused op against the composite one: values, and the gradients of a
+    /// weighted sum with respect to every variable.
+    fn same_with_gradients(
+        vars: &[&Var],
+        fused: impl Fn() -> Tensor,
+        composite: impl Fn() -> Tensor,
+        tol: f32,
+    ) {
+        let (a, b) = (fused(), composite());
+        close(&a, &b, tol);
+        let weights = Tensor::randn(0f32, 1.0, a.shape(), a.device()).unwrap();
+        let ga = (&a * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (&b * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in vars {
+            close(
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+                tol,
+            );
+        }
+    }
+
+    #[test]
+    fn fused_row_ops_equal_the_composite_ones_with_gradients() {
+        let d = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &d).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.2, 8, &d).unwrap()).unwrap();
+        let xt = x.as_tensor();
+        same_with_gradients(
+            &[&x, &w],
+            || rms_norm(xt, w.as_tensor(), 1e-5).unwrap(),
+            || {
+                let inv = (xt.sqr().unwrap().mean_keepdim(3).unwrap() + 1e-5)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap()
+                    .recip()
+                    .unwrap();
+                xt.broadcast_mul(&inv)
+                    .unwrap()
+                    .broadcast_mul(w.as_tensor())
+                    .unwrap()
+            },
+            1e-4,
+        );
+        let cos = Tensor::randn(0f32, 1.0, (5, 4), &d).unwrap();
+        let sin = Tensor::randn(0f32, 1.0, (5, 4), &d).unwrap();
+        same_with_gradients(
+            &[&x],
+            || rope(xt, &cos, &sin).unwrap(),
+            || {
+                let c = Tensor::cat(&[&cos, &cos], 1).unwrap();
+                let s = Tensor::cat(&[&sin, &sin], 1).unwrap();
+                let x1 = xt.narrow(3, 0, 4).unwrap();
+                let x2 = xt.narrow(3, 4, 4).unwrap();
+                let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], 3).unwrap();
+                (xt.broadcast_mul(&c).unwrap() + rot.broadcast_mul(&s).unwrap()).unwrap()
+            },
+            1e-5,
+        );
+        // Scores (b=2, kv heads=1, groups 3 × t 5 rows, past 2 + 5 keys).
+        let scores =
+            Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 1, 15, 7), &d).unwrap()).unwrap();
+        let mask = {
+            let m: Vec<f32> = (0..5)
+                .flat_map(|i| (0..7).map(move |j| if j <= i + 2 { 0.0 } else { f32::NEG_INFINITY }))
+                .collect();
+            Tensor::from_vec(m, (5, 7), &d).unwrap()
+        };
+        let st = scores.as_tensor();
+        same_with_gradients(
+            &[&scores],
+            || causal_softmax(st, 0.3, 5, 2, Some(&mask)).unwrap(),
+            || {
+                let x = (st * 0.3)
+                    .unwrap()
+                    .reshape((2, 1, 3, 5, 7))
+                    .unwrap()
+                    .broadcast_add(&mask)
+                    .unwrap()
+                    .reshape((2, 1, 15, 7))
+                    .unwrap();
+                let max = x.max_keepdim(3).unwrap().detach();
+                let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+                e.broadcast_div(&e.sum_keepdim(3).unwrap()).unwrap()
+            },
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn a_frozen_weight_gets_no_gradient_and_a_trainable_one_does() {
+        let d = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 6), &d).unwrap()).unwrap();
+        let frozen = Tensor::randn(0f32, 1.0, (3, 6), &d).unwrap();
+        let trainable = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6), &d).unwrap()).unwrap();
+        let before = stats::snapshot();
+        let y = linear(x.as_tensor(), &frozen).unwrap();
+        close(
+            &y,
+            &x.as_tensor().matmul(&frozen.t().unwrap()).unwrap(),
+            1e-5,
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&frozen).is_none());
+        let want_dx = Tensor::ones((4, 3), DType::F32, &d)
+            .unwrap()
+            .matmul(&frozen)
+            .unwrap();
+        close(g.get(x.as_tensor()).unwrap(), &want_dx, 1e-5);
+        let y = linear(x.as_tensor(), trainable.as_tensor()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let want_dw = Tensor::ones((3, 4), DType::F32, &d)
+            .unwrap()
+            .matmul(x.as_tensor())
+            .unwrap();
+        close(g.get(trainable.as_tensor()).unwrap(), &want_dw, 1e-5);
+        let after = stats::snapshot();
+        // Other tests may run linears at the same time: at least ours counted.
+        assert!(after.frozen_weight_grads_skipped > before.frozen_weight_grads_skipped);
+        assert!(after.weight_grads > before.weight_grads);
+    }
+}

@@ -1,0 +1,280 @@
+//! The learning loop end to end through the real binary and the default model:
+//! a running `basis lsp` records suggestions and what the user did with them;
+//! `basis train` learns from the bundled tasks and from those records, writes
+//! its metrics, checkpoints and adapter; `basis train plot` draws the curves;
+//! `basis model publish` puts the adapter in the registry and the running
+//! server answers with the new version, without a restart; `basis model use`
+//! rolls back; `basis model export-adapter` writes a PEFT folder. Records of
+//! another base model are refused.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use support::lsp::LspClient;
+
+fn tasks() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shopkit/tasks.jsonl")
+}
+
+/// `basis ARGS` with the store in `home`.
+fn basis(home: &Path, args: &[&str]) -> std::process::Output {
+    support::basis()
+        .args(args)
+        .env("BASIS_HOME", home)
+        .output()
+        .unwrap()
+}
+
+fn register(home: &Path) {
+    let model = support::default_model();
+    let out = basis(
+        home,
+        &["model", "pull", model.to_str().unwrap(), "--name", "m"],
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
+}
+
+const ISSUE: &str = "apply_discount returns a negative price when the discount percent is over 100";
+
+#[test]
+fn train_publish_and_the_running_server_switches_to_the_new_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    let repo = support::shopkit(tmp.path(), "repo");
+    let db = tmp.path().join("feedback.sqlite3");
+
+    // Suggestions in the editor, one accepted and one rejected.
+    let mut c = LspClient::start(&[("BASIS_HOME", home.to_str().unwrap())]);
+    c.initialize(
+        &repo,
+        &["utf-16"],
+        json!({
+            "model": "m",
+            "feedback": {"path": db},
+            "sampling": {"maxTokens": 24, "temperature": 1.0},
+            "localize": {"useModel": "always"},
+        }),
+    );
+    c.wait_indexed();
+    let first = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(first["modelVersion"], "base");
+    let second = c.call(
+        "basis/localize",
+        json!({"query": "the cart total ignores the quantity"}),
+    );
+    for (r, kind) in [(&first, "accepted"), (&second, "rejected")] {
+        c.notify(
+            "basis/feedback",
+            json!({"suggestionId": r["suggestionId"], "kind": kind, "reason": "test"}),
+        );
+    }
+    c.call("basis/feedbackFlush", Value::Null);
+
+    let run = tmp.path().join("run");
+    let tasks = tasks();
+    let train_args = [
+        "train",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--repo-root",
+        tmp.path().to_str().unwrap(),
+        "--skills",
+        "localize,review",
+        "--steps",
+        "2",
+        "--group-size",
+        "3",
+        "--tasks-per-step",
+        "2",
+        "--max-new-tokens",
+        "40",
+        "--checkpoint-every",
+        "1",
+        "--seed",
+        "3",
+        "--model",
+        "m",
+        "--feedback",
+        db.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+    ];
+    let out = basis(&home, &train_args);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("feedback: 2 feedback episodes"), "{err}");
+    let metrics: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    for (i, m) in metrics.iter().enumerate() {
+        assert_eq!(m["step"], i + 1);
+        assert_eq!(m["groups"], 2, "{m}");
+        let per_skill = m["reward_per_skill"].as_object().unwrap();
+        assert!(
+            per_skill.contains_key("localize") && per_skill.contains_key("review"),
+            "{m}"
+        );
+        assert!(m["rollout_tokens"].as_u64().unwrap() > 0, "{m}");
+        // The two records disagree (accepted, rejected): both are used.
+        assert_eq!(m["feedback_episodes"], 2, "{m}");
+        assert!(m["update_tokens"].as_u64().unwrap() > 0, "{m}");
+    }
+    assert!(run.join("adapter/adapter_model.safetensors").is_file());
+    assert!(run.join("checkpoints/step-000002/state.json").is_file());
+
+    // A second run into the same folder must say how to continue it.
+    let again = basis(&home, &train_args);
+    assert!(!again.status.success());
+    assert!(
+        support::stderr(&again).contains("--resume"),
+        "{}",
+        support::stderr(&again)
+    );
+
+    let plot = basis(&home, &["train", "plot", run.to_str().unwrap()]);
+    assert!(plot.status.success(), "{}", support::stderr(&plot));
+    let svg = std::fs::read_to_string(run.join("rewards.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("localize") && svg.contains("review"));
+    let png = std::fs::read(run.join("rewards.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // Publish (whatever the gate says), and the running server switches.
+    let out = basis(
+        &home,
+        &[
+            "model",
+            "publish",
+            run.to_str().unwrap(),
+            "--force",
+            "--limit",
+            "1",
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("published m v1"), "{err}");
+    let changed = c.wait_for("basis/modelChanged", |_| true);
+    assert_eq!(changed["params"], json!({"model": "m", "version": "v1"}));
+    let after = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(after["modelVersion"], "v1");
+
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.join("models/m/versions/v1/version.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["parent"], "base");
+    assert_eq!(manifest["details"]["steps"], 2);
+    assert!(manifest["details"]["tasks"]
+        .as_str()
+        .unwrap()
+        .ends_with("tasks.jsonl"));
+    assert!(
+        manifest["details"]["table"]
+            .as_str()
+            .unwrap()
+            .contains("| localize |"),
+        "{manifest}"
+    );
+
+    let versions = basis(&home, &["model", "versions", "m"]);
+    let listing = support::stdout(&versions);
+    assert!(listing.contains("* v1\tparent base"), "{listing}");
+
+    // Roll back.
+    let out = basis(&home, &["model", "use", "m@base"]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let changed = c.wait_for("basis/modelChanged", |_| true);
+    assert_eq!(changed["params"], json!({"model": "m", "version": "base"}));
+
+    let peft = tmp.path().join("peft");
+    let out = basis(
+        &home,
+        &[
+            "model",
+            "export-adapter",
+            "m@v1",
+            "--out",
+            peft.to_str().unwrap(),
+            "--base-model",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+        ],
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(
+        cfg["base_model_name_or_path"],
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    );
+    assert!(peft.join("adapter_model.safetensors").is_file());
+    assert!(c.shutdown());
+}
+
+#[test]
+fn feedback_of_another_base_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    let db = tmp.path().join("other.sqlite3");
+    let mut store = basis_feedback::Store::open(&db).unwrap();
+    store
+        .insert_suggestion(&basis_feedback::Suggestion {
+            id: "s1".into(),
+            created_ms: 1,
+            skill: "review".into(),
+            model_name: "someone-elses-model".into(),
+            model_version: "base".into(),
+            workspace: None,
+            file: None,
+            language: None,
+            prompt: "p".into(),
+            completion: " YES".into(),
+            logprob_sum: -0.5,
+            token_count: 1,
+            latency_ms: 1,
+            tokens: Some(basis_feedback::Tokens {
+                prompt_ids: vec![1, 2, 3],
+                completion_ids: vec![4],
+                logprobs: vec![-0.5],
+            }),
+        })
+        .unwrap();
+    store
+        .insert_event(&basis_feedback::Event {
+            suggestion_id: "s1".into(),
+            time_ms: 2,
+            kind: basis_feedback::EventKind::Accepted,
+        })
+        .unwrap();
+    drop(store);
+    let out = basis(
+        &home,
+        &[
+            "train",
+            "--tasks",
+            tasks().to_str().unwrap(),
+            "--model",
+            "m",
+            "--feedback",
+            db.to_str().unwrap(),
+            "--run",
+            tmp.path().join("run").to_str().unwrap(),
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("1 records of another base model (someone-elses-model) refused"),
+        "{err}"
+    );
+    assert!(err.contains("this run trains m"), "{err}");
+    assert!(!tmp.path().join("run/metrics.jsonl").exists());
+}
