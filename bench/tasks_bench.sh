@@ -44,6 +44,9 @@ timed() {
 }
 per_min() { python3 -c "import sys; n, t = int(sys.argv[1]), float(sys.argv[2]); print(f'{n / t * 60:.1f}')" "$1" "$2"; }
 count() { grep -c . "$1"; }
+# A repository's name for the table: its folder, or the folder above a folder
+# called `repo` (as a mirror's layout has it).
+repo_name() { local b; b="$(basename "$1")"; [[ "$b" == repo || "$b" == *.git ]] && b="$(basename "$(dirname "$1")")"; echo "$b"; }
 
 # ---- mining
 say "mining the example repository"
@@ -55,13 +58,13 @@ if [[ -n "$HISTORY_REPO" ]]; then
     files=$(git -C "$HISTORY_REPO" ls-tree -r --name-only HEAD | wc -l)
     timed "$BASIS" tasks mine --repo "$HISTORY_REPO" --out "$WORK/history.jsonl" --skills localize,review --max 30 >/dev/null 2>&1
     n=$(count "$WORK/history.jsonl")
-    row "mining history of $(basename "$HISTORY_REPO") ($files files, last 1000 commits): tasks, seconds, tasks/min" "$n, $(seconds "$T"), $(per_min "$n" "$T")"
+    row "mining history of $(repo_name "$HISTORY_REPO") ($files files, last 1000 commits): tasks, seconds, tasks/min" "$n, $(seconds "$T"), $(per_min "$n" "$T")"
 fi
 if [[ -n "$TESTS_REPO" ]]; then
     say "mining mutants of $TESTS_REPO"
     timed "$BASIS" tasks mine --repo "$TESTS_REPO" --out "$WORK/tests.jsonl" --skills edit,testgen,reproduce --max 4 >/dev/null 2>&1
     n=$(count "$WORK/tests.jsonl")
-    row "mining mutants of $(basename "$TESTS_REPO") (--max 4): tasks, seconds, tasks/min" "$n, $(seconds "$T"), $(per_min "$n" "$T")"
+    row "mining mutants of $(repo_name "$TESTS_REPO") (--max 4): tasks, seconds, tasks/min" "$n, $(seconds "$T"), $(per_min "$n" "$T")"
 fi
 
 # ---- eval at K=4

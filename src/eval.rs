@@ -49,6 +49,10 @@ pub struct EvalArgs {
     /// Another version of the same model to evaluate on the same tasks (e.g. v3).
     #[arg(long)]
     compare: Option<String>,
+    /// Evaluate the base weights with this adapter (a PEFT folder, e.g. a
+    /// training run's RUN_DIR/adapter) instead of a registry version.
+    #[arg(long, conflicts_with = "compare")]
+    adapter: Option<PathBuf>,
     /// What relative `repo.path`s are relative to (default: the task file's folder).
     #[arg(long)]
     repo_root: Option<PathBuf>,
@@ -124,7 +128,17 @@ fn run_one(
     workspaces: &Workspaces,
     sandbox: &Sandbox,
 ) -> Result<(Report, crate::skill_cli::Loaded)> {
-    let loaded = crate::skill_cli::load_model(model)?;
+    let mut loaded = crate::skill_cli::load_model(model)?;
+    if let Some(dir) = &args.adapter {
+        if model.is_some_and(|m| m.contains('@'))
+            || loaded.at != basis_model::registry::Version::Base
+        {
+            loaded = crate::skill_cli::load_model(Some(&format!("{}@base", loaded.name)))?;
+        }
+        basis_model::lora::load_adapter(&mut loaded.lm.model, dir)
+            .with_context(|| format!("loading the adapter {}", dir.display()))?;
+        loaded.version = format!("base+{}", dir.display());
+    }
     let samples = args.samples.max(1);
     let config = eval::Config {
         samples,
@@ -196,7 +210,9 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         "report.json",
         &serde_json::to_string_pretty(&report)?,
     )?;
-    keep_localization(&loaded, &report, &tasks, &workspaces);
+    if args.adapter.is_none() {
+        keep_localization(&loaded, &report, &tasks, &workspaces);
+    }
     if let Some(other) = &args.compare {
         let name = args
             .model

@@ -2,6 +2,7 @@
 //! call into the crates that do the work; nothing but a command's own output goes
 //! to stdout (progress, statistics and errors go to stderr).
 
+mod check_device;
 mod eval;
 mod feedback;
 mod fsutil;
@@ -74,6 +75,9 @@ enum Command {
     /// Score a model on a task file, per skill (Avg@K, Pass@K); writes
     /// report.json and report.md.
     Eval(eval::EvalArgs),
+    /// Check training on a device (the CPU or a GPU): logits against the CPU, a
+    /// few GRPO steps, the update step's throughput; JSON lines on stdout.
+    CheckDevice(check_device::CheckDeviceArgs),
     /// Train the model on a task file with joint reinforcement learning (GRPO)
     /// over the skills; `basis train plot RUN_DIR` draws a run's reward curves.
     Train(train::TrainArgs),
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
         Command::Tasks { command } => ok(tasks::run_tasks(command)),
         Command::Eval(args) => ok(eval::run_eval(args)),
         Command::Train(args) => ok(train::run_train(args)),
+        Command::CheckDevice(args) => ok(check_device::run_check_device(args)),
         Command::Feedback { db, command } => ok(feedback::run_feedback(command, db)),
     };
     match result {

@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Train every weight instead of LoRA adapters.
     #[arg(long)]
     full: bool,
+    /// Start from this adapter (a PEFT folder, e.g. another run's RUN_DIR/adapter)
+    /// instead of the served version's or fresh ones.
+    #[arg(long, conflicts_with = "full")]
+    init_adapter: Option<PathBuf>,
     #[arg(long, default_value_t = 8)]
     lora_rank: usize,
     #[arg(long, default_value_t = 16.0)]
@@ -291,6 +295,14 @@ fn train(a: RunArgs) -> Result<()> {
         )
         .with_context(|| format!("loading {} in f32 for training", loaded.spec.name))?;
     let mut policy = match (&cfg.policy.lora, loaded.spec.registry()) {
+        (Some(_), _) if a.init_adapter.is_some() => {
+            let dir = a.init_adapter.as_ref().expect("checked");
+            basis_model::lora::load_adapter(&mut base.model, dir)
+                .with_context(|| format!("loading the adapter {}", dir.display()))?;
+            let mut cfg_policy = cfg.policy.clone();
+            cfg_policy.lora = base.model.lora_config().cloned();
+            Policy::from_trained(base, cfg_policy)
+        }
         (Some(lora), Some(registry)) if loaded.at != basis_model::registry::Version::Base => {
             registry.load_into(&mut base.model, loaded.at)?;
             let served = base.model.lora_config().cloned();
@@ -397,6 +409,15 @@ fn train(a: RunArgs) -> Result<()> {
             examples.len(),
             losses.iter().map(|l| format!("{l:.3}")).collect::<Vec<_>>()
         );
+        let record = serde_json::json!({
+            "examples": examples.len(),
+            "epochs": a.sft_epochs,
+            "loss_per_epoch": losses,
+        });
+        crate::skill_cli::write_file(
+            &a.run.join("warm_start.json"),
+            &serde_json::to_string_pretty(&record)?,
+        )?;
     }
     // LoRA rollouts decode with the served (quantized) model carrying the
     // policy's adapter; full fine-tuning decodes with the policy itself.

@@ -482,3 +482,30 @@ fn undone_and_retained_edits_are_recorded_by_the_server() {
     }
     assert!(c.shutdown());
 }
+
+#[test]
+fn a_repeated_request_reuses_the_prompt_and_the_stats_say_so() {
+    support::default_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("feedback.sqlite3");
+    let mut c = LspClient::start(&[]);
+    c.initialize(&fixture(), &["utf-16"], options(&db, json!({})));
+    c.wait_indexed();
+    let first = c.call("basis/localize", json!({"query": ISSUE}));
+    let second = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(first["locations"], second["locations"]);
+    let stats = c.call("basis/debug/stats", Value::Null);
+    let p = &stats["prefixCache"];
+    assert_eq!(p["misses"], 1, "{stats}");
+    assert_eq!(p["hits"], 1, "{stats}");
+    assert!(p["reusedTokens"].as_u64().unwrap() > 100, "{stats}");
+    assert_eq!(p["entries"], 1, "{stats}");
+    // A limit of 0 empties it.
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"prefixCache": {"maxMegabytes": 0}}}),
+    );
+    let stats = c.wait_stats(|s| s["prefixCache"]["entries"] == 0);
+    assert_eq!(stats["prefixCache"]["bytes"], 0);
+    assert!(c.shutdown());
+}

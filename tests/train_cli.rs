@@ -128,6 +128,41 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     assert!(run.join("adapter/adapter_model.safetensors").is_file());
     assert!(run.join("checkpoints/step-000002/state.json").is_file());
 
+    // The run's adapter, evaluated before it is published.
+    let report = tmp.path().join("eval");
+    let out = basis(
+        &home,
+        &[
+            "eval",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--repo-root",
+            tmp.path().to_str().unwrap(),
+            "--skills",
+            "review",
+            "--split",
+            "heldout",
+            "--limit",
+            "1",
+            "--model",
+            "m",
+            "--adapter",
+            run.join("adapter").to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    assert!(
+        r["model"]["version"].as_str().unwrap().starts_with("base+"),
+        "{}",
+        r["model"]
+    );
+    assert_eq!(r["per_skill"]["review"]["tasks"], 1);
+
     // A second run into the same folder must say how to continue it.
     let again = basis(&home, &train_args);
     assert!(!again.status.success());
@@ -277,4 +312,34 @@ fn feedback_of_another_base_model_is_refused() {
     );
     assert!(err.contains("this run trains m"), "{err}");
     assert!(!tmp.path().join("run/metrics.jsonl").exists());
+}
+
+#[test]
+fn check_device_runs_its_checks_on_the_cpu() {
+    let out = support::basis()
+        .args(["check-device", "--device", "cpu", "--small"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let lines: Vec<Value> = support::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let check = |name: &str| lines.iter().find(|l| l["check"] == name).cloned().unwrap();
+    assert_eq!(check("logits")["ok"], true);
+    assert_eq!(check("grpo")["ok"], true);
+    let throughput: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["check"] == "throughput")
+        .collect();
+    assert_eq!(throughput.len(), 2, "{lines:?}");
+    assert!(throughput
+        .iter()
+        .all(|t| t["tok_per_s"].as_f64().unwrap() > 0.0));
+    let bad = support::basis()
+        .args(["check-device", "--device", "tpu"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(support::stderr(&bad).contains("unknown device `tpu`"));
 }

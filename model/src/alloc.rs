@@ -8,11 +8,12 @@
 //! step took ~400 thousand page faults, a third of its time in the kernel.
 //!
 //! [`Recycling`] wraps the system allocator: a freed block of at least
-//! [`LARGE`] bytes goes to a small table instead of back to the system, and an
-//! allocation of the same size and alignment takes it from there. The table is
-//! off until [`keep_large_blocks`] gives it a budget (the trainer does; a
-//! long-running server keeps the default and returns memory as usual), holds at
-//! most [`SLOTS`] blocks, and evicts the oldest when full or over budget.
+//! [`LARGE`] bytes is kept in a free list of its exact size and alignment (the
+//! list's links live in the freed blocks themselves, so keeping one allocates
+//! nothing), and an allocation of that size takes it back. The lists are off
+//! until [`keep_large_blocks`] gives them a budget (the trainer does; a
+//! long-running server keeps the default and returns memory as usual); over the
+//! budget, the least recently used sizes are given back to the system first.
 //!
 //! A binary opts in with
 //! `#[global_allocator] static A: basis_model::alloc::Recycling = basis_model::alloc::Recycling;`
@@ -25,23 +26,34 @@ use std::sync::Mutex;
 
 /// Blocks smaller than this go straight to the system allocator.
 pub const LARGE: usize = 256 * 1024;
-/// How many freed blocks the table holds.
-pub const SLOTS: usize = 4096;
+/// How many distinct block sizes are kept at once.
+pub const SIZES: usize = 1024;
 
-/// The budget in bytes (0: the table is off).
+/// The budget in bytes (0: nothing is kept).
 static BUDGET: AtomicUsize = AtomicUsize::new(0);
 
+/// The free list of one block size.
 #[derive(Clone, Copy)]
-struct Slot {
-    ptr: usize,
+struct List {
     size: usize,
     align: usize,
-    /// When it was put back (for eviction: the oldest goes first).
-    stamp: u64,
+    /// The first kept block (its first word points at the next one); 0 when empty.
+    head: usize,
+    count: usize,
+    /// When a block of this size was last kept or taken (for eviction).
+    used: u64,
 }
 
+const EMPTY: List = List {
+    size: 0,
+    align: 0,
+    head: 0,
+    count: 0,
+    used: 0,
+};
+
 struct Table {
-    slots: [Option<Slot>; SLOTS],
+    lists: [List; SIZES],
     bytes: usize,
     clock: u64,
     hits: u64,
@@ -49,31 +61,117 @@ struct Table {
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
-    slots: [None; SLOTS],
+    lists: [EMPTY; SIZES],
     bytes: 0,
     clock: 0,
     hits: 0,
     misses: 0,
 });
 
+impl Table {
+    /// The slot of a size: its list, or where a new one would go (open
+    /// addressing; `None` when the table is full).
+    fn slot(&self, size: usize, align: usize) -> Option<usize> {
+        let start = (size / 64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % SIZES;
+        (0..SIZES).map(|i| (start + i) % SIZES).find(|&i| {
+            let l = &self.lists[i];
+            (l.size == size && l.align == align) || l.size == 0
+        })
+    }
+
+    /// Pops a block of this size, if one is kept.
+    fn pop(&mut self, size: usize, align: usize) -> Option<*mut u8> {
+        let i = self.slot(size, align)?;
+        let l = &mut self.lists[i];
+        if l.size != size || l.head == 0 {
+            return None;
+        }
+        let block = l.head as *mut u8;
+        // SAFETY: a kept block is at least LARGE bytes, word-aligned (its
+        // alignment is at least a word's), owned by the list, and its first
+        // word was written by `push`.
+        l.head = unsafe { (block as *const usize).read() };
+        l.count -= 1;
+        self.clock += 1;
+        l.used = self.clock;
+        self.bytes -= size;
+        Some(block)
+    }
+
+    /// Keeps a freed block; false when it cannot be kept.
+    fn push(&mut self, block: *mut u8, size: usize, align: usize) -> bool {
+        if align < std::mem::align_of::<usize>() {
+            return false;
+        }
+        let Some(i) = self.slot(size, align) else {
+            return false;
+        };
+        self.clock += 1;
+        let clock = self.clock;
+        let l = &mut self.lists[i];
+        if l.size == 0 {
+            *l = List {
+                size,
+                align,
+                ..EMPTY
+            };
+        }
+        // SAFETY: the block is ours (just freed by its owner), large and aligned
+        // enough to hold a word.
+        unsafe { (block as *mut usize).write(l.head) };
+        l.head = block as usize;
+        l.count += 1;
+        l.used = clock;
+        self.bytes += size;
+        true
+    }
+
+    /// The blocks of the least recently used size, taken out of the table.
+    fn evict_one(&mut self) -> Option<List> {
+        let i = (0..SIZES)
+            .filter(|&i| self.lists[i].count > 0)
+            .min_by_key(|&i| self.lists[i].used)?;
+        let l = self.lists[i];
+        self.lists[i].head = 0;
+        self.lists[i].count = 0;
+        self.bytes -= l.size * l.count;
+        Some(l)
+    }
+}
+
+/// Gives every block of a list back to the system.
+fn release(l: List) {
+    let mut p = l.head;
+    while p != 0 {
+        // SAFETY: the list owns these blocks, each allocated by System with this
+        // size and alignment; the next link is read before the block is freed.
+        unsafe {
+            let next = (p as *const usize).read();
+            System.dealloc(
+                p as *mut u8,
+                Layout::from_size_align_unchecked(l.size, l.align),
+            );
+            p = next;
+        }
+    }
+}
+
 /// Keeps up to `bytes` of freed large blocks for reuse (0 turns it off and
-/// frees what is kept).
+/// gives back what is kept).
 pub fn keep_large_blocks(bytes: usize) {
     BUDGET.store(bytes, Ordering::Relaxed);
-    if bytes == 0 {
-        let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-        for s in t.slots.iter_mut() {
-            if let Some(slot) = s.take() {
-                // SAFETY: the block came from System with this layout.
-                unsafe {
-                    System.dealloc(
-                        slot.ptr as *mut u8,
-                        Layout::from_size_align_unchecked(slot.size, slot.align),
-                    )
-                };
+    loop {
+        let evicted = {
+            let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+            if t.bytes <= bytes {
+                break;
             }
+            t.evict_one()
+        };
+        match evicted {
+            Some(l) => release(l),
+            None => break,
         }
-        t.bytes = 0;
     }
 }
 
@@ -103,84 +201,40 @@ impl Recycling {
             return None;
         }
         let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-        let found = t
-            .slots
-            .iter()
-            .position(|s| s.is_some_and(|s| s.size == layout.size() && s.align == layout.align()));
-        match found {
-            Some(i) => {
-                let slot = t.slots[i].take().expect("found");
-                t.bytes -= slot.size;
-                t.hits += 1;
-                Some(slot.ptr as *mut u8)
-            }
-            None => {
-                t.misses += 1;
-                None
-            }
+        let got = t.pop(layout.size(), layout.align());
+        if got.is_some() {
+            t.hits += 1;
+        } else {
+            t.misses += 1;
         }
+        got
     }
 
     /// Keeps a freed block; false when it should go back to the system.
     fn keep(ptr: *mut u8, layout: Layout) -> bool {
         let budget = BUDGET.load(Ordering::Relaxed);
-        if layout.size() < LARGE || budget == 0 || layout.size() > budget {
+        if layout.size() < LARGE || layout.size() > budget {
             return false;
         }
-        // No allocation in here: evicted blocks wait on the stack.
-        let mut evicted = [None::<Slot>; SLOTS];
-        let mut n_evicted = 0;
-        {
-            let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-            // Make room: the oldest blocks go until this one fits.
-            loop {
-                let full = t.slots.iter().all(Option::is_some);
-                if !full && t.bytes + layout.size() <= budget {
-                    break;
+        loop {
+            let evicted = {
+                let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+                if t.bytes + layout.size() <= budget {
+                    return t.push(ptr, layout.size(), layout.align());
                 }
-                let oldest = t
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.map(|s| (i, s.stamp)))
-                    .min_by_key(|&(_, stamp)| stamp)
-                    .map(|(i, _)| i);
-                let Some(i) = oldest else { break };
-                let slot = t.slots[i].take().expect("present");
-                t.bytes -= slot.size;
-                evicted[n_evicted] = Some(slot);
-                n_evicted += 1;
-            }
-            t.clock += 1;
-            let stamp = t.clock;
-            let free = t
-                .slots
-                .iter()
-                .position(Option::is_none)
-                .expect("room was made");
-            t.slots[free] = Some(Slot {
-                ptr: ptr as usize,
-                size: layout.size(),
-                align: layout.align(),
-                stamp,
-            });
-            t.bytes += layout.size();
-        }
-        for slot in evicted.into_iter().flatten() {
-            // SAFETY: the block came from System with this layout.
-            unsafe {
-                System.dealloc(
-                    slot.ptr as *mut u8,
-                    Layout::from_size_align_unchecked(slot.size, slot.align),
-                )
+                t.evict_one()
             };
+            match evicted {
+                // Freed outside the lock: System.dealloc may take its own locks.
+                Some(l) => release(l),
+                None => return false,
+            }
         }
-        true
     }
 }
 
 // SAFETY: every block handed out comes from System with the same layout it is
-// later freed with; a kept block is handed out at most once (it leaves the table
+// later freed with; a kept block is handed out at most once (it leaves its list
 // under the lock).
 unsafe impl GlobalAlloc for Recycling {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -217,5 +271,48 @@ unsafe impl GlobalAlloc for Recycling {
             self.dealloc(ptr, layout);
         }
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_blocks_are_reused_by_size_and_evicted_over_budget() {
+        // The table is process-wide; this test drives it through its own
+        // functions only, on blocks it allocates from System.
+        let mut t = Table {
+            lists: [EMPTY; SIZES],
+            bytes: 0,
+            clock: 0,
+            hits: 0,
+            misses: 0,
+        };
+        let layout = |n| Layout::from_size_align(n, 64).unwrap();
+        // SAFETY: blocks from System, freed below with the same layouts.
+        let (a, b, c) = unsafe {
+            (
+                System.alloc(layout(LARGE)),
+                System.alloc(layout(LARGE)),
+                System.alloc(layout(2 * LARGE)),
+            )
+        };
+        assert!(t.push(a, LARGE, 64) && t.push(b, LARGE, 64) && t.push(c, 2 * LARGE, 64));
+        assert_eq!(t.bytes, 4 * LARGE);
+        assert_eq!(t.pop(LARGE, 64), Some(b));
+        assert_eq!(t.pop(3 * LARGE, 64), None);
+        assert_eq!(t.pop(LARGE, 32), None);
+        // The least recently used size goes first: `a`'s was just used.
+        let lru = t.evict_one().unwrap();
+        assert_eq!((lru.size, lru.count), (2 * LARGE, 1));
+        release(lru);
+        assert_eq!(t.pop(LARGE, 64), Some(a));
+        assert_eq!(t.bytes, 0);
+        // SAFETY: a and b came from System with these layouts.
+        unsafe {
+            System.dealloc(a, layout(LARGE));
+            System.dealloc(b, layout(LARGE));
+        }
     }
 }

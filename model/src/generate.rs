@@ -109,16 +109,65 @@ pub struct TextDelta<'a> {
 /// Minimum prompt length worth keeping a KV cache for.
 const PREFIX_CACHE_MIN_TOKENS: usize = 16;
 
+/// The default memory limit of the prefix cache.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
+
 struct PrefixEntry {
     ids: Vec<u32>,
     cache: KvCache,
+    bytes: usize,
+    used: u64,
 }
 
-/// A generator over one model and tokenizer, remembering the KV cache of the last
-/// prompt so that a request sharing its prefix (the same system prompt and file
-/// context, a retried request) prefills only what is new.
+/// The KV caches of recent prompts, keyed by their token ids, within a memory
+/// limit (least recently used first out).
+struct PrefixCache {
+    entries: Vec<PrefixEntry>,
+    limit: usize,
+    clock: u64,
+    stats: PrefixStats,
+}
+
+/// How the prefix cache has done since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefixStats {
+    /// Prompts that reused a cached prefix (of at least 16 tokens).
+    pub hits: u64,
+    /// Prompts that found none.
+    pub misses: u64,
+    /// Prompt tokens in all lookups, and how many of them were reused.
+    pub prompt_tokens: u64,
+    pub reused_tokens: u64,
+    /// Entries and bytes held now.
+    pub entries: usize,
+    pub bytes: usize,
+    /// Entries dropped to stay within the memory limit.
+    pub evictions: u64,
+}
+
+impl PrefixCache {
+    fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.bytes).sum()
+    }
+
+    fn evict_to(&mut self, limit: usize) {
+        while self.bytes() > limit && !self.entries.is_empty() {
+            let oldest = (0..self.entries.len())
+                .min_by_key(|&i| self.entries[i].used)
+                .expect("not empty");
+            self.entries.swap_remove(oldest);
+            self.stats.evictions += 1;
+        }
+    }
+}
+
+/// A generator over one model and tokenizer. It keeps the KV caches of recent
+/// prompts (a bounded LRU cache keyed by token ids), so that a request sharing a
+/// prefix with one of them (the same system prompt and file context, a retried
+/// request, the K samples of an evaluation) prefills only what is new.
 pub struct Generator {
-    prefix: Mutex<Option<PrefixEntry>>,
+    prefix: Mutex<PrefixCache>,
 }
 
 impl Default for Generator {
@@ -130,7 +179,33 @@ impl Default for Generator {
 impl Generator {
     pub fn new() -> Self {
         Self {
-            prefix: Mutex::new(None),
+            prefix: Mutex::new(PrefixCache {
+                entries: Vec::new(),
+                limit: DEFAULT_PREFIX_CACHE_BYTES,
+                clock: 0,
+                stats: PrefixStats::default(),
+            }),
+        }
+    }
+
+    fn prefix_cache(&self) -> std::sync::MutexGuard<'_, PrefixCache> {
+        self.prefix.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the prefix cache's memory limit (0 keeps nothing).
+    pub fn set_prefix_limit(&self, bytes: usize) {
+        let mut c = self.prefix_cache();
+        c.limit = bytes;
+        c.evict_to(bytes);
+    }
+
+    /// The prefix cache's counters.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        let c = self.prefix_cache();
+        PrefixStats {
+            entries: c.entries.len(),
+            bytes: c.bytes(),
+            ..c.stats
         }
     }
 
@@ -300,42 +375,68 @@ impl Generator {
         })
     }
 
-    /// A cache holding the longest prefix of `prompt` that the stored entry shares
+    /// A cache holding the longest prefix of `prompt` that a kept entry shares
     /// (always leaving at least one token to prefill), and its length.
     fn take_prefix(&self, model: &Model, prompt: &[u32]) -> Result<(KvCache, usize)> {
-        let guard = self.prefix.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = guard.as_ref() {
-            let common = entry
-                .ids
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count();
-            let common = common.min(prompt.len() - 1).min(entry.cache.len());
-            if common >= PREFIX_CACHE_MIN_TOKENS {
-                let mut cache = entry.cache.fork(1, prompt.len() - common)?;
-                cache.truncate(common);
-                return Ok((cache, common));
-            }
+        let mut c = self.prefix_cache();
+        let best = c
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let common = e.ids.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                (i, common.min(prompt.len() - 1).min(e.cache.len()))
+            })
+            .max_by_key(|&(_, common)| common);
+        c.stats.prompt_tokens += prompt.len() as u64;
+        if let Some((i, common)) = best.filter(|&(_, n)| n >= PREFIX_CACHE_MIN_TOKENS) {
+            c.clock += 1;
+            let clock = c.clock;
+            c.entries[i].used = clock;
+            c.stats.hits += 1;
+            c.stats.reused_tokens += common as u64;
+            let mut cache = c.entries[i].cache.fork(1, prompt.len() - common)?;
+            cache.truncate(common);
+            return Ok((cache, common));
         }
+        c.stats.misses += 1;
         Ok((model.new_cache(), 0))
     }
 
+    /// Keeps the cache of `prompt` (replacing entries it extends), within the limit.
     fn store_prefix(&self, prompt: &[u32], cache: &KvCache) -> Result<()> {
         if prompt.len() < PREFIX_CACHE_MIN_TOKENS {
             return Ok(());
         }
+        let limit = self.prefix_cache().limit;
+        if limit == 0 {
+            return Ok(());
+        }
+        // The copy is made outside the lock (it is the expensive part).
         let copy = cache.fork(1, 0)?;
-        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = Some(PrefixEntry {
+        let bytes = copy.bytes();
+        if bytes > limit {
+            return Ok(());
+        }
+        let mut c = self.prefix_cache();
+        // An entry whose ids this prompt starts with is covered by the new one.
+        c.entries
+            .retain(|e| !(e.ids.len() <= prompt.len() && prompt.starts_with(&e.ids)));
+        c.clock += 1;
+        let used = c.clock;
+        c.entries.push(PrefixEntry {
             ids: prompt.to_vec(),
             cache: copy,
+            bytes,
+            used,
         });
+        c.evict_to(limit);
         Ok(())
     }
 
-    /// Drops the remembered prefix (e.g. when the model's weights change).
+    /// Drops every kept prefix (e.g. when the model's weights change).
     pub fn clear_prefix(&self) {
-        *self.prefix.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.prefix_cache().entries.clear();
     }
 }
 

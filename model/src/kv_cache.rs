@@ -86,6 +86,15 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Bytes held by the buffers (allocated capacity, not only the used positions).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|c| (c.k.elem_count() + c.v.elem_count()) * c.k.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// Forgets every position from `len` on (the buffers stay).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

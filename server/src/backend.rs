@@ -58,6 +58,9 @@ impl Backend {
 
     fn apply_settings(&self, settings: Settings) {
         self.shared.models.set_model(settings.model.clone());
+        self.shared
+            .models
+            .set_prefix_limit(settings.prefix_cache.max_megabytes << 20);
         if let Some(w) = self.shared.feedback() {
             w.set_privacy(settings.feedback.privacy());
         }

@@ -42,6 +42,8 @@ pub fn stats(shared: &Shared) -> Value {
         "openDocuments": shared.docs.lock().len(),
         "trackedSuggestions": shared.tracker.lock().len(),
         "feedbackDropped": shared.feedback().map(|w| w.dropped()).unwrap_or(0),
+        // The served model's cache of prompt prefixes (null before it is loaded).
+        "prefixCache": shared.models.loaded().map(|m| m.lm.generator.prefix_stats()),
     })
 }
 

@@ -5,6 +5,7 @@
 //! new version is loaded beside the old one and swapped in between requests:
 //! requests hold an `Arc` of the version they started on and finish on it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use basis_model::registry::{ModelSpec, Version};
@@ -29,14 +30,17 @@ pub struct ModelHost {
     setting: Mutex<Option<String>>,
     current: Mutex<Option<Arc<Served>>>,
     load_lock: tokio::sync::Mutex<()>,
+    /// The prefix cache's memory limit, for every version loaded.
+    prefix_limit: Arc<AtomicUsize>,
 }
 
-fn load(spec: &ModelSpec, version: Version) -> anyhow::Result<Served> {
+fn load(spec: &ModelSpec, version: Version, prefix_limit: usize) -> anyhow::Result<Served> {
     let lm = spec.load(
         version,
         Precision::Quantized,
         &basis_model::default_device(),
     )?;
+    lm.generator.set_prefix_limit(prefix_limit);
     Ok(Served {
         lm,
         name: spec.name.clone(),
@@ -52,6 +56,17 @@ impl ModelHost {
             setting: Mutex::new(None),
             current: Mutex::new(None),
             load_lock: tokio::sync::Mutex::new(()),
+            prefix_limit: Arc::new(AtomicUsize::new(
+                basis_model::generate::DEFAULT_PREFIX_CACHE_BYTES,
+            )),
+        }
+    }
+
+    /// Sets the prefix cache's memory limit, now and for versions loaded later.
+    pub fn set_prefix_limit(&self, bytes: usize) {
+        self.prefix_limit.store(bytes, Ordering::Relaxed);
+        if let Some(m) = self.loaded() {
+            m.lm.generator.set_prefix_limit(bytes);
         }
     }
 
@@ -80,10 +95,11 @@ impl ModelHost {
         }
         let setting = self.setting.lock().unwrap().clone();
         let resolver = self.resolver.clone();
+        let limit = self.prefix_limit.load(Ordering::Relaxed);
         let served = tokio::task::spawn_blocking(move || -> anyhow::Result<Served> {
             let spec = resolver(setting.as_deref())?;
             let version = spec.current()?;
-            load(&spec, version)
+            load(&spec, version, limit)
         })
         .await??;
         let served = Arc::new(served);
@@ -102,13 +118,14 @@ impl ModelHost {
         let setting = self.setting.lock().unwrap().clone();
         let resolver = self.resolver.clone();
         let old_version = old.version;
+        let limit = self.prefix_limit.load(Ordering::Relaxed);
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Served>> {
             let spec = resolver(setting.as_deref())?;
             let version = spec.current()?;
             if version == old_version {
                 return Ok(None);
             }
-            load(&spec, version).map(Some)
+            load(&spec, version, limit).map(Some)
         })
         .await??;
         let Some(served) = loaded else {

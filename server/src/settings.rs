@@ -18,6 +18,23 @@ pub struct Settings {
     pub feedback: FeedbackSettings,
     pub localize: LocalizeSettings,
     pub review: ReviewSettings,
+    pub prefix_cache: PrefixCacheSettings,
+}
+
+/// The KV caches of recent prompts the model keeps for reuse.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PrefixCacheSettings {
+    /// Its memory limit (0: keep none).
+    pub max_megabytes: usize,
+}
+
+impl Default for PrefixCacheSettings {
+    fn default() -> Self {
+        Self {
+            max_megabytes: basis_model::generate::DEFAULT_PREFIX_CACHE_BYTES >> 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

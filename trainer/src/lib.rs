@@ -14,6 +14,7 @@
 //! repository code only in the sandbox, and knows nothing of LSP.
 
 pub mod checkpoint;
+pub mod device_check;
 pub mod episode;
 pub mod eval;
 pub mod feedback;

@@ -180,6 +180,14 @@ pub struct Accumulated {
     grads: Vec<Option<Tensor>>,
 }
 
+impl Accumulated {
+    /// Gradients given directly, one per trainable variable in [`Policy::vars`]
+    /// order (`None`: no gradient), e.g. to check the optimizer on its own.
+    pub fn with_gradients(grads: Vec<Option<Tensor>>) -> Self {
+        Self { grads }
+    }
+}
+
 impl Policy {
     /// Loads the model at `weights` in f32 on `device` and makes it trainable.
     pub fn load(

@@ -416,8 +416,9 @@ pub fn optimize(
 
 /// The warm start: `epochs` passes of supervised fine-tuning over `examples`
 /// (prompt ids, answer ids), one optimizer step per `batch` examples, the loss
-/// the mean negative log-likelihood of the answers' tokens. Returns the mean
-/// loss of each epoch.
+/// the mean negative log-likelihood of the answers' tokens. The warm start has
+/// a warmup and cosine schedule of its own, and leaves a fresh optimizer for
+/// what follows. Returns the mean loss of each epoch.
 pub fn warm_start(
     policy: &mut Policy,
     examples: &[(Vec<u32>, Vec<u32>)],
@@ -427,6 +428,9 @@ pub fn warm_start(
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<f64>, TrainError> {
     let mut losses = Vec::new();
+    let rl_steps = policy.cfg.total_steps;
+    policy.cfg.total_steps = epochs * examples.len().div_ceil(batch.max(1));
+    policy.moments = crate::policy::Moments::default();
     for epoch in 0..epochs {
         on(Event::Phase("warm start"));
         let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -447,6 +451,8 @@ pub fn warm_start(
         }
         losses.push(sum / n.max(1) as f64);
     }
+    policy.cfg.total_steps = rl_steps;
+    policy.moments = crate::policy::Moments::default();
     Ok(losses)
 }
 
