@@ -156,30 +156,37 @@ fn run_one(
         name: loaded.name.clone(),
         version: loaded.version.clone(),
     };
+    let report = evaluate_with_progress(&loaded.lm, label, tasks, workspaces, sandbox, &config);
+    Ok((report, loaded))
+}
+
+/// `eval::evaluate` with a line saying what runs and a progress bar on stderr
+/// (also what `basis model publish` evaluates with).
+pub fn evaluate_with_progress(
+    lm: &basis_model::LanguageModel,
+    label: ModelLabel,
+    tasks: &[Task],
+    workspaces: &Workspaces,
+    sandbox: &Sandbox,
+    config: &eval::Config,
+) -> Report {
     eprintln!(
-        "evaluating {} {} on {} tasks, {samples} sample(s) each",
+        "evaluating {} {} on {} tasks, {} sample(s) each",
         label.name,
         label.version,
-        tasks.len()
+        tasks.len(),
+        config.samples
     );
     let bar = indicatif::ProgressBar::new(tasks.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks {msg}")
             .expect("the template is valid"),
     );
-    let report = eval::evaluate(
-        &loaded.lm,
-        label,
-        tasks,
-        workspaces,
-        sandbox,
-        &config,
-        &mut |p| {
-            bar.set_position(p.done as u64);
-            bar.set_message(p.task.to_string());
-        },
-    );
+    let report = eval::evaluate(lm, label, tasks, workspaces, sandbox, config, &mut |p| {
+        bar.set_position(p.done as u64);
+        bar.set_message(p.task.to_string());
+    });
     bar.finish_and_clear();
-    Ok((report, loaded))
+    report
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {

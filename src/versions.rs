@@ -76,22 +76,7 @@ fn evaluate(
         temperature: if samples > 1 { 0.7 } else { 0.0 },
         ..eval::Config::default()
     };
-    eprintln!(
-        "evaluating {} {} on {} held-out tasks",
-        label.name,
-        label.version,
-        tasks.len()
-    );
-    let bar = indicatif::ProgressBar::new(tasks.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks {msg}")
-            .expect("the template is valid"),
-    );
-    let r = eval::evaluate(lm, label, tasks, workspaces, sandbox, &config, &mut |p| {
-        bar.set_position(p.done as u64);
-        bar.set_message(p.task.to_string());
-    });
-    bar.finish_and_clear();
-    r
+    crate::eval::evaluate_with_progress(lm, label, tasks, workspaces, sandbox, &config)
 }
 
 /// Evaluates a run's adapter against the served version and publishes it if
