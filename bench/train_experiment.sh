@@ -20,6 +20,7 @@
 #   OUT        a folder for the runs and reports (resumable: finished parts are kept)
 # Settings (environment): STEPS=8 TASKS_PER_STEP=5 GROUP=4 K=4 MAX_NEW_TOKENS=160
 #   LR=2e-4 SFT_EPOCHS=3 SEED=0 MODEL=(the default model)
+#   BASIS=a basis binary to use as it is (default: build target/release/basis)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TASKS="$(realpath "$1")"
@@ -31,8 +32,8 @@ STEPS="${STEPS:-8}" TASKS_PER_STEP="${TASKS_PER_STEP:-5}" GROUP="${GROUP:-4}" K=
 MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-160}" LR="${LR:-2e-4}" SFT_EPOCHS="${SFT_EPOCHS:-3}" SEED="${SEED:-0}"
 say() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
 
-BASIS="$ROOT/target/release/basis"
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+BASIS="${BASIS:-$ROOT/target/release/basis}"
+if [[ "${SKIP_BUILD:-0}" != 1 && "$BASIS" == "$ROOT/target/release/basis" ]]; then
     cargo build --release --bin basis >&2
 fi
 MODEL_ARGS=()

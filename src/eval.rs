@@ -189,6 +189,35 @@ pub fn evaluate_with_progress(
     report
 }
 
+/// Where a task file's relative repository paths are read: `--repo-root`,
+/// or else the task file's folder.
+pub fn repo_root(tasks_file: &Path, given: Option<&Path>) -> PathBuf {
+    match given {
+        Some(r) => r.to_path_buf(),
+        None => tasks_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    }
+}
+
+/// The task trees under `repo_root`, after checking that the tasks'
+/// repositories are there: none there is an error before any work starts, some
+/// missing a warning (those tasks are skipped and listed in the report).
+pub fn open_workspaces(repo_root: &Path, tasks: &[Task]) -> Result<Workspaces> {
+    let store = crate::store::Store::open()?;
+    let workspaces = Workspaces::new(repo_root, store.root().join("cache/trees"));
+    let missing = workspaces.check_repos(tasks.iter().map(|t| &t.repo))?;
+    for path in &missing {
+        eprintln!(
+            "warning: the repository {} does not exist; its tasks are skipped",
+            path.display()
+        );
+    }
+    Ok(workspaces)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     let path = dir.join(name);
     crate::skill_cli::write_file(&path, text).with_context(|| format!("writing {}", path.display()))
@@ -196,17 +225,8 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let tasks = selected(&args)?;
-    let repo_root = match &args.repo_root {
-        Some(r) => r.clone(),
-        None => args
-            .tasks
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-    };
-    let store = crate::store::Store::open()?;
-    let workspaces = Workspaces::new(&repo_root, store.root().join("cache/trees"));
+    let repo_root = repo_root(&args.tasks, args.repo_root.as_deref());
+    let workspaces = open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();
     let (report, loaded) = run_one(&args, args.model.as_deref(), &tasks, &workspaces, &sandbox)?;
     let mut md = eval::markdown(&report);

@@ -14,7 +14,6 @@ use basis_trainer::grpo::Clip;
 use basis_trainer::policy::{Policy, PolicyConfig};
 use basis_trainer::task::{self, Task};
 use basis_trainer::train::{self, Event, Sampler, TrainConfig};
-use basis_trainer::workspace::Workspaces;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -361,15 +360,8 @@ fn train(a: RunArgs) -> Result<()> {
             a.run.display()
         );
     }
-    let repo_root = a.repo_root.clone().unwrap_or_else(|| {
-        tasks_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
-    });
-    let store = crate::store::Store::open()?;
-    let workspaces = Workspaces::new(&repo_root, store.root().join("cache/trees"));
+    let repo_root = crate::eval::repo_root(&tasks_path, a.repo_root.as_deref());
+    let workspaces = crate::eval::open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();
     std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
     crate::versions::RunInfo {

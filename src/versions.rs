@@ -150,8 +150,7 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
         eprintln!("no held-out tasks: publishing without evaluation (--force)");
         details["gate"] = serde_json::json!("skipped: no held-out tasks (--force)");
     } else {
-        let store = crate::store::Store::open()?;
-        let workspaces = Workspaces::new(&info.repo_root, store.root().join("cache/trees"));
+        let workspaces = crate::eval::open_workspaces(&info.repo_root, &held)?;
         let sandbox = Sandbox::detect();
         let before_lm = spec.load(served, Precision::Quantized, &device)?;
         let before = evaluate(

@@ -24,6 +24,15 @@ use crate::task::RepoRef;
 pub enum WorkspaceError {
     #[error("the repository {0} does not exist")]
     RepoMissing(PathBuf),
+    #[error(
+        "none of the tasks' repositories exists ({count} looked for, the first {first}); \
+         relative repository paths are read under {root}: is the repository root (--repo-root) right?"
+    )]
+    NoRepos {
+        first: PathBuf,
+        root: PathBuf,
+        count: usize,
+    },
     #[error("{repo} has no commit `{commit}`")]
     CommitMissing { repo: PathBuf, commit: String },
     #[error("the task's patch does not apply to {repo}: {message}")]
@@ -156,6 +165,28 @@ impl Workspaces {
         } else {
             self.repo_root.join(p)
         }
+    }
+
+    /// Checks before a long run that the tasks' repositories are here. Every
+    /// one missing is an error that names the first and the root they were
+    /// looked for under (a wrong `--repo-root` should not cost a run that
+    /// skips every task); some missing returns those paths, for a warning.
+    pub fn check_repos<'a>(
+        &self,
+        repos: impl IntoIterator<Item = &'a RepoRef>,
+    ) -> Result<Vec<PathBuf>, WorkspaceError> {
+        let mut paths: Vec<PathBuf> = repos.into_iter().map(|r| self.repo_path(r)).collect();
+        paths.sort();
+        paths.dedup();
+        let missing: Vec<PathBuf> = paths.iter().filter(|p| !p.is_dir()).cloned().collect();
+        if !paths.is_empty() && missing.len() == paths.len() {
+            return Err(WorkspaceError::NoRepos {
+                first: missing[0].clone(),
+                root: self.repo_root.clone(),
+                count: missing.len(),
+            });
+        }
+        Ok(missing)
     }
 
     /// The task's tree: the repository (at its commit) with its patch laid over.
@@ -322,6 +353,15 @@ mod tests {
             path: "no/such/repo".into(),
             ..r.clone()
         };
+        assert_eq!(
+            ws.check_repos([&r, &gone]).unwrap(),
+            vec![ws.repo_path(&gone)]
+        );
+        let err = ws.check_repos([&gone, &gone]).unwrap_err().to_string();
+        assert!(
+            err.contains("--repo-root") && err.contains("no/such/repo"),
+            "{err}"
+        );
         assert!(matches!(
             ws.open(&gone),
             Err(WorkspaceError::RepoMissing(_))
