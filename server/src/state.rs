@@ -93,6 +93,9 @@ pub struct Shared {
     pub diagnostics: Mutex<SkillDiagnostics>,
     /// The review started by the last save (`review.onSave`): a new save stops it.
     pub review_on_save: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Edits offered for preview (`preview: true`), by suggestion id, until the
+    /// client answers `basis.accept` or `basis.reject`.
+    pub previews: Mutex<HashMap<String, crate::skills::run::PendingEdit>>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             progress_cancels: Mutex::new(HashMap::new()),
             diagnostics: Mutex::new(SkillDiagnostics::default()),
             review_on_save: Mutex::new(None),
+            previews: Mutex::new(HashMap::new()),
         });
         crate::indexing::spawn_update_worker(&shared, queue);
         shared

@@ -5,6 +5,7 @@
 
 pub mod fuzz;
 pub mod lsp;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

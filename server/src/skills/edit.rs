@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::*;
 
-use super::run::{arg, skill_error};
+use super::run::{arg, skill_error, wants_preview};
 use crate::position::{from_byte, to_char};
 use crate::proto::{self, text_edit};
 use crate::state::Ctx;
@@ -45,6 +45,7 @@ pub fn code_action(uri: &Uri, range: Range) -> Option<CodeActionOrCommand> {
 
 /// `basis.edit`.
 pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
+    let preview = wants_preview(&args);
     let a: Args = arg(args, COMMAND)?;
     let instruction = a
         .instruction
@@ -96,7 +97,8 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         from_byte(&rope, end_byte, enc),
     );
     let workspace_edit = text_edit(&a.uri, range, replacement.clone());
-    cx.apply_edit_then(
+    cx.offer_edit(
+        preview,
         "Basis: edit".into(),
         workspace_edit.clone(),
         id.clone(),

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::*;
 
-use super::run::{cancellable_sandbox, text_arg, StepProgress};
+use super::run::{cancellable_sandbox, text_arg, wants_preview, StepProgress};
 use crate::cancel::CancelOnDrop;
 use crate::indexing::wait_for_index;
 use crate::position::{from_byte, Encoding};
@@ -22,6 +22,7 @@ pub const COMMAND: &str = "basis.reproduce";
 
 /// `basis.reproduce`.
 pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
+    let preview = wants_preview(&args);
     let issue = text_arg(args, COMMAND, "issue")?;
     let root = cx.workspace_root()?;
     wait_for_index(&cx.shared).await?;
@@ -94,9 +95,10 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
     let existing = std::fs::read_to_string(&test_path).ok();
     let workspace_edit =
         replace_file_edit(&test_uri, existing.as_deref(), &test, cx.shared.encoding());
-    cx.apply_edit_then(
+    cx.offer_edit(
+        preview,
         "Basis: reproduction test".into(),
-        workspace_edit,
+        workspace_edit.clone(),
         id.clone(),
         Some((test_uri.clone(), test.clone())),
         |_| async {},
@@ -108,6 +110,7 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         "modelVersion": served.version.to_string(),
         "testFile": test_uri,
         "test": test,
+        "edit": workspace_edit,
         "reproduced": reproduced,
         "verdict": verdict,
         "message": message,

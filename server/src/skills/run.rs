@@ -53,6 +53,27 @@ fn sandbox() -> &'static Sandbox {
     SANDBOX.get_or_init(Sandbox::detect)
 }
 
+/// What runs once a previewed edit was applied (the tests of a testgen).
+type Then =
+    Box<dyn FnOnce(Ctx) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+/// An edit offered for preview, waiting for `basis.accept` or `basis.reject`.
+pub struct PendingEdit {
+    label: String,
+    edit: WorkspaceEdit,
+    track: Option<(Uri, String)>,
+    then: Then,
+}
+
+/// Whether a command's argument asks for a preview (`{…, "preview": true}`):
+/// the edit then waits for `basis.accept` instead of being sent at once.
+pub fn wants_preview(args: &[Value]) -> bool {
+    args.first()
+        .and_then(|a| a.get("preview"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 /// A command's first argument, deserialised; an error that names the command.
 pub fn arg<T: for<'de> Deserialize<'de>>(args: Vec<Value>, command: &str) -> Result<T> {
     let first = args
@@ -425,6 +446,80 @@ impl Ctx {
         proto::internal(message)
     }
 
+    /// Offers `edit` to the client. Without `preview`, it is sent as
+    /// `workspace/applyEdit` at once ([`Ctx::apply_edit_then`]). With `preview`
+    /// (a client that shows the change and asks first, and whose `applyEdit`
+    /// handler cannot wait for the user), it waits in [`Shared::previews`]:
+    /// `basis.accept` sends it then, `basis.reject` records the refusal, and one
+    /// left unanswered for [`APPLY_EDIT_WAIT`] is rejected.
+    pub fn offer_edit<F, Fut>(
+        &self,
+        preview: bool,
+        label: String,
+        edit: WorkspaceEdit,
+        id: String,
+        track: Option<(Uri, String)>,
+        then: F,
+    ) where
+        F: FnOnce(Ctx) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if !preview {
+            return self.apply_edit_then(label, edit, id, track, then);
+        }
+        let pending = PendingEdit {
+            label,
+            edit,
+            track,
+            then: Box::new(move |cx| Box::pin(then(cx))),
+        };
+        self.shared.previews.lock().insert(id.clone(), pending);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(APPLY_EDIT_WAIT).await;
+            if shared.previews.lock().remove(&id).is_some() {
+                shared.record_event(
+                    &id,
+                    EventKind::Rejected {
+                        reason: format!(
+                            "the preview was not answered within {} s",
+                            APPLY_EDIT_WAIT.as_secs()
+                        ),
+                    },
+                );
+            }
+        });
+    }
+
+    /// `basis.accept {suggestionId}`: the previewed edit is sent as
+    /// `workspace/applyEdit` (and recorded by the client's answer to it).
+    pub fn accept_preview(&self, id: &str) -> Result<Value> {
+        let p = self.take_preview(id)?;
+        self.apply_edit_then(p.label, p.edit.clone(), id.to_string(), p.track, p.then);
+        Ok(serde_json::json!({"suggestionId": id, "edit": p.edit}))
+    }
+
+    /// `basis.reject {suggestionId, reason?}`: the previewed edit is dropped and
+    /// recorded as rejected (reason `dismissed` unless the client says more).
+    pub fn reject_preview(&self, id: &str, reason: Option<String>) -> Result<Value> {
+        self.take_preview(id)?;
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "dismissed".into());
+        self.shared.record_event(id, EventKind::Rejected { reason });
+        Ok(serde_json::json!({"suggestionId": id}))
+    }
+
+    fn take_preview(&self, id: &str) -> Result<PendingEdit> {
+        self.shared.previews.lock().remove(id).ok_or_else(|| {
+            proto::invalid_params(format!(
+                "no previewed edit of suggestion `{id}` is waiting (it was answered \
+                 already, or not answered within {} s)",
+                APPLY_EDIT_WAIT.as_secs()
+            ))
+        })
+    }
+
     /// Sends `edit` as `workspace/applyEdit` from a task (a handler never waits
     /// on the client) and records the answer; `then` runs once it was applied.
     /// An edit the client leaves unanswered for [`APPLY_EDIT_WAIT`] is rejected.
@@ -450,15 +545,17 @@ impl Ctx {
                     }),
             )
             .await;
-            let applied = match answer {
-                Ok(Ok(r)) => r.applied,
+            // A client that previews the edit answers `applied: false` with a
+            // `failureReason` (e.g. "dismissed") when the user turns it down.
+            let (applied, reason) = match answer {
+                Ok(Ok(r)) => (r.applied, r.failure_reason),
                 Ok(Err(e)) => {
                     tracing::info!("workspace/applyEdit failed: {e}");
-                    false
+                    (false, None)
                 }
                 Err(_) => {
                     tracing::info!("workspace/applyEdit got no answer");
-                    false
+                    (false, None)
                 }
             };
             if applied {
@@ -474,7 +571,9 @@ impl Ctx {
                 cx.shared.record_event(
                     &id,
                     EventKind::Rejected {
-                        reason: "the edit was not applied".into(),
+                        reason: reason
+                            .filter(|r| !r.trim().is_empty())
+                            .unwrap_or_else(|| "the edit was not applied".into()),
                     },
                 );
             }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::*;
 
-use super::run::{arg, cancellable_sandbox, skill_error, StepProgress};
+use super::run::{arg, cancellable_sandbox, skill_error, wants_preview, StepProgress};
 use super::SOURCE;
 use crate::position::{from_byte, to_char, Encoding};
 use crate::proto::{self, create_file_edit, text_edit};
@@ -62,6 +62,7 @@ pub fn code_action(cx: &Ctx, uri: &Uri, at: Position) -> Option<CodeActionOrComm
 
 /// `basis.testgen`.
 pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
+    let preview = wants_preview(&args);
     let a: Args = arg(args, COMMAND)?;
     let (rel, _path, text) = cx.text_of(&a.uri)?;
     let language = testgen::language_of(&rel).map_err(skill_error)?;
@@ -114,7 +115,8 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         placement: placement.clone(),
         root,
     };
-    cx.apply_edit_then(
+    cx.offer_edit(
+        preview,
         "Basis: generate tests".into(),
         workspace_edit.clone(),
         id.clone(),
