@@ -4,7 +4,9 @@
 # - Debian packages: bubblewrap (the sandbox and its escape probes), the system
 #   Python 3 the sandbox runs Python tests with, git (review, the fixture
 #   repositories); installed with apt-get (as root, or through sudo);
-# - a headless Neovim under $BASIS_TOOLS (scripts/install-neovim.sh).
+# - a headless Neovim under $BASIS_TOOLS (scripts/install-neovim.sh);
+# - Node, code-server, playwright-core and Chromium for tests/vscode.rs
+#   (scripts/install-vscode-test.sh).
 # The default model is pulled by the tests themselves on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +31,4 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 bash scripts/install-neovim.sh >&2
+bash scripts/install-vscode-test.sh >&2
