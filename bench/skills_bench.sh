@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The skills' benchmark (examples/bench_skills.rs): time to a shown suggestion per
-# skill (p50) on the default model and the Python fixture repository, and the
+# skill on the default model and the Python fixture repository, p50 and p95, for
+# the first request and for the same request repeated (its prompt prefix cached),
+# each split into prefill and decode; and the
 # sandbox's overhead for one test run against the same tests run directly (Python
 # unittest, and cargo test after an edit), warm. Prints the JSON report and
 # writes it to bench/skills-results-latest.json.

@@ -1,6 +1,9 @@
 //! Benchmark of the skills: time to a shown suggestion (the prompt built, the
-//! model's answer generated and parsed) per skill, p50 over RUNS rounds, on the
-//! Python fixture repository; and the sandbox's overhead for one test run
+//! model's answer generated and parsed) per skill on the Python fixture
+//! repository, p50 and p95 over RUNS rounds, for the first request (an empty
+//! prefix cache) and for the same request repeated at once (its prompt cached),
+//! each split into prefill (to the first generated token) and decode; and the
+//! sandbox's overhead for one test run
 //! against running the same tests directly (warm runs, median of RUNS each):
 //! Python unittest on the Python fixture, and `cargo test` on the Rust fixture
 //! after touching its source (as a test run after an edit does; the sandbox's
@@ -44,11 +47,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -82,9 +80,56 @@ fn direct(dir: &Path, argv: &[&str], env: &[(&str, &str)], clean: bool) -> Durat
 }
 
 /// Runs skill `S` once on `input` with its default options; the tokens it wrote.
-fn tokens_of<S: Skill>(lm: &LanguageModel, input: &S::Input) -> usize {
-    let outcome = S::run(lm, input, &S::default_options(), &mut |_| {}, &|| false).unwrap();
-    S::generated(&outcome).token_count
+/// One timed request: total, prefill (to the first generated token) and
+/// decode milliseconds, and the tokens generated.
+struct Timed {
+    total: f64,
+    prefill: f64,
+    tokens: usize,
+}
+
+fn timed<S: Skill>(lm: &LanguageModel, input: &S::Input) -> Timed {
+    let t = Instant::now();
+    let mut first: Option<f64> = None;
+    let outcome = S::run(
+        lm,
+        input,
+        &S::default_options(),
+        &mut |n| {
+            if n > 0 && first.is_none() {
+                first = Some(ms(t.elapsed()));
+            }
+        },
+        &|| false,
+    )
+    .unwrap();
+    let total = ms(t.elapsed());
+    Timed {
+        total,
+        prefill: first.unwrap_or(total),
+        tokens: S::generated(&outcome).token_count,
+    }
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50 and p95 of the totals, p50 of prefill and decode, and prefill's share
+/// of the total time.
+fn summary(runs: &[Timed]) -> serde_json::Value {
+    let total: Vec<f64> = runs.iter().map(|r| r.total).collect();
+    let prefill: Vec<f64> = runs.iter().map(|r| r.prefill).collect();
+    let decode: Vec<f64> = runs.iter().map(|r| r.total - r.prefill).collect();
+    let share = prefill.iter().sum::<f64>() / total.iter().sum::<f64>().max(1e-9);
+    json!({
+        "p50_ms": percentile(total.clone(), 0.5),
+        "p95_ms": percentile(total, 0.95),
+        "prefill_p50_ms": percentile(prefill, 0.5),
+        "decode_p50_ms": percentile(decode, 0.5),
+        "prefill_share": share,
+    })
 }
 
 fn main() {
@@ -141,38 +186,40 @@ fn main() {
         }],
     };
 
-    // Round robin, so that no request finds its own prompt in the KV cache.
-    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut tokens: HashMap<&str, usize> = HashMap::new();
+    // Round robin; each request first with an empty prefix cache, then the same
+    // request again at once (the user asking twice, review on every save).
+    let mut first: HashMap<&str, Vec<Timed>> = HashMap::new();
+    let mut repeat: HashMap<&str, Vec<Timed>> = HashMap::new();
     for _ in 0..runs {
-        let mut time = |name: &'static str, f: &mut dyn FnMut() -> usize| {
-            let t = Instant::now();
-            let n = f();
-            times.entry(name).or_default().push(ms(t.elapsed()));
-            *tokens.entry(name).or_default() += n;
+        let mut time = |name: &'static str, f: &mut dyn FnMut() -> Timed| {
+            lm.generator.clear_prefix();
+            first.entry(name).or_default().push(f());
+            repeat.entry(name).or_default().push(f());
         };
         time("localize", &mut || {
-            tokens_of::<localize::LocalizeSkill>(&lm, &localize_input)
+            timed::<localize::LocalizeSkill>(&lm, &localize_input)
         });
-        time("edit", &mut || {
-            tokens_of::<edit::EditSkill>(&lm, &edit_input)
-        });
+        time("edit", &mut || timed::<edit::EditSkill>(&lm, &edit_input));
         time("testgen", &mut || {
-            tokens_of::<testgen::TestgenSkill>(&lm, &testgen_input)
+            timed::<testgen::TestgenSkill>(&lm, &testgen_input)
         });
         time("reproduce", &mut || {
-            tokens_of::<reproduce::ReproduceSkill>(&lm, &reproduce_input)
+            timed::<reproduce::ReproduceSkill>(&lm, &reproduce_input)
         });
         time("review", &mut || {
-            tokens_of::<review::ReviewSkill>(&lm, &review_input)
+            timed::<review::ReviewSkill>(&lm, &review_input)
         });
     }
     let mut skills = serde_json::Map::new();
     for name in ["localize", "edit", "testgen", "reproduce", "review"] {
-        let t = times.remove(name).unwrap();
+        let (f, r) = (&first[name], &repeat[name]);
         skills.insert(
             name.into(),
-            json!({"p50_ms": median(t), "mean_tokens": tokens[name] as f64 / runs as f64}),
+            json!({
+                "first": summary(f),
+                "repeat": summary(r),
+                "mean_tokens": f.iter().map(|t| t.tokens as f64).sum::<f64>() / f.len() as f64,
+            }),
         );
     }
 
@@ -196,7 +243,7 @@ fn main() {
         assert!(o.success(), "{}", o.stderr);
         s.push(ms(t.elapsed()));
     }
-    let (py_direct, py_sandbox) = (median(d), median(s));
+    let (py_direct, py_sandbox) = (percentile(d, 0.5), percentile(s, 0.5));
 
     let rs = tmp.path().join("rust_ledger");
     copy_dir(&fixture("rust_ledger"), &rs);
@@ -222,7 +269,7 @@ fn main() {
         assert!(o.success(), "{}", o.stderr);
         s.push(ms(t.elapsed()));
     }
-    let (rs_direct, rs_sandbox) = (median(d), median(s));
+    let (rs_direct, rs_sandbox) = (percentile(d, 0.5), percentile(s, 0.5));
 
     let out = json!({
         "runs": runs,
