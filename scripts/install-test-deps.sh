@@ -15,20 +15,7 @@ missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
 command -v git >/dev/null || missing+=(git)
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "installing ${missing[*]} with apt-get" >&2
-    if [[ $(id -u) -eq 0 ]]; then
-        as_root=()
-    elif command -v sudo >/dev/null; then
-        as_root=(sudo)
-    else
-        echo "error: the tests need ${missing[*]}; install them (Debian/Ubuntu: apt-get install ${missing[*]}) and run this again" >&2
-        exit 1
-    fi
-    # apt-get takes the dpkg lock itself; wait for it instead of failing.
-    "${as_root[@]}" flock /tmp/basis-apt.lock sh -c \
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 ${missing[*]}"
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "the tests" "${missing[@]}"
 
 bash scripts/install-neovim.sh >&2
 bash scripts/install-vscode-test.sh >&2

@@ -28,20 +28,7 @@ for pkg in chromium libkrb5-dev libsecret-1-dev libx11-dev libxkbfile-dev; do
 done
 command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "installing ${missing[*]} with apt-get" >&2
-    if [[ $(id -u) -eq 0 ]]; then
-        as_root=()
-    elif command -v sudo >/dev/null; then
-        as_root=(sudo)
-    else
-        echo "error: the VS Code tests need ${missing[*]}; install them (Debian/Ubuntu: apt-get install ${missing[*]}) and run this again" >&2
-        exit 1
-    fi
-    # apt-get takes the dpkg lock itself; wait for it instead of failing.
-    "${as_root[@]}" flock /tmp/basis-apt.lock sh -c \
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 ${missing[*]}" >&2
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "the VS Code tests" "${missing[@]}"
 
 # Node 24.
 if [[ ! -x "$NODE_DIR/bin/node" ]]; then
