@@ -18,7 +18,7 @@
 #   provide the real ones. The stubs are never on a run-time library path.
 # - candle-kernels compiles its PTX at build time for CUDA_COMPUTE_CAP (it would
 #   ask nvidia-smi, which does not exist here).
-# The build takes ~25 minutes on 2 cores from a cold target folder.
+# The build takes 16-25 minutes on 2 cores from a cold target folder.
 #
 # Settings (environment): CUDA_COMPUTE_CAP=90, BASIS_CUDA_HOME, PYTHON=python3.
 set -euo pipefail
