@@ -327,6 +327,15 @@ def cell(rec, key):
     return x, f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
+def gguf_parameters(path):
+    """The number of weights in a GGUF file (every tensor's elements)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return None
+    return int(sum(int(t.n_elements) for t in GGUFReader(path).tensors))
+
+
 def cmd_report(args):
     with open(args.results) as f:
         recs = [json.loads(line) for line in f if line.strip()]
@@ -360,6 +369,20 @@ def cmd_report(args):
             notes.append(f"basis stopped early in decode (end of sequence) after {ok_b['decode_tokens']} tokens")
         if ok_l.get("decode_hit_eos"):
             notes.append("llama.cpp's greedy decode produced end-of-sequence; it was fed back and decoding went on")
+    peak = find("machine", "fma_peak")
+    if peak and (ok_b or ok_l):
+        params = gguf_parameters(args.model_path) if args.model_path else None
+        if params:
+            def share(rec):
+                gflops = 2 * params * rec["prefill_tok_s"] / 1e9
+                return f"{gflops:.1f} GFLOP/s ({100 * gflops / peak['gflops']:.0f}% of the peak)"
+            parts = [f"basis {share(ok_b)}" if ok_b else None,
+                     f"llama.cpp {share(ok_l)}" if ok_l else None]
+            notes.append(f"prefill arithmetic (2 x {params:,} parameters x tok/s, which counts the "
+                         "output layer for every prompt token though both run it for the last only): "
+                         + ", ".join(p for p in parts if p)
+                         + f"; measured f32 FMA peak of this machine on {peak['threads']} threads "
+                         f"({peak['simd']}): {peak['gflops']:.1f} GFLOP/s")
     base = find("baseline", "infer")
     if base:
         rev = base.get("rev", "?")
@@ -468,6 +491,7 @@ def main():
     for opt in ("--date", "--cpu", "--threads", "--model-name", "--sha256", "--basis-version"):
         s.add_argument(opt, required=True)
     s.add_argument("--quick", action="store_true")
+    s.add_argument("--model-path", help="the GGUF, to count its parameters for prefill's GFLOP/s")
     s.add_argument("--md-out", help="also write the markdown here")
     s.set_defaults(func=cmd_report)
 

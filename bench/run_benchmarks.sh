@@ -3,6 +3,8 @@
 #   inference  basis generate   vs llama.cpp (llama-cpp-python): prefill and decode tok/s
 #   training   bench_update     vs PyTorch (transformers, PEFT): the trainer's update
 #                               step, full fine-tuning and LoRA, tok/s
+#   peak       fma_peak         the machine's f32 FMA GFLOP/s, beside prefill's
+#                               achieved GFLOP/s (2 x parameters x tokens/s)
 # Prints a markdown table (basis | peer | basis/peer) and writes it to
 # bench/results-latest.md. Progress goes to stderr.
 #
@@ -41,6 +43,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     say "building release binaries"
     cargo build --release --bin basis >&2
     cargo build --release -p basis-trainer --example bench_update >&2
+    cargo build --release -p basis-model --example fma_peak >&2
 fi
 for bin in "$BASIS" "$BENCH_TRAIN"; do
     [[ -x "$bin" ]] || { echo "missing $bin (run without SKIP_BUILD=1)" >&2; exit 1; }
@@ -99,6 +102,10 @@ peers() { "$PY" "$ROOT/bench/peers.py" "$@" >&2 || FAILED=1; }
 
 say "model $MODEL, $THREADS threads, $([[ $QUICK == 1 ]] && echo quick || echo full) run"
 
+# ---- the machine's arithmetic peak (f32 FMA on every thread), for prefill's GFLOP/s
+say "FMA peak on $THREADS threads"
+"$ROOT/target/release/examples/fma_peak" "$THREADS" | tee -a "$RESULTS" >&2 || FAILED=1
+
 # ---- inference: prefill (128-token prompt) and decode (128 greedy tokens)
 say "inference: basis"
 BASELINE_ARGS=()
@@ -131,6 +138,7 @@ CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
     --cpu "${CPU:-unknown}" \
     --threads "$THREADS" \
     --model-name "$MODEL" \
+    --model-path "$MODEL" \
     --sha256 "$(sha256sum "$MODEL" | cut -d' ' -f1)" \
     --basis-version "$("$BASIS" --version), tree $REV, basis built $(built "$BASIS"), bench_update built $(built "$BENCH_TRAIN")" \
     "${QUICK_FLAG[@]}" \
