@@ -219,6 +219,7 @@ fn main() {
                 "first": summary(f),
                 "repeat": summary(r),
                 "mean_tokens": f.iter().map(|t| t.tokens as f64).sum::<f64>() / f.len() as f64,
+                "repeat_mean_tokens": r.iter().map(|t| t.tokens as f64).sum::<f64>() / r.len() as f64,
             }),
         );
     }
