@@ -408,7 +408,15 @@ impl Generator {
         if prompt.len() < PREFIX_CACHE_MIN_TOKENS {
             return Ok(());
         }
-        let limit = self.prefix_cache().limit;
+        let limit = {
+            let c = self.prefix_cache();
+            // A repeated prompt found itself in `take_prefix` (which marked it
+            // used): copying its cache again would only replace it.
+            if c.entries.iter().any(|e| e.ids == prompt) {
+                return Ok(());
+            }
+            c.limit
+        };
         if limit == 0 {
             return Ok(());
         }

@@ -91,25 +91,16 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// Per-row `log_softmax(logits)[target]` with a one-pass backward.
 struct TokenLogprobs;
 
-/// A contiguous f32 tensor's numbers.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("token_logprobs: expected f32 logits")
-    };
+/// The numbers of a contiguous CPU tensor (an op's input).
+fn numbers<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let (a, b) = l
         .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("token_logprobs: logits not contiguous".into()))?;
-    Ok(&v[a..b])
+        .ok_or_else(|| candle_core::Error::Msg("a custom op's input is not contiguous".into()))?;
+    Ok(&s.as_slice::<T>()?[a..b])
 }
 
-fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
-    let CpuStorage::U32(v) = s else {
-        candle_core::bail!("token_logprobs: expected u32 targets")
-    };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("token_logprobs: targets not contiguous".into()))?;
-    Ok(&v[a..b])
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    numbers(s, l)
 }
 
 /// The log of the sum of exponentials of a row, with its max for stability.
@@ -133,7 +124,7 @@ impl CustomOp2 for TokenLogprobs {
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = ll.shape().dims2()?;
         let x = f32s(logits, ll)?;
-        let t = u32s(targets, tl)?;
+        let t: &[u32] = numbers(targets, tl)?;
         let out: Vec<f32> = (0..rows)
             .into_par_iter()
             .map(|r| {

@@ -18,19 +18,23 @@ fn lora_computes_no_base_weight_gradient_and_full_computes_all() {
     // in two passes: the prompt, then the completions after it.
     let linears = 2 * (7 * spec.layers + 1) as u64;
 
-    let lora = PolicyConfig {
+    // One backward pass of a group's log-probs; the weight-gradient work it did.
+    let work_of = |config: PolicyConfig| {
+        let policy = Policy::from_model(load(), config, 1).unwrap();
+        stats::reset();
+        let logps = policy
+            .group_logprobs(&[1, 2, 3], &[&[4, 5], &[6]], 1.0)
+            .unwrap();
+        let loss = (logps[0].sum_all().unwrap() + logps[1].sum_all().unwrap()).unwrap();
+        let mut acc = policy.accumulator();
+        policy.backward(&loss, &mut acc).unwrap();
+        stats::snapshot()
+    };
+
+    let work = work_of(PolicyConfig {
         lora: Some(LoraConfig::new(4, 8.0, &["q_proj", "v_proj"])),
         ..PolicyConfig::default()
-    };
-    let policy = Policy::from_model(load(), lora, 1).unwrap();
-    stats::reset();
-    let logps = policy
-        .group_logprobs(&[1, 2, 3], &[&[4, 5], &[6]], 1.0)
-        .unwrap();
-    let loss = (logps[0].sum_all().unwrap() + logps[1].sum_all().unwrap()).unwrap();
-    let mut acc = policy.accumulator();
-    policy.backward(&loss, &mut acc).unwrap();
-    let work = stats::snapshot();
+    });
     assert_eq!(
         work.weight_grads, 0,
         "LoRA computed base-weight gradients: {work:?}"
@@ -43,19 +47,10 @@ fn lora_computes_no_base_weight_gradient_and_full_computes_all() {
         "{work:?}"
     );
 
-    let full = PolicyConfig {
+    let work = work_of(PolicyConfig {
         lora: None,
         ..PolicyConfig::default()
-    };
-    let policy = Policy::from_model(load(), full, 1).unwrap();
-    stats::reset();
-    let logps = policy
-        .group_logprobs(&[1, 2, 3], &[&[4, 5], &[6]], 1.0)
-        .unwrap();
-    let loss = (logps[0].sum_all().unwrap() + logps[1].sum_all().unwrap()).unwrap();
-    let mut acc = policy.accumulator();
-    policy.backward(&loss, &mut acc).unwrap();
-    let work = stats::snapshot();
+    });
     assert_eq!(work.weight_grads, linears, "{work:?}");
     assert_eq!(work.frozen_weight_grads_skipped, 0, "{work:?}");
 }

@@ -338,8 +338,14 @@ end
 -- Runs a skill command whose answer is an edit to preview. `on_done(err,
 -- result)` hears the command's answer (the preview is then on screen);
 -- `on_answer(err, result)` hears the server's answer to the accept or reject.
-local function offer(command, argument, title, on_done, on_answer)
-  local client, bufnr = current_client()
+-- `ctx` (a code action's) names the client and buffer; else the current ones.
+local function offer(command, argument, title, on_done, on_answer, ctx)
+  local client, bufnr
+  if ctx then
+    client, bufnr = vim.lsp.get_client_by_id(ctx.client_id), ctx.bufnr
+  else
+    client, bufnr = current_client()
+  end
   if not client then
     return
   end
@@ -488,25 +494,12 @@ function M.setup(config)
         return
       end
       argument.instruction = instruction
-      local client = vim.lsp.get_client_by_id(ctx.client_id)
-      argument.preview = true
-      execute('basis.edit', argument, function(err, result)
-        if result and result.edit and result.suggestionId then
-          show_preview(client, ctx.bufnr, result, 'Basis: edit')
-        end
-      end, client, ctx.bufnr)
+      offer('basis.edit', argument, 'Basis: edit', nil, nil, ctx)
     end)
   end
   -- Tests from the code action are previewed too.
   vim.lsp.commands['basis.testgen'] = function(command, ctx)
-    local argument = vim.deepcopy(command.arguments[1])
-    argument.preview = true
-    local client = vim.lsp.get_client_by_id(ctx.client_id)
-    execute('basis.testgen', argument, function(err, result)
-      if result and result.edit and result.suggestionId then
-        show_preview(client, ctx.bufnr, result, 'Basis: tests')
-      end
-    end, client, ctx.bufnr)
+    offer('basis.testgen', vim.deepcopy(command.arguments[1]), 'Basis: tests', nil, nil, ctx)
   end
 end
 
