@@ -359,6 +359,18 @@ fn an_edit_during_a_request_gives_content_modified() {
     // Without an edit the same request succeeds.
     let r = c.call("basis/debug/sleep", json!({"ms": 10}));
     assert_eq!(r["finished"], true);
+    // Opening and closing a document change no text: not an edit (an editor
+    // opens files whenever it likes, and a request must not fail for it).
+    let id = c.send_request("basis/debug/sleep", json!({"ms": 600, "untilEdited": true}));
+    c.wait_stats(|s| s["generationsStarted"] == 3);
+    let other = file_uri(&ws.path().join("other.py"));
+    c.open(&other, "python", "y = 1\n");
+    c.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": other}}),
+    );
+    let r = c.wait_response(id);
+    assert_eq!(r["result"]["finished"], true, "{r}");
     assert!(c.shutdown());
 }
 

@@ -92,7 +92,9 @@ fn apply_in_order(shared: &Shared, req: &Request) {
                     .docs
                     .lock()
                     .open(doc.uri.as_str(), &doc.text, doc.version, language);
-                shared.edits.fetch_add(1, Ordering::AcqRel);
+                // Opening (and closing) a document changes no text: not an edit,
+                // or an editor that opens a file while a request runs would see
+                // it fail with `ContentModified`.
             }
         }
         "textDocument/didChange" => {
@@ -118,7 +120,6 @@ fn apply_in_order(shared: &Shared, req: &Request) {
         "textDocument/didClose" => {
             if let Some(p) = params::<DidCloseTextDocumentParams>(req) {
                 shared.docs.lock().close(p.text_document.uri.as_str());
-                shared.edits.fetch_add(1, Ordering::AcqRel);
             }
         }
         "textDocument/didSave" => {

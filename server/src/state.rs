@@ -70,7 +70,8 @@ pub struct Shared {
     pub started: AtomicBool,
     encoding: AtomicU8,
     pub docs: Mutex<Documents>,
-    /// Bumped by every document change: a long request that sees it move answers
+    /// Bumped by every change to an open document's text (`didChange`; opening
+    /// and closing are not changes): a long request that sees it move answers
     /// `ContentModified`.
     pub edits: AtomicU64,
     pub root: Mutex<Option<PathBuf>>,

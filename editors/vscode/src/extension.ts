@@ -34,6 +34,9 @@ let reviewStatus: vscode.StatusBarItem;
 let lastReview: string | undefined;
 let previews: Previews;
 const served: { model?: string; version?: string } = {};
+/** JSON-RPC error codes of the LSP: the request was cancelled; the documents changed under it. */
+const REQUEST_CANCELLED = -32800;
+const CONTENT_MODIFIED = -32801;
 const shownIds = new Set<string>();
 /** When the latest command of each applyEdit label started (for the time to the preview). */
 const commandStarts = new Map<string, number>();
@@ -283,7 +286,9 @@ async function runCommand(command: string, arg: Record<string, unknown>): Promis
   } catch (e: any) {
     const ms = Date.now() - t0;
     trace({ event: 'error', command, ms, message: e?.message ?? String(e) });
-    if (e?.code !== -32800) {
+    if (e?.code === CONTENT_MODIFIED) {
+      void vscode.window.showWarningMessage(`Basis: the file changed while ${command} ran; run it again on the new text.`);
+    } else if (e?.code !== REQUEST_CANCELLED) {
       void vscode.window.showErrorMessage(`Basis: ${command} failed: ${e?.message ?? e}`);
     }
     return undefined;
@@ -353,12 +358,24 @@ async function localizeIssue(): Promise<void> {
   try {
     result = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: 'Basis: localizing…', cancellable: true },
-      (_progress, token) =>
-        c.sendRequest('basis/localize', { query, limit: config().get<number>('localize.limit', 10) }, token),
+      async (_progress, token) => {
+        const params = { query, limit: config().get<number>('localize.limit', 10) };
+        try {
+          return await c.sendRequest('basis/localize', params, token);
+        } catch (e: any) {
+          // ContentModified: a file changed while the server worked; the
+          // answer would point into old text, so ask once more.
+          if (e?.code !== CONTENT_MODIFIED || token.isCancellationRequested) {
+            throw e;
+          }
+          trace({ event: 'retry', command: 'basis/localize', reason: e?.message });
+          return await c.sendRequest('basis/localize', params, token);
+        }
+      },
     );
   } catch (e: any) {
     trace({ event: 'error', command: 'basis/localize', ms: Date.now() - t0, message: e?.message ?? String(e) });
-    if (e?.code !== -32800) {
+    if (e?.code !== REQUEST_CANCELLED) {
       void vscode.window.showErrorMessage(`Basis: localization failed: ${e?.message ?? e}`);
     }
     return;
