@@ -277,6 +277,9 @@ async function runCommand(command: string, arg: Record<string, unknown>): Promis
     commandStarts.set(LABELS[command], t0);
   }
   trace({ event: 'command', command });
+  // An edit of an open file: its diff opens now, and the answer fills it in.
+  const slot =
+    command === 'basis.edit' && typeof arg.uri === 'string' ? previews.prepare(LABELS[command], vscode.Uri.parse(arg.uri)) : undefined;
   let answer: any;
   try {
     answer = await vscode.window.withProgress(
@@ -284,6 +287,9 @@ async function runCommand(command: string, arg: Record<string, unknown>): Promis
       () => c.sendRequest(ExecuteCommandRequest.type, { command, arguments: [arg] }),
     );
   } catch (e: any) {
+    if (slot) {
+      previews.release(slot);
+    }
     const ms = Date.now() - t0;
     trace({ event: 'error', command, ms, message: e?.message ?? String(e) });
     if (e?.code === CONTENT_MODIFIED) {
@@ -333,7 +339,12 @@ async function runCommand(command: string, arg: Record<string, unknown>): Promis
     }
   }
   if (id && (answer?.edit || answer?.testFile)) {
-    previews.answered(answer.edit, answer.testFile, id);
+    void previews.answered(LABELS[command] ?? command, answer.edit, answer.testFile, id);
+  }
+  if (slot) {
+    // Without an edit in the answer nothing will fill it (and an edit that
+    // went elsewhere has opened its own diff by then).
+    setTimeout(() => previews.release(slot), answer?.edit ? 30_000 : 0);
   }
   return answer;
 }

@@ -197,6 +197,17 @@ function lines(text: string): string[] {
   return ls.map((l) => l.replace(/\r$/, ''));
 }
 
+/** The first line of `b` that is not in place in `a`, trimmed; undefined when `b` only removes lines. */
+export function firstChangedLine(a: string, b: string): string | undefined {
+  const x = lines(a);
+  const y = lines(b);
+  let i = 0;
+  while (i < x.length && i < y.length && x[i] === y[i]) {
+    i++;
+  }
+  return i < y.length ? y[i].trim() : undefined;
+}
+
 /** The lines `b` adds to `a` and the lines it removes, by a longest common subsequence. */
 export function lineDiff(a: string, b: string): { added: string[]; removed: string[] } {
   const x = lines(a);

@@ -3,6 +3,12 @@
 // the user may edit it; nothing is written until Accept. The answer to the
 // server says what the user chose, and an edited proposal is reported as
 // `partially_accepted` with the share of it kept.
+//
+// Opening a diff editor costs VS Code 110-200 ms, so for an edit of an open file
+// the diff opens when the command starts (the proposal side holding the file's
+// text, titled "writing…") and the answer only fills it in: the proposal is on
+// screen a few milliseconds after the server's answer, which carries the edit,
+// and the `workspace/applyEdit` that follows finds it already shown.
 
 import * as path from 'path';
 import * as vscode from 'vscode';
@@ -76,8 +82,31 @@ interface Pending {
   suggestionId?: string;
   idWaiters: ((id: string | undefined) => void)[];
   done: boolean;
-  resolve: (r: { applied: boolean; failureReason?: string }) => void;
+  /** Answers the server's `workspace/applyEdit`; unset while a preview shown from the command's answer waits for it. */
+  resolve?: (r: ApplyResult) => void;
+  /** The user's choice, kept when it came before the `workspace/applyEdit`. */
+  decided?: ApplyResult;
   shownAt: number;
+  /** When the edit arrived (the server's `workspace/applyEdit`, or the command's answer). */
+  received: number;
+  /** `shown` was reported. */
+  announced?: boolean;
+}
+
+type ApplyResult = { applied: boolean; failureReason?: string };
+
+/** A diff editor opened when a command started, for the proposal to fill in. */
+export interface Slot {
+  label: string;
+  target: vscode.Uri;
+  n: number;
+  proposalUri: vscode.Uri;
+  /** Resolves once the diff editor is open. */
+  opened: Promise<unknown>;
+  /** A proposal took it over. */
+  used: boolean;
+  /** Its tab was closed (by the user) or it was released. */
+  closed: boolean;
 }
 
 /** A command's answer waiting for its preview. */
@@ -103,6 +132,7 @@ export interface PreviewHooks {
 export class Previews implements vscode.Disposable {
   private fs = new ProposalFs();
   private pending: Pending[] = [];
+  private slots: Slot[] = [];
   /** Command answers whose edit has not been previewed yet. */
   private answers: Answer[] = [];
   private counter = 0;
@@ -131,6 +161,11 @@ export class Previews implements vscode.Disposable {
           if (p && !p.done) {
             void this.decide(p, { kind: 'reject', reason: 'dismissed' });
           }
+          // A "writing…" diff closed by the user: the proposal, when it comes, opens anew.
+          const slot = this.slotOfTab(tab);
+          if (slot && !slot.used) {
+            this.release(slot);
+          }
         }
       }),
     );
@@ -140,21 +175,72 @@ export class Previews implements vscode.Disposable {
     for (const p of this.pending) {
       if (!p.done) {
         p.done = true;
-        p.resolve({ applied: false, failureReason: 'the editor closed' });
+        p.resolve?.({ applied: false, failureReason: 'the editor closed' });
       }
     }
     this.disposables.forEach((d) => d.dispose());
   }
 
   private pendingOfTab(tab: vscode.Tab): Pending | undefined {
-    const input = tab.input;
-    const uri =
-      input instanceof vscode.TabInputTextDiff
-        ? input.modified
-        : input instanceof vscode.TabInputText
-          ? input.uri
-          : undefined;
-    return uri && this.pending.find((p) => p.proposalUri.toString() === uri.toString());
+    const uri = proposalOfTab(tab);
+    return uri === undefined ? undefined : this.pending.find((p) => p.proposalUri.toString() === uri);
+  }
+
+  private slotOfTab(tab: vscode.Tab): Slot | undefined {
+    const uri = proposalOfTab(tab);
+    return uri === undefined ? undefined : this.slots.find((s) => s.proposalUri.toString() === uri);
+  }
+
+  /**
+   * A command that will propose an edit of `target` starts: when the file is
+   * open, its diff editor opens now, so that the proposal only has to be
+   * filled in when it comes. `release` it when the command ends without one.
+   */
+  prepare(label: string, target: vscode.Uri): Slot | undefined {
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === target.toString() && !d.isClosed);
+    if (!doc) {
+      return undefined;
+    }
+    const n = ++this.counter;
+    const name = path.posix.basename(target.path);
+    const proposalUri = vscode.Uri.from({ scheme: SCHEME, path: `/${n}/${name}` });
+    this.fs.set(proposalUri, doc.getText());
+    const title = `${label}: ${name} ↔ proposal`;
+    const slot: Slot = { label, target, n, proposalUri, opened: Promise.resolve(), used: false, closed: false };
+    slot.opened = Promise.resolve(
+      vscode.commands.executeCommand('vscode.diff', target, proposalUri, title, { preview: false }),
+    ).catch(() => undefined);
+    this.slots.push(slot);
+    this.hooks.trace({ event: 'prepared', label, target: target.toString(), proposal: proposalUri.toString() });
+    return slot;
+  }
+
+  /** Closes a prepared diff no proposal took over. */
+  release(slot: Slot): void {
+    this.slots = this.slots.filter((s) => s !== slot);
+    if (slot.used || slot.closed) {
+      return;
+    }
+    slot.closed = true;
+    void slot.opened.then(async () => {
+      const tabs = vscode.window.tabGroups.all
+        .flatMap((g) => g.tabs)
+        .filter((t) => proposalOfTab(t) === slot.proposalUri.toString());
+      if (tabs.length > 0) {
+        await vscode.window.tabGroups.close(tabs);
+      }
+      this.fs.delete(slot.proposalUri);
+    });
+  }
+
+  /** The prepared, unused diff of `target` (and takes it). */
+  private takeSlot(label: string, target: vscode.Uri): Slot | undefined {
+    const slot = this.slots.find((s) => !s.used && !s.closed && s.label === label && s.target.toString() === target.toString());
+    if (slot) {
+      slot.used = true;
+      this.slots = this.slots.filter((s) => s !== slot);
+    }
+    return slot;
   }
 
   /**
@@ -162,7 +248,7 @@ export class Previews implements vscode.Disposable {
    * only the file it writes (reproduce): the preview of that edit gets the id,
    * whether it is open already or opens later.
    */
-  answered(edit: unknown, target: string | undefined, suggestionId: string): void {
+  async answered(label: string, edit: unknown, target: string | undefined, suggestionId: string): Promise<void> {
     const answer = {
       key: edit === undefined ? undefined : logic.canonical(edit),
       target: target === undefined ? undefined : vscode.Uri.parse(target).toString(),
@@ -171,14 +257,35 @@ export class Previews implements vscode.Disposable {
     const p = this.pending.find((q) => q.suggestionId === undefined && matches(answer, q));
     if (p) {
       this.setId(p, suggestionId);
-    } else {
-      // Answers whose edit never came (the server could not send it) are dropped in time.
-      this.answers = [...this.answers.slice(-19), answer];
+      return;
     }
+    // The answer carries the edit: a prepared diff shows it without waiting
+    // for the `workspace/applyEdit`.
+    const change = edit === undefined ? undefined : logic.fileChanges(edit);
+    if (change?.length === 1 && this.slots.some((s) => s.label === label && s.target.toString() === vscode.Uri.parse(change[0].uri).toString())) {
+      const q = await this.propose(label, edit, undefined);
+      if (q && 'n' in q) {
+        this.setId(q, suggestionId);
+        return;
+      }
+    }
+    // Answers whose edit never came (the server could not send it) are dropped in time.
+    this.answers = [...this.answers.slice(-19), answer];
   }
 
   private setId(p: Pending, id: string): void {
     p.suggestionId = id;
+    p.idWaiters.splice(0).forEach((w) => w(id));
+    this.announce(p);
+  }
+
+  /** Reports the proposal `shown` once it is on screen and its id known. */
+  private announce(p: Pending): void {
+    const id = p.suggestionId;
+    if (id === undefined || p.shownAt === 0 || p.announced) {
+      return;
+    }
+    p.announced = true;
     this.hooks.feedback({ suggestionId: id, kind: 'shown' });
     const started = this.hooks.startedAt(p.label);
     this.hooks.trace({
@@ -189,7 +296,6 @@ export class Previews implements vscode.Disposable {
       target: p.target.toString(),
       msSinceCommand: started === undefined ? undefined : p.shownAt - started,
     });
-    p.idWaiters.splice(0).forEach((w) => w(id));
   }
 
   private waitForId(p: Pending, ms: number): Promise<string | undefined> {
@@ -206,13 +312,40 @@ export class Previews implements vscode.Disposable {
   }
 
   /** The handler of `workspace/applyEdit`. */
-  async applyEdit(params: { label?: string; edit: any }): Promise<{ applied: boolean; failureReason?: string }> {
+  async applyEdit(params: { label?: string; edit: any }): Promise<ApplyResult> {
     const label = params.label ?? 'Basis';
+    // Shown already from the command's answer: this request is what it answers.
+    const key = logic.canonical(params.edit);
+    const early = this.pending.find((p) => p.resolve === undefined && p.key === key);
+    if (early) {
+      if (early.decided) {
+        this.pending = this.pending.filter((q) => q !== early);
+        return early.decided;
+      }
+      return new Promise((resolve) => {
+        early.resolve = resolve;
+      });
+    }
     const changes = logic.fileChanges(params.edit);
     if (!changes || changes.length !== 1) {
       return this.confirmWhole(label, params.edit);
     }
-    const change = changes[0];
+    let resolve: (r: ApplyResult) => void = () => undefined;
+    const result = new Promise<ApplyResult>((r) => {
+      resolve = r;
+    });
+    const p = await this.propose(label, params.edit, resolve);
+    return 'n' in p ? result : p;
+  }
+
+  /**
+   * Shows `edit` (of one file) as a proposal: in the diff prepared for it when
+   * there is one, else in a new diff editor. `resolve` answers the server's
+   * `workspace/applyEdit`; without it the preview waits for that request.
+   */
+  private async propose(label: string, edit: any, resolve: ((r: ApplyResult) => void) | undefined): Promise<Pending | ApplyResult> {
+    const received = Date.now();
+    const change = logic.fileChanges(edit)![0];
     const target = vscode.Uri.parse(change.uri);
     const refuse = (failureReason: string) => {
       this.hooks.trace({ event: 'previewFailed', label, target: target.toString(), reason: failureReason });
@@ -246,50 +379,106 @@ export class Previews implements vscode.Disposable {
     } catch (e) {
       return refuse(`the edit does not apply: ${e}`);
     }
-    const n = ++this.counter;
+    const slot = exists ? this.takeSlot(label, target) : undefined;
+    const n = slot?.n ?? ++this.counter;
     const name = path.posix.basename(target.path);
-    const proposalUri = vscode.Uri.from({ scheme: SCHEME, path: `/${n}/${name}` });
-    this.fs.set(proposalUri, proposal);
+    const proposalUri = slot?.proposalUri ?? vscode.Uri.from({ scheme: SCHEME, path: `/${n}/${name}` });
+    if (!slot) {
+      this.fs.set(proposalUri, proposal);
+    }
     let leftUri = target;
     if (!exists) {
       leftUri = vscode.Uri.from({ scheme: SCHEME, path: `/${n}/new/${name}` });
       this.fs.set(leftUri, '');
     }
-    const result = new Promise<{ applied: boolean; failureReason?: string }>((resolve) => {
-      const p: Pending = {
-        n,
-        label,
-        edit: params.edit,
-        key: logic.canonical(params.edit),
-        target,
-        exists,
-        original,
-        proposal,
-        proposalUri,
-        leftUri,
-        idWaiters: [],
-        done: false,
-        resolve,
-        shownAt: 0,
-      };
-      this.pending.push(p);
-      void this.show(p);
-    });
-    return result;
+    const p: Pending = {
+      n,
+      label,
+      edit,
+      key: logic.canonical(edit),
+      target,
+      exists,
+      original,
+      proposal,
+      proposalUri,
+      leftUri,
+      idWaiters: [],
+      done: false,
+      resolve,
+      shownAt: 0,
+      received,
+    };
+    this.pending.push(p);
+    if (slot) {
+      await this.fill(p, slot);
+    } else {
+      await this.show(p);
+    }
+    return p;
+  }
+
+  /** Puts the proposal into the diff prepared for it. */
+  private async fill(p: Pending, slot: Slot): Promise<void> {
+    await slot.opened;
+    const t0 = Date.now();
+    // An edit of the shown model: the proposed text is drawn at once, and VS
+    // Code colours the differences after its diff debounce (200 ms). (A new
+    // input in the same tab would take 90-180 ms before any text shows.)
+    const uri = p.proposalUri.toString();
+    const editor = vscode.window.visibleTextEditors.find((e) => e.document.uri.toString() === uri);
+    const doc = editor?.document ?? (await vscode.workspace.openTextDocument(p.proposalUri));
+    const all = new vscode.Range(new vscode.Position(0, 0), doc.positionAt(doc.getText().length));
+    let filled: boolean;
+    if (editor) {
+      // The editor's own edit is the shortest way to its model.
+      filled = await editor.edit((b) => b.replace(all, p.proposal));
+    } else {
+      const we = new vscode.WorkspaceEdit();
+      we.replace(p.proposalUri, all, p.proposal);
+      filled = await vscode.workspace.applyEdit(we);
+    }
+    if (!filled) {
+      // Not editable after all: the usual diff, anew.
+      this.release({ ...slot, used: false });
+      p.proposalUri = vscode.Uri.from({ scheme: SCHEME, path: `/${p.n}/proposal/${path.posix.basename(p.target.path)}` });
+      this.fs.set(p.proposalUri, p.proposal);
+      await this.show(p);
+      return;
+    }
+    // Kept in memory, so that the tab shows no unsaved changes.
+    void doc.save();
+    this.shown(p, { prepared: true, inEditor: editor !== undefined, msFill: Date.now() - t0 });
   }
 
   private async show(p: Pending): Promise<void> {
     const name = path.posix.basename(p.target.path);
     const title = `${p.label}: ${name}${p.exists ? '' : ' (new file)'} ↔ proposal`;
+    const tOpen = Date.now();
+    await vscode.workspace.openTextDocument(p.proposalUri);
+    const t0 = Date.now();
     await vscode.commands.executeCommand('vscode.diff', p.leftUri, p.proposalUri, title, { preview: false });
-    await vscode.commands.executeCommand('setContext', 'basis.proposalPending', true);
+    this.shown(p, { prepared: false, msOpen: t0 - tOpen, msDiff: Date.now() - t0 });
+  }
+
+  /** The proposal is on screen. */
+  private shown(p: Pending, timing: Record<string, unknown>): void {
+    void vscode.commands.executeCommand('setContext', 'basis.proposalPending', true);
     p.shownAt = Date.now();
-    this.hooks.trace({ event: 'preview', label: p.label, target: p.target.toString(), proposal: p.proposalUri.toString() });
+    this.hooks.trace({
+      event: 'preview',
+      label: p.label,
+      target: p.target.toString(),
+      proposal: p.proposalUri.toString(),
+      ...timing,
+      msSinceEdit: p.shownAt - p.received,
+      firstChange: logic.firstChangedLine(p.original, p.proposal),
+    });
     const known = this.answers.findIndex((a) => matches(a, p));
     if (known >= 0) {
       const [a] = this.answers.splice(known, 1);
       this.setId(p, a.id);
     }
+    this.announce(p);
     this.updateButtons();
   }
 
@@ -384,7 +573,11 @@ export class Previews implements vscode.Disposable {
     if (answer.applied) {
       await vscode.window.showTextDocument(p.target, { preview: false });
     }
-    p.resolve(answer);
+    if (p.resolve) {
+      p.resolve(answer);
+    } else {
+      p.decided = answer;
+    }
     const id = await this.waitForId(p, 30_000);
     if (answer.applied && decision.partial !== undefined && id !== undefined) {
       this.hooks.feedback({ suggestionId: id, kind: 'partially_accepted', fraction: decision.partial });
@@ -399,7 +592,8 @@ export class Previews implements vscode.Disposable {
       fraction: decision.partial,
       target: p.target.toString(),
     });
-    this.pending = this.pending.filter((q) => q !== p);
+    // One decided before its `workspace/applyEdit` came stays until it does.
+    this.pending = this.pending.filter((q) => q !== p || q.resolve === undefined);
     this.updateButtons();
     await vscode.commands.executeCommand('setContext', 'basis.proposalPending', this.pending.some((q) => !q.done));
   }
@@ -441,4 +635,16 @@ export class Previews implements vscode.Disposable {
     this.fs.delete(p.proposalUri);
     this.fs.delete(p.leftUri);
   }
+}
+
+/** The proposal's URI of a diff (or plain) tab, as a string. */
+function proposalOfTab(tab: vscode.Tab): string | undefined {
+  const input = tab.input;
+  const uri =
+    input instanceof vscode.TabInputTextDiff
+      ? input.modified
+      : input instanceof vscode.TabInputText
+        ? input.uri
+        : undefined;
+  return uri?.toString();
 }

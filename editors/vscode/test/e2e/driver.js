@@ -75,7 +75,8 @@ async function waitEvent(from, pred, what, timeout = MODEL_WAIT) {
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeout / 1000} s waiting for ${what}`);
     }
-    await new Promise((r) => setTimeout(r, 200));
+    // Often, so that the times measured from here are not the poll's.
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -239,9 +240,26 @@ class Driver {
     }
     const diff = this.page.locator('.monaco-diff-editor').first();
     await diff.waitFor({ state: 'visible', timeout: UI_WAIT });
+    // A diff prepared when the command started is filled in now: the proposed
+    // text is on screen when its first changed line is drawn, and VS Code
+    // colours the differences a little later (a proposal may also only delete).
+    const modified = diff.locator('.editor.modified .view-lines').first();
+    if (ev.firstChange) {
+      await modified
+        .filter({ hasText: ev.firstChange.slice(0, 60) })
+        .waitFor({ state: 'visible', timeout: 3000 })
+        .catch(() => undefined);
+    }
+    const onScreenAt = Date.now();
+    await diff
+      .locator('.line-insert, .char-insert, .line-delete, .char-delete')
+      .first()
+      .waitFor({ state: 'attached', timeout: 3000 })
+      .catch(() => undefined);
+    const coloredAt = Date.now();
     const tab = await this.page.locator('.tabs-container .tab.active').first().innerText();
-    const added = await diff.locator('.editor.modified .view-lines').first().innerText();
-    return { tab: tab.trim(), proposalText: added.slice(0, 2000), preview: ev };
+    const added = await modified.innerText();
+    return { onScreenAt, coloredAt, seen: { tab: tab.trim(), proposalText: added.slice(0, 2000), preview: ev } };
   }
 
   async choose(choice) {
@@ -262,6 +280,7 @@ async function runStep(d, step, index) {
         await d.palette('Basis: Localize an Issue');
         await d.answer(step.query);
         const tAsk = Date.now();
+        result.askedAt = tAsk;
         const shownEv = await waitEvent(
           from,
           (e) => (e.event === 'shown' && e.what === 'localize') || (e.event === 'error' && e.command === 'basis/localize'),
@@ -311,8 +330,11 @@ async function runStep(d, step, index) {
           await d.answer(step.instruction);
         }
         const tAsk = Date.now();
-        Object.assign(result.seen, await d.waitPreview(from, commandOf[step.skill]));
-        result.uiMs = Date.now() - tAsk;
+        result.askedAt = tAsk;
+        const shown = await d.waitPreview(from, commandOf[step.skill]);
+        Object.assign(result.seen, shown.seen);
+        result.uiMs = shown.onScreenAt - tAsk;
+        result.coloredMs = shown.coloredAt - tAsk;
         await d.screenshot(step.name, 'preview');
         await d.choose(step.choice);
         const decided = await waitEvent(from, (e) => e.event === 'decided' && e.label, 'the decision', UI_WAIT);
@@ -340,8 +362,11 @@ async function runStep(d, step, index) {
         await d.palette('Basis: Reproduce an Issue');
         await d.answer(step.issue);
         const tAsk = Date.now();
-        Object.assign(result.seen, await d.waitPreview(from, 'basis.reproduce'));
-        result.uiMs = Date.now() - tAsk;
+        result.askedAt = tAsk;
+        const shown = await d.waitPreview(from, 'basis.reproduce');
+        Object.assign(result.seen, shown.seen);
+        result.uiMs = shown.onScreenAt - tAsk;
+        result.coloredMs = shown.coloredAt - tAsk;
         await d.screenshot(step.name, 'preview');
         await d.choose(step.choice);
         const decided = await waitEvent(from, (e) => e.event === 'decided' && e.label, 'the decision', UI_WAIT);
@@ -363,6 +388,7 @@ async function runStep(d, step, index) {
         await d.palette('Basis: Review Uncommitted Changes');
         await d.answer(step.intent ?? '');
         const tAsk = Date.now();
+        result.askedAt = tAsk;
         const answer = await waitEvent(
           from,
           (e) => (e.event === 'answer' || e.event === 'error') && e.command === 'basis.review',
@@ -404,10 +430,21 @@ async function runStep(d, step, index) {
     const shown = events.find((e) => e.event === 'shown' && e.suggestionId);
     result.suggestionId = shown && shown.suggestionId;
   }
+  // Where the time between the user's Enter and the suggestion on screen goes:
+  // to the extension's command, the request, the extension's showing it.
+  const command = events.find((e) => e.event === 'command' && e.command === commandOf[step.skill]);
+  const shownEv = events.find((e) => e.event === 'shown' && e.suggestionId && e.suggestionId === result.suggestionId);
+  if (command && shownEv && result.askedAt && result.serverMs !== undefined) {
+    result.toCommandMs = command.t - result.askedAt;
+    result.extensionMs = shownEv.t - command.t - result.serverMs;
+  }
   result.feedbackSent = events.filter((e) => e.event === 'feedback' && e.suggestionId === result.suggestionId).map((e) => e.kind);
   result.screenshots = d.shots.slice(firstShot);
   result.stepMs = Date.now() - t0;
-  log(`step ${index + 1} ${step.name}: id ${result.suggestionId} ui ${result.uiMs} ms server ${result.serverMs} ms${result.error ? ' ERROR' : ''}`);
+  log(
+    `step ${index + 1} ${step.name}: id ${result.suggestionId} ui ${result.uiMs} ms server ${result.serverMs} ms` +
+      ` (Enter to command ${result.toCommandMs} ms, extension ${result.extensionMs} ms)${result.error ? ' ERROR' : ''}`,
+  );
   try {
     result.revertStatus = await d.revert();
   } catch (e) {

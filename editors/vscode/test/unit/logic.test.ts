@@ -91,6 +91,12 @@ test('workspace edits split into per-file changes; other operations are not prev
   assert.equal(logic.fileChanges({}), undefined);
 });
 
+test('firstChangedLine names the first proposed line out of place', () => {
+  assert.equal(logic.firstChangedLine('a\nb\nc\n', 'a\n  x = 1\nc\n'), 'x = 1');
+  assert.equal(logic.firstChangedLine('a\nb\n', 'a\nb\nc\n'), 'c');
+  assert.equal(logic.firstChangedLine('a\nb\n', 'a\n'), undefined);
+});
+
 test('the kept fraction counts the proposed lines the final text keeps', () => {
   const original = 'a\nb\nc\n';
   const proposal = 'a\nB\nc\nd\n'; // b → B, d added: 3 changed lines
