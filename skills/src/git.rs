@@ -47,7 +47,9 @@ fn lines_z(bytes: &[u8]) -> Vec<String> {
 /// The changes of the working tree (with `overlay`, relative path → text, laid
 /// over the files on disk) against revision `base`: modified, added (including
 /// untracked, not ignored) and deleted files, sorted by path. Binary and huge
-/// files are left out.
+/// files are left out. An overlay entry whose file is neither on disk nor in
+/// `base` is left out too: an editor's buffer of a file deleted since (editors
+/// keep a closed file's document for minutes) is not a change of the repository.
 pub fn changes(
     repo: &Path,
     base: &str,
@@ -86,7 +88,8 @@ pub fn changes(
     paths.extend(lines_z(&diff.stdout));
     let untracked = git(repo, &["ls-files", "--others", "--exclude-standard", "-z"])?;
     paths.extend(lines_z(&untracked.stdout));
-    paths.extend(overlay.keys().cloned());
+    // A tracked file deleted from disk is in the diff already.
+    paths.extend(overlay.keys().filter(|p| repo.join(p).exists()).cloned());
     let mut out = Vec::new();
     for path in paths {
         let show = git(repo, &["show", &format!("{base}:./{path}")])?;
@@ -158,7 +161,11 @@ mod tests {
         std::fs::remove_file(d.join("gone.py")).unwrap();
         std::fs::write(d.join("new.py"), "print(1)\n").unwrap();
         std::fs::write(d.join("bin.dat"), [0xff, 0xfe, 0x00]).unwrap();
-        let overlay = HashMap::from([("same.py".to_string(), "z = 4\n".to_string())]);
+        let overlay = HashMap::from([
+            ("same.py".to_string(), "z = 4\n".to_string()),
+            // The buffer of a file never committed and deleted since.
+            ("deleted_since.py".to_string(), "w = 5\n".to_string()),
+        ]);
         let c = changes(d, "HEAD", &overlay).unwrap();
         let paths: Vec<&str> = c.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["a.py", "gone.py", "new.py", "same.py"]);
