@@ -240,6 +240,64 @@ fn a_previewed_edit_waits_for_the_client_to_accept_or_reject_it() {
 }
 
 #[test]
+fn an_edit_streams_its_replacement_line_by_line_before_the_answer() {
+    let mut s = session("py_shop");
+    let (uri, _) = s.open("shop/pricing.py");
+    let range = json!({"start": {"line": 21, "character": 0}, "end": {"line": 27, "character": 0}});
+    let r = s.exec(
+        "basis.edit",
+        json!({"uri": uri, "range": range, "partialToken": "p1",
+            "instruction": "give the discount from BULK_QUANTITY items on"}),
+    );
+    let partials = |msgs: &[Value]| -> Vec<String> {
+        msgs.iter()
+            .filter(|m| m["method"] == "basis/partial")
+            .map(|m| {
+                assert_eq!(m["params"]["token"], "p1", "{m}");
+                m["params"]["value"]["replacement"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let before = partials(&s.c.take_inbox());
+    let Some(result) = answered(&r) else {
+        return;
+    };
+    let fin = result["replacement"].as_str().unwrap();
+    s.feedback();
+    assert!(
+        partials(&s.c.drain()).is_empty(),
+        "a partial after the answer"
+    );
+    // One per completed line, each the one before and a line more, all lines
+    // of the final replacement (the model may end mid-line; that part comes
+    // only with the answer).
+    eprintln!("{} partials before the answer {fin:?}", before.len());
+    assert!(!before.is_empty(), "no partial before the answer {fin:?}");
+    let final_lines: Vec<&str> = fin.lines().collect();
+    for (i, p) in before.iter().enumerate() {
+        assert!(p.ends_with('\n'), "{p:?}");
+        let lines: Vec<&str> = p.lines().collect();
+        assert!(
+            lines.len() <= final_lines.len() && lines[..] == final_lines[..lines.len()],
+            "partial {i} {p:?} is not the start of {fin:?}"
+        );
+        if i > 0 {
+            assert!(lines.len() > before[i - 1].lines().count(), "{before:?}");
+        }
+    }
+    // Without a token nothing is streamed.
+    let r = s.exec(
+        "basis.edit",
+        json!({"uri": uri, "range": range, "instruction": "give the discount from BULK_QUANTITY items on"}),
+    );
+    assert!(partials(&s.c.take_inbox()).is_empty(), "{r}");
+    assert!(s.c.shutdown());
+}
+
+#[test]
 fn a_rejected_edit_is_recorded_as_rejected() {
     let mut s = session("py_shop");
     s.c.apply_edits = false;

@@ -324,14 +324,16 @@ fn vscode_runs_the_editor_scenario() {
     // time as the extension measured it (its round trip to the server).
     // The extension's own share (its trace: from its command to the suggestion
     // shown, less the request) is printed beside it.
-    let mut times: std::collections::BTreeMap<&str, (Vec<f64>, Vec<f64>, Vec<f64>)> =
-        Default::default();
+    // Per skill: on screen, in the server, in the extension (ms).
+    type Times = (Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut times: std::collections::BTreeMap<&str, Times> = Default::default();
     for step in results["steps"].as_array().unwrap() {
         eprintln!(
-            "{:<18} {:>7} ms on screen ({:>7} ms coloured as a diff), {:>7} ms in the server, {:>5} ms in the extension, {:>7} ms the step{}",
+            "{:<18} {:>7} ms on screen ({:>7} ms coloured as a diff, first partial answer at {:>5} ms), {:>7} ms in the server, {:>5} ms in the extension, {:>7} ms the step{}",
             step["name"].as_str().unwrap_or(""),
             step["uiMs"],
             step["coloredMs"],
+            step["firstPartialMs"],
             step["serverMs"],
             step["extensionMs"],
             step["stepMs"],

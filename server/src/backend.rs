@@ -193,6 +193,14 @@ impl notification::Notification for ModelChangedNotification {
     const METHOD: &'static str = "basis/modelChanged";
 }
 
+/// `basis/partial`.
+pub enum PartialNotification {}
+
+impl notification::Notification for PartialNotification {
+    type Params = crate::proto::Partial;
+    const METHOD: &'static str = "basis/partial";
+}
+
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
         let enc = Encoding::negotiate(

@@ -8,6 +8,7 @@
 //! | `basis/feedback` | notification | [`FeedbackParams`] |
 //! | `basis/feedbackFlush` | request | `null` → `null`, once everything sent before is on disk |
 //! | `basis/modelChanged` | server → client notification | [`ModelChanged`] |
+//! | `basis/partial` | server → client notification | [`Partial`]: a command's answer so far, when its argument named a `partialToken` |
 //! | `basis/debug/documentText` | request | `{uri}` → `{version, text}` |
 //! | `basis/debug/stats` | request | `null` → counters |
 
@@ -112,6 +113,17 @@ impl FeedbackParams {
 pub struct ModelChanged {
     pub model: String,
     pub version: String,
+}
+
+/// A command's answer so far (`basis.edit`: `{"replacement": …}`, the complete
+/// lines of the new code so far), sent while the model writes to a client that
+/// put a `partialToken` in the command's argument; each one replaces the one
+/// before, and all of them come before the command's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Partial {
+    pub token: String,
+    pub value: serde_json::Value,
 }
 
 pub fn error(code: ErrorCode, message: impl Into<String>) -> Error {

@@ -42,7 +42,7 @@ pub struct Reference {
     pub code: Option<String>,
 }
 
-crate::skill!(EditSkill, crate::SkillId::Edit, "editing");
+crate::skill!(EditSkill, crate::SkillId::Edit, "editing", partial);
 
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
@@ -167,6 +167,24 @@ pub fn parse(completion: &str, input: &Input) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// The replacement an unfinished answer holds so far (its complete lines,
+/// indented as [`parse`] does), for a preview that fills in as the model writes.
+pub fn partial(input: &Input, answer: &str) -> Option<String> {
+    let lines = &answer[..answer.rfind('\n')? + 1];
+    // Only the opening fence so far: no code yet.
+    let body = lines.trim();
+    if body.starts_with("```") && !body.contains('\n') {
+        return None;
+    }
+    let mut code = parse(lines, input)?;
+    // The last line shown is complete: a selection without a final newline
+    // would have it cut.
+    if !code.ends_with('\n') {
+        code.push('\n');
+    }
+    Some(code)
 }
 
 /// The whole file after the edit.
@@ -324,6 +342,19 @@ mod tests {
         for (k, _) in answer.char_indices() {
             let _ = parse(&answer[..k], &i);
         }
+    }
+
+    #[test]
+    fn partial_answers_grow_line_by_line_into_the_final_replacement() {
+        let i = input(FILE, "        return x + 1\n", "double it");
+        let answer = "```python\nif x:\n    return x * 2\nreturn 0\n";
+        assert_eq!(partial(&i, "```python\n"), None);
+        assert_eq!(partial(&i, "```python\nif x"), None, "no complete line yet");
+        assert_eq!(
+            partial(&i, "```python\nif x:\n    ret").as_deref(),
+            Some("        if x:\n")
+        );
+        assert_eq!(partial(&i, answer), parse(answer, &i));
     }
 
     #[test]

@@ -190,6 +190,33 @@ pub fn complete_group(
     on_tokens: &mut dyn FnMut(usize),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Generated>, SkillError> {
+    complete_group_lines(lm, prompt, n, on_tokens, None, cancelled)
+}
+
+/// [`complete`], and `on_lines` hears the completion's text up to its last
+/// complete line each time a line is completed (for a client that shows an
+/// answer as it comes).
+pub fn complete_lines(
+    lm: &LanguageModel,
+    prompt: &Prompt,
+    on_tokens: &mut dyn FnMut(usize),
+    on_lines: &mut dyn FnMut(&str),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Generated, SkillError> {
+    complete_group_lines(lm, prompt, 1, on_tokens, Some(on_lines), cancelled)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SkillError::Input("the model returned no completion".into()))
+}
+
+fn complete_group_lines(
+    lm: &LanguageModel,
+    prompt: &Prompt,
+    n: usize,
+    on_tokens: &mut dyn FnMut(usize),
+    mut on_lines: Option<&mut dyn FnMut(&str)>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Generated>, SkillError> {
     let start = Instant::now();
     let mut tokens = 0usize;
     let mut texts = vec![String::new(); n.max(1)];
@@ -202,6 +229,11 @@ pub fn complete_group(
             on_tokens(tokens);
             let text = &mut texts[delta.index];
             text.push_str(delta.text);
+            if delta.index == 0 && delta.text.contains('\n') {
+                if let (Some(on), Some(end)) = (on_lines.as_mut(), text.rfind('\n')) {
+                    on(&text[..=end]);
+                }
+            }
             if delta.text.contains('\n') && repeats_itself(text) {
                 // Going in circles: this answer is done.
                 Flow::Stop

@@ -100,6 +100,38 @@ pub trait Skill {
     /// The model call behind an outcome (for its feedback record).
     fn generated(outcome: &Self::Outcome) -> &generate::Generated;
 
+    /// What an unfinished answer already says, for a client that shows it as it
+    /// comes (an edit's replacement so far); `answer` is the answer's start and
+    /// the complete lines generated so far. `None`: nothing to show (yet).
+    fn partial(_input: &Self::Input, _answer: &str) -> Option<String> {
+        None
+    }
+
+    /// [`Skill::run`], and `on_partial` hears each new [`Skill::partial`] as
+    /// the model completes a line.
+    fn run_streaming(
+        lm: &basis_model::LanguageModel,
+        input: &Self::Input,
+        opts: &generate::Options,
+        on_tokens: &mut dyn FnMut(usize),
+        on_partial: &mut dyn FnMut(String),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Self::Outcome, SkillError> {
+        let prompt = Self::prompt(lm, input, opts)?;
+        let mut last: Option<String> = None;
+        let mut on_lines = |lines: &str| {
+            let answer = format!("{}{lines}", prompt.answer_start);
+            if let Some(p) = Self::partial(input, &answer) {
+                if last.as_deref() != Some(p.as_str()) {
+                    last = Some(p.clone());
+                    on_partial(p);
+                }
+            }
+        };
+        let generated = generate::complete_lines(lm, &prompt, on_tokens, &mut on_lines, cancelled)?;
+        Ok(Self::finish(input, &prompt, generated))
+    }
+
     /// Asks the model once. `on_tokens` hears how many tokens are generated so
     /// far; `cancelled` is polled between tokens.
     fn run(
@@ -116,9 +148,20 @@ pub trait Skill {
 }
 
 /// Implements [`Skill`] for a skill module's marker type from its `Input`,
-/// `Outcome`, `default_options`, `prompt` and `finish`.
+/// `Outcome`, `default_options`, `prompt` and `finish` (and `partial`, when
+/// named after the verb: `skill!(M, id, "doing", partial)`).
 macro_rules! skill {
+    ($marker:ident, $id:expr, $doing:expr, partial) => {
+        crate::skill!($marker, $id, $doing, {
+            fn partial(input: &Input, answer: &str) -> Option<String> {
+                partial(input, answer)
+            }
+        });
+    };
     ($marker:ident, $id:expr, $doing:expr) => {
+        crate::skill!($marker, $id, $doing, {});
+    };
+    ($marker:ident, $id:expr, $doing:expr, { $($extra:item)* }) => {
         /// This module's skill, for code that runs skills generically.
         pub struct $marker;
 
@@ -151,6 +194,8 @@ macro_rules! skill {
             fn generated(outcome: &Outcome) -> &crate::generate::Generated {
                 &outcome.generated
             }
+
+            $($extra)*
         }
     };
 }

@@ -246,6 +246,11 @@ impl LspClient {
     }
 
     /// Every message received so far and not taken.
+    /// The messages read while waiting for something else, and only those.
+    pub fn take_inbox(&mut self) -> Vec<Value> {
+        self.inbox.drain(..).collect()
+    }
+
     pub fn drain(&mut self) -> Vec<Value> {
         while let Ok(m) = self.rx.try_recv() {
             self.inbox.push_back(m);

@@ -191,6 +191,9 @@ async function start(context: vscode.ExtensionContext): Promise<void> {
   // Registered before start, so that they replace the library's own handlers.
   c.onRequest(ApplyWorkspaceEditRequest.type, (params) => previews.applyEdit(params as any));
   c.onNotification(ShowMessageNotification.type, (m) => showServerMessage(m.type, m.message));
+  c.onNotification('basis/partial', (p: { token: string; value?: { replacement?: unknown } }) =>
+    previews.partial(p.token, p.value?.replacement),
+  );
   c.onNotification('basis/modelChanged', (p: { model: string; version: string }) => {
     served.model = p.model;
     served.version = p.version;
@@ -278,8 +281,14 @@ async function runCommand(command: string, arg: Record<string, unknown>): Promis
   }
   trace({ event: 'command', command });
   // An edit of an open file: its diff opens now, and the answer fills it in.
+  // The server streams the replacement into it as the model writes (`partialToken`).
   const slot =
-    command === 'basis.edit' && typeof arg.uri === 'string' ? previews.prepare(LABELS[command], vscode.Uri.parse(arg.uri)) : undefined;
+    command === 'basis.edit' && typeof arg.uri === 'string'
+      ? previews.prepare(LABELS[command], vscode.Uri.parse(arg.uri), c.protocol2CodeConverter.asRange(arg.range as any))
+      : undefined;
+  if (slot) {
+    arg = { ...arg, partialToken: slot.token };
+  }
   let answer: any;
   try {
     answer = await vscode.window.withProgress(

@@ -197,6 +197,11 @@ function lines(text: string): string[] {
   return ls.map((l) => l.replace(/\r$/, ''));
 }
 
+/** How many lines a text has (a final line without a newline counts). */
+export function lineCount(text: string): number {
+  return lines(text).length;
+}
+
 /** The first line of `b` that is not in place in `a`, trimmed; undefined when `b` only removes lines. */
 export function firstChangedLine(a: string, b: string): string | undefined {
   const x = lines(a);

@@ -107,6 +107,16 @@ export interface Slot {
   used: boolean;
   /** Its tab was closed (by the user) or it was released. */
   closed: boolean;
+  /** Names it in the command's `partialToken`, for the server's `basis/partial`. */
+  token: string;
+  /** The file's text before and after the edited range, for the partial answers. */
+  around?: { before: string; after: string };
+  /** The newest partial text not drawn yet, and the drawing in progress. */
+  latest?: string;
+  drawing?: Promise<void>;
+  /** When the command started, and whether a partial answer was drawn. */
+  startedAt: number;
+  partialShown: boolean;
 }
 
 /** A command's answer waiting for its preview. */
@@ -196,7 +206,7 @@ export class Previews implements vscode.Disposable {
    * open, its diff editor opens now, so that the proposal only has to be
    * filled in when it comes. `release` it when the command ends without one.
    */
-  prepare(label: string, target: vscode.Uri): Slot | undefined {
+  prepare(label: string, target: vscode.Uri, range?: vscode.Range): Slot | undefined {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === target.toString() && !d.isClosed);
     if (!doc) {
       return undefined;
@@ -204,15 +214,72 @@ export class Previews implements vscode.Disposable {
     const n = ++this.counter;
     const name = path.posix.basename(target.path);
     const proposalUri = vscode.Uri.from({ scheme: SCHEME, path: `/${n}/${name}` });
-    this.fs.set(proposalUri, doc.getText());
+    const text = doc.getText();
+    this.fs.set(proposalUri, text);
     const title = `${label}: ${name} ↔ proposal`;
-    const slot: Slot = { label, target, n, proposalUri, opened: Promise.resolve(), used: false, closed: false };
+    const slot: Slot = {
+      label,
+      target,
+      n,
+      proposalUri,
+      opened: Promise.resolve(),
+      used: false,
+      closed: false,
+      token: `basis-proposal-${n}`,
+      around: range && {
+        before: text.slice(0, doc.offsetAt(range.start)),
+        after: text.slice(doc.offsetAt(range.end)),
+      },
+      startedAt: Date.now(),
+      partialShown: false,
+    };
     slot.opened = Promise.resolve(
       vscode.commands.executeCommand('vscode.diff', target, proposalUri, title, { preview: false }),
     ).catch(() => undefined);
     this.slots.push(slot);
     this.hooks.trace({ event: 'prepared', label, target: target.toString(), proposal: proposalUri.toString() });
     return slot;
+  }
+
+  /**
+   * The server's `basis/partial` for a prepared diff: the replacement so far
+   * goes into its proposal side (the newest one only, one edit at a time).
+   */
+  partial(token: string, replacement: unknown): void {
+    const slot = this.slots.find((s) => s.token === token);
+    if (!slot || slot.used || slot.closed || !slot.around || typeof replacement !== 'string') {
+      return;
+    }
+    slot.latest = slot.around.before + replacement + slot.around.after;
+    if (slot.drawing) {
+      return;
+    }
+    slot.drawing = (async () => {
+      await slot.opened;
+      while (slot.latest !== undefined && !slot.used && !slot.closed) {
+        const text = slot.latest;
+        slot.latest = undefined;
+        const uri = slot.proposalUri.toString();
+        const editor = vscode.window.visibleTextEditors.find((e) => e.document.uri.toString() === uri);
+        if (!editor) {
+          break;
+        }
+        const doc = editor.document;
+        const all = new vscode.Range(new vscode.Position(0, 0), doc.positionAt(doc.getText().length));
+        const ok = await editor.edit((b) => b.replace(all, text), { undoStopBefore: false, undoStopAfter: false });
+        if (ok && !slot.partialShown) {
+          slot.partialShown = true;
+          this.hooks.trace({
+            event: 'partial',
+            label: slot.label,
+            target: slot.target.toString(),
+            msSinceCommand: Date.now() - slot.startedAt,
+            lines: logic.lineCount(replacement),
+          });
+        }
+      }
+      slot.drawing = undefined;
+    })();
   }
 
   /** Closes a prepared diff no proposal took over. */
@@ -420,6 +487,8 @@ export class Previews implements vscode.Disposable {
   /** Puts the proposal into the diff prepared for it. */
   private async fill(p: Pending, slot: Slot): Promise<void> {
     await slot.opened;
+    // A partial answer being drawn finishes first (its edit would make this one stale).
+    await slot.drawing;
     const t0 = Date.now();
     // An edit of the shown model: the proposed text is drawn at once, and VS
     // Code colours the differences after its diff debounce (200 ms). (A new

@@ -23,6 +23,8 @@ struct Args {
     uri: Uri,
     range: Range,
     instruction: Option<String>,
+    /// Asks for the replacement as it is written (`basis/partial`).
+    partial_token: Option<String>,
 }
 
 /// The code action on a selection; the client asks for the instruction and adds
@@ -76,7 +78,13 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         instruction,
     };
     input.validate().map_err(skill_error)?;
-    let (outcome, served) = cx.run_skill::<EditSkill>(&input).await?;
+    let (outcome, served) = cx
+        .run_skill_streaming::<EditSkill>(
+            &input,
+            a.partial_token.clone(),
+            |replacement| json!({ "replacement": replacement }),
+        )
+        .await?;
     // The range is stale if the buffer changed while the model wrote.
     if let Some(rope) = cx.shared.open_rope(a.uri.as_str()) {
         if rope != input.text.as_str() {

@@ -299,6 +299,60 @@ impl Ctx {
         Ok((rel, path, text))
     }
 
+    /// [`Ctx::run_skill`], sending each [`Skill::partial`] answer as
+    /// `basis/partial` with `token` (`as_value` shapes it) while the model
+    /// writes; all of them go out before this returns.
+    pub async fn run_skill_streaming<S: Skill>(
+        &self,
+        input: &S::Input,
+        token: Option<String>,
+        as_value: fn(String) -> Value,
+    ) -> Result<(S::Outcome, Arc<Served>)> {
+        let Some(token) = token else {
+            return self.run_skill::<S>(input).await;
+        };
+        let opts = self.skill_options::<S>();
+        let task = input.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let client = self.client.clone();
+        let sender = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                client
+                    .send_notification::<crate::backend::PartialNotification>(
+                        crate::proto::Partial {
+                            token: token.clone(),
+                            value: as_value(p),
+                        },
+                    )
+                    .await;
+            }
+        });
+        let result = self
+            .generate(&format!("Basis: {}", S::DOING), move |lm, on, cancelled| {
+                S::run_streaming(
+                    lm,
+                    &task,
+                    &opts,
+                    on,
+                    &mut |p| {
+                        let _ = tx.send(p);
+                    },
+                    cancelled,
+                )
+            })
+            .await;
+        // The work (and with it the channel's sender) is gone: the partial
+        // answers are all sent once this ends.
+        let _ = sender.await;
+        result
+    }
+
+    /// A skill's options with the editor's sampling settings.
+    fn skill_options<S: Skill>(&self) -> basis_skills::generate::Options {
+        let settings = self.shared.settings.lock();
+        S::default_options().sampled(settings.sampling.temperature, settings.sampling.seed)
+    }
+
     /// Runs a skill's model work on the blocking pool, with `$/progress` and
     /// cancellation (of the request, or of the progress).
     pub async fn generate<T: Send + 'static>(
@@ -367,10 +421,7 @@ impl Ctx {
     /// Runs skill `S` on `input` with the editor's sampling settings (see
     /// [`Ctx::generate`]).
     pub async fn run_skill<S: Skill>(&self, input: &S::Input) -> Result<(S::Outcome, Arc<Served>)> {
-        let opts = {
-            let settings = self.shared.settings.lock();
-            S::default_options().sampled(settings.sampling.temperature, settings.sampling.seed)
-        };
+        let opts = self.skill_options::<S>();
         let task = input.clone();
         self.generate(&format!("Basis: {}", S::DOING), move |lm, on, cancelled| {
             S::run(lm, &task, &opts, on, cancelled)

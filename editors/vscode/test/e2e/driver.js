@@ -434,6 +434,11 @@ async function runStep(d, step, index) {
   // to the extension's command, the request, the extension's showing it.
   const command = events.find((e) => e.event === 'command' && e.command === commandOf[step.skill]);
   const shownEv = events.find((e) => e.event === 'shown' && e.suggestionId && e.suggestionId === result.suggestionId);
+  // The first partial answer drawn in a prepared diff (edit: the first line of the replacement).
+  const partialEv = events.find((e) => e.event === 'partial');
+  if (partialEv) {
+    result.firstPartialMs = partialEv.msSinceCommand;
+  }
   if (command && shownEv && result.askedAt && result.serverMs !== undefined) {
     result.toCommandMs = command.t - result.askedAt;
     result.extensionMs = shownEv.t - command.t - result.serverMs;
@@ -443,7 +448,7 @@ async function runStep(d, step, index) {
   result.stepMs = Date.now() - t0;
   log(
     `step ${index + 1} ${step.name}: id ${result.suggestionId} ui ${result.uiMs} ms server ${result.serverMs} ms` +
-      ` (Enter to command ${result.toCommandMs} ms, extension ${result.extensionMs} ms)${result.error ? ' ERROR' : ''}`,
+      ` (Enter to command ${result.toCommandMs} ms, extension ${result.extensionMs} ms, first partial ${result.firstPartialMs} ms)${result.error ? ' ERROR' : ''}`,
   );
   try {
     result.revertStatus = await d.revert();

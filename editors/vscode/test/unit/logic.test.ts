@@ -95,6 +95,8 @@ test('firstChangedLine names the first proposed line out of place', () => {
   assert.equal(logic.firstChangedLine('a\nb\nc\n', 'a\n  x = 1\nc\n'), 'x = 1');
   assert.equal(logic.firstChangedLine('a\nb\n', 'a\nb\nc\n'), 'c');
   assert.equal(logic.firstChangedLine('a\nb\n', 'a\n'), undefined);
+  assert.equal(logic.lineCount('a\nb\n'), 2);
+  assert.equal(logic.lineCount('a\nb'), 2);
 });
 
 test('the kept fraction counts the proposed lines the final text keeps', () => {
