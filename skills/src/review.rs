@@ -284,7 +284,7 @@ pub fn parse(completion: &str, input: &Input) -> Review {
     }
 }
 
-crate::skill!(ReviewSkill, crate::SkillId::Review, "reviewing");
+crate::skill!(ReviewSkill, crate::SkillId::Review, "reviewing", partial);
 
 /// The default budget and sampling of this skill.
 pub fn default_options() -> Options {
@@ -316,6 +316,17 @@ pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Promp
 }
 
 /// Reads the verdict and the comments out of a completion.
+/// The comments an unfinished review holds so far, as a JSON array of
+/// [`Comment`]s (`None` while there are none), for a client that shows them as
+/// they come.
+pub fn partial(input: &Input, answer: &str) -> Option<String> {
+    let comments = parse(answer, input).comments;
+    if comments.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&comments).ok()
+}
+
 pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome {
     Outcome {
         review: parse(&generated.answer(), input),
@@ -353,6 +364,22 @@ mod tests {
         assert!(d.contains("-      |     return p\n"), "{d}");
         assert!(d.contains("+    2 |     return p - d\n"), "{d}");
         assert!(d.contains("     1 | def apply(p, d):\n"), "{d}");
+    }
+
+    #[test]
+    fn a_partial_review_holds_the_comments_written_so_far() {
+        let i = input();
+        assert_eq!(partial(&i, "Sure, here is my review.\n"), None);
+        let one = partial(&i, "shop/pricing.py:2: subtracts the amount\n").unwrap();
+        let comments: Vec<Comment> = serde_json::from_str(&one).unwrap();
+        assert_eq!(comments.len(), 1);
+        assert_eq!(comments[0].message, "subtracts the amount");
+        let two = partial(
+            &i,
+            "shop/pricing.py:2: subtracts the amount\nshop/pricing.py:5: unrelated\n",
+        )
+        .unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Comment>>(&two).unwrap().len(), 2);
     }
 
     #[test]

@@ -78,12 +78,12 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         instruction,
     };
     input.validate().map_err(skill_error)?;
+    let notify = cx.partial_notifier(
+        a.partial_token.clone(),
+        |replacement| json!({ "replacement": replacement }),
+    );
     let (outcome, served) = cx
-        .run_skill_streaming::<EditSkill>(
-            &input,
-            a.partial_token.clone(),
-            |replacement| json!({ "replacement": replacement }),
-        )
+        .run_skill_streaming::<EditSkill, _, _>(&input, notify)
         .await?;
     // The range is stale if the buffer changed while the model wrote.
     if let Some(rope) = cx.shared.open_rope(a.uri.as_str()) {

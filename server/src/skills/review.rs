@@ -5,6 +5,8 @@
 //! comment; `basis.reviewFeedback` records which the user chose.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use basis_feedback::EventKind;
 use basis_skills::review::{self, ReviewSkill};
@@ -15,7 +17,7 @@ use serde_json::{json, Value};
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::*;
 
-use super::run::arg;
+use super::run::{arg, BoxFuture};
 use super::SOURCE;
 use crate::position::{from_char, Encoding};
 use crate::proto::{self, text_edit};
@@ -68,23 +70,47 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         .filter(|i| !i.trim().is_empty())
         .unwrap_or_else(|| review::NO_INTENT.to_string());
     let input = review::Input { intent, changes };
-    let (outcome, served) = cx.run_skill::<ReviewSkill>(&input).await?;
+    let enc = cx.shared.encoding();
+    // Each comment shows as a diagnostic once the model has written it (without
+    // quick fixes: those need the suggestion's id, known at the end).
+    let streamed = Arc::new(AtomicBool::new(false));
+    let on_partial = {
+        let (cx, input, root, streamed) =
+            (cx.clone(), input.clone(), root.clone(), streamed.clone());
+        move |comments: String| -> BoxFuture {
+            let (cx, input, root) = (cx.clone(), input.clone(), root.clone());
+            streamed.store(true, Ordering::Release);
+            Box::pin(async move {
+                let Ok(comments) = serde_json::from_str::<Vec<review::Comment>>(&comments) else {
+                    return;
+                };
+                let so_far = review::Review {
+                    comments,
+                    summary: String::new(),
+                    verdict: None,
+                };
+                let (per_file, _) = by_file(&so_far, &input, None, &root, enc);
+                publish_review(&cx, per_file).await;
+            })
+        }
+    };
+    let (outcome, served) = match cx
+        .run_skill_streaming::<ReviewSkill, _, _>(&input, Some(on_partial))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // No comments of a review that did not finish stay on screen.
+            if streamed.load(Ordering::Acquire) {
+                publish_review(cx, HashMap::new()).await;
+            }
+            return Err(e);
+        }
+    };
     let id = cx
         .record(SkillId::Review, &outcome.generated, &served, None)
         .await?;
-    let enc = cx.shared.encoding();
-    let mut per_file: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
-    let mut comments = Vec::new();
-    for (path, d) in review_diagnostics(&outcome.review, &input, &id, enc) {
-        let Some(uri) = Uri::from_file_path(root.join(&path)) else {
-            continue;
-        };
-        let suggestion = d.data.as_ref().and_then(|v| v.get("suggestion")).cloned();
-        comments.push(
-            json!({"uri": uri, "range": d.range, "message": d.message, "suggestion": suggestion}),
-        );
-        per_file.entry(uri).or_default().push(d);
-    }
+    let (per_file, comments) = by_file(&outcome.review, &input, Some(&id), &root, enc);
     publish_review(cx, per_file).await;
     let verdict = match outcome.review.verdict {
         Some(true) => "YES",
@@ -188,10 +214,39 @@ pub fn code_actions(cx: &Ctx, uri: &Uri, context: &[Diagnostic]) -> Vec<CodeActi
 /// The diagnostics of a review's comments, with the file each is on: a
 /// warning over the commented line (a changed line), its `data` holding the
 /// suggestion id, the comment's index and its proposed replacement.
+/// A review's diagnostics per file URI, and its comments as the command answers
+/// them.
+fn by_file(
+    review: &review::Review,
+    input: &review::Input,
+    suggestion_id: Option<&str>,
+    root: &std::path::Path,
+    enc: Encoding,
+) -> (HashMap<Uri, Vec<Diagnostic>>, Vec<Value>) {
+    let mut per_file: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
+    let mut comments = Vec::new();
+    for (i, (path, d)) in review_diagnostics(review, input, suggestion_id, enc)
+        .into_iter()
+        .enumerate()
+    {
+        let Some(uri) = Uri::from_file_path(root.join(&path)) else {
+            continue;
+        };
+        let suggestion = &review.comments[i].suggestion;
+        comments.push(
+            json!({"uri": uri, "range": d.range, "message": d.message, "suggestion": suggestion}),
+        );
+        per_file.entry(uri).or_default().push(d);
+    }
+    (per_file, comments)
+}
+
+/// The diagnostics of a review's comments, with the data of their quick fixes
+/// when the suggestion's id is known.
 pub fn review_diagnostics(
     review: &review::Review,
     input: &review::Input,
-    suggestion_id: &str,
+    suggestion_id: Option<&str>,
     enc: Encoding,
 ) -> Vec<(String, Diagnostic)> {
     let mut out = Vec::new();
@@ -215,9 +270,8 @@ pub fn review_diagnostics(
                 severity: Some(DiagnosticSeverity::WARNING),
                 source: Some(SOURCE.into()),
                 message: c.message.clone(),
-                data: Some(
-                    json!({"suggestionId": suggestion_id, "index": i, "suggestion": c.suggestion}),
-                ),
+                data: suggestion_id
+                    .map(|id| json!({"suggestionId": id, "index": i, "suggestion": c.suggestion})),
                 ..Default::default()
             },
         ));
@@ -244,7 +298,10 @@ pub fn review_actions(
         else {
             continue;
         };
-        let data = known.data.clone().unwrap_or(Value::Null);
+        // A comment of a review still being written has no fixes yet.
+        let Some(data) = known.data.clone() else {
+            continue;
+        };
         let id = data
             .get("suggestionId")
             .and_then(Value::as_str)
@@ -307,7 +364,7 @@ mod tests {
         let input = input();
         let answer = "VERDICT: NO\nshop/pricing.py:2: ten items get no discount\n```python\n    if q >= 10:\n```\nshop/pricing.py:4: unrelated";
         let review = review::parse(answer, &input);
-        let diags = review_diagnostics(&review, &input, "s1", Encoding::Utf16);
+        let diags = review_diagnostics(&review, &input, Some("s1"), Encoding::Utf16);
         assert_eq!(diags.len(), 2);
         let (path, d) = &diags[0];
         assert_eq!(path, "shop/pricing.py");
@@ -326,8 +383,13 @@ mod tests {
             data: None,
             ..known[0].clone()
         };
-        let actions = review_actions(&uri, &[sent], &known);
+        let actions = review_actions(&uri, &[sent.clone()], &known);
         assert_eq!(actions.len(), 2);
+        // The comments of a review still being written carry no fixes.
+        let streaming = review_diagnostics(&review, &input, None, Encoding::Utf16);
+        assert!(streaming.iter().all(|(_, d)| d.data.is_none()));
+        let known_so_far: Vec<Diagnostic> = streaming.into_iter().map(|(_, d)| d).collect();
+        assert!(review_actions(&uri, &[sent], &known_so_far).is_empty());
         let CodeActionOrCommand::CodeAction(apply) = &actions[0] else {
             panic!("a code action")
         };

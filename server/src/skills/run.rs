@@ -25,6 +25,9 @@ use crate::model_host::Served;
 use crate::proto;
 use crate::state::{Ctx, Shared};
 
+/// A boxed future with no output, sendable between threads (a partial answer's listener).
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// How long a skill waits for the feedback store to confirm a suggestion.
 const STORE_WAIT: Duration = Duration::from_secs(30);
 
@@ -299,32 +302,27 @@ impl Ctx {
         Ok((rel, path, text))
     }
 
-    /// [`Ctx::run_skill`], sending each [`Skill::partial`] answer as
-    /// `basis/partial` with `token` (`as_value` shapes it) while the model
-    /// writes; all of them go out before this returns.
-    pub async fn run_skill_streaming<S: Skill>(
+    /// [`Ctx::run_skill`], and `on_partial` hears each new [`Skill::partial`]
+    /// answer while the model writes; it has heard all of them when this returns.
+    pub async fn run_skill_streaming<S, F, Fut>(
         &self,
         input: &S::Input,
-        token: Option<String>,
-        as_value: fn(String) -> Value,
-    ) -> Result<(S::Outcome, Arc<Served>)> {
-        let Some(token) = token else {
+        on_partial: Option<F>,
+    ) -> Result<(S::Outcome, Arc<Served>)>
+    where
+        S: Skill,
+        F: FnMut(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let Some(mut on_partial) = on_partial else {
             return self.run_skill::<S>(input).await;
         };
         let opts = self.skill_options::<S>();
         let task = input.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let client = self.client.clone();
-        let sender = tokio::spawn(async move {
+        let listener = tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
-                client
-                    .send_notification::<crate::backend::PartialNotification>(
-                        crate::proto::Partial {
-                            token: token.clone(),
-                            value: as_value(p),
-                        },
-                    )
-                    .await;
+                on_partial(p).await;
             }
         });
         let result = self
@@ -342,9 +340,32 @@ impl Ctx {
             })
             .await;
         // The work (and with it the channel's sender) is gone: the partial
-        // answers are all sent once this ends.
-        let _ = sender.await;
+        // answers have all been heard once this ends.
+        let _ = listener.await;
         result
+    }
+
+    /// A `basis/partial` sender for a command whose argument named a `partialToken`
+    /// (`as_value` shapes each partial answer).
+    pub fn partial_notifier(
+        &self,
+        token: Option<String>,
+        as_value: fn(String) -> Value,
+    ) -> Option<impl FnMut(String) -> BoxFuture + Send + 'static> {
+        let token = token?;
+        let client = self.client.clone();
+        Some(move |p: String| {
+            let client = client.clone();
+            let params = crate::proto::Partial {
+                token: token.clone(),
+                value: as_value(p),
+            };
+            Box::pin(async move {
+                client
+                    .send_notification::<crate::backend::PartialNotification>(params)
+                    .await;
+            }) as BoxFuture
+        })
     }
 
     /// A skill's options with the editor's sampling settings.
