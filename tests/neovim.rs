@@ -201,6 +201,7 @@ fn run_scenario(encoding: &str, steps: Option<&[&str]>) -> serde_json::Value {
 #[test]
 fn neovim_runs_the_editor_scenario_in_utf16() {
     let v = run_scenario("utf-16", None);
+    assert_partials_were_drawn(&v);
     let steps = v["steps"].as_array().unwrap();
     let step = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap();
     // What the user saw: a diff before anything was written, a test buffer and
@@ -229,5 +230,18 @@ fn neovim_runs_the_editor_scenario_in_utf16() {
 
 #[test]
 fn neovim_previews_edits_in_utf8() {
-    run_scenario("utf-8", Some(&["edit-accept", "edit-reject"]));
+    let v = run_scenario("utf-8", Some(&["edit-accept", "edit-reject"]));
+    assert_partials_were_drawn(&v);
+}
+
+/// Each edit's replacement was drawn as a diff while the model wrote it.
+fn assert_partials_were_drawn(v: &serde_json::Value) {
+    for s in v["steps"].as_array().unwrap() {
+        if s["name"].as_str().unwrap_or("").starts_with("edit-") {
+            assert!(
+                s["partialLines"].as_u64().unwrap_or(0) > 2,
+                "no partial answer drawn: {s}"
+            );
+        }
+    }
 }

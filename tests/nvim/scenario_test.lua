@@ -138,6 +138,7 @@ function steps.edit(step, out)
   open(step.file)
   local before = buffer_text(0)
   local state = {}
+  basis.last_partial = nil
   local first, last = step.range.start.line + 1, step.range['end'].line
   if step.choice == 'accept' then
     -- Through the code action on the selection, answering its prompt.
@@ -154,6 +155,8 @@ function steps.edit(step, out)
   local p, shown = answer_preview(step.choice, 'edit')
   out.suggestionId = p.id
   out.preview = shown
+  -- The replacement was drawn while the model wrote it (a diff of its lines so far).
+  out.partialLines = basis.last_partial and #basis.last_partial.lines or 0
   if step.choice == 'accept' then
     assert(vim.wait(60000, function() return buffer_text(0) ~= before end, 50), 'the accepted edit was not applied')
     assert(buffer_text(0) == table.concat(p.files[1].new, '\n'), 'the buffer holds what the preview showed')

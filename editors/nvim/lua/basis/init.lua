@@ -48,6 +48,12 @@ local handlers = {
   end,
 }
 
+-- Edits being written, by their `partialToken`: {client, uri, range, title, win, buf}.
+local streams = {}
+local stream_count = 0
+-- The last partial answer drawn: {token, lines, at} (for tests and :messages).
+M.last_partial = nil
+
 --- The basis client attached to a buffer (or any basis client).
 function M.client(bufnr)
   local clients = vim.lsp.get_clients({ name = 'basis', bufnr = bufnr })
@@ -288,6 +294,28 @@ function M.reject(reason)
   answer(false, reason)
 end
 
+-- A floating window in the middle of the editor showing `lines`.
+local function open_float(lines, title, enter)
+  local buf = vim.api.nvim_create_buf(false, true)
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  vim.bo[buf].filetype = 'diff'
+  vim.bo[buf].modifiable = false
+  vim.bo[buf].bufhidden = 'wipe'
+  local width = math.min(math.max(60, vim.o.columns - 10), vim.o.columns - 4)
+  local height = math.max(3, math.min(#lines, vim.o.lines - 8))
+  local win = vim.api.nvim_open_win(buf, enter, {
+    relative = 'editor',
+    row = math.floor((vim.o.lines - height) / 2) - 1,
+    col = math.floor((vim.o.columns - width) / 2),
+    width = width,
+    height = height,
+    border = 'rounded',
+    title = title,
+    title_pos = 'center',
+  })
+  return win, buf
+end
+
 -- Shows a command's proposed edit as a diff in a floating window and records
 -- it as shown; the keys answer it.
 local function show_preview(client, bufnr, result, title, on_answer)
@@ -300,23 +328,7 @@ local function show_preview(client, bufnr, result, title, on_answer)
     lines = { '(no change)' }
   end
   local keys = M.config.preview
-  local buf = vim.api.nvim_create_buf(false, true)
-  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
-  vim.bo[buf].filetype = 'diff'
-  vim.bo[buf].modifiable = false
-  vim.bo[buf].bufhidden = 'wipe'
-  local width = math.min(math.max(60, vim.o.columns - 10), vim.o.columns - 4)
-  local height = math.max(3, math.min(#lines, vim.o.lines - 8))
-  local win = vim.api.nvim_open_win(buf, true, {
-    relative = 'editor',
-    row = math.floor((vim.o.lines - height) / 2) - 1,
-    col = math.floor((vim.o.columns - width) / 2),
-    width = width,
-    height = height,
-    border = 'rounded',
-    title = (' %s: %s accept, %s reject '):format(title, keys.accept, keys.reject),
-    title_pos = 'center',
-  })
+  local win, buf = open_float(lines, (' %s: %s accept, %s reject '):format(title, keys.accept, keys.reject), true)
   M.pending = { id = result.suggestionId, client = client, bufnr = bufnr, win = win, buf = buf, files = files, on_answer = on_answer }
   local opts = { buffer = buf, nowait = true }
   vim.keymap.set('n', keys.accept, M.accept, vim.tbl_extend('force', opts, { desc = 'Basis: accept' }))
@@ -335,6 +347,35 @@ local function show_preview(client, bufnr, result, title, on_answer)
   feedback(client, { suggestionId = result.suggestionId, kind = 'shown' })
 end
 
+-- `basis/partial`: the replacement so far of an edit being written, drawn as a
+-- diff in a floating window (without the focus) until the answer's preview.
+handlers['basis/partial'] = function(_, params)
+  local s = params and streams[params.token]
+  local replacement = params and params.value and params.value.replacement
+  if not s or type(replacement) ~= 'string' then
+    return
+  end
+  local edit = { changes = { [s.uri] = { { range = s.range, newText = replacement } } } }
+  local lines = M.diff_lines(M.proposed(edit, s.client.offset_encoding))
+  if s.win and vim.api.nvim_win_is_valid(s.win) then
+    vim.bo[s.buf].modifiable = true
+    vim.api.nvim_buf_set_lines(s.buf, 0, -1, false, lines)
+    vim.bo[s.buf].modifiable = false
+    vim.api.nvim_win_set_height(s.win, math.max(3, math.min(#lines, vim.o.lines - 8)))
+  else
+    s.win, s.buf = open_float(lines, (' %s (writing…) '):format(s.title), false)
+  end
+  M.last_partial = { token = params.token, lines = lines, at = (vim.uv or vim.loop).now() }
+end
+
+local function end_stream(token)
+  local s = token and streams[token]
+  streams[token or ''] = nil
+  if s and s.win and vim.api.nvim_win_is_valid(s.win) then
+    vim.api.nvim_win_close(s.win, true)
+  end
+end
+
 -- Runs a skill command whose answer is an edit to preview. `on_done(err,
 -- result)` hears the command's answer (the preview is then on screen);
 -- `on_answer(err, result)` hears the server's answer to the accept or reject.
@@ -350,7 +391,14 @@ local function offer(command, argument, title, on_done, on_answer, ctx)
     return
   end
   argument.preview = true
+  if command == 'basis.edit' and argument.range then
+    -- The replacement is drawn as the model writes it.
+    stream_count = stream_count + 1
+    argument.partialToken = ('basis-nvim-%d'):format(stream_count)
+    streams[argument.partialToken] = { client = client, uri = argument.uri, range = argument.range, title = title }
+  end
   execute(command, argument, function(err, result)
+    end_stream(argument.partialToken)
     if result and result.edit and result.suggestionId then
       show_preview(client, bufnr, result, title, on_answer)
     end
