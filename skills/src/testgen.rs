@@ -138,17 +138,169 @@ fn how_to(language: Language, input: &Input, name: &str) -> String {
     }
 }
 
-/// The chat for tests of `function`, with up to `k` lines of the file's start
-/// (imports, types) as context.
+/// Lines of one context piece shown at most.
+const PIECE_LINES: usize = 40;
+
+/// The code of the file that explains `function`, most relevant first: the
+/// file's imports; for a method, its class's header and constructor; the file's
+/// definitions of the names the function uses (constants, classes, helpers), in
+/// the order it first uses them; then the file's functions that call it. The
+/// prompt holds as many as fit its budget, so in a long module it gets what the
+/// function depends on rather than the file's first lines.
+pub fn context_pieces(language: Language, text: &str, function: &Function) -> Vec<String> {
+    let body = &text[function.start_byte..function.end_byte];
+    let used = identifiers(body);
+    let cut = |code: &str| -> String {
+        let lines: Vec<&str> = code.lines().collect();
+        if lines.len() <= PIECE_LINES {
+            code.trim_end().to_string()
+        } else {
+            format!("{}\n    ...", lines[..PIECE_LINES].join("\n"))
+        }
+    };
+    let mut pieces = Vec::new();
+    let imports: Vec<&str> = text.lines().filter(|l| is_import(language, l)).collect();
+    if !imports.is_empty() {
+        pieces.push(imports.join("\n"));
+    }
+    let parsed = ParsedFile::parse(language, text, &Limits::default());
+    let symbols = parsed.symbols(text);
+    let inside = |s: &Symbol| {
+        s.span.start_byte <= function.start_byte && function.end_byte <= s.span.end_byte
+    };
+    // A method's class: its first line and its constructor.
+    for s in symbols
+        .iter()
+        .filter(|s| inside(s) && s.span.start_byte < function.start_byte)
+    {
+        let header = text[s.span.start_byte..].lines().next().unwrap_or_default();
+        let ctor = s
+            .children
+            .iter()
+            .find(|c| matches!(c.name.as_str(), "__init__" | "new" | "constructor") && !inside(c));
+        let mut piece = header.to_string();
+        if let Some(c) = ctor {
+            piece.push_str(&format!("\n    ...\n{}", cut(&indented(text, c))));
+        }
+        pieces.push(piece);
+    }
+    // Definitions the function uses, in the order it first uses them.
+    let mut defs: Vec<(usize, String)> = symbols
+        .iter()
+        .filter(|s| !inside(s) && s.name != function.name)
+        .filter_map(|s| {
+            used.iter()
+                .position(|u| *u == s.name)
+                .map(|at| (at, cut(&indented(text, s))))
+        })
+        .collect();
+    if language == Language::Python {
+        // Module-level assignments (constants, tables) are no symbols.
+        defs.extend(assignments(text).into_iter().filter_map(|(name, code)| {
+            used.iter()
+                .position(|u| *u == name)
+                .map(|at| (at, cut(code)))
+        }));
+    }
+    defs.sort_by_key(|(at, _)| *at);
+    pieces.extend(defs.into_iter().map(|(_, code)| code));
+    // Its callers in the file.
+    let mut callers = Vec::new();
+    let walk = |list: &[Symbol], callers: &mut Vec<String>| {
+        for s in list {
+            if matches!(s.kind, SymbolKind::Function | SymbolKind::Method)
+                && !inside(s)
+                && identifiers(&text[s.span.start_byte..s.span.end_byte])
+                    .contains(&function.name.as_str())
+            {
+                callers.push(cut(&indented(text, s)));
+            }
+        }
+    };
+    walk(&symbols, &mut callers);
+    for s in &symbols {
+        walk(&s.children, &mut callers);
+    }
+    pieces.extend(callers);
+    pieces
+}
+
+/// A Python module's top-level assignments (`NAME = …`, `NAME: T = …`), each
+/// with its continuation lines: (name, code).
+fn assignments(text: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let start = offset;
+        offset += line.len();
+        i += 1;
+        let name_len = line
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_len);
+        let rest = rest.trim_start();
+        let assigns = (rest.starts_with('=') && !rest.starts_with("=="))
+            || (rest.starts_with(':') && rest.contains('='));
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) || !assigns {
+            continue;
+        }
+        // Continuation: indented lines and closing brackets.
+        while i < lines.len()
+            && lines[i].starts_with([' ', '\t', ')', ']', '}'])
+            && !lines[i].trim().is_empty()
+        {
+            offset += lines[i].len();
+            i += 1;
+        }
+        out.push((name, &text[start..offset]));
+    }
+    out
+}
+
+/// A symbol's code from the start of its first line (so that a method keeps its indentation).
+fn indented(text: &str, s: &Symbol) -> String {
+    let line_start = text[..s.span.start_byte].rfind('\n').map_or(0, |i| i + 1);
+    text[line_start..s.span.end_byte].to_string()
+}
+
+/// The identifiers of `code`, each once, in order of first use.
+fn identifiers(code: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for w in code.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Whether a line of the file is one of its imports (at the top level).
+fn is_import(language: Language, line: &str) -> bool {
+    match language {
+        Language::Python => line.starts_with("import ") || line.starts_with("from "),
+        Language::Rust => line.starts_with("use "),
+        Language::Go => line.starts_with("import ") || line.starts_with("package "),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            line.starts_with("import ") || (line.starts_with("const ") && line.contains("require("))
+        }
+    }
+}
+
+/// The chat for tests of `function`, with the first `k` of its context pieces
+/// ([`context_pieces`]).
 pub fn render(input: &Input, language: Language, function: &Function, k: usize) -> Vec<Message> {
     let lang = fence_name(Some(language));
     let code = &input.text[function.start_byte..function.end_byte];
     let mut user = format!("File: {}\n\n", input.path);
-    let head: Vec<&str> = input.text[..function.start_byte].lines().take(k).collect();
-    if k > 0 && !head.is_empty() {
+    let pieces = context_pieces(language, &input.text, function);
+    let shown = &pieces[..k.min(pieces.len())];
+    if !shown.is_empty() {
         user.push_str(&format!(
-            "Start of the file:\n```{lang}\n{}\n```\n\n",
-            head.join("\n")
+            "From the same file (what the function uses and what uses it):\n```{lang}\n{}\n```\n\n",
+            shown.join("\n\n")
         ));
     }
     user.push_str(&format!(
@@ -342,10 +494,10 @@ fn function_of(input: &Input) -> Result<(Language, Function), SkillError> {
 pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     let (language, function) = function_of(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
-    let head = input.text[..function.start_byte].lines().count().min(80);
+    let pieces = context_pieces(language, &input.text, &function).len();
     code_prompt(
         lm,
-        head,
+        pieces,
         budget,
         &|k| render(input, language, &function, k),
         fence_name(Some(language)),
@@ -512,6 +664,48 @@ mod tests {
             text: PY.into(),
             symbol: "clamp".into(),
         }
+    }
+
+    #[test]
+    fn context_is_what_the_function_uses_then_what_uses_it() {
+        let text = "import math\nfrom shop import money\n\nRATE = 0.2\n\n\ndef unrelated():\n    return 1\n\n\ndef helper(x):\n    return x * 2\n\n\ndef price(q):\n    return helper(q) * RATE\n\n\ndef total(items):\n    return sum(price(i) for i in items)\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, x):\n        self.items.append(x)\n\n    def cost(self):\n        return total(self.items)\n";
+        let f = find_function(Language::Python, text, "price").unwrap();
+        let pieces = context_pieces(Language::Python, text, &f);
+        assert_eq!(
+            pieces,
+            [
+                "import math\nfrom shop import money",
+                "def helper(x):\n    return x * 2",
+                "RATE = 0.2",
+                "def total(items):\n    return sum(price(i) for i in items)",
+            ]
+        );
+        // A method gets its class's header and constructor first.
+        let m = find_function(Language::Python, text, "Cart.cost").unwrap();
+        let pieces = context_pieces(Language::Python, text, &m);
+        assert_eq!(
+            pieces[1],
+            "class Cart:\n    ...\n    def __init__(self):\n        self.items = []"
+        );
+        assert!(
+            pieces.iter().any(|p| p.starts_with("def total")),
+            "{pieces:?}"
+        );
+        assert!(
+            !pieces.iter().any(|p| p.contains("unrelated")),
+            "{pieces:?}"
+        );
+        // The prompt holds the first k pieces.
+        let input = Input {
+            path: "shop/price.py".into(),
+            text: text.into(),
+            symbol: "price".into(),
+        };
+        let user = &render(&input, Language::Python, &f, 2)[1].content;
+        assert!(
+            user.contains("def helper") && !user.contains("RATE = 0.2"),
+            "{user}"
+        );
     }
 
     #[test]
