@@ -282,6 +282,50 @@ fn testgen_names_a_missing_function() {
     );
 }
 
+#[test]
+fn testgen_answers_a_function_over_the_context_budget_that_fits_the_model() {
+    let r = repo("py_shop");
+    // ~1,400 tokens: over testgen's 1,024 for context, well within the model's 8,192.
+    let mut long = String::from("def long_sum(x):\n");
+    for i in 0..150 {
+        long.push_str(&format!("    x = x + {i}\n"));
+    }
+    long.push_str("    return x\n");
+    // Over the model's context.
+    let mut huge = String::from("def huge_sum(x):\n");
+    for i in 0..1500 {
+        huge.push_str(&format!("    x = x + {i}\n"));
+    }
+    huge.push_str("    return x\n");
+    std::fs::write(r.root.join("shop/long.py"), format!("{long}\n\n{huge}")).unwrap();
+    let run = |symbol: &str| {
+        r.run(&[
+            "testgen",
+            "--repo",
+            r.root.to_str().unwrap(),
+            "--file",
+            "shop/long.py",
+            "--symbol",
+            symbol,
+            "--no-run",
+        ])
+    };
+    let out = run("long_sum");
+    assert!(
+        !support::stderr(&out).contains("the request alone"),
+        "{}",
+        support::stderr(&out)
+    );
+    assert_eq!(r.feedback().len(), 1, "the model was asked");
+    let out = run("huge_sum");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        support::stderr(&out).contains("the model's context leaves beside the answer; shorten it"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
 const PY_ISSUE: &str = "Buying exactly 10 items should get the 10% bulk discount, but bulk_price(2.0, 10) returns 20.0 instead of 18.0";
 
 #[test]

@@ -22,10 +22,7 @@ impl Options {
     /// of at most `max_new_tokens`.
     pub fn greedy(max_prompt_tokens: usize, max_new_tokens: usize) -> Options {
         Options {
-            budget: Budget {
-                max_prompt_tokens,
-                max_new_tokens,
-            },
+            budget: Budget::new(max_prompt_tokens, max_new_tokens),
             sampling: SamplingParams {
                 temperature: 0.0,
                 max_tokens: max_new_tokens,

@@ -7,19 +7,37 @@ use basis_model::{LanguageModel, Message};
 use crate::SkillError;
 
 /// How many tokens a prompt may use, and how many the answer may use.
+///
+/// `max_prompt_tokens` bounds the context pieces around the request (a latency
+/// choice: prefill dominates the time to an answer on a CPU); a request that
+/// alone needs more (a long function to test) is still answered as long as it
+/// fits `max_request_tokens`, which [`Budget::within_context`] sets from the
+/// model's context length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     pub max_prompt_tokens: usize,
     pub max_new_tokens: usize,
+    pub max_request_tokens: usize,
 }
 
 impl Budget {
-    /// The budget, shrunk so that prompt and answer fit the model's context.
+    pub fn new(max_prompt_tokens: usize, max_new_tokens: usize) -> Budget {
+        Budget {
+            max_prompt_tokens,
+            max_new_tokens,
+            max_request_tokens: max_prompt_tokens,
+        }
+    }
+
+    /// The budget within the model's context: prompt and answer fit it, and a
+    /// bare request may use all of it the answer leaves.
     pub fn within_context(self, context: usize) -> Budget {
         let max_new = self.max_new_tokens.min(context / 2);
+        let room = context.saturating_sub(max_new);
         Budget {
-            max_prompt_tokens: self.max_prompt_tokens.min(context.saturating_sub(max_new)),
+            max_prompt_tokens: self.max_prompt_tokens.min(room),
             max_new_tokens: max_new,
+            max_request_tokens: room,
         }
     }
 }
@@ -81,14 +99,16 @@ pub fn fit_prompt_with_answer(
     match best {
         Some(p) => Ok(p),
         None => {
+            // The request alone, over the budget for context but within the
+            // model's context: answered, without context.
             let bare = encode(0)?;
-            if bare.ids.len() <= budget.max_prompt_tokens {
+            if bare.ids.len() <= budget.max_request_tokens.max(budget.max_prompt_tokens) {
                 Ok(bare)
             } else {
                 Err(SkillError::Input(format!(
-                    "the request alone takes {} tokens, over the prompt budget of {}; shorten it",
+                    "the request alone takes {} tokens, over the {} the model's context leaves beside the answer; shorten it",
                     bare.ids.len(),
-                    budget.max_prompt_tokens
+                    budget.max_request_tokens.max(budget.max_prompt_tokens)
                 )))
             }
         }
