@@ -370,7 +370,20 @@ impl Episode {
                 let note = if s.passed_original {
                     format!("killed {}/{} mutants", s.killed, s.mutants)
                 } else {
-                    format!("the tests fail on the task's code: {}", s.report.summary())
+                    // What went wrong first (a wrong expectation, a name the
+                    // tests made up, an import), so a report says why.
+                    let failures = s.report.failures(language);
+                    let first = failures.first().map_or(String::new(), |f| {
+                        format!(
+                            "; {} failing, first: {}",
+                            failures.len(),
+                            f.message.chars().take(120).collect::<String>()
+                        )
+                    });
+                    format!(
+                        "the tests fail on the task's code: {}{first}",
+                        s.report.summary()
+                    )
                 };
                 Ok(Score {
                     reward: s.reward,
