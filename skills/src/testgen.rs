@@ -489,8 +489,9 @@ fn function_of(input: &Input) -> Result<(Language, Function), SkillError> {
     Ok((language, function))
 }
 
-/// The prompt of a test generation: the function and the code above it, the
-/// answer started as a code fence.
+/// The prompt of a test generation: the function and as many of its context
+/// pieces ([`context_pieces`]) as the budget holds, the answer started as a code
+/// fence.
 pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     let (language, function) = function_of(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
