@@ -268,11 +268,18 @@ fn complete_group_lines(
 /// Lines of a window that, seen a third time, means the model is going in circles.
 const LOOP_WINDOW: usize = 3;
 
+/// A run of this many copies of one line (of at least [`LINE_LOOP_CHARS`]
+/// characters) is a loop too.
+const LINE_LOOP_RUN: usize = 6;
+const LINE_LOOP_CHARS: usize = 10;
+
 /// Whether the text's last [`LOOP_WINDOW`] non-blank lines (complete lines only)
 /// already appeared twice before, line for line: a small model repeating a block
 /// (the same test body under new names, the same function again) would go on
 /// until the token budget. Windows of one repeated line, or under 20 characters,
-/// do not count.
+/// do not count, except a run of [`LINE_LOOP_RUN`] copies of one line that is no
+/// closing bracket (`random.shuffle(x)` thirty times over, seen from the
+/// default model).
 pub fn repeats_itself(text: &str) -> bool {
     let complete = match text.rfind('\n') {
         Some(i) => &text[..i],
@@ -287,8 +294,13 @@ pub fn repeats_itself(text: &str) -> bool {
         return false;
     }
     let last = &lines[lines.len() - LOOP_WINDOW..];
-    // Runs of one line (closing braces) and tiny windows repeat in honest code.
-    if last.iter().all(|l| *l == last[0]) || last.iter().map(|l| l.len()).sum::<usize>() < 20 {
+    // Runs of one line (closing braces) and tiny windows repeat in honest code;
+    // a long run of one real line does not.
+    if last.iter().all(|l| *l == last[0]) {
+        let run = lines.iter().rev().take_while(|l| **l == last[0]).count();
+        return run >= LINE_LOOP_RUN && last[0].len() >= LINE_LOOP_CHARS;
+    }
+    if last.iter().map(|l| l.len()).sum::<usize>() < 20 {
         return false;
     }
     let earlier = lines.len() - LOOP_WINDOW;
@@ -319,6 +331,12 @@ mod tests {
         }
         // Repeated single lines (closing braces, blank lines) are not a loop.
         assert!(!repeats_itself("}\n}\n}\n}\n}\n}\n}\n}\n}\n}\n"));
+        // A long run of one real line is.
+        let line = "        random.shuffle(range(10))\n";
+        let start =
+            "import random\n\ndef test_it(self):\n    x = [1, 2, 3]\n    y = list(x)\n    z = y\n";
+        assert!(!repeats_itself(&format!("{start}{}", line.repeat(5))));
+        assert!(repeats_itself(&format!("{start}{}", line.repeat(6))));
         // Only complete lines count, and short texts never loop.
         let three = "alpha = 1\nbeta = 2\ngamma = 3\n".repeat(3);
         assert!(repeats_itself(&three));

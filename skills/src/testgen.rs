@@ -352,6 +352,11 @@ pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String
             out.push_str(&format!("from {module} import {name}\n"));
         }
     }
+    // Standard modules the tests use (`random.shuffle(…)`) but never import: a
+    // small model often forgets the line.
+    for m in missing_stdlib_imports(code) {
+        out.push_str(&format!("import {m}\n"));
+    }
     if !out.is_empty() {
         out.push('\n');
     }
@@ -369,6 +374,52 @@ pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String
         );
     }
     out
+}
+
+/// Standard-library modules tests commonly use.
+const STDLIB: &[&str] = &[
+    "collections",
+    "copy",
+    "decimal",
+    "fractions",
+    "functools",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "os",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "sys",
+    "time",
+    "typing",
+];
+
+/// The modules of [`STDLIB`] that `code` uses as `module.name` without binding the
+/// name anywhere (an import, an assignment, a parameter).
+fn missing_stdlib_imports(code: &str) -> Vec<&'static str> {
+    STDLIB
+        .iter()
+        .copied()
+        .filter(|m| {
+            let used = code.match_indices(&format!("{m}.")).any(|(i, _)| {
+                !code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+            });
+            let bound = code.lines().any(|l| {
+                let t = l.trim();
+                ((t.starts_with("import ") || t.starts_with("from ")) && t.contains(m))
+                    || t.starts_with(&format!("{m} ="))
+                    || t.starts_with(&format!("def {m}("))
+                    || t.contains(&format!("({m},"))
+                    || t.contains(&format!("({m})"))
+                    || t.contains(&format!(", {m})"))
+                    || t.contains(&format!(" as {m}"))
+            });
+            used && !bound
+        })
+        .collect()
 }
 
 fn rust_tests(code: &str) -> String {
@@ -664,6 +715,26 @@ mod tests {
             path: "pkg/util.py".into(),
             text: PY.into(),
             symbol: "clamp".into(),
+        }
+    }
+
+    #[test]
+    fn forgotten_standard_imports_are_added() {
+        let code = "class T(unittest.TestCase):\n    def test_x(self):\n        random.seed(1)\n        self.assertEqual(math.floor(2.5), 2)\n";
+        let out = python_tests(code, Some(("pkg.util", "clamp")));
+        assert!(
+            out.contains("import random\n") && out.contains("import math\n"),
+            "{out}"
+        );
+        // Imported, aliased, assigned or a parameter: left alone; `np.random.x` is no use of random.
+        for bound in [
+            "import random\nrandom.seed(1)\n",
+            "import numpy as random\nrandom.seed(1)\n",
+            "random = Random()\nrandom.seed(1)\n",
+            "def f(random):\n    random.seed(1)\n",
+            "np.random.seed(1)\n",
+        ] {
+            assert!(missing_stdlib_imports(bound).is_empty(), "{bound}");
         }
     }
 
