@@ -570,11 +570,54 @@ pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome 
             }
         }
     };
+    let answer = generated.answer();
+    // An answer cut off by the token limit ends inside a test; without that
+    // test the file still runs the complete ones.
+    let answer = if generated.finished {
+        answer.as_str()
+    } else {
+        without_unfinished_test(&answer, language)
+    };
     Outcome {
-        tests: parse(&generated.answer(), language, input, &function),
+        tests: parse(answer, language, input, &function),
         function,
         generated,
     }
+}
+
+/// `answer` up to its last test's first line (and that test's decorators or
+/// attributes), when an earlier test exists: what a cut-off answer holds whole.
+fn without_unfinished_test(answer: &str, language: Language) -> &str {
+    let starts_test = |line: &str| {
+        let t = line.trim_start();
+        match language {
+            Language::Python => t.starts_with("def test") || t.starts_with("async def test"),
+            Language::Rust => t.starts_with("#[test]"),
+            _ => false,
+        }
+    };
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    for line in answer.split_inclusive('\n') {
+        if starts_test(line) {
+            offsets.push(at);
+        }
+        at += line.len();
+    }
+    let [.., earlier, last] = offsets[..] else {
+        return answer;
+    };
+    // Decorators right above the last test go with it.
+    let mut cut = last;
+    while let Some(prev) = answer[earlier..cut].trim_end_matches('\n').rfind('\n') {
+        let line = answer[earlier + prev + 1..cut].trim();
+        if language == Language::Python && line.starts_with('@') {
+            cut = earlier + prev + 1;
+        } else {
+            break;
+        }
+    }
+    &answer[..cut]
 }
 
 /// The test target the runner narrows to for a placement.
@@ -716,6 +759,21 @@ mod tests {
             text: PY.into(),
             symbol: "clamp".into(),
         }
+    }
+
+    #[test]
+    fn a_cut_off_answer_loses_its_unfinished_test_only() {
+        let answer = "```python\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(1, 1)\n\n    @unittest.skip\n    def test_b(self):\n        x = f(\n";
+        let kept = without_unfinished_test(answer, Language::Python);
+        assert!(kept.ends_with("self.assertEqual(1, 1)\n\n"), "{kept:?}");
+        // One test only: nothing to fall back on, kept as it is.
+        let one = "```python\ndef test_a():\n    x = f(\n";
+        assert_eq!(without_unfinished_test(one, Language::Python), one);
+        let rs = "#[test]\nfn a() { assert_eq!(1, 1); }\n#[test]\nfn b() {\n    let x = ";
+        assert_eq!(
+            without_unfinished_test(rs, Language::Rust),
+            "#[test]\nfn a() { assert_eq!(1, 1); }\n"
+        );
     }
 
     #[test]
