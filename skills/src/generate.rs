@@ -50,7 +50,8 @@ pub struct Generated {
     /// Sum of the behaviour policy's log-probs of the completion's tokens.
     pub logprob_sum: f64,
     pub token_count: usize,
-    /// False when the answer hit the token limit (it may be cut off).
+    /// False when the answer hit the token limit, or was stopped going in
+    /// circles ([`repeats_itself`]): it may end inside a statement.
     pub finished: bool,
     pub latency_ms: u64,
     /// The prompt's tokens, the sampled tokens and the behaviour policy's
@@ -217,6 +218,7 @@ fn complete_group_lines(
     let start = Instant::now();
     let mut tokens = 0usize;
     let mut texts = vec![String::new(); n.max(1)];
+    let mut looped = vec![false; n.max(1)];
     let generation = lm.generate_controlled(
         &prompt.fitted.ids,
         &prompt.sampling,
@@ -233,6 +235,7 @@ fn complete_group_lines(
             }
             if delta.text.contains('\n') && repeats_itself(text) {
                 // Going in circles: this answer is done.
+                looped[delta.index] = true;
                 Flow::Stop
             } else {
                 Flow::Continue
@@ -247,15 +250,17 @@ fn complete_group_lines(
     Ok(generation
         .completions
         .into_iter()
-        .map(|c| Generated {
+        .zip(looped)
+        .map(|(c, looped)| Generated {
             prompt: prompt.fitted.text.clone(),
             answer_start: prompt.answer_start.clone(),
             logprob_sum: c.sum_logprob(),
             token_count: c.token_ids.len(),
-            finished: !matches!(
-                c.finish_reason,
-                FinishReason::Length | FinishReason::Cancelled
-            ),
+            finished: !looped
+                && !matches!(
+                    c.finish_reason,
+                    FinishReason::Length | FinishReason::Cancelled
+                ),
             completion: c.text,
             latency_ms,
             prompt_ids: prompt.fitted.ids.clone(),
