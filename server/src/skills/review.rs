@@ -211,9 +211,6 @@ pub fn code_actions(cx: &Ctx, uri: &Uri, context: &[Diagnostic]) -> Vec<CodeActi
     review_actions(uri, context, &known)
 }
 
-/// The diagnostics of a review's comments, with the file each is on: a
-/// warning over the commented line (a changed line), its `data` holding the
-/// suggestion id, the comment's index and its proposed replacement.
 /// A review's diagnostics per file URI, and its comments as the command answers
 /// them.
 fn by_file(
@@ -241,8 +238,10 @@ fn by_file(
     (per_file, comments)
 }
 
-/// The diagnostics of a review's comments, with the data of their quick fixes
-/// when the suggestion's id is known.
+/// The diagnostics of a review's comments, with the file each is on: a
+/// warning over the commented line (a changed line), its `data` holding the
+/// suggestion id, the comment's index and its proposed replacement — when the
+/// suggestion's id is known (a review still being written has no quick fixes).
 pub fn review_diagnostics(
     review: &review::Review,
     input: &review::Input,
