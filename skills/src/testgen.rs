@@ -289,14 +289,17 @@ fn is_import(language: Language, line: &str) -> bool {
     }
 }
 
-/// The chat for tests of `function`, with the first `k` of its context pieces
-/// ([`context_pieces`]).
-pub fn render(input: &Input, language: Language, function: &Function, k: usize) -> Vec<Message> {
+/// The chat for tests of `function`, with `shown`, the first of its context
+/// pieces ([`context_pieces`]).
+pub fn render(
+    input: &Input,
+    language: Language,
+    function: &Function,
+    shown: &[String],
+) -> Vec<Message> {
     let lang = fence_name(Some(language));
     let code = &input.text[function.start_byte..function.end_byte];
     let mut user = format!("File: {}\n\n", input.path);
-    let pieces = context_pieces(language, &input.text, function);
-    let shown = &pieces[..k.min(pieces.len())];
     if !shown.is_empty() {
         user.push_str(&format!(
             "From the same file (what the function uses and what uses it):\n```{lang}\n{}\n```\n\n",
@@ -546,12 +549,13 @@ fn function_of(input: &Input) -> Result<(Language, Function), SkillError> {
 pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     let (language, function) = function_of(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
-    let pieces = context_pieces(language, &input.text, &function).len();
+    // Parsed once: the budget's search renders with several counts of them.
+    let pieces = context_pieces(language, &input.text, &function);
     code_prompt(
         lm,
-        pieces,
+        pieces.len(),
         budget,
-        &|k| render(input, language, &function, k),
+        &|k| render(input, language, &function, &pieces[..k.min(pieces.len())]),
         fence_name(Some(language)),
         &opts.sampling,
     )
@@ -831,7 +835,8 @@ mod tests {
             text: text.into(),
             symbol: "price".into(),
         };
-        let user = &render(&input, Language::Python, &f, 2)[1].content;
+        let pieces = context_pieces(Language::Python, text, &f);
+        let user = &render(&input, Language::Python, &f, &pieces[..2])[1].content;
         assert!(
             user.contains("def helper") && !user.contains("RATE = 0.2"),
             "{user}"

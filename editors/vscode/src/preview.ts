@@ -288,6 +288,11 @@ export class Previews implements vscode.Disposable {
     if (slot.used || slot.closed) {
       return;
     }
+    this.closeSlot(slot);
+  }
+
+  /** Closes a prepared diff's tab and forgets its placeholder text. */
+  private closeSlot(slot: Slot): void {
     slot.closed = true;
     void slot.opened.then(async () => {
       const tabs = vscode.window.tabGroups.all
@@ -508,7 +513,7 @@ export class Previews implements vscode.Disposable {
     }
     if (!filled) {
       // Not editable after all: the usual diff, anew.
-      this.release({ ...slot, used: false });
+      this.closeSlot(slot);
       p.proposalUri = vscode.Uri.from({ scheme: SCHEME, path: `/${p.n}/proposal/${path.posix.basename(p.target.path)}` });
       this.fs.set(p.proposalUri, p.proposal);
       await this.show(p);
@@ -522,11 +527,9 @@ export class Previews implements vscode.Disposable {
   private async show(p: Pending): Promise<void> {
     const name = path.posix.basename(p.target.path);
     const title = `${p.label}: ${name}${p.exists ? '' : ' (new file)'} ↔ proposal`;
-    const tOpen = Date.now();
-    await vscode.workspace.openTextDocument(p.proposalUri);
     const t0 = Date.now();
     await vscode.commands.executeCommand('vscode.diff', p.leftUri, p.proposalUri, title, { preview: false });
-    this.shown(p, { prepared: false, msOpen: t0 - tOpen, msDiff: Date.now() - t0 });
+    this.shown(p, { prepared: false, msDiff: Date.now() - t0 });
   }
 
   /** The proposal is on screen. */

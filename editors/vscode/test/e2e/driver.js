@@ -267,6 +267,23 @@ class Driver {
   }
 }
 
+/**
+ * From the user's Enter (now): waits for the command's preview, times it,
+ * screenshots it, then accepts or rejects it as the step says.
+ */
+async function previewAndChoose(d, step, result, from, command) {
+  const tAsk = Date.now();
+  result.askedAt = tAsk;
+  const shown = await d.waitPreview(from, command);
+  Object.assign(result.seen, shown.seen);
+  result.uiMs = shown.onScreenAt - tAsk;
+  result.coloredMs = shown.coloredAt - tAsk;
+  await d.screenshot(step.name, 'preview');
+  await d.choose(step.choice);
+  const decided = await waitEvent(from, (e) => e.event === 'decided' && e.label, 'the decision', UI_WAIT);
+  result.seen.applied = decided.applied;
+}
+
 async function runStep(d, step, index) {
   const page = d.page;
   const from = traceEvents().length;
@@ -329,16 +346,7 @@ async function runStep(d, step, index) {
         if (step.skill === 'edit') {
           await d.answer(step.instruction);
         }
-        const tAsk = Date.now();
-        result.askedAt = tAsk;
-        const shown = await d.waitPreview(from, commandOf[step.skill]);
-        Object.assign(result.seen, shown.seen);
-        result.uiMs = shown.onScreenAt - tAsk;
-        result.coloredMs = shown.coloredAt - tAsk;
-        await d.screenshot(step.name, 'preview');
-        await d.choose(step.choice);
-        const decided = await waitEvent(from, (e) => e.event === 'decided' && e.label, 'the decision', UI_WAIT);
-        result.seen.applied = decided.applied;
+        await previewAndChoose(d, step, result, from, commandOf[step.skill]);
         if (step.skill === 'testgen' && step.choice === 'accept') {
           const msg = await waitEvent(
             from,
@@ -361,16 +369,7 @@ async function runStep(d, step, index) {
       case 'reproduce': {
         await d.palette('Basis: Reproduce an Issue');
         await d.answer(step.issue);
-        const tAsk = Date.now();
-        result.askedAt = tAsk;
-        const shown = await d.waitPreview(from, 'basis.reproduce');
-        Object.assign(result.seen, shown.seen);
-        result.uiMs = shown.onScreenAt - tAsk;
-        result.coloredMs = shown.coloredAt - tAsk;
-        await d.screenshot(step.name, 'preview');
-        await d.choose(step.choice);
-        const decided = await waitEvent(from, (e) => e.event === 'decided' && e.label, 'the decision', UI_WAIT);
-        result.seen.applied = decided.applied;
+        await previewAndChoose(d, step, result, from, 'basis.reproduce');
         const answer = await waitEvent(from, (e) => e.event === 'answer' && e.command === 'basis.reproduce', 'the answer', UI_WAIT);
         result.seen.reproduced = answer.reproduced;
         result.seen.message = answer.message;
