@@ -105,6 +105,10 @@ fn quantized_path_agrees_with_llama_cpp_top1() {
         .filter(|(row, &w)| argmax(row) == w)
         .count();
     let share = same as f64 / want.len() as f64;
+    eprintln!(
+        "top-1 agreement with llama.cpp: {same}/{} = {share:.3}",
+        want.len()
+    );
     assert!(
         share >= 0.98,
         "top-1 agreement with llama.cpp: {same}/{} = {share:.3}",

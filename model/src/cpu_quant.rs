@@ -39,6 +39,23 @@ struct BlockQ8_0 {
     qs: [i8; 32],
 }
 
+/// Sixteen consecutive Q4_1 weight rows' blocks at one block index, interleaved
+/// for AVX-512 VNNI: `qs[64u + 4l + c]` is byte `4u + c` of row `l`'s nibbles, so
+/// one 64-byte load holds four bytes of each of the sixteen rows and one
+/// `vpdpbusd` against four broadcast activation bytes advances sixteen dot
+/// products at once (the layout of llama.cpp's repacked CPU weights, for Q4_1).
+/// The same 20 bytes per row and block as GGML's, so decode reads no more.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Group16Q4_1 {
+    qs: [u8; 256],
+    d: [u16; 16],
+    m: [u16; 16],
+}
+
+/// Rows per [`Group16Q4_1`].
+const GROUP: usize = 16;
+
 fn f16_to_f32(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()
 }
@@ -47,6 +64,9 @@ fn f16_to_f32(bits: u16) -> f32 {
 enum Blocks {
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
+    /// Q4_1 repacked for a CPU with AVX-512 VNNI: `groups[g * bpr + i]` holds block
+    /// `i` of rows `16g..16g + 16`.
+    Q4_1x16(Vec<Group16Q4_1>),
 }
 
 /// A quantized matrix of `rows` × `cols`, unpacked for the kernels: scales as f32
@@ -71,13 +91,42 @@ impl QuantMatrix {
         }
     }
 
+    /// Whether this CPU has AVX-512 with VNNI (`vpdpbusd`: 64 byte products summed
+    /// into sixteen lanes in one instruction), which the repacked Q4_1 kernel needs.
+    fn vnni() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::env::var_os("BASIS_NO_AVX512").is_none()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// From GGML's raw bytes (row-major, `cols / 32` blocks per row); `None` for a
-    /// type the kernels do not cover.
+    /// type the kernels do not cover. Q4_1 with a multiple of 16 rows is repacked
+    /// into [`Group16Q4_1`]s on a CPU with AVX-512 VNNI (`BASIS_NO_AVX512=1` keeps
+    /// the AVX2 kernels, to compare them).
     pub(crate) fn from_ggml(
         dtype: GgmlDType,
         bytes: &[u8],
         rows: usize,
         cols: usize,
+    ) -> Option<Self> {
+        Self::from_ggml_as(dtype, bytes, rows, cols, Self::vnni())
+    }
+
+    /// [`Self::from_ggml`], repacking Q4_1 (when its rows allow) iff `repack`.
+    fn from_ggml_as(
+        dtype: GgmlDType,
+        bytes: &[u8],
+        rows: usize,
+        cols: usize,
+        repack: bool,
     ) -> Option<Self> {
         let block_bytes = match dtype {
             GgmlDType::Q4_1 => 20,
@@ -88,6 +137,34 @@ impl QuantMatrix {
             return None;
         }
         let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+        if dtype == GgmlDType::Q4_1 && rows.is_multiple_of(GROUP) && repack {
+            let bpr = cols / QK;
+            let block = |r: usize, i: usize| &bytes[(r * bpr + i) * block_bytes..][..block_bytes];
+            let mut groups = Vec::with_capacity(rows / GROUP * bpr);
+            for g in 0..rows / GROUP {
+                for i in 0..bpr {
+                    let mut packed = Group16Q4_1 {
+                        qs: [0; 256],
+                        d: [0; 16],
+                        m: [0; 16],
+                    };
+                    for l in 0..GROUP {
+                        let b = block(g * GROUP + l, i);
+                        packed.d[l] = u16_at(b, 0);
+                        packed.m[l] = u16_at(b, 2);
+                        for u in 0..4 {
+                            packed.qs[64 * u + 4 * l..][..4].copy_from_slice(&b[4 + 4 * u..][..4]);
+                        }
+                    }
+                    groups.push(packed);
+                }
+            }
+            return Some(Self {
+                rows,
+                cols,
+                blocks: Blocks::Q4_1x16(groups),
+            });
+        }
         let blocks = match dtype {
             GgmlDType::Q4_1 => Blocks::Q4_1(
                 bytes
@@ -139,6 +216,18 @@ impl QuantMatrix {
                 Blocks::Q8_0(w) => {
                     out.extend(w[b].qs.iter().map(|&q| q as f32 * f16_to_f32(w[b].d)))
                 }
+                Blocks::Q4_1x16(groups) => {
+                    let (g, l, i) = (r / GROUP, r % GROUP, b - r * bpr);
+                    let p = &groups[g * bpr + i];
+                    let (d, m) = (f16_to_f32(p.d[l]), f16_to_f32(p.m[l]));
+                    let byte = |j: usize| p.qs[64 * (j / 4) + 4 * l + j % 4];
+                    let mut block = [0f32; QK];
+                    for j in 0..16 {
+                        block[j] = (byte(j) & 0x0F) as f32 * d + m;
+                        block[j + 16] = (byte(j) >> 4) as f32 * d + m;
+                    }
+                    out.extend_from_slice(&block);
+                }
             }
         }
         out
@@ -154,6 +243,7 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot1_q4_1_avx2(w, r, x),
                     Blocks::Q8_0(w) => dot1_q8_0_avx2(w, r, x),
+                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
                 }
             }
         }
@@ -175,6 +265,7 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot4_q4_1_avx2(w, rows, x),
                     Blocks::Q8_0(w) => dot4_q8_0_avx2(w, rows, x),
+                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
                 }
             }
         }
@@ -197,6 +288,7 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot4x4_q4_1_avx2(w, rows, xs),
                     Blocks::Q8_0(w) => xs.map(|x| dot4_q8_0_avx2(w, rows, x)),
+                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
                 }
             }
         }
@@ -227,6 +319,16 @@ impl QuantMatrix {
                     }
                     sum += f16_to_f32(w[b].d) * x.d[i] * sumi as f32;
                 }
+                Blocks::Q4_1x16(groups) => {
+                    let (g, l) = (r / GROUP, r % GROUP);
+                    let p = &groups[g * bpr + i];
+                    for j in 0..16 {
+                        let byte = p.qs[64 * (j / 4) + 4 * l + j % 4];
+                        sumi += (byte & 0x0F) as i32 * x.qs[i][j] as i32;
+                        sumi += (byte >> 4) as i32 * x.qs[i][j + 16] as i32;
+                    }
+                    sum += f16_to_f32(p.d[l]) * x.d[i] * sumi as f32 + f16_to_f32(p.m[l]) * x.s[i];
+                }
             }
         }
         sum
@@ -249,20 +351,73 @@ fn quantize_row(x: &[f32]) -> Q8Row {
         qs: Vec::with_capacity(nb),
     };
     for block in x.chunks_exact(QK) {
-        let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0i8; 32];
-        let mut sum = 0i32;
-        for (qi, &v) in q.iter_mut().zip(block) {
-            *qi = (v * id).round() as i8;
-            sum += *qi as i32;
-        }
+        let block: &[f32; QK] = block.try_into().expect("32 values");
+        #[cfg(target_arch = "x86_64")]
+        let (d, sum, q) = if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, just checked.
+            unsafe { quantize_block_avx2(block) }
+        } else {
+            quantize_block(block)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (d, sum, q) = quantize_block(block);
         row.d.push(f16::from_f32(d).to_f32());
         row.s.push(f16::from_f32(sum as f32 * d).to_f32());
         row.qs.push(q);
     }
     row
+}
+
+/// One block of 32 activations as `(d, Σq, q)`: `d = amax / 127` and `q = x / d`
+/// rounded to nearest, ties to even (as ggml's SIMD quantizers round).
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+fn quantize_block(block: &[f32; QK]) -> (f32, i32, [i8; QK]) {
+    let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q: [i8; QK] = std::array::from_fn(|j| (block[j] * id).round_ties_even() as i8);
+    (d, q.iter().map(|&v| v as i32).sum(), q)
+}
+
+/// [`quantize_block`] with AVX2: the same arithmetic, so the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_block_avx2(block: &[f32; QK]) -> (f32, i32, [i8; QK]) {
+    use std::arch::x86_64::*;
+    // SAFETY: `block` is 32 floats, read as four unaligned vectors of eight.
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let m = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let q = v.map(|v| {
+        _mm256_cvtps_epi32(_mm256_round_ps(
+            _mm256_mul_ps(v, id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        ))
+    });
+    let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let sum = _mm_add_epi32(
+        _mm256_extracti128_si256(sum, 1),
+        _mm256_castsi256_si128(sum),
+    );
+    let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+    let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01));
+    // Packing works within 128-bit lanes: i32 -> i16 -> i8 leaves the eight groups
+    // of four in the order 0 2 4 6 1 3 5 7; the permute puts them back.
+    let q16 = [
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    ];
+    let q8 = _mm256_packs_epi16(q16[0], q16[1]);
+    let q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let mut out = [0i8; QK];
+    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, q8);
+    (d, _mm_cvtsi128_si32(sum), out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -427,6 +582,106 @@ unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 
     std::array::from_fn(|k| hsum(acc[k]))
 }
 
+/// Sixteen repacked Q4_1 weight rows (`groups`: their `bpr` blocks) against `MR`
+/// activation rows: `out[j][l]` is activation row `j` with weight row `l`. Per
+/// block, the nibbles are unpacked once for all `MR` rows, and each activation row
+/// costs eight `vpdpbusd`, one conversion and three multiply-adds for 512 products.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_q4_1_vnni<const MR: usize>(
+    groups: &[Group16Q4_1],
+    xs: &[Q8Row],
+    out: &mut [[f32; GROUP]],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(xs.len() >= MR && out.len() >= MR);
+    let mut acc = [_mm512_setzero_ps(); MR];
+    let low_mask = _mm512_set1_epi8(0x0F);
+    for (i, b) in groups.iter().enumerate() {
+        // SAFETY: `Group16Q4_1` is 64-byte aligned with `qs` first (256 bytes) and
+        // `d`, `m` 32 bytes each; activation blocks are 32 bytes read as eight i32
+        // (unaligned reads).
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(b.d.as_ptr() as *const __m256i));
+        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(b.m.as_ptr() as *const __m256i));
+        let mut wq = [_mm512_setzero_si512(); 8];
+        for u in 0..4 {
+            let packed = _mm512_load_si512(b.qs.as_ptr().add(64 * u) as *const __m512i);
+            wq[u] = _mm512_and_si512(packed, low_mask);
+            wq[u + 4] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_mask);
+        }
+        for j in 0..MR {
+            let x = &xs[j];
+            let xq = x.qs[i].as_ptr() as *const i32;
+            // Elements 4t..4t+4 of the block for t < 4 (low nibbles) and
+            // 16+4(t-4).. for t >= 4 (high nibbles): activation bytes 4t..4t+4 either way.
+            let mut sums = _mm512_setzero_si512();
+            for (t, &w) in wq.iter().enumerate() {
+                sums = _mm512_dpbusd_epi32(sums, w, _mm512_set1_epi32(xq.add(t).read_unaligned()));
+            }
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(x.d[i]));
+            acc[j] = _mm512_fmadd_ps(scaled, dw, acc[j]);
+            acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s[i]), acc[j]);
+        }
+    }
+    for j in 0..MR {
+        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
+}
+
+/// `x Wᵀ` for repacked Q4_1 weights: each task takes four groups (64 weight rows)
+/// and runs every activation row against them, eight at a time.
+fn matmul_q4_1x16(groups: &[Group16Q4_1], bpr: usize, rows: &[Q8Row], n: usize) -> Vec<f32> {
+    const MR: usize = 8;
+    let m = rows.len();
+    let bands: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|t| {
+            let r0 = t * ROWS_PER_TASK;
+            let r1 = (r0 + ROWS_PER_TASK).min(n);
+            let width = r1 - r0;
+            let mut band = vec![0f32; m * width];
+            let mut tile = [[0f32; GROUP]; MR];
+            for g in r0 / GROUP..r1 / GROUP {
+                let blocks = &groups[g * bpr..(g + 1) * bpr];
+                for i0 in (0..m).step_by(MR) {
+                    let xs = &rows[i0..m.min(i0 + MR)];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: repacked weights exist only where `QuantMatrix::vnni()`
+                    // said the CPU has AVX-512 F, BW and VNNI.
+                    unsafe {
+                        match xs.len() {
+                            8 => tile_q4_1_vnni::<8>(blocks, xs, &mut tile),
+                            7 => tile_q4_1_vnni::<7>(blocks, xs, &mut tile),
+                            6 => tile_q4_1_vnni::<6>(blocks, xs, &mut tile),
+                            5 => tile_q4_1_vnni::<5>(blocks, xs, &mut tile),
+                            4 => tile_q4_1_vnni::<4>(blocks, xs, &mut tile),
+                            3 => tile_q4_1_vnni::<3>(blocks, xs, &mut tile),
+                            2 => tile_q4_1_vnni::<2>(blocks, xs, &mut tile),
+                            _ => tile_q4_1_vnni::<1>(blocks, xs, &mut tile),
+                        }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!("repacked weights exist only on x86_64");
+                    let col = g * GROUP - r0;
+                    for (j, dots) in tile.iter().take(xs.len()).enumerate() {
+                        band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
+                    }
+                }
+            }
+            band
+        })
+        .collect();
+    let mut out = vec![0f32; m * n];
+    for (t, band) in bands.iter().enumerate() {
+        let r0 = t * ROWS_PER_TASK;
+        let width = band.len() / m;
+        for i in 0..m {
+            out[i * n + r0..][..width].copy_from_slice(&band[i * width..][..width]);
+        }
+    }
+    out
+}
+
 /// `x Wᵀ` for x of shape (…, cols): a candle op without backward (serving only).
 pub(crate) struct QuantMatMul(pub(crate) Arc<QuantMatrix>);
 
@@ -461,7 +716,27 @@ impl CustomOp1 for QuantMatMul {
         }
         let m = x.len() / k;
         let n = w.rows;
-        let rows: Vec<Q8Row> = x.chunks(k).map(quantize_row).collect();
+        let rows: Vec<Q8Row> = if m > 1 {
+            x.par_chunks(k).map(quantize_row).collect()
+        } else {
+            vec![quantize_row(x)]
+        };
+        let out = if let Blocks::Q4_1x16(groups) = &w.blocks {
+            matmul_q4_1x16(groups, k / QK, &rows, n)
+        } else {
+            w.matmul_rows(&rows, n)
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dim") = n;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+impl QuantMatrix {
+    /// `x Wᵀ` for GGML's own block layouts (AVX2).
+    fn matmul_rows(&self, rows: &[Q8Row], n: usize) -> Vec<f32> {
+        let w = self;
+        let m = rows.len();
         let mut out = vec![0f32; m * n];
         if m == 1 {
             // One weight row per kernel call, read once in order. (The decode
@@ -516,9 +791,7 @@ impl CustomOp1 for QuantMatMul {
                 }
             }
         }
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("at least one dim") = n;
-        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+        out
     }
 }
 
@@ -602,6 +875,101 @@ mod tests {
             let q = quantize_row(&x[i * cols..(i + 1) * cols]);
             for r in 0..rows {
                 assert_eq!(y[i][r], w.dot(r, &q));
+            }
+        }
+    }
+
+    #[test]
+    fn simd_quantization_equals_scalar() {
+        let mut next = lcg(11);
+        let mut blocks: Vec<[f32; QK]> = (0..200)
+            .map(|_| std::array::from_fn(|_| ((next() >> 8) % 20_001) as f32 / 1000.0 - 10.0))
+            .collect();
+        blocks.push([0.0; QK]);
+        // Exact halves after scaling (amax 127 makes d = 1): ties go to even.
+        blocks.push(std::array::from_fn(|j| {
+            if j == 0 {
+                127.0
+            } else {
+                j as f32 - 15.5
+            }
+        }));
+        for block in &blocks {
+            let (d, sum, q) = quantize_block(block);
+            assert_eq!(sum, q.iter().map(|&v| v as i32).sum::<i32>());
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present, just checked.
+                let simd = unsafe { quantize_block_avx2(block) };
+                assert_eq!(simd, (d, sum, q), "block {block:?}");
+            }
+        }
+        let halves = quantize_block(&blocks[blocks.len() - 1]).2;
+        assert_eq!(&halves[1..5], &[-14, -14, -12, -12]);
+    }
+
+    #[test]
+    fn repacked_q4_1_holds_the_same_weights() {
+        let (rows, cols) = (48, 96);
+        let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 5);
+        let plain = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap();
+        let packed = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap();
+        assert!(matches!(packed.blocks, Blocks::Q4_1x16(_)));
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
+            .collect();
+        let q = quantize_row(&x);
+        for r in 0..rows {
+            assert_eq!(packed.row_f32(r), plain.row_f32(r), "row {r}");
+            assert_eq!(packed.dot_scalar(r, &q), plain.dot_scalar(r, &q), "row {r}");
+        }
+        // Rows that do not fill groups of sixteen keep GGML's layout.
+        let odd = random_blocks(GgmlDType::Q4_1, 40, cols, 5);
+        let odd = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &odd, 40, cols, true).unwrap();
+        assert!(matches!(odd.blocks, Blocks::Q4_1(_)));
+    }
+
+    /// The VNNI tiles against the AVX2 kernels on GGML's layout, for every tile
+    /// height (1 to 8 activation rows and a remainder) and several bands.
+    #[test]
+    fn vnni_tiles_match_the_avx2_kernels() {
+        if !QuantMatrix::vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let (rows, cols) = (144, 96);
+        let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 9);
+        let plain = Arc::new(
+            QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap(),
+        );
+        let packed =
+            Arc::new(QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap());
+        for m in [1, 2, 3, 5, 7, 8, 9, 17] {
+            let x: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 31 % 41) as f32 - 20.0) / 6.0)
+                .collect();
+            let t =
+                candle_core::Tensor::from_vec(x, (1, m, cols), &candle_core::Device::Cpu).unwrap();
+            let want: Vec<f32> = t
+                .apply_op1_no_bwd(&QuantMatMul(plain.clone()))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got: Vec<f32> = t
+                .apply_op1_no_bwd(&QuantMatMul(packed.clone()))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(got.len(), m * rows);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "m {m}, output {i}: {g} vs {w}"
+                );
             }
         }
     }
