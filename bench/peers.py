@@ -375,14 +375,20 @@ def cmd_report(args):
         if params:
             def share(rec):
                 gflops = 2 * params * rec["prefill_tok_s"] / 1e9
-                return f"{gflops:.1f} GFLOP/s ({100 * gflops / peak['gflops']:.0f}% of the peak)"
+                text = f"{gflops:.1f} GFLOP/s ({100 * gflops / peak['gflops']:.0f}% of the f32 peak"
+                if peak.get("int8_gops"):
+                    text += f", {100 * gflops / peak['int8_gops']:.0f}% of the int8 peak"
+                return text + ")"
             parts = [f"basis {share(ok_b)}" if ok_b else None,
                      f"llama.cpp {share(ok_l)}" if ok_l else None]
             notes.append(f"prefill arithmetic (2 x {params:,} parameters x tok/s, which counts the "
                          "output layer for every prompt token though both run it for the last only): "
                          + ", ".join(p for p in parts if p)
                          + f"; measured f32 FMA peak of this machine on {peak['threads']} threads "
-                         f"({peak['simd']}): {peak['gflops']:.1f} GFLOP/s")
+                         f"({peak['simd']}): {peak['gflops']:.1f} GFLOP/s"
+                         + (f"; its int8 multiply-add peak ({peak['int8_simd']}, the instruction "
+                            f"basis's quantized prefill runs on): {peak['int8_gops']:.1f} G op/s"
+                            if peak.get("int8_gops") else ""))
     base = find("baseline", "infer")
     if base:
         rev = base.get("rev", "?")
