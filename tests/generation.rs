@@ -8,7 +8,10 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use basis_model::generate::completion_logprobs;
-use basis_model::{Device, Error, FinishReason, LanguageModel, Message, Precision, SamplingParams};
+use basis_model::transformer::Logits;
+use basis_model::{
+    Device, Error, FinishReason, LanguageModel, Message, Precision, SamplingParams, Tensor,
+};
 use support::default_model;
 
 fn lm() -> &'static LanguageModel {
@@ -41,6 +44,28 @@ fn a_greedy_group_shares_one_prefill_and_equals_single_generation() {
     for c in &four.completions {
         assert_eq!(c.token_ids, one.completions[0].token_ids);
         assert_eq!(c.text, one.completions[0].text);
+    }
+}
+
+/// A prompt prefilled in two parts (a cached prefix, then the rest) gives exactly
+/// the logits of one pass, wherever it is cut: one new token, a few, most of it.
+#[test]
+fn a_prefill_cut_anywhere_gives_the_logits_of_one_pass() {
+    let ids = prompt("Name three sorting algorithms.");
+    let n = ids.len();
+    let model = &lm().model;
+    let tensor = |s: &[u32]| Tensor::new(s, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let logits = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let whole = logits(model.forward(&tensor(&ids), None, Logits::Last).unwrap());
+    for cut in [n - 1, n - 3, n - 8, 8, 1] {
+        let mut cache = model.new_cache();
+        model
+            .forward(&tensor(&ids[..cut]), Some(&mut cache), Logits::Last)
+            .unwrap();
+        let rest = model
+            .forward(&tensor(&ids[cut..]), Some(&mut cache), Logits::Last)
+            .unwrap();
+        assert!(logits(rest) == whole, "prompt of {n} cut at {cut}");
     }
 }
 

@@ -54,7 +54,9 @@ unsafe fn dpbusd_avx512(iters: u64) -> i32 {
             *x = _mm512_dpbusd_epi32(*x, a, b);
         }
     }
-    acc.iter().map(|&x| _mm512_reduce_add_epi32(x)).fold(0, i32::wrapping_add)
+    acc.iter()
+        .map(|&x| _mm512_reduce_add_epi32(x))
+        .fold(0, i32::wrapping_add)
 }
 
 fn fma_scalar(iters: u64) -> f32 {

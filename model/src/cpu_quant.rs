@@ -234,7 +234,7 @@ impl QuantMatrix {
     }
 
     /// The dot product of weight row `r` with a quantized activation row.
-    fn dot(&self, r: usize, x: &Q8Row) -> f32 {
+    fn dot(&self, r: usize, x: &Q8Row<'_>) -> f32 {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: `QuantMatrix::supported()` is checked before a matrix is built
@@ -255,7 +255,7 @@ impl QuantMatrix {
 
     /// The dot products of four consecutive weight rows from `r` (fewer at the end
     /// of the matrix; the extra lanes are not meaningful).
-    fn dot4(&self, r: usize, x: &Q8Row) -> [f32; 4] {
+    fn dot4(&self, r: usize, x: &Q8Row<'_>) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
         {
             let last = self.rows - 1;
@@ -278,7 +278,7 @@ impl QuantMatrix {
     /// Dot products of four weight rows from `r` with four activation rows:
     /// `out[i][k]` is activation row `i` with weight row `r + k` (clamped as in
     /// `dot4`). Each weight block is unpacked once for the four activation rows.
-    fn dot4x4(&self, r: usize, xs: [&Q8Row; 4]) -> [[f32; 4]; 4] {
+    fn dot4x4(&self, r: usize, xs: [&Q8Row<'_>; 4]) -> [[f32; 4]; 4] {
         #[cfg(target_arch = "x86_64")]
         {
             let last = self.rows - 1;
@@ -300,7 +300,7 @@ impl QuantMatrix {
 
     #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
     #[allow(clippy::needless_range_loop)] // Indices mirror ggml's reference loops.
-    fn dot_scalar(&self, r: usize, x: &Q8Row) -> f32 {
+    fn dot_scalar(&self, r: usize, x: &Q8Row<'_>) -> f32 {
         let bpr = self.cols / QK;
         let mut sum = 0f32;
         for (i, b) in (r * bpr..(r + 1) * bpr).enumerate() {
@@ -335,47 +335,94 @@ impl QuantMatrix {
     }
 }
 
-/// One activation row quantized per block of 32 (ggml's Q8_1; Q8_0 is the same
-/// without `s`).
-struct Q8Row {
+/// Activation rows quantized per block of 32 (ggml's Q8_1; Q8_0 is the same
+/// without `s`): row `j`'s block `i` at index `j * bpr + i` of each vector, so a
+/// kernel walks several rows with one base pointer and a stride.
+struct Q8Rows {
+    bpr: usize,
     d: Vec<f32>,
     s: Vec<f32>,
-    qs: Vec<[i8; 32]>,
+    qs: Vec<[i8; QK]>,
 }
 
-fn quantize_row(x: &[f32]) -> Q8Row {
-    let nb = x.len() / QK;
-    let mut row = Q8Row {
-        d: Vec::with_capacity(nb),
-        s: Vec::with_capacity(nb),
-        qs: Vec::with_capacity(nb),
-    };
-    for block in x.chunks_exact(QK) {
-        let block: &[f32; QK] = block.try_into().expect("32 values");
-        #[cfg(target_arch = "x86_64")]
-        let (d, sum, q) = if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, just checked.
-            unsafe { quantize_block_avx2(block) }
-        } else {
-            quantize_block(block)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let (d, sum, q) = quantize_block(block);
-        row.d.push(f16::from_f32(d).to_f32());
-        row.s.push(f16::from_f32(sum as f32 * d).to_f32());
-        row.qs.push(q);
+/// One row of [`Q8Rows`].
+#[derive(Clone, Copy)]
+struct Q8Row<'a> {
+    d: &'a [f32],
+    s: &'a [f32],
+    qs: &'a [[i8; QK]],
+}
+
+impl Q8Rows {
+    fn len(&self) -> usize {
+        self.d.len() / self.bpr.max(1)
     }
-    row
+
+    fn row(&self, j: usize) -> Q8Row<'_> {
+        let at = j * self.bpr..(j + 1) * self.bpr;
+        Q8Row {
+            d: &self.d[at.clone()],
+            s: &self.s[at.clone()],
+            qs: &self.qs[at],
+        }
+    }
+}
+
+/// Quantizes `x` (rows of `k` values), rows in parallel when there are several.
+fn quantize_rows(x: &[f32], k: usize) -> Q8Rows {
+    let bpr = k / QK;
+    let blocks = x.len() / QK;
+    let mut rows = Q8Rows {
+        bpr,
+        d: vec![0.0; blocks],
+        s: vec![0.0; blocks],
+        qs: vec![[0; QK]; blocks],
+    };
+    /// One row's values, and its scales, sums and quants to fill.
+    type RowOut<'a> = (
+        ((&'a [f32], &'a mut [f32]), &'a mut [f32]),
+        &'a mut [[i8; QK]],
+    );
+    let quantize = |(((x, d), s), qs): RowOut<'_>| {
+        for (((block, d), s), qs) in x.chunks_exact(QK).zip(d).zip(s).zip(qs) {
+            let block: &[f32; QK] = block.try_into().expect("32 values");
+            #[cfg(target_arch = "x86_64")]
+            let (scale, sum, q) = if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, just checked.
+                unsafe { quantize_block_avx2(block) }
+            } else {
+                quantize_block(block)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let (scale, sum, q) = quantize_block(block);
+            *d = f16::from_f32(scale).to_f32();
+            *s = f16::from_f32(sum as f32 * scale).to_f32();
+            *qs = q;
+        }
+    };
+    if x.len() > k {
+        x.par_chunks(k)
+            .zip(rows.d.par_chunks_mut(bpr))
+            .zip(rows.s.par_chunks_mut(bpr))
+            .zip(rows.qs.par_chunks_mut(bpr))
+            .for_each(quantize);
+    } else {
+        quantize((((x, &mut rows.d[..]), &mut rows.s[..]), &mut rows.qs[..]));
+    }
+    rows
 }
 
 /// One block of 32 activations as `(d, Σq, q)`: `d = amax / 127` and `q = x / d`
-/// rounded to nearest, ties to even (as ggml's SIMD quantizers round).
+/// rounded to nearest, ties away from zero. (Ties to even, as one of ggml's SIMD
+/// paths rounds, is not a detail here: it lowered top-1 agreement with llama.cpp on
+/// the reference text from 254 to 252 of 258 positions and changed a greedy
+/// continuation at a confident step.)
 #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
 fn quantize_block(block: &[f32; QK]) -> (f32, i32, [i8; QK]) {
     let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q: [i8; QK] = std::array::from_fn(|j| (block[j] * id).round_ties_even() as i8);
+    let q: [i8; QK] = std::array::from_fn(|j| (block[j] * id).round() as i8);
     (d, q.iter().map(|&v| v as i32).sum(), q)
 }
 
@@ -394,10 +441,15 @@ unsafe fn quantize_block_avx2(block: &[f32; QK]) -> (f32, i32, [i8; QK]) {
     let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
     let d = amax / 127.0;
     let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    // Ties away from zero: truncate x + copysign(0.5 - 2^-25, x), exact for every
+    // f32 (a half lands on the next integer, anything below it does not).
+    let below_half = _mm256_set1_ps(0.499_999_97);
     let q = v.map(|v| {
+        let x = _mm256_mul_ps(v, id);
+        let nudge = _mm256_or_ps(below_half, _mm256_and_ps(x, sign));
         _mm256_cvtps_epi32(_mm256_round_ps(
-            _mm256_mul_ps(v, id),
-            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            _mm256_add_ps(x, nudge),
+            _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC,
         ))
     });
     let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
@@ -432,7 +484,7 @@ unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row) -> [f32; 4] {
+unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row<'_>) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
     let base = rows.map(|r| r * bpr);
@@ -467,7 +519,7 @@ unsafe fn dot4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], x: &Q8Row) -> [f32; 
 /// are read once, in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot1_q4_1_avx2(w: &[BlockQ4_1], row: usize, x: &Q8Row) -> f32 {
+unsafe fn dot1_q4_1_avx2(w: &[BlockQ4_1], row: usize, x: &Q8Row<'_>) -> f32 {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
     let blocks = &w[row * bpr..(row + 1) * bpr];
@@ -475,7 +527,7 @@ unsafe fn dot1_q4_1_avx2(w: &[BlockQ4_1], row: usize, x: &Q8Row) -> f32 {
     let mut mins = 0f32;
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    for (b, ((qs, &dx), &sx)) in blocks.iter().zip(x.qs.iter().zip(&x.d).zip(&x.s)) {
+    for (b, ((qs, &dx), &sx)) in blocks.iter().zip(x.qs.iter().zip(x.d).zip(x.s)) {
         // SAFETY: each `qs` is 16 bytes and each activation block 32; unaligned loads.
         let qx = _mm256_loadu_si256(qs.as_ptr() as *const __m256i);
         mins += f16_to_f32(b.m) * sx;
@@ -497,13 +549,13 @@ unsafe fn dot1_q4_1_avx2(w: &[BlockQ4_1], row: usize, x: &Q8Row) -> f32 {
 /// [`dot1_q4_1_avx2`] for Q8_0 weights.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot1_q8_0_avx2(w: &[BlockQ8_0], row: usize, x: &Q8Row) -> f32 {
+unsafe fn dot1_q8_0_avx2(w: &[BlockQ8_0], row: usize, x: &Q8Row<'_>) -> f32 {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
     let blocks = &w[row * bpr..(row + 1) * bpr];
     let mut acc = _mm256_setzero_ps();
     let ones = _mm256_set1_epi16(1);
-    for (b, (qs, &dx)) in blocks.iter().zip(x.qs.iter().zip(&x.d)) {
+    for (b, (qs, &dx)) in blocks.iter().zip(x.qs.iter().zip(x.d)) {
         // SAFETY: both operands are 32 bytes; the loads are unaligned.
         let qx = _mm256_loadu_si256(qs.as_ptr() as *const __m256i);
         let qw = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
@@ -521,7 +573,11 @@ unsafe fn dot1_q8_0_avx2(w: &[BlockQ8_0], row: usize, x: &Q8Row) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot4x4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], xs: [&Q8Row; 4]) -> [[f32; 4]; 4] {
+unsafe fn dot4x4_q4_1_avx2(
+    w: &[BlockQ4_1],
+    rows: [usize; 4],
+    xs: [&Q8Row<'_>; 4],
+) -> [[f32; 4]; 4] {
     use std::arch::x86_64::*;
     let bpr = xs[0].d.len();
     let base = rows.map(|r| r * bpr);
@@ -556,7 +612,7 @@ unsafe fn dot4x4_q4_1_avx2(w: &[BlockQ4_1], rows: [usize; 4], xs: [&Q8Row; 4]) -
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 4] {
+unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row<'_>) -> [f32; 4] {
     use std::arch::x86_64::*;
     let bpr = x.d.len();
     let base = rows.map(|r| r * bpr);
@@ -590,17 +646,26 @@ unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row) -> [f32; 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_q4_1_vnni<const MR: usize>(
     groups: &[Group16Q4_1],
-    xs: &[Q8Row],
-    out: &mut [[f32; GROUP]],
+    xs: &Q8Rows,
+    first: usize,
+    out: &mut [[f32; GROUP]; 8],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(xs.len() >= MR && out.len() >= MR);
+    let bpr = xs.bpr;
+    assert!(MR <= 8 && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
+    // Row `first + j`'s block `i` is at offset `j * bpr + i` from these.
+    let at = first * bpr;
+    let (qp, dp, sp) = (
+        xs.qs[at..].as_ptr(),
+        xs.d[at..].as_ptr(),
+        xs.s[at..].as_ptr(),
+    );
     let mut acc = [_mm512_setzero_ps(); MR];
     let low_mask = _mm512_set1_epi8(0x0F);
     for (i, b) in groups.iter().enumerate() {
         // SAFETY: `Group16Q4_1` is 64-byte aligned with `qs` first (256 bytes) and
-        // `d`, `m` 32 bytes each; activation blocks are 32 bytes read as eight i32
-        // (unaligned reads).
+        // `d`, `m` 32 bytes each. The activation offsets are below `MR * bpr`, in
+        // bounds by the assert; their blocks are 32 bytes read as eight i32.
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(b.d.as_ptr() as *const __m256i));
         let mw = _mm512_cvtph_ps(_mm256_loadu_si256(b.m.as_ptr() as *const __m256i));
         let mut wq = [_mm512_setzero_si512(); 8];
@@ -609,30 +674,33 @@ unsafe fn tile_q4_1_vnni<const MR: usize>(
             wq[u] = _mm512_and_si512(packed, low_mask);
             wq[u + 4] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_mask);
         }
-        for j in 0..MR {
-            let x = &xs[j];
-            let xq = x.qs[i].as_ptr() as *const i32;
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let off = j * bpr + i;
+            let xq = qp.add(off) as *const i32;
             // Elements 4t..4t+4 of the block for t < 4 (low nibbles) and
             // 16+4(t-4).. for t >= 4 (high nibbles): activation bytes 4t..4t+4 either way.
             let mut sums = _mm512_setzero_si512();
             for (t, &w) in wq.iter().enumerate() {
                 sums = _mm512_dpbusd_epi32(sums, w, _mm512_set1_epi32(xq.add(t).read_unaligned()));
             }
-            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(x.d[i]));
-            acc[j] = _mm512_fmadd_ps(scaled, dw, acc[j]);
-            acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s[i]), acc[j]);
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(*dp.add(off)));
+            *acc = _mm512_fmadd_ps(scaled, dw, *acc);
+            *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sp.add(off)), *acc);
         }
     }
-    for j in 0..MR {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    for (o, acc) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), acc);
     }
 }
 
 /// `x Wᵀ` for repacked Q4_1 weights: each task takes four groups (64 weight rows)
 /// and runs every activation row against them, eight at a time.
-fn matmul_q4_1x16(groups: &[Group16Q4_1], bpr: usize, rows: &[Q8Row], n: usize) -> Vec<f32> {
+fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize) -> Vec<f32> {
     const MR: usize = 8;
-    let m = rows.len();
+    let (m, bpr) = (rows.len(), rows.bpr);
+    if m == 0 {
+        return Vec::new();
+    }
     let bands: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|t| {
@@ -644,26 +712,26 @@ fn matmul_q4_1x16(groups: &[Group16Q4_1], bpr: usize, rows: &[Q8Row], n: usize) 
             for g in r0 / GROUP..r1 / GROUP {
                 let blocks = &groups[g * bpr..(g + 1) * bpr];
                 for i0 in (0..m).step_by(MR) {
-                    let xs = &rows[i0..m.min(i0 + MR)];
+                    let take = (m - i0).min(MR);
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: repacked weights exist only where `QuantMatrix::vnni()`
                     // said the CPU has AVX-512 F, BW and VNNI.
                     unsafe {
-                        match xs.len() {
-                            8 => tile_q4_1_vnni::<8>(blocks, xs, &mut tile),
-                            7 => tile_q4_1_vnni::<7>(blocks, xs, &mut tile),
-                            6 => tile_q4_1_vnni::<6>(blocks, xs, &mut tile),
-                            5 => tile_q4_1_vnni::<5>(blocks, xs, &mut tile),
-                            4 => tile_q4_1_vnni::<4>(blocks, xs, &mut tile),
-                            3 => tile_q4_1_vnni::<3>(blocks, xs, &mut tile),
-                            2 => tile_q4_1_vnni::<2>(blocks, xs, &mut tile),
-                            _ => tile_q4_1_vnni::<1>(blocks, xs, &mut tile),
+                        match take {
+                            8 => tile_q4_1_vnni::<8>(blocks, rows, i0, &mut tile),
+                            7 => tile_q4_1_vnni::<7>(blocks, rows, i0, &mut tile),
+                            6 => tile_q4_1_vnni::<6>(blocks, rows, i0, &mut tile),
+                            5 => tile_q4_1_vnni::<5>(blocks, rows, i0, &mut tile),
+                            4 => tile_q4_1_vnni::<4>(blocks, rows, i0, &mut tile),
+                            3 => tile_q4_1_vnni::<3>(blocks, rows, i0, &mut tile),
+                            2 => tile_q4_1_vnni::<2>(blocks, rows, i0, &mut tile),
+                            _ => tile_q4_1_vnni::<1>(blocks, rows, i0, &mut tile),
                         }
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     unreachable!("repacked weights exist only on x86_64");
                     let col = g * GROUP - r0;
-                    for (j, dots) in tile.iter().take(xs.len()).enumerate() {
+                    for (j, dots) in tile.iter().take(take).enumerate() {
                         band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
                     }
                 }
@@ -714,15 +782,10 @@ impl CustomOp1 for QuantMatMul {
                 w.cols
             );
         }
-        let m = x.len() / k;
         let n = w.rows;
-        let rows: Vec<Q8Row> = if m > 1 {
-            x.par_chunks(k).map(quantize_row).collect()
-        } else {
-            vec![quantize_row(x)]
-        };
+        let rows = quantize_rows(x, k);
         let out = if let Blocks::Q4_1x16(groups) = &w.blocks {
-            matmul_q4_1x16(groups, k / QK, &rows, n)
+            matmul_q4_1x16(groups, &rows, n)
         } else {
             w.matmul_rows(&rows, n)
         };
@@ -734,10 +797,14 @@ impl CustomOp1 for QuantMatMul {
 
 impl QuantMatrix {
     /// `x Wᵀ` for GGML's own block layouts (AVX2).
-    fn matmul_rows(&self, rows: &[Q8Row], n: usize) -> Vec<f32> {
+    fn matmul_rows(&self, rows: &Q8Rows, n: usize) -> Vec<f32> {
         let w = self;
         let m = rows.len();
+        let rows: Vec<Q8Row<'_>> = (0..m).map(|j| rows.row(j)).collect();
         let mut out = vec![0f32; m * n];
+        if m == 0 {
+            return out;
+        }
         if m == 1 {
             // One weight row per kernel call, read once in order. (The decode
             // once called the four-row kernel with one row four times and kept
@@ -829,7 +896,8 @@ mod tests {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0)
             .collect();
-        let q = quantize_row(&x);
+        let q = quantize_rows(&x, cols);
+        let q = q.row(0);
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let w = QuantMatrix::from_ggml(dtype, &random_blocks(dtype, rows, cols, 7), rows, cols)
                 .unwrap();
@@ -872,7 +940,8 @@ mod tests {
         assert_eq!(y.dims(), &[1, 3, rows]);
         let y: Vec<Vec<f32>> = y.squeeze(0).unwrap().to_vec2().unwrap();
         for i in 0..3 {
-            let q = quantize_row(&x[i * cols..(i + 1) * cols]);
+            let q = quantize_rows(&x[i * cols..(i + 1) * cols], cols);
+            let q = q.row(0);
             for r in 0..rows {
                 assert_eq!(y[i][r], w.dot(r, &q));
             }
@@ -886,7 +955,18 @@ mod tests {
             .map(|_| std::array::from_fn(|_| ((next() >> 8) % 20_001) as f32 / 1000.0 - 10.0))
             .collect();
         blocks.push([0.0; QK]);
-        // Exact halves after scaling (amax 127 makes d = 1): ties go to even.
+        // Halves from -126.5 to 126.5 and their float neighbours.
+        for k in -127..127 {
+            let half = k as f32 + 0.5;
+            blocks.push(std::array::from_fn(|j| match j {
+                0 => 127.0,
+                1 => half,
+                2 => f32::from_bits(half.to_bits() - 1),
+                3 => f32::from_bits(half.to_bits() + 1),
+                _ => -half,
+            }));
+        }
+        // Exact halves after scaling (amax 127 makes d = 1): ties go away from zero.
         blocks.push(std::array::from_fn(|j| {
             if j == 0 {
                 127.0
@@ -905,7 +985,7 @@ mod tests {
             }
         }
         let halves = quantize_block(&blocks[blocks.len() - 1]).2;
-        assert_eq!(&halves[1..5], &[-14, -14, -12, -12]);
+        assert_eq!(&halves[1..5], &[-15, -14, -13, -12]);
     }
 
     #[test]
@@ -918,7 +998,8 @@ mod tests {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
             .collect();
-        let q = quantize_row(&x);
+        let q = quantize_rows(&x, cols);
+        let q = q.row(0);
         for r in 0..rows {
             assert_eq!(packed.row_f32(r), plain.row_f32(r), "row {r}");
             assert_eq!(packed.dot_scalar(r, &q), plain.dot_scalar(r, &q), "row {r}");
@@ -937,14 +1018,14 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512 VNNI");
             return;
         }
-        let (rows, cols) = (144, 96);
+        let (rows, cols) = (192, 576);
         let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 9);
         let plain = Arc::new(
             QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap(),
         );
         let packed =
             Arc::new(QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap());
-        for m in [1, 2, 3, 5, 7, 8, 9, 17] {
+        for m in [1, 2, 3, 5, 7, 8, 9, 17, 128] {
             let x: Vec<f32> = (0..m * cols)
                 .map(|i| ((i * 31 % 41) as f32 - 20.0) / 6.0)
                 .collect();
@@ -965,6 +1046,21 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             assert_eq!(got.len(), m * rows);
+            // Each row's result is the same whatever rows it is batched with.
+            for i in 0..m {
+                let alone: Vec<f32> = t
+                    .narrow(1, i, 1)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+                    .apply_op1_no_bwd(&QuantMatMul(packed.clone()))
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(alone, got[i * rows..(i + 1) * rows], "m {m}, row {i}");
+            }
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-4 * w.abs().max(1.0),

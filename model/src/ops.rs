@@ -384,6 +384,119 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
+/// Causal attention for serving, `softmax(scale · q kᵀ) v` with the mask of
+/// [`CausalSoftmax`], in one pass per query row and without a backward.
+///
+/// Each row's arithmetic is the same however many rows come with it: its scores
+/// sum over the head dimension in order, its output over the visible keys in
+/// order. So a prompt prefilled after a prefix-cache hit, a group of samples
+/// sharing one prefill and a cold prefill give the same numbers for the same
+/// position. (Batched matmuls do not: their blocking depends on the row count, and
+/// the 8-bit activations of the quantized path turn a last-bit difference into a
+/// different token now and then.)
+struct CausalAttention {
+    scale: f32,
+    t: usize,
+    past: usize,
+}
+
+impl candle_core::CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "basis-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        ql: &Layout,
+        k: &CpuStorage,
+        kl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, h, rows, hd) = ql.shape().dims4()?;
+        let (kb, kh, keys, khd) = kl.shape().dims4()?;
+        if (kb, kh, khd) != (b, h, hd) || vl.shape() != kl.shape() {
+            candle_core::bail!(
+                "causal attention: q {:?}, k {:?}, v {:?} do not fit",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            );
+        }
+        let (q, k, v) = (f32s(q, ql)?, f32s(k, kl)?, f32s(v, vl)?);
+        // Keys transposed per head (hd × keys), so a row's scores grow by one
+        // broadcast multiply-add over contiguous keys per head dimension.
+        let mut kt = vec![0f32; b * h * hd * keys];
+        kt.par_chunks_mut(hd * keys)
+            .zip(k.par_chunks(keys * hd))
+            .for_each(|(kt, k)| {
+                for (j, key) in k.chunks_exact(hd).enumerate() {
+                    for (d, &x) in key.iter().enumerate() {
+                        kt[d * keys + j] = x;
+                    }
+                }
+            });
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(hd)
+            .zip(q.par_chunks(hd))
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; keys],
+                |scores, (r, (o, qr))| {
+                    let head = r / rows;
+                    let n = (self.past + (r % rows) % self.t + 1).min(keys);
+                    let kt = &kt[head * hd * keys..][..hd * keys];
+                    let v = &v[head * keys * hd..][..keys * hd];
+                    let s = &mut scores[..n];
+                    s.fill(0.0);
+                    for (d, &qd) in qr.iter().enumerate() {
+                        for (s, &kd) in s.iter_mut().zip(&kt[d * keys..][..n]) {
+                            *s += qd * kd;
+                        }
+                    }
+                    let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0f32;
+                    for x in s.iter_mut() {
+                        *x = ((*x - max) * self.scale).exp();
+                        sum += *x;
+                    }
+                    for (&p, value) in s.iter().zip(v.chunks_exact(hd)) {
+                        for (o, &x) in o.iter_mut().zip(value) {
+                            *o += p * x;
+                        }
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|x| *x *= inv);
+                },
+            );
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+}
+
+/// `softmax(scale · q kᵀ + causal mask) v` for serving on the CPU (see
+/// [`CausalAttention`]): q is (b, heads, rows, hd) where row `r` is query
+/// position `r % t` of the `t` new ones, after `past` cached positions; k and v
+/// are (b, heads, keys, hd).
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    t: usize,
+) -> Result<Tensor> {
+    let past = k.dim(2)? - t;
+    q.contiguous()?.apply_op3_no_bwd(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        &CausalAttention {
+            scale: scale as f32,
+            t,
+            past,
+        },
+    )
+}
+
 /// `softmax(scale · x)` over the last axis with a causal mask: row `r` of a
 /// block of `t` query rows may see keys `0..=past + r % t` (the rest get 0).
 struct CausalSoftmax {
@@ -560,6 +673,36 @@ mod tests {
                 tol,
             );
         }
+    }
+
+    #[test]
+    fn causal_attention_equals_the_composite_and_ignores_batching() {
+        let d = Device::Cpu;
+        // Two kv heads, two query heads each (rows stacked as groups × t), 3 new
+        // positions after 4 cached ones.
+        let (t, past, hd) = (3, 4, 8);
+        let q = Tensor::randn(0f32, 1.0, (1, 2, 2 * t, hd), &d).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, past + t, hd), &d).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, past + t, hd), &d).unwrap();
+        let scale = 0.35;
+        let fused = causal_attention(&q, &k, &v, scale, t).unwrap();
+        let att =
+            causal_softmax(&q.matmul(&k.t().unwrap()).unwrap(), scale, t, past, None).unwrap();
+        close(&fused, &att.matmul(&v).unwrap(), 1e-5);
+        // The last position alone, against the cache of the others: the same bits.
+        let last = |x: &Tensor| {
+            Tensor::cat(
+                &[
+                    x.narrow(2, t - 1, 1).unwrap(),
+                    x.narrow(2, 2 * t - 1, 1).unwrap(),
+                ],
+                2,
+            )
+            .unwrap()
+        };
+        let alone = causal_attention(&last(&q), &k, &v, scale, 1).unwrap();
+        let both: Vec<f32> = last(&fused).flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(), both);
     }
 
     #[test]

@@ -498,6 +498,16 @@ impl Model {
         let groups = cfg.kv_groups();
         let q = q.reshape((b, cfg.num_kv_heads, groups * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
+        if self.op_mode == OpMode::Fused && crate::ops::fused(&q) {
+            // Serving on the CPU: one pass per query row, the same numbers for a
+            // position whatever it is batched with (see `ops::causal_attention`).
+            let out = crate::ops::causal_attention(&q, &k, &v, scale, t)?;
+            let out = out
+                .reshape((b, cfg.num_heads, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, cfg.num_heads * hd))?;
+            return attn.o_proj.forward(&out);
+        }
         let att = match self.op_mode {
             OpMode::Fused => {
                 let att = (q.matmul(&k.t()?)? * scale)?;

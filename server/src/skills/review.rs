@@ -382,7 +382,7 @@ mod tests {
             data: None,
             ..known[0].clone()
         };
-        let actions = review_actions(&uri, &[sent.clone()], &known);
+        let actions = review_actions(&uri, std::slice::from_ref(&sent), &known);
         assert_eq!(actions.len(), 2);
         // The comments of a review still being written carry no fixes.
         let streaming = review_diagnostics(&review, &input, None, Encoding::Utf16);
