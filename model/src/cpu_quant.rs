@@ -698,48 +698,58 @@ unsafe fn tile_q4_1_vnni<const MR: usize>(
 fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize) -> Vec<f32> {
     const MR: usize = 8;
     let (m, bpr) = (rows.len(), rows.bpr);
+    by_bands(m, n, |r0, r1, band| {
+        let width = r1 - r0;
+        let mut tile = [[0f32; GROUP]; MR];
+        for g in r0 / GROUP..r1 / GROUP {
+            let blocks = &groups[g * bpr..(g + 1) * bpr];
+            for i0 in (0..m).step_by(MR) {
+                let take = (m - i0).min(MR);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: repacked weights exist only where `QuantMatrix::vnni()`
+                // said the CPU has AVX-512 F, BW and VNNI.
+                unsafe {
+                    match take {
+                        8 => tile_q4_1_vnni::<8>(blocks, rows, i0, &mut tile),
+                        7 => tile_q4_1_vnni::<7>(blocks, rows, i0, &mut tile),
+                        6 => tile_q4_1_vnni::<6>(blocks, rows, i0, &mut tile),
+                        5 => tile_q4_1_vnni::<5>(blocks, rows, i0, &mut tile),
+                        4 => tile_q4_1_vnni::<4>(blocks, rows, i0, &mut tile),
+                        3 => tile_q4_1_vnni::<3>(blocks, rows, i0, &mut tile),
+                        2 => tile_q4_1_vnni::<2>(blocks, rows, i0, &mut tile),
+                        _ => tile_q4_1_vnni::<1>(blocks, rows, i0, &mut tile),
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("repacked weights exist only on x86_64");
+                let col = g * GROUP - r0;
+                for (j, dots) in tile.iter().take(take).enumerate() {
+                    band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
+                }
+            }
+        }
+    })
+}
+
+/// The `m` × `n` product computed in parallel by bands of [`ROWS_PER_TASK`] weight
+/// rows, so a task reads its weight rows from memory once for every activation row:
+/// `fill(r0, r1, band)` writes outputs `r0..r1` of each activation row `i` at
+/// `band[i * (r1 - r0)..]`, and the bands are then laid side by side.
+fn by_bands(m: usize, n: usize, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
     if m == 0 {
-        return Vec::new();
+        return out;
     }
     let bands: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|t| {
             let r0 = t * ROWS_PER_TASK;
             let r1 = (r0 + ROWS_PER_TASK).min(n);
-            let width = r1 - r0;
-            let mut band = vec![0f32; m * width];
-            let mut tile = [[0f32; GROUP]; MR];
-            for g in r0 / GROUP..r1 / GROUP {
-                let blocks = &groups[g * bpr..(g + 1) * bpr];
-                for i0 in (0..m).step_by(MR) {
-                    let take = (m - i0).min(MR);
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: repacked weights exist only where `QuantMatrix::vnni()`
-                    // said the CPU has AVX-512 F, BW and VNNI.
-                    unsafe {
-                        match take {
-                            8 => tile_q4_1_vnni::<8>(blocks, rows, i0, &mut tile),
-                            7 => tile_q4_1_vnni::<7>(blocks, rows, i0, &mut tile),
-                            6 => tile_q4_1_vnni::<6>(blocks, rows, i0, &mut tile),
-                            5 => tile_q4_1_vnni::<5>(blocks, rows, i0, &mut tile),
-                            4 => tile_q4_1_vnni::<4>(blocks, rows, i0, &mut tile),
-                            3 => tile_q4_1_vnni::<3>(blocks, rows, i0, &mut tile),
-                            2 => tile_q4_1_vnni::<2>(blocks, rows, i0, &mut tile),
-                            _ => tile_q4_1_vnni::<1>(blocks, rows, i0, &mut tile),
-                        }
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("repacked weights exist only on x86_64");
-                    let col = g * GROUP - r0;
-                    for (j, dots) in tile.iter().take(take).enumerate() {
-                        band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
-                    }
-                }
-            }
+            let mut band = vec![0f32; m * (r1 - r0)];
+            fill(r0, r1, &mut band);
             band
         })
         .collect();
-    let mut out = vec![0f32; m * n];
     for (t, band) in bands.iter().enumerate() {
         let r0 = t * ROWS_PER_TASK;
         let width = band.len() / m;
@@ -801,11 +811,8 @@ impl QuantMatrix {
         let w = self;
         let m = rows.len();
         let rows: Vec<Q8Row<'_>> = (0..m).map(|j| rows.row(j)).collect();
-        let mut out = vec![0f32; m * n];
-        if m == 0 {
-            return out;
-        }
         if m == 1 {
+            let mut out = vec![0f32; n];
             // One weight row per kernel call, read once in order. (The decode
             // once called the four-row kernel with one row four times and kept
             // one result: 2.7x slower as soon as the kernel stopped being
@@ -817,48 +824,29 @@ impl QuantMatrix {
                         *o = w.dot(t * ROWS_PER_TASK + j, &rows[0]);
                     }
                 });
-        } else {
-            // Each task takes a band of weight rows and runs every activation row
-            // against it, so a weight row is read from memory once per call.
-            let bands: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
-                .into_par_iter()
-                .map(|t| {
-                    let r0 = t * ROWS_PER_TASK;
-                    let r1 = (r0 + ROWS_PER_TASK).min(n);
-                    let width = r1 - r0;
-                    let mut band = vec![0f32; m * width];
-                    for r in (r0..r1).step_by(4) {
-                        let take = (r1 - r).min(4);
-                        let mut put = |i: usize, dots: &[f32; 4]| {
-                            band[i * width + (r - r0)..i * width + (r - r0) + take]
-                                .copy_from_slice(&dots[..take]);
-                        };
-                        let mut i = 0;
-                        while i + 4 <= m {
-                            let tile =
-                                w.dot4x4(r, [&rows[i], &rows[i + 1], &rows[i + 2], &rows[i + 3]]);
-                            for (j, dots) in tile.iter().enumerate() {
-                                put(i + j, dots);
-                            }
-                            i += 4;
-                        }
-                        for (i, row) in rows.iter().enumerate().skip(i) {
-                            put(i, &w.dot4(r, row));
-                        }
+            return out;
+        }
+        by_bands(m, n, |r0, r1, band| {
+            let width = r1 - r0;
+            for r in (r0..r1).step_by(4) {
+                let take = (r1 - r).min(4);
+                let mut put = |i: usize, dots: &[f32; 4]| {
+                    band[i * width + (r - r0)..i * width + (r - r0) + take]
+                        .copy_from_slice(&dots[..take]);
+                };
+                let mut i = 0;
+                while i + 4 <= m {
+                    let tile = w.dot4x4(r, [&rows[i], &rows[i + 1], &rows[i + 2], &rows[i + 3]]);
+                    for (j, dots) in tile.iter().enumerate() {
+                        put(i + j, dots);
                     }
-                    band
-                })
-                .collect();
-            for (t, band) in bands.iter().enumerate() {
-                let r0 = t * ROWS_PER_TASK;
-                let width = band.len() / m;
-                for i in 0..m {
-                    out[i * n + r0..i * n + r0 + width]
-                        .copy_from_slice(&band[i * width..(i + 1) * width]);
+                    i += 4;
+                }
+                for (i, row) in rows.iter().enumerate().skip(i) {
+                    put(i, &w.dot4(r, row));
                 }
             }
-        }
-        out
+        })
     }
 }
 
