@@ -383,11 +383,13 @@ fn quantize_rows(x: &[f32], k: usize) -> Q8Rows {
         ((&'a [f32], &'a mut [f32]), &'a mut [f32]),
         &'a mut [[i8; QK]],
     );
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let quantize = |(((x, d), s), qs): RowOut<'_>| {
         for (((block, d), s), qs) in x.chunks_exact(QK).zip(d).zip(s).zip(qs) {
             let block: &[f32; QK] = block.try_into().expect("32 values");
             #[cfg(target_arch = "x86_64")]
-            let (scale, sum, q) = if std::arch::is_x86_feature_detected!("avx2") {
+            let (scale, sum, q) = if avx2 {
                 // SAFETY: the CPU has AVX2, just checked.
                 unsafe { quantize_block_avx2(block) }
             } else {
@@ -1019,34 +1021,17 @@ mod tests {
                 .collect();
             let t =
                 candle_core::Tensor::from_vec(x, (1, m, cols), &candle_core::Device::Cpu).unwrap();
-            let want: Vec<f32> = t
-                .apply_op1_no_bwd(&QuantMatMul(plain.clone()))
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let got: Vec<f32> = t
-                .apply_op1_no_bwd(&QuantMatMul(packed.clone()))
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let product = |x: &candle_core::Tensor, w: &Arc<QuantMatrix>| -> Vec<f32> {
+                let x = x.contiguous().unwrap();
+                let y = x.apply_op1_no_bwd(&QuantMatMul(w.clone())).unwrap();
+                y.flatten_all().unwrap().to_vec1().unwrap()
+            };
+            let want = product(&t, &plain);
+            let got = product(&t, &packed);
             assert_eq!(got.len(), m * rows);
             // Each row's result is the same whatever rows it is batched with.
             for i in 0..m {
-                let alone: Vec<f32> = t
-                    .narrow(1, i, 1)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap()
-                    .apply_op1_no_bwd(&QuantMatMul(packed.clone()))
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let alone = product(&t.narrow(1, i, 1).unwrap(), &packed);
                 assert_eq!(alone, got[i * rows..(i + 1) * rows], "m {m}, row {i}");
             }
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -498,17 +498,13 @@ impl Model {
         let groups = cfg.kv_groups();
         let q = q.reshape((b, cfg.num_kv_heads, groups * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        if self.op_mode == OpMode::Fused && crate::ops::fused(&q) {
+        // (b, kv_heads, groups * t, hd)
+        let out = match self.op_mode {
             // Serving on the CPU: one pass per query row, the same numbers for a
             // position whatever it is batched with (see `ops::causal_attention`).
-            let out = crate::ops::causal_attention(&q, &k, &v, scale, t)?;
-            let out = out
-                .reshape((b, cfg.num_heads, t, hd))?
-                .transpose(1, 2)?
-                .reshape((b, t, cfg.num_heads * hd))?;
-            return attn.o_proj.forward(&out);
-        }
-        let att = match self.op_mode {
+            OpMode::Fused if crate::ops::fused(&q) => {
+                crate::ops::causal_attention(&q, &k, &v, scale, t)?
+            }
             OpMode::Fused => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = match mask {
@@ -518,13 +514,13 @@ impl Model {
                         .reshape((b, cfg.num_kv_heads, groups * t, total))?,
                     None => att,
                 };
-                candle_nn::ops::softmax_last_dim(&att)?
+                candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
             }
             OpMode::Differentiable => {
                 crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, t, total - t, mask)?
+                    .matmul(&v)?
             }
         };
-        let out = att.matmul(&v)?; // (b, kv_heads, groups * t, hd)
         let out = out
             .reshape((b, cfg.num_heads, t, hd))?
             .transpose(1, 2)?
