@@ -43,7 +43,7 @@ struct BlockQ8_0 {
 /// for AVX-512 VNNI: `qs[64u + 4l + c]` is byte `4u + c` of row `l`'s nibbles, so
 /// one 64-byte load holds four bytes of each of the sixteen rows and one
 /// `vpdpbusd` against four broadcast activation bytes advances sixteen dot
-/// products at once (the layout of llama.cpp's repacked CPU weights, for Q4_1).
+/// products at once (the idea of llama.cpp's repacked CPU layouts, applied to Q4_1).
 /// The same 20 bytes per row and block as GGML's, so decode reads no more.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
