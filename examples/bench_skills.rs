@@ -168,11 +168,13 @@ fn main() {
         start_byte: start,
         end_byte: start + sel.len(),
         instruction: "give the discount from BULK_QUANTITY items on".into(),
+        related: Vec::new(),
     };
     let testgen_input = testgen::Input {
         path: "shop/pricing.py".into(),
         text: pricing.clone(),
         symbol: "clamp_quantity".into(),
+        related: Vec::new(),
     };
     let reproduce_input = reproduce::input_for(&index, &repo, ISSUE, 3, &|p| {
         std::fs::read_to_string(repo.join(p)).ok()

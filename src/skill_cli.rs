@@ -111,6 +111,12 @@ pub fn index(repo: &Path) -> Result<basis_code::WorkspaceIndex> {
     Ok(index)
 }
 
+/// A reader of the repository's files by relative path, for the skills'
+/// context from other files.
+pub fn reader(repo: &Path) -> impl Fn(&str) -> Option<String> + '_ {
+    move |p| std::fs::read_to_string(repo.join(p)).ok()
+}
+
 /// A spinner on stderr counting the tokens generated.
 pub struct Progress(indicatif::ProgressBar);
 

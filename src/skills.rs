@@ -79,14 +79,16 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
     let repo = skill_cli::repo(&args.repo)?;
     let (path, text) = skill_cli::repo_file(&repo, &args.file)?;
     let (start_byte, end_byte) = line_range(&args.lines, &text)?;
-    let input = edit::Input {
+    let mut input = edit::Input {
         path: path.clone(),
         text,
         start_byte,
         end_byte,
         instruction: args.instruction.clone(),
+        related: Vec::new(),
     };
     input.validate()?;
+    input.find_related(&skill_cli::index(&repo)?, &skill_cli::reader(&repo));
     let loaded = skill_cli::load_model(args.model.as_deref())?;
     let outcome = skill_cli::run_skill::<edit::EditSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
@@ -142,14 +144,16 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
     let repo = skill_cli::repo(&args.repo)?;
     let (path, text) = skill_cli::repo_file(&repo, &args.file)?;
     let language = testgen::language_of(&path)?;
-    let input = testgen::Input {
+    let mut input = testgen::Input {
         path: path.clone(),
         text,
         symbol: args.symbol.clone(),
+        related: Vec::new(),
     };
     if testgen::find_function(language, &input.text, &input.symbol).is_none() {
         bail!("no function `{}` in {path}", args.symbol);
     }
+    input.find_related(&skill_cli::index(&repo)?, &skill_cli::reader(&repo));
     let loaded = skill_cli::load_model(args.model.as_deref())?;
     let outcome = skill_cli::run_skill::<testgen::TestgenSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
@@ -261,9 +265,13 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     }
     let repo = skill_cli::repo(&args.repo)?;
     let index = skill_cli::index(&repo)?;
-    let input = reproduce::input_for(&index, &repo, &args.issue, args.context_files, &|p| {
-        std::fs::read_to_string(repo.join(p)).ok()
-    });
+    let input = reproduce::input_for(
+        &index,
+        &repo,
+        &args.issue,
+        args.context_files,
+        &skill_cli::reader(&repo),
+    );
     if input.context.is_empty() {
         bail!(
             "nothing in {} matches the issue ({} files indexed)",

@@ -389,6 +389,47 @@ fn testgen_command_writes_tests_then_runs_them_in_the_sandbox() {
     assert!(s.c.shutdown());
 }
 
+/// The prompts of testgen and edit hold, from the workspace index, the code of
+/// other files that calls the function (testgen) or that the code uses (edit).
+#[test]
+fn testgen_and_edit_prompts_hold_callers_and_callees_from_other_files() {
+    let mut s = session("py_shop");
+    let (pricing, _) = s.open("shop/pricing.py");
+    // `bulk_price`, called by `Cart.total` in shop/cart.py.
+    s.exec(
+        "basis.testgen",
+        json!({"uri": pricing, "position": {"line": 23, "character": 8}, "preview": true}),
+    );
+    let (cart, _) = s.open("shop/cart.py");
+    // `Cart.total`'s return, which calls `bulk_price` of shop/pricing.py.
+    let range = json!({"start": {"line": 17, "character": 0}, "end": {"line": 18, "character": 0}});
+    s.exec(
+        "basis.edit",
+        json!({"uri": cart, "range": range, "instruction": "round to whole cents", "preview": true}),
+    );
+    let records = s.feedback();
+    let prompt = |skill: &str| -> String {
+        let r = records
+            .iter()
+            .find(|r| r["skill"] == skill)
+            .unwrap_or_else(|| panic!("a {skill} suggestion is stored: {records:?}"));
+        r["prompt"].as_str().unwrap().to_string()
+    };
+    let testgen = prompt("testgen");
+    assert!(
+        testgen.contains("From other files")
+            && testgen.contains("# shop/cart.py\n    def total(self):"),
+        "{testgen}"
+    );
+    let edit = prompt("edit");
+    assert!(
+        edit.contains("Definitions it uses:")
+            && edit.contains("# shop/pricing.py\ndef bulk_price("),
+        "{edit}"
+    );
+    assert!(s.c.shutdown());
+}
+
 #[test]
 fn reproduce_command_runs_the_test_and_says_whether_it_reproduces() {
     let mut s = session("py_shop");

@@ -48,11 +48,13 @@ fn prompts(lm: &LanguageModel, dir: &Path, injection: &str) -> Vec<(&'static str
         start_byte: start,
         end_byte: text.len(),
         instruction: format!("round the total to cents {injection}"),
+        related: Vec::new(),
     };
     let testgen_input = testgen::Input {
         path: "shop/prices.py".into(),
         text: text.clone(),
         symbol: "total".into(),
+        related: Vec::new(),
     };
     let reproduce_input = reproduce::input_for(&index, dir, &issue, 3, &|p| {
         std::fs::read_to_string(dir.join(p)).ok()

@@ -586,6 +586,38 @@ impl WorkspaceIndex {
         })
     }
 
+    /// Symbols whose name, container, doc or body holds the identifier `name`
+    /// (the index's whole-identifier term, case-insensitive), as (path, symbol),
+    /// sorted by path and position. [`crate::related`] narrows them down to
+    /// definitions and callers.
+    pub fn symbols_with_identifier(&self, name: &str) -> Vec<(&str, &Symbol)> {
+        let whole = name.to_lowercase();
+        let Some(t) = terms(name)
+            .into_iter()
+            .find(|t| *t == whole)
+            .and_then(|t| self.terms.get(&t))
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, usize, &Symbol)> = self
+            .symbol_corpus
+            .postings
+            .get(&t)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|d| &self.symbol_corpus.docs[*d as usize])
+            .filter(|doc| doc.alive)
+            .filter_map(|doc| {
+                let i = doc.symbol?;
+                let s = self.files.get(&doc.path)?.flat.get(i)?;
+                Some((doc.path.as_str(), i, s))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        out.into_iter().map(|(p, _, s)| (p, s)).collect()
+    }
+
     /// Files for a query, best first, each with its best symbols (module docs).
     pub fn search(&self, query: &str, limit: usize) -> Vec<FileHit> {
         let mut q: Vec<u32> = terms(query)

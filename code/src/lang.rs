@@ -42,6 +42,14 @@ impl Language {
         })
     }
 
+    /// What starts a line comment.
+    pub fn line_comment(self) -> &'static str {
+        match self {
+            Language::Python => "#",
+            _ => "//",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Language::Rust => "rust",

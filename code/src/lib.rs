@@ -10,6 +10,7 @@ mod index;
 mod lang;
 pub mod mutate;
 mod parse;
+pub mod related;
 mod symbols;
 mod terms;
 
@@ -17,6 +18,7 @@ pub use index::{FileHit, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
 pub use lang::Language;
 pub use mutate::{mutants, Mutant, MutationKind};
 pub use parse::{looks_binary, Limits, ParsedFile, Point, Span, TextEdit};
+pub use related::{is_test_path, Related, Role};
 pub use symbols::{Symbol, SymbolKind};
 pub use terms::{for_each_term, terms};
 

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use basis_code::Language;
+use basis_code::related::{callees, callees_in_file, defined_names};
+use basis_code::{Language, Limits, ParsedFile, Related, WorkspaceIndex};
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,7 @@ use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{
     extract_code, fence_name, fence_names, first_indent, normalized_code, reindent,
 };
+use crate::prompt::other_files_block;
 use crate::runner::{run, RunnerError, TestReport, Tests};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -32,6 +34,10 @@ pub struct Input {
     pub start_byte: usize,
     pub end_byte: usize,
     pub instruction: String,
+    /// Definitions the code to change uses, from the rest of the file and from
+    /// other files ([`Input::find_related`] finds them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
 }
 
 /// The reference of an edit task: tests that must pass after the edit, or the
@@ -77,6 +83,31 @@ impl Input {
         Ok(())
     }
 
+    /// Finds the definitions the code to change uses ([`Input::related`]):
+    /// those of the file outside the lines the prompt shows around it, then
+    /// those of other files of the repository, through `index`, with `read`
+    /// giving a file's text (the editor's buffer where one is open).
+    pub fn find_related(&mut self, index: &WorkspaceIndex, read: &dyn Fn(&str) -> Option<String>) {
+        let Some(language) = self.language() else {
+            return;
+        };
+        if self.validate().is_err() {
+            return;
+        }
+        let (before, after) = self.context(MAX_CONTEXT_LINES);
+        let shown = (self.start_byte - before.len(), self.end_byte + after.len());
+        let range = (self.start_byte, self.end_byte);
+        let mut related =
+            callees_in_file(language, &self.path, &self.text, range, shown, RELATED_MAX);
+        let symbols =
+            ParsedFile::parse(language, &self.text, &Limits::default()).symbols(&self.text);
+        let defined = defined_names(&symbols);
+        let code = &self.text[self.start_byte..self.end_byte];
+        let room = RELATED_MAX - related.len();
+        related.extend(callees(index, &self.path, code, &defined, read, room));
+        self.related = related;
+    }
+
     /// Up to `k` whole lines before and after the range.
     fn context(&self, k: usize) -> (&str, &str) {
         let before = &self.text[..self.start_byte];
@@ -112,17 +143,36 @@ impl Input {
 /// file instead of editing the range.
 const MAX_CONTEXT_LINES: usize = 12;
 
+/// Definitions an edit prompt shows at most, beside the lines around the code.
+const RELATED_MAX: usize = 3;
+
 const SYSTEM: &str = "You are a code editing assistant. You rewrite the lines you are \
 given as the instruction says, and answer with only the rewritten lines in one fenced code block.";
 
-/// The chat for an edit with `k` lines of context on each side: the context
-/// first, then the instruction and the lines to rewrite last, where a small
-/// model attends most.
+/// How many lines of context on each side an edit prompt may show.
+fn context_lines(input: &Input) -> usize {
+    input.text.lines().count().min(MAX_CONTEXT_LINES)
+}
+
+/// The chat for an edit with `k` pieces of context: up to
+/// [`MAX_CONTEXT_LINES`] lines on each side first, then the definitions it uses
+/// ([`Input::related`]). The context comes first, then the instruction and the
+/// lines to rewrite last, where a small model attends most.
 pub fn render(input: &Input, k: usize) -> Vec<Message> {
     let lang = fence_name(input.language());
-    let (before, after) = input.context(k);
+    let lines = context_lines(input);
+    let (before, after) = input.context(k.min(lines));
     let code = input.text[input.start_byte..input.end_byte].trim_end_matches('\n');
     let mut user = String::new();
+    if let Some(language) = input.language() {
+        let shown = k.saturating_sub(lines).min(input.related.len());
+        let related: Vec<&Related> = input.related[..shown].iter().collect();
+        user.push_str(&other_files_block(
+            language,
+            "Definitions it uses:",
+            &related,
+        ));
+    }
     if !(before.trim().is_empty() && after.trim().is_empty()) {
         user.push_str(&format!(
             "The code around it in {}:\n```{lang}\n{before}{code}\n{}\n```\n\n",
@@ -213,10 +263,9 @@ pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Promp
     // that runs on from writing a whole file.
     let selected = input.end_byte - input.start_byte;
     budget.max_new_tokens = budget.max_new_tokens.min(96 + selected / 2);
-    let lines = input.text.lines().count().min(MAX_CONTEXT_LINES);
     code_prompt(
         lm,
-        lines,
+        context_lines(input) + input.related.len(),
         budget,
         &|k| render(input, k),
         fence_name(input.language()),
@@ -291,6 +340,7 @@ mod tests {
             start_byte: start,
             end_byte: start + sel.len(),
             instruction: instruction.into(),
+            related: Vec::new(),
         }
     }
 
@@ -309,6 +359,49 @@ mod tests {
         assert!(msgs[1]
             .content
             .contains("```python\n        return x + 1\n```"));
+    }
+
+    #[test]
+    fn definitions_it_uses_come_after_the_lines_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("pkg")).unwrap();
+        let helpers = "def scale(x, factor):\n    return x * factor\n";
+        std::fs::write(r.join("pkg/helpers.py"), helpers).unwrap();
+        // `limit` is defined in the file, more than 12 lines above the code.
+        let mut text = String::from("def limit(x):\n    return min(x, 10)\n");
+        text.push_str(&"\n".repeat(20));
+        text.push_str("def f(x):\n    return limit(scale(x, 2))\n");
+        std::fs::write(r.join("pkg/mod.py"), &text).unwrap();
+        let index = WorkspaceIndex::build(
+            r.to_path_buf(),
+            Limits::default(),
+            &mut |_| {},
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut i = input(&text, "    return limit(scale(x, 2))\n", "clamp at 5");
+        i.find_related(&index, &|p| std::fs::read_to_string(r.join(p)).ok());
+        let found: Vec<(&str, &str)> = i
+            .related
+            .iter()
+            .map(|r| (r.path.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [("pkg/mod.py", "limit"), ("pkg/helpers.py", "scale")]
+        );
+        let lines = context_lines(&i);
+        assert!(!render(&i, lines)[1].content.contains("Definitions it uses"));
+        let user = &render(&i, lines + 2)[1].content;
+        assert!(
+            user.starts_with("Definitions it uses:\n```python\n# pkg/mod.py\ndef limit(x):"),
+            "{user}"
+        );
+        assert!(
+            user.contains("# pkg/helpers.py\ndef scale(x, factor):"),
+            "{user}"
+        );
     }
 
     #[test]

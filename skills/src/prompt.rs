@@ -2,6 +2,7 @@
 //! the first `k` pieces of context, and [`fit_prompt`] finds the largest `k` whose
 //! prompt, through the model's own chat template, fits.
 
+use basis_code::{Language, Related};
 use basis_model::{LanguageModel, Message};
 
 use crate::SkillError;
@@ -29,18 +30,25 @@ impl Budget {
         }
     }
 
-    /// The budget within the model's context: prompt and answer fit it, and a
-    /// bare request may use all of it the answer leaves.
+    /// The budget for a model with `context` tokens of context: the context
+    /// around a request grows with it (a model with 4x the default model's
+    /// [`DEFAULT_CONTEXT`] gets 4x the context pieces), prompt and answer fit
+    /// it, and a bare request may use all of it the answer leaves.
     pub fn within_context(self, context: usize) -> Budget {
         let max_new = self.max_new_tokens.min(context / 2);
         let room = context.saturating_sub(max_new);
+        let scale = (context / DEFAULT_CONTEXT).max(1);
         Budget {
-            max_prompt_tokens: self.max_prompt_tokens.min(room),
+            max_prompt_tokens: self.max_prompt_tokens.saturating_mul(scale).min(room),
             max_new_tokens: max_new,
             max_request_tokens: room,
         }
     }
 }
+
+/// The context length the skills' default budgets are chosen for: the default
+/// model's (SmolLM2's 8192), where they are a latency choice on a CPU.
+pub const DEFAULT_CONTEXT: usize = 8192;
 
 /// A rendered prompt with its token ids and how many context pieces it holds.
 #[derive(Debug, Clone)]
@@ -112,5 +120,55 @@ pub fn fit_prompt_with_answer(
                 )))
             }
         }
+    }
+}
+
+/// Lines of one context piece shown at most.
+pub const PIECE_LINES: usize = 40;
+
+/// `code` without trailing blank space, cut to its first [`PIECE_LINES`] lines
+/// (`...` marks the cut).
+pub fn cut_piece(code: &str) -> String {
+    let lines: Vec<&str> = code.lines().collect();
+    if lines.len() <= PIECE_LINES {
+        code.trim_end().to_string()
+    } else {
+        format!("{}\n    ...", lines[..PIECE_LINES].join("\n"))
+    }
+}
+
+/// Code from other files of the repository (see [`basis_code::related`]) as one
+/// fenced block after `heading`, each piece under a comment naming its file;
+/// empty when there is none.
+pub fn other_files_block(language: Language, heading: &str, pieces: &[&Related]) -> String {
+    if pieces.is_empty() {
+        return String::new();
+    }
+    let comment = language.line_comment();
+    let body: Vec<String> = pieces
+        .iter()
+        .map(|r| format!("{comment} {}\n{}", r.path, cut_piece(&r.code)))
+        .collect();
+    format!(
+        "{heading}\n```{}\n{}\n```\n\n",
+        crate::parse::fence_name(Some(language)),
+        body.join("\n\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_follows_the_models_context() {
+        let b = Budget::new(1024, 512);
+        assert_eq!(b.within_context(8192).max_prompt_tokens, 1024);
+        assert_eq!(b.within_context(12000).max_prompt_tokens, 1024);
+        assert_eq!(b.within_context(32768).max_prompt_tokens, 4096);
+        // A short context: the answer keeps its half, the prompt gets the rest.
+        let short = b.within_context(1024);
+        assert_eq!((short.max_prompt_tokens, short.max_new_tokens), (512, 512));
+        assert_eq!(short.max_request_tokens, 512);
     }
 }

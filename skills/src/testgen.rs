@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
+use basis_code::related::{callees, callers, defined_names, identifiers};
+use basis_code::{Language, Limits, ParsedFile, Related, Symbol, SymbolKind, WorkspaceIndex};
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{extract_code, fence_name, fence_names, reindent};
+use crate::prompt::{cut_piece, other_files_block};
 use crate::runner::{run_tests, RunnerError, TestReport};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
@@ -28,6 +30,9 @@ pub struct Input {
     pub text: String,
     /// The function's name (`name` or `Container.name`).
     pub symbol: String,
+    /// Its callees and callers in other files ([`input_for`] finds them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
 }
 
 /// A function found in a file.
@@ -138,9 +143,6 @@ fn how_to(language: Language, input: &Input, name: &str) -> String {
     }
 }
 
-/// Lines of one context piece shown at most.
-const PIECE_LINES: usize = 40;
-
 /// The code of the file that explains `function`, most relevant first: the
 /// file's imports; for a method, its class's header and constructor; the file's
 /// definitions of the names the function uses (constants, classes, helpers), in
@@ -150,14 +152,7 @@ const PIECE_LINES: usize = 40;
 pub fn context_pieces(language: Language, text: &str, function: &Function) -> Vec<String> {
     let body = &text[function.start_byte..function.end_byte];
     let used = identifiers(body);
-    let cut = |code: &str| -> String {
-        let lines: Vec<&str> = code.lines().collect();
-        if lines.len() <= PIECE_LINES {
-            code.trim_end().to_string()
-        } else {
-            format!("{}\n    ...", lines[..PIECE_LINES].join("\n"))
-        }
-    };
+    let cut = cut_piece;
     let mut pieces = Vec::new();
     let imports: Vec<&str> = text.lines().filter(|l| is_import(language, l)).collect();
     if !imports.is_empty() {
@@ -266,17 +261,6 @@ fn indented(text: &str, s: &Symbol) -> String {
     text[line_start..s.span.end_byte].to_string()
 }
 
-/// The identifiers of `code`, each once, in order of first use.
-fn identifiers(code: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for w in code.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
-        if !w.is_empty() && !w.starts_with(|c: char| c.is_ascii_digit()) && !out.contains(&w) {
-            out.push(w);
-        }
-    }
-    out
-}
-
 /// Whether a line of the file is one of its imports (at the top level).
 fn is_import(language: Language, line: &str) -> bool {
     match language {
@@ -290,12 +274,14 @@ fn is_import(language: Language, line: &str) -> bool {
 }
 
 /// The chat for tests of `function`, with `shown`, the first of its context
-/// pieces ([`context_pieces`]).
+/// pieces ([`context_pieces`]), and `other`, code from other files
+/// ([`Input::related`]).
 pub fn render(
     input: &Input,
     language: Language,
     function: &Function,
     shown: &[String],
+    other: &[Related],
 ) -> Vec<Message> {
     let lang = fence_name(Some(language));
     let code = &input.text[function.start_byte..function.end_byte];
@@ -306,6 +292,12 @@ pub fn render(
             shown.join("\n\n")
         ));
     }
+    let other: Vec<&Related> = other.iter().collect();
+    user.push_str(&other_files_block(
+        language,
+        "From other files (what the function uses and what uses it):",
+        &other,
+    ));
     user.push_str(&format!(
         "Function `{}`:\n```{lang}\n{code}\n```\n\n",
         input.symbol
@@ -543,19 +535,58 @@ fn function_of(input: &Input) -> Result<(Language, Function), SkillError> {
     Ok((language, function))
 }
 
+/// Callers and callees from other files a test prompt shows at most, each.
+const RELATED_EACH: usize = 3;
+
+impl Input {
+    /// Finds the function's callees and callers in other files of the
+    /// repository ([`Input::related`]): through `index`, with `read` giving a
+    /// file's text (the editor's buffer where one is open).
+    pub fn find_related(&mut self, index: &WorkspaceIndex, read: &dyn Fn(&str) -> Option<String>) {
+        let Ok((language, function)) = function_of(self) else {
+            return;
+        };
+        // What the file defines is shown from the file itself.
+        let symbols =
+            ParsedFile::parse(language, &self.text, &Limits::default()).symbols(&self.text);
+        let mut defined = defined_names(&symbols);
+        defined.push(&function.name);
+        let body = &self.text[function.start_byte..function.end_byte];
+        let mut related = callees(index, &self.path, body, &defined, read, RELATED_EACH);
+        related.extend(callers(
+            index,
+            &self.path,
+            &function.name,
+            read,
+            RELATED_EACH,
+        ));
+        self.related = related;
+    }
+}
+
 /// The prompt of a test generation: the function and as many of its context
-/// pieces ([`context_pieces`]) as the budget holds, the answer started as a code
-/// fence.
+/// pieces ([`context_pieces`], then [`Input::related`]) as the budget holds, the
+/// answer started as a code fence.
 pub fn prompt(lm: &LanguageModel, input: &Input, opts: &Options) -> Result<Prompt, SkillError> {
     let (language, function) = function_of(input)?;
     let budget = opts.budget.within_context(lm.model.config().context_length);
     // Parsed once: the budget's search renders with several counts of them.
     let pieces = context_pieces(language, &input.text, &function);
+    let related = &input.related;
     code_prompt(
         lm,
-        pieces.len(),
+        pieces.len() + related.len(),
         budget,
-        &|k| render(input, language, &function, &pieces[..k.min(pieces.len())]),
+        &|k| {
+            let other = k.saturating_sub(pieces.len()).min(related.len());
+            render(
+                input,
+                language,
+                &function,
+                &pieces[..k.min(pieces.len())],
+                &related[..other],
+            )
+        },
         fence_name(Some(language)),
         &opts.sampling,
     )
@@ -762,6 +793,7 @@ mod tests {
             path: "pkg/util.py".into(),
             text: PY.into(),
             symbol: "clamp".into(),
+            related: Vec::new(),
         }
     }
 
@@ -834,11 +866,24 @@ mod tests {
             path: "shop/price.py".into(),
             text: text.into(),
             symbol: "price".into(),
+            related: Vec::new(),
         };
         let pieces = context_pieces(Language::Python, text, &f);
-        let user = &render(&input, Language::Python, &f, &pieces[..2])[1].content;
+        let user = &render(&input, Language::Python, &f, &pieces[..2], &[])[1].content;
         assert!(
             user.contains("def helper") && !user.contains("RATE = 0.2"),
+            "{user}"
+        );
+        // Code from other files goes in a block of its own, each piece under its path.
+        let other = [basis_code::Related {
+            path: "shop/cart.py".into(),
+            name: "checkout".into(),
+            role: basis_code::Role::Caller,
+            code: "def checkout(cart):\n    return price(len(cart))\n".into(),
+        }];
+        let user = &render(&input, Language::Python, &f, &pieces[..1], &other)[1].content;
+        assert!(
+            user.contains("From other files (what the function uses and what uses it):\n```python\n# shop/cart.py\ndef checkout(cart):\n    return price(len(cart))\n```"),
             "{user}"
         );
     }
@@ -907,6 +952,7 @@ mod tests {
             path: "src/lib.rs".into(),
             text: src.into(),
             symbol: "add".into(),
+            related: Vec::new(),
         };
         let f = find_function(Language::Rust, src, "add").unwrap();
         let answer = "```rust\n#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn adds() {\n        assert_eq!(add(1, 2), 3);\n    }\n}\n```";

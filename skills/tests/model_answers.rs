@@ -40,6 +40,7 @@ fn edit_answers_become_indented_replacements() {
         start_byte: start,
         end_byte: start + sel.len(),
         instruction: "give the discount from BULK_QUANTITY items on".into(),
+        related: Vec::new(),
     };
     let all = answers("edit");
     assert_eq!(all.len(), 4);
@@ -69,6 +70,7 @@ fn testgen_answers_become_runnable_test_files() {
         path: "shop/pricing.py".into(),
         text: text.clone(),
         symbol: "clamp_quantity".into(),
+        related: Vec::new(),
     };
     let f = testgen::find_function(Language::Python, &text, "clamp_quantity").unwrap();
     for answer in answers("testgen") {

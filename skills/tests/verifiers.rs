@@ -34,6 +34,7 @@ fn an_edit_scores_by_the_tasks_tests() {
         start_byte: start,
         end_byte: start + sel.len(),
         instruction: "give the discount from BULK_QUANTITY items on".into(),
+        related: Vec::new(),
     };
     // The task's test: ten items get the bulk price.
     let test = "import unittest\nfrom shop.pricing import bulk_price\n\n\nclass T(unittest.TestCase):\n    def test_ten(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n";
@@ -98,6 +99,7 @@ fn py_testgen(tests: &str) -> testgen::Score {
         path: "shop/pricing.py".into(),
         text: read(&repo, "shop/pricing.py"),
         symbol: "clamp_quantity".into(),
+        related: Vec::new(),
     };
     let f = testgen::find_function(Language::Python, &input.text, &input.symbol).unwrap();
     let answer = format!("```python\n{tests}```");
@@ -149,6 +151,7 @@ fn rust_tests_are_judged_in_the_files_tests_module() {
         path: "src/lib.rs".into(),
         text: read(&repo, "src/lib.rs"),
         symbol: "clamp_percent".into(),
+        related: Vec::new(),
     };
     let f = testgen::find_function(Language::Rust, &input.text, &input.symbol).unwrap();
     let answer = "```rust\n#[test]\nfn clamps() {\n    assert_eq!(clamp_percent(-1), 0);\n    assert_eq!(clamp_percent(0), 0);\n    assert_eq!(clamp_percent(1), 1);\n    assert_eq!(clamp_percent(50), 50);\n    assert_eq!(clamp_percent(100), 100);\n    assert_eq!(clamp_percent(101), 100);\n}\n```";

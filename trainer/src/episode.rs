@@ -172,14 +172,17 @@ impl Episode {
                             input.start_line, input.end_line, input.file
                         ))
                     })?;
+                let mut skill_input = edit::Input {
+                    path: input.file.clone(),
+                    text,
+                    start_byte,
+                    end_byte,
+                    instruction: input.instruction.clone(),
+                    related: Vec::new(),
+                };
+                skill_input.find_related(&tree.index(), &|p| tree.read(p));
                 Episode::Edit {
-                    input: edit::Input {
-                        path: input.file.clone(),
-                        text,
-                        start_byte,
-                        end_byte,
-                        instruction: input.instruction.clone(),
-                    },
+                    input: skill_input,
                     reference: edit::Reference {
                         tests: tests_of(reference.test_command.as_deref())?,
                         code: Some(reference.replacement.clone()),
@@ -188,11 +191,13 @@ impl Episode {
             }
             Spec::Testgen { input, reference } => {
                 let text = read(&input.file)?;
-                let skill_input = testgen::Input {
+                let mut skill_input = testgen::Input {
                     path: input.file.clone(),
                     text,
                     symbol: input.symbol.clone(),
+                    related: Vec::new(),
                 };
+                skill_input.find_related(&tree.index(), &|p| tree.read(p));
                 let mut mutants = Vec::new();
                 for (i, m) in reference.mutants.iter().enumerate() {
                     let files = patched(tree, m)

@@ -70,14 +70,16 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
             a.uri.as_str()
         )));
     }
-    let input = edit::Input {
+    let mut input = edit::Input {
         path: rel.clone(),
         text,
         start_byte,
         end_byte,
         instruction,
+        related: Vec::new(),
     };
     input.validate().map_err(skill_error)?;
+    cx.with_index_if_ready(|index, read| input.find_related(index, read));
     let notify = cx.partial_notifier(
         a.partial_token.clone(),
         |replacement| json!({ "replacement": replacement }),

@@ -276,6 +276,28 @@ impl Ctx {
             .collect()
     }
 
+    /// Calls `f` with the workspace index and a reader of the workspace's files
+    /// (unsaved buffers first) once the index's first build is done; before
+    /// that, not at all: a skill that can answer without the index's context
+    /// (edit, testgen) does not wait for it.
+    pub fn with_index_if_ready(
+        &self,
+        f: impl FnOnce(&basis_code::WorkspaceIndex, &dyn Fn(&str) -> Option<String>),
+    ) {
+        let Some(root) = self.shared.root() else {
+            return;
+        };
+        if !*self.shared.index_ready.borrow() {
+            return;
+        }
+        let overlay = self.overlay();
+        let read = |p: &str| match overlay.get(p) {
+            Some(t) => Some(t.clone()),
+            None => std::fs::read_to_string(root.join(p)).ok(),
+        };
+        f(&self.shared.index.read(), &read);
+    }
+
     /// A file's text: the open buffer, else the file on disk. Returns the
     /// workspace-relative path, the absolute path and the text.
     pub fn text_of(&self, uri: &Uri) -> Result<(String, PathBuf, String)> {

@@ -80,11 +80,13 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         }
         _ => function.name.clone(),
     };
-    let input = testgen::Input {
+    let mut input = testgen::Input {
         path: rel.clone(),
         text,
         symbol,
+        related: Vec::new(),
     };
+    cx.with_index_if_ready(|index, read| input.find_related(index, read));
     let (outcome, served) = cx.run_skill::<TestgenSkill>(&input).await?;
     let id = cx
         .record(SkillId::Testgen, &outcome.generated, &served, Some(&rel))

@@ -151,20 +151,4 @@ pub(crate) fn shuffled<T>(mut items: Vec<T>, seed: u64, salt: &str) -> Vec<T> {
     items
 }
 
-/// Whether a path looks like a test file or lives in a test folder.
-pub fn is_test_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    let file = lower.rsplit('/').next().unwrap_or(&lower);
-    lower.split('/').any(|seg| {
-        matches!(
-            seg,
-            "test" | "tests" | "testing" | "spec" | "specs" | "__tests__" | "testdata" | "fixtures"
-        )
-    }) || file.starts_with("test_")
-        || file.starts_with("tests.")
-        || file.starts_with("conftest")
-        || file.contains("_test.")
-        || file.contains("_tests.")
-        || file.contains(".test.")
-        || file.contains(".spec.")
-}
+pub use basis_code::is_test_path;
