@@ -87,10 +87,10 @@ impl Table {
             return None;
         }
         let block = l.head as *mut u8;
-        // SAFETY: a kept block is at least LARGE bytes, word-aligned (its
-        // alignment is at least a word's), owned by the list, and its first
-        // word was written by `push`.
-        l.head = unsafe { (block as *const usize).read() };
+        // SAFETY: a kept block is at least LARGE bytes, owned by the list, and
+        // its first word was written by `push` (unaligned: an f32 buffer's
+        // alignment is 4).
+        l.head = unsafe { (block as *const usize).read_unaligned() };
         l.count -= 1;
         self.clock += 1;
         l.used = self.clock;
@@ -100,9 +100,6 @@ impl Table {
 
     /// Keeps a freed block; false when it cannot be kept.
     fn push(&mut self, block: *mut u8, size: usize, align: usize) -> bool {
-        if align < std::mem::align_of::<usize>() {
-            return false;
-        }
         let Some(i) = self.slot(size, align) else {
             return false;
         };
@@ -116,9 +113,9 @@ impl Table {
                 ..EMPTY
             };
         }
-        // SAFETY: the block is ours (just freed by its owner), large and aligned
-        // enough to hold a word.
-        unsafe { (block as *mut usize).write(l.head) };
+        // SAFETY: the block is ours (just freed by its owner) and large enough
+        // to hold a word, written unaligned whatever the block's alignment.
+        unsafe { (block as *mut usize).write_unaligned(l.head) };
         l.head = block as usize;
         l.count += 1;
         l.used = clock;
@@ -146,7 +143,7 @@ fn release(l: List) {
         // SAFETY: the list owns these blocks, each allocated by System with this
         // size and alignment; the next link is read before the block is freed.
         unsafe {
-            let next = (p as *const usize).read();
+            let next = (p as *const usize).read_unaligned();
             System.dealloc(
                 p as *mut u8,
                 Layout::from_size_align_unchecked(l.size, l.align),

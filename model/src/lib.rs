@@ -50,10 +50,20 @@ pub fn default_device() -> Device {
 /// on every op and, unless `RAYON_NUM_THREADS` is set, reads /proc/cpuinfo each time
 /// (a measurable share of a decode step). Call at the start of `main`, before any
 /// thread exists.
+///
+/// It also shortens how long candle's element-wise worker threads spin waiting
+/// for the next op before they sleep (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, default
+/// 25,000 spins): while a matmul runs on every core, a spinning worker takes a
+/// core from it. Measured on the 2-core bench machine (BENCHMARKS.md): 8,000
+/// keeps decode's speed and makes prefill and the LoRA update step faster; 2,000
+/// slows decode. Either variable, set by the user, wins.
 pub fn configure_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "8000");
     }
 }
 
