@@ -158,6 +158,11 @@ impl LoraWeights {
         })
     }
 
+    /// α / r.
+    pub(crate) fn scale(&self) -> f64 {
+        self.scale
+    }
+
     /// (x Aᵀ) Bᵀ · scale, for x of shape (batch, seq, in).
     pub(crate) fn delta(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, inp) = x.dims3()?;

@@ -88,6 +88,89 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
 }
 
+/// `x Wᵀ + s · (x Aᵀ) Bᵀ`: a frozen dense W with a LoRA adapter (A (r, k),
+/// B (n, r)) as one op, so that the backward is one node: `dx = dy W + s (dy B) A`,
+/// `dA = s (dy B)ᵀ x`, `dB = s dyᵀ (x Aᵀ)`, and no weight gradient for W. As
+/// separate candle ops the adapter's path takes six nodes, each with its own
+/// gradient buffers and accumulation into x's gradient.
+struct LoraLinear {
+    w: Tensor,
+    scale: f64,
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "basis-lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (r, _) = al.shape().dims2()?;
+        let (n, _) = bl.shape().dims2()?;
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(w) = &*ws else {
+            candle_core::bail!("lora_linear: the weight is not on the CPU")
+        };
+        // The same products, in the same order, as the separate ops: x Wᵀ,
+        // then (x Aᵀ) Bᵀ, scaled, added.
+        let y = x.matmul(w, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
+        let h = x.matmul(a, (1, m, r, k), xl, &al.transpose(0, 1)?)?;
+        let hl = Layout::contiguous((m, r));
+        let d = h.matmul(b, (1, m, n, r), &hl, &bl.transpose(0, 1)?)?;
+        let (CpuStorage::F32(mut y), CpuStorage::F32(d)) = (y, d) else {
+            candle_core::bail!("lora_linear: f32 only")
+        };
+        let s = self.scale as f32;
+        y.par_iter_mut()
+            .zip(d.par_iter())
+            .for_each(|(y, d)| *y += d * s);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        stats::count_frozen_skip();
+        let gh = (grad.matmul(b)? * self.scale)?;
+        let h = x.matmul(&a.t()?)?;
+        let da = gh.t()?.matmul(x)?;
+        let db = (grad.t()?.matmul(&h)? * self.scale)?;
+        // The first layer's input (frozen embeddings) needs no gradient.
+        let dx = if x.track_op() {
+            Some((grad.matmul(&self.w)? + gh.matmul(a)?)?)
+        } else {
+            None
+        };
+        Ok((dx, Some(da), Some(db)))
+    }
+}
+
+/// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for x (m, k), a frozen dense W (n, k) and a LoRA
+/// adapter A (r, k), B (n, r), on the CPU in f32; see [`LoraLinear`].
+pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            w: w.contiguous()?,
+            scale,
+        },
+    )
+}
+
 /// Per-row `log_softmax(logits)[target]` with a one-pass backward.
 struct TokenLogprobs;
 
@@ -804,5 +887,35 @@ mod tests {
         // Other tests may run linears at the same time: at least ours counted.
         assert!(after.frozen_weight_grads_skipped > before.frozen_weight_grads_skipped);
         assert!(after.weight_grads > before.weight_grads);
+    }
+
+    #[test]
+    fn lora_linear_equals_the_separate_ops_and_their_gradients() {
+        let d = Device::Cpu;
+        let (m, k, n, r) = (7, 12, 10, 3);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (m, k), &d).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, k), &d).unwrap();
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, k), &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, r), &d).unwrap()).unwrap();
+        let scale = 16.0 / 3.0;
+        // Weights on the loss, so that every output's gradient differs.
+        let c = Tensor::randn(0f32, 1.0, (m, n), &d).unwrap();
+        let (x_, a_, b_) = (x.as_tensor(), a.as_tensor(), b.as_tensor());
+        let fused = lora_linear(x_, &w, a_, b_, scale).unwrap();
+        let h = x_.matmul(&a_.t().unwrap()).unwrap();
+        let delta = (h.matmul(&b_.t().unwrap()).unwrap() * scale).unwrap();
+        let composite = (x_.matmul(&w.t().unwrap()).unwrap() + delta).unwrap();
+        // The same products in the same order: the same numbers.
+        assert_eq!(
+            fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            composite.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let loss = |y: &Tensor| (y * &c).unwrap().sum_all().unwrap();
+        let gf = loss(&fused).backward().unwrap();
+        let gc = loss(&composite).backward().unwrap();
+        for t in [x_, a_, b_] {
+            close(gf.get(t).unwrap(), gc.get(t).unwrap(), 1e-4);
+        }
+        assert!(gf.get(&w).is_none());
     }
 }

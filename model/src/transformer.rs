@@ -68,6 +68,20 @@ pub(crate) struct Linear {
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        // A frozen dense weight with its adapter: one op, one backward node.
+        if let (LinearWeight::Dense(w), None, Some(lora)) = (&self.weight, &self.bias, &self.lora) {
+            if self.lora_on && crate::ops::fused(x) && !w.is_variable() {
+                let x2 = x.reshape((b * t, ()))?;
+                let y = crate::ops::lora_linear(
+                    &x2,
+                    w,
+                    lora.a.as_tensor(),
+                    lora.b.as_tensor(),
+                    lora.scale(),
+                )?;
+                return Ok(y.reshape((b, t, self.out_features))?);
+            }
+        }
         let y = match &self.weight {
             LinearWeight::Quantized(q) => q.forward(x)?,
             LinearWeight::CpuQuant(w) => {
