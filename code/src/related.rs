@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Language, Limits, ParsedFile, Symbol, SymbolKind, WorkspaceIndex};
+use crate::{Symbol, SymbolKind, WorkspaceIndex};
 
 /// How a piece of code relates to the code a skill works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +75,14 @@ struct Texts<'a> {
     seen: HashMap<String, Option<String>>,
 }
 
-impl Texts<'_> {
+impl<'a> Texts<'a> {
+    fn new(read: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Texts {
+            read,
+            seen: HashMap::new(),
+        }
+    }
+
     /// The code of `symbol` in `path` from the start of its first line, when the
     /// text still has it there (its name inside its span).
     fn code(&mut self, path: &str, symbol: &Symbol) -> Option<String> {
@@ -113,19 +120,19 @@ pub fn defined_names(symbols: &[Symbol]) -> Vec<&str> {
     out
 }
 
-/// The definitions in `text` itself (the file at `path`) of the identifiers
+/// The definitions in `text` itself (the file at `path`, whose `symbols` these
+/// are) of the identifiers
 /// that `text[start..end]` uses, in order of first use, at most `limit`, leaving
 /// out those that overlap the code itself or `text[shown.0..shown.1]` (already
 /// in the prompt).
 pub fn callees_in_file(
-    language: Language,
     path: &str,
     text: &str,
+    symbols: &[Symbol],
     (start, end): (usize, usize),
     shown: (usize, usize),
     limit: usize,
 ) -> Vec<Related> {
-    let symbols = ParsedFile::parse(language, text, &Limits::default()).symbols(text);
     let mut flat: Vec<&Symbol> = Vec::new();
     let mut stack: Vec<&Symbol> = symbols.iter().collect();
     while let Some(s) = stack.pop() {
@@ -182,10 +189,7 @@ pub fn callees(
     read: &dyn Fn(&str) -> Option<String>,
     limit: usize,
 ) -> Vec<Related> {
-    let mut texts = Texts {
-        read,
-        seen: HashMap::new(),
-    };
+    let mut texts = Texts::new(read);
     let mut out = Vec::new();
     for name in identifiers(code) {
         if out.len() >= limit {
@@ -227,10 +231,7 @@ pub fn callers(
     read: &dyn Fn(&str) -> Option<String>,
     limit: usize,
 ) -> Vec<Related> {
-    let mut texts = Texts {
-        read,
-        seen: HashMap::new(),
-    };
+    let mut texts = Texts::new(read);
     let mut found: Vec<(&str, &Symbol)> = index
         .symbols_with_identifier(name)
         .into_iter()
@@ -264,15 +265,10 @@ pub fn callers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Limits;
+    use crate::index::tests::write;
+    use crate::{Language, Limits, ParsedFile};
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
 
     const PRICING: &str = "def bulk_price(unit_price, quantity):\n    return round(unit_price * quantity, 2)\n\n\ndef get(x):\n    return x\n";
     const CART: &str = "from shop.pricing import bulk_price\n\n\nclass Cart:\n    def total(self):\n        return sum(bulk_price(p, q) for p, q in self.lines)\n\n    def size(self):\n        return len(self.lines)\n";
@@ -350,28 +346,16 @@ mod tests {
     fn callees_in_the_file_are_those_outside_what_is_shown() {
         let text = "def helper(x):\n    return x\n\n\ndef near(y):\n    return y\n\n\ndef f(z):\n    return helper(near(z))\n";
         let f = text.find("def f").unwrap();
-        let all = callees_in_file(Language::Python, "a.py", text, (f, text.len()), (f, f), 5);
+        let symbols = ParsedFile::parse(Language::Python, text, &Limits::default()).symbols(text);
+        let all = callees_in_file("a.py", text, &symbols, (f, text.len()), (f, f), 5);
         let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["helper", "near"]);
         assert_eq!(all[0].code, "def helper(x):\n    return x");
         let near = text.find("def near").unwrap();
-        let some = callees_in_file(
-            Language::Python,
-            "a.py",
-            text,
-            (f, text.len()),
-            (near, f),
-            5,
-        );
+        let some = callees_in_file("a.py", text, &symbols, (f, text.len()), (near, f), 5);
         assert_eq!(some.len(), 1);
         assert_eq!(some[0].name, "helper");
-        assert_eq!(
-            defined_names(
-                &ParsedFile::parse(Language::Python, text, &Limits::default()).symbols(text)
-            )
-            .len(),
-            3
-        );
+        assert_eq!(defined_names(&symbols).len(), 3);
     }
 
     #[test]

@@ -97,10 +97,10 @@ impl Input {
         let (before, after) = self.context(MAX_CONTEXT_LINES);
         let shown = (self.start_byte - before.len(), self.end_byte + after.len());
         let range = (self.start_byte, self.end_byte);
-        let mut related =
-            callees_in_file(language, &self.path, &self.text, range, shown, RELATED_MAX);
         let symbols =
             ParsedFile::parse(language, &self.text, &Limits::default()).symbols(&self.text);
+        let mut related =
+            callees_in_file(&self.path, &self.text, &symbols, range, shown, RELATED_MAX);
         let defined = defined_names(&symbols);
         let code = &self.text[self.start_byte..self.end_byte];
         let room = RELATED_MAX - related.len();
