@@ -51,6 +51,32 @@ pub fn identifiers(code: &str) -> Vec<&str> {
     out
 }
 
+/// The names `code` refers to as definitions, each once, in order of first use:
+/// called (`name(`) or capitalised (a class, a type, a constant). A lower-case
+/// name used as a value is most often a local variable or a parameter (`total =
+/// total * 0.9`), and a definition elsewhere that happens to share its name is
+/// no context for it.
+pub fn referenced(code: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut rest = code;
+    while let Some(start) = rest.find(|c: char| c.is_alphanumeric() || c == '_') {
+        let word_and_after = &rest[start..];
+        let len = word_and_after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(word_and_after.len());
+        let (word, after) = word_and_after.split_at(len);
+        rest = after;
+        if word.starts_with(|c: char| c.is_ascii_digit()) || out.contains(&word) {
+            continue;
+        }
+        let called = after.trim_start_matches([' ', '\t']).starts_with('(');
+        if called || word.starts_with(|c: char| c.is_uppercase()) {
+            out.push(word);
+        }
+    }
+    out
+}
+
 /// Whether a path looks like a test file or lives in a test folder.
 pub fn is_test_path(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -121,8 +147,8 @@ pub fn defined_names(symbols: &[Symbol]) -> Vec<&str> {
 }
 
 /// The definitions in `text` itself (the file at `path`, whose `symbols` these
-/// are) of the identifiers
-/// that `text[start..end]` uses, in order of first use, at most `limit`, leaving
+/// are) of the names
+/// that `text[start..end]` refers to ([`referenced`]), in order of first use, at most `limit`, leaving
 /// out those that overlap the code itself or `text[shown.0..shown.1]` (already
 /// in the prompt).
 pub fn callees_in_file(
@@ -143,7 +169,7 @@ pub fn callees_in_file(
         return Vec::new();
     };
     let mut out = Vec::new();
-    for name in identifiers(code) {
+    for name in referenced(code) {
         if out.len() >= limit {
             break;
         }
@@ -177,8 +203,8 @@ fn uses(code: &str, name: &str) -> bool {
         .any(|w| w == name)
 }
 
-/// The definitions, in files other than `path`, of the identifiers `code` uses,
-/// in order of first use, at most `limit`. Names in `skip` (what the file itself
+/// The definitions, in files other than `path`, of the names `code` refers to
+/// ([`referenced`]), in order of first use, at most `limit`. Names in `skip` (what the file itself
 /// defines, the code's own name) are left out, and so are names with more than
 /// two definitions in the workspace.
 pub fn callees(
@@ -191,7 +217,7 @@ pub fn callees(
 ) -> Vec<Related> {
     let mut texts = Texts::new(read);
     let mut out = Vec::new();
-    for name in identifiers(code) {
+    for name in referenced(code) {
         if out.len() >= limit {
             break;
         }
@@ -366,6 +392,21 @@ mod tests {
         assert!(callers(&index, "shop/pricing.py", "bulk_price", &read, 5)
             .iter()
             .all(|r| r.path != "shop/cart.py"));
+    }
+
+    #[test]
+    fn only_calls_and_capitalised_names_count_as_references() {
+        assert_eq!(
+            referenced("total = total * RATE\nreturn round (total, 2) + Cart().size()"),
+            ["RATE", "round", "Cart", "size"]
+        );
+        // `total` is a local variable here, though shop/cart.py defines a method of that name.
+        let (dir, index) = fixture();
+        let read = reader(dir.path());
+        let code = "    total = total * 0.9\n    return bulk_price(total, 1)\n";
+        let found = callees(&index, "shop/x.py", code, &[], &read, 5);
+        let names: Vec<&str> = found.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["bulk_price"]);
     }
 
     #[test]
