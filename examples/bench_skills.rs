@@ -162,7 +162,9 @@ fn main() {
     };
     let sel = "    if quantity > BULK_QUANTITY:\n        total = total * 0.9\n";
     let start = pricing.find(sel).unwrap();
-    let edit_input = edit::Input {
+    let read = |p: &str| std::fs::read_to_string(repo.join(p)).ok();
+    // With the context from other files the server would add.
+    let mut edit_input = edit::Input {
         path: "shop/pricing.py".into(),
         text: pricing.clone(),
         start_byte: start,
@@ -170,15 +172,15 @@ fn main() {
         instruction: "give the discount from BULK_QUANTITY items on".into(),
         related: Vec::new(),
     };
-    let testgen_input = testgen::Input {
+    edit_input.find_related(&index, &read);
+    let mut testgen_input = testgen::Input {
         path: "shop/pricing.py".into(),
         text: pricing.clone(),
         symbol: "clamp_quantity".into(),
         related: Vec::new(),
     };
-    let reproduce_input = reproduce::input_for(&index, &repo, ISSUE, 3, &|p| {
-        std::fs::read_to_string(repo.join(p)).ok()
-    });
+    testgen_input.find_related(&index, &read);
+    let reproduce_input = reproduce::input_for(&index, &repo, ISSUE, 3, &read);
     let review_input = review::Input {
         intent: "Give the bulk discount from ten items on".into(),
         changes: vec![FileChange {
