@@ -135,22 +135,29 @@ fn symbol_code(text: &str, symbol: &Symbol) -> Option<String> {
     Some(text[line_start..span.end_byte].to_string())
 }
 
-/// The names a file's symbols define, at any depth.
-pub fn defined_names(symbols: &[Symbol]) -> Vec<&str> {
+/// A file's symbols at any depth.
+fn all_symbols(symbols: &[Symbol]) -> Vec<&Symbol> {
     let mut out = Vec::new();
     let mut stack: Vec<&Symbol> = symbols.iter().collect();
     while let Some(s) = stack.pop() {
-        out.push(s.name.as_str());
+        out.push(s);
         stack.extend(&s.children);
     }
     out
 }
 
+/// The names a file's symbols define, at any depth.
+pub fn defined_names(symbols: &[Symbol]) -> Vec<&str> {
+    all_symbols(symbols)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
 /// The definitions in `text` itself (the file at `path`, whose `symbols` these
-/// are) of the names
-/// that `text[start..end]` refers to ([`referenced`]), in order of first use, at most `limit`, leaving
-/// out those that overlap the code itself or `text[shown.0..shown.1]` (already
-/// in the prompt).
+/// are) of the names that `text[start..end]` refers to ([`referenced`]), in
+/// order of first use, at most `limit`, leaving out those that overlap the code
+/// itself or `text[shown.0..shown.1]` (already in the prompt).
 pub fn callees_in_file(
     path: &str,
     text: &str,
@@ -159,12 +166,7 @@ pub fn callees_in_file(
     shown: (usize, usize),
     limit: usize,
 ) -> Vec<Related> {
-    let mut flat: Vec<&Symbol> = Vec::new();
-    let mut stack: Vec<&Symbol> = symbols.iter().collect();
-    while let Some(s) = stack.pop() {
-        flat.push(s);
-        stack.extend(&s.children);
-    }
+    let flat = all_symbols(symbols);
     let Some(code) = text.get(start..end) else {
         return Vec::new();
     };
@@ -204,8 +206,8 @@ fn uses(code: &str, name: &str) -> bool {
 }
 
 /// The definitions, in files other than `path`, of the names `code` refers to
-/// ([`referenced`]), in order of first use, at most `limit`. Names in `skip` (what the file itself
-/// defines, the code's own name) are left out, and so are names with more than
+/// ([`referenced`]), in order of first use, at most `limit`. Names in `skip`
+/// (what the file itself defines) are left out, and so are names with more than
 /// two definitions in the workspace.
 pub fn callees(
     index: &WorkspaceIndex,

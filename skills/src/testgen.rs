@@ -546,11 +546,10 @@ impl Input {
         let Ok((language, function)) = function_of(self) else {
             return;
         };
-        // What the file defines is shown from the file itself.
+        // What the file defines (the function among it) is shown from the file itself.
         let symbols =
             ParsedFile::parse(language, &self.text, &Limits::default()).symbols(&self.text);
-        let mut defined = defined_names(&symbols);
-        defined.push(&function.name);
+        let defined = defined_names(&symbols);
         let body = &self.text[function.start_byte..function.end_byte];
         let mut related = callees(index, &self.path, body, &defined, read, RELATED_EACH);
         related.extend(callers(
