@@ -20,6 +20,8 @@
 #   OUT        a folder for the runs and reports (resumable: finished parts are kept)
 # Settings (environment): STEPS=8 TASKS_PER_STEP=5 GROUP=4 K=4 MAX_NEW_TOKENS=160
 #   LR=2e-4 SFT_EPOCHS=3 SEED=0 MODEL=(the default model)
+#   SINGLE="localize review" (the skills that get a single-skill run; default: all;
+#   the table says n/a for the others)
 #   BASIS=a basis binary to use as it is (default: build target/release/basis)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,7 +90,7 @@ fi
 evaluate sft "$SKILLS" "$OUT/run-sft/adapter"
 train joint "$SKILLS"
 evaluate joint "$SKILLS" "$OUT/run-joint/adapter"
-for s in $SKILLS; do
+for s in ${SINGLE:-$SKILLS}; do
     train "single-$s" "$s"
     evaluate "single-$s" "$s" "$OUT/run-single-$s/adapter"
 done
@@ -100,7 +102,9 @@ def report(name):
     with open(os.path.join(out, f"eval-{name}", "report.json")) as f:
         return json.load(f)["per_skill"]
 base, sft, joint = report("base"), report("sft"), report("joint")
-single = {s: report(f"single-{s}").get(s) for s in skills}
+single = {s: report(f"single-{s}").get(s)
+          if os.path.exists(os.path.join(out, f"eval-single-{s}", "report.json")) else None
+          for s in skills}
 def cell(d, s):
     return f"{d[s]['avg_at_k']:.3f}" if d and s in d else "n/a"
 print(f"Held-out tasks of `{os.path.basename(tasks)}`, Avg@{k} (temperature 0.7); every RL run: "
