@@ -514,11 +514,10 @@ impl Model {
         let scale = 1.0 / (hd as f64).sqrt();
         // (b, kv_heads, groups * t, hd)
         let out = match self.op_mode {
-            // Serving on the CPU: one pass per query row, the same numbers for a
-            // position whatever it is batched with (see `ops::causal_attention`).
-            OpMode::Fused if crate::ops::fused(&q) => {
-                crate::ops::causal_attention(&q, &k, &v, scale, t)?
-            }
+            // On the CPU: one pass per query row, the same numbers for a position
+            // whatever it is batched with, and a backward that keeps no
+            // (rows × keys) tensor (see `ops::causal_attention`).
+            _ if crate::ops::fused(&q) => crate::ops::causal_attention(&q, &k, &v, scale, t)?,
             OpMode::Fused => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = match mask {
@@ -531,8 +530,7 @@ impl Model {
                 candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
             }
             OpMode::Differentiable => {
-                crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, t, total - t, mask)?
-                    .matmul(&v)?
+                crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, t, mask)?.matmul(&v)?
             }
         };
         let out = out
