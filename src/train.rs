@@ -110,6 +110,12 @@ pub struct RunArgs {
     /// At most this many tokens a rollout (default: each skill's own limit).
     #[arg(long)]
     max_new_tokens: Option<usize>,
+    /// Train on no sequence (prompt and answer) longer than this many tokens:
+    /// longer groups, feedback episodes and warm-start answers are left out and
+    /// counted (memory grows with the length, ~2.7 MB a token for the default
+    /// model with LoRA).
+    #[arg(long, default_value_t = basis_trainer::train::DEFAULT_MAX_TRAIN_TOKENS)]
+    max_train_tokens: usize,
     #[arg(long, default_value_t = 0.2)]
     eps_low: f64,
     #[arg(long, default_value_t = 0.28)]
@@ -259,6 +265,7 @@ fn train(a: RunArgs) -> Result<()> {
         minibatches: a.minibatches,
         temperature: a.temperature,
         max_new_tokens: a.max_new_tokens,
+        max_train_tokens: a.max_train_tokens,
         clip: Clip {
             eps_low: a.eps_low,
             eps_high: a.eps_high,
@@ -382,14 +389,22 @@ fn train(a: RunArgs) -> Result<()> {
     );
     bar.set_position(start as u64);
     if a.sft && start == 0 {
-        let examples: Vec<(Vec<u32>, Vec<u32>)> = tasks
+        let (examples, too_long): (Vec<(Vec<u32>, Vec<u32>)>, Vec<_>) = tasks
             .iter()
             .filter_map(|t| {
                 let tree = workspaces.open(&t.repo).ok()?;
                 let ep = basis_trainer::episode::Episode::prepare(t, &tree).ok()?;
                 basis_trainer::sft::example(&loaded.lm, t, &ep)
             })
-            .collect();
+            .partition(|(prompt, answer)| prompt.len() + answer.len() <= a.max_train_tokens);
+        if !too_long.is_empty() {
+            eprintln!(
+                "warm start: {} of {} answers left out, longer than {} tokens with their prompt (--max-train-tokens)",
+                too_long.len(),
+                examples.len() + too_long.len(),
+                a.max_train_tokens
+            );
+        }
         bar.set_message(format!(
             "warm start on {} reference answers",
             examples.len()
@@ -403,6 +418,7 @@ fn train(a: RunArgs) -> Result<()> {
         );
         let record = serde_json::json!({
             "examples": examples.len(),
+            "left_out_too_long": too_long.len(),
             "epochs": a.sft_epochs,
             "loss_per_epoch": losses,
         });
@@ -433,8 +449,9 @@ fn train(a: RunArgs) -> Result<()> {
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
                 bar.println(format!(
-                "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups",
-                m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm, m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups
+                "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups{}",
+                m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm, m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups,
+                if m.skipped_too_long > 0 { format!(", {} too long to train on", m.skipped_too_long) } else { String::new() }
             ));
             }
         },

@@ -40,6 +40,11 @@ use crate::task::Task;
 use crate::workspace::{TaskTree, Workspaces};
 use crate::TrainError;
 
+/// The longest sequence (prompt and answer, in tokens) an update trains on by
+/// default: a LoRA step of the default model holds about 2.7 MB a token
+/// (BENCHMARKS.md), so 4,096 tokens fit in about 12 GB.
+pub const DEFAULT_MAX_TRAIN_TOKENS: usize = 4096;
+
 /// How to train.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -58,6 +63,9 @@ pub struct TrainConfig {
     pub temperature: f32,
     /// At most this many tokens a rollout (`None`: the skill's own limit).
     pub max_new_tokens: Option<usize>,
+    /// Sequences (prompt and answer) longer than this are left out of the
+    /// update and counted: training memory grows with the length.
+    pub max_train_tokens: usize,
     pub clip: Clip,
     /// Divide advantages by the group's std (TRL's `scale_rewards`).
     pub scale_rewards: bool,
@@ -81,6 +89,7 @@ impl Default for TrainConfig {
             minibatches: 1,
             temperature: 1.0,
             max_new_tokens: None,
+            max_train_tokens: DEFAULT_MAX_TRAIN_TOKENS,
             clip: Clip::default(),
             scale_rewards: true,
             seed: 0,
@@ -96,7 +105,7 @@ impl TrainConfig {
     /// A digest of what decides the weights (a resumed run must match it).
     pub fn digest(&self) -> String {
         let text = format!(
-            "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}|{}|{:?}",
+            "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}|{}|{}|{}|{:?}",
             self.skills,
             self.steps,
             self.tasks_per_step,
@@ -105,6 +114,7 @@ impl TrainConfig {
             self.minibatches,
             self.temperature,
             self.max_new_tokens,
+            self.max_train_tokens,
             self.clip,
             self.scale_rewards,
             self.seed,
@@ -138,6 +148,8 @@ pub struct StepMetrics {
     pub lr: f64,
     pub groups: usize,
     pub skipped_groups: usize,
+    /// Groups and feedback episodes longer than `max_train_tokens`.
+    pub skipped_too_long: usize,
     pub skipped_non_finite: usize,
     pub rollout_tokens: usize,
     pub rollout_tokens_per_s: f64,
@@ -370,6 +382,16 @@ pub fn optimize(
             m.skipped_groups += 1;
             continue;
         }
+        let longest = g
+            .samples
+            .iter()
+            .map(|(ids, _)| ids.len())
+            .max()
+            .unwrap_or(0);
+        if g.prompt.len() + longest > cfg.max_train_tokens {
+            m.skipped_too_long += 1;
+            continue;
+        }
         let adv = grpo::advantages(&g.rewards, cfg.scale_rewards);
         let seqs: Vec<Sequence> = g
             .samples
@@ -397,7 +419,9 @@ pub fn optimize(
         let rewards: Vec<f64> = picked.iter().map(|f| f.reward).collect();
         let mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
         for f in picked {
-            if f.reward != mean {
+            if f.prompt_ids.len() + f.completion_ids.len() > cfg.max_train_tokens {
+                m.skipped_too_long += 1;
+            } else if f.reward != mean {
                 update_groups.push(UpdateGroup {
                     prompt: f.prompt_ids.clone(),
                     seqs: vec![Sequence {

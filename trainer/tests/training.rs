@@ -1,8 +1,8 @@
 //! The trainer on a tiny randomly initialised model (seconds, no model file):
 //! the shared-prompt log-probs equal the one-sequence ones with their
 //! gradients, every trainable weight learns, GRPO overfits a reward that pays
-//! for one answer, and a resumed run ends at the same weights as one that
-//! never stopped.
+//! for one answer, a resumed run ends at the same weights as one that never
+//! stopped, and a group longer than the training limit is left out.
 
 use basis_model::generate::SamplingParams;
 use basis_model::tiny::{write_random_model, TinySpec};
@@ -322,4 +322,38 @@ fn a_resumed_run_ends_at_the_same_weights() {
         "the resumed run's weights differ"
     );
     assert_eq!(straight.moments, resumed.moments);
+}
+
+#[test]
+fn a_group_longer_than_the_training_limit_is_left_out_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = [5u32, 6, 7, 8];
+    let rollout = Rollout {
+        skill: SkillId::Review,
+        prompt: prompt.to_vec(),
+        samples: vec![
+            (vec![9, 10], vec![-1.0, -1.0]),
+            (vec![11, 12], vec![-1.0, -1.0]),
+        ],
+        rewards: vec![1.0, 0.0],
+    };
+    let weights = |p: &Policy| -> Vec<Vec<f32>> {
+        p.vars()
+            .iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    for (limit, trains) in [(prompt.len() + 1, false), (prompt.len() + 2, true)] {
+        let cfg = TrainConfig {
+            max_train_tokens: limit,
+            ..toy_config(1)
+        };
+        let mut policy = Policy::from_model(tiny(dir.path()), cfg.policy.clone(), 1).unwrap();
+        let before = weights(&policy);
+        let mut m = StepMetrics::default();
+        optimize(&mut policy, vec![rollout.clone()], &[], &cfg, 0, &mut m).unwrap();
+        assert_eq!(m.skipped_too_long, usize::from(!trains), "limit {limit}");
+        assert_eq!(m.skipped_groups, 0);
+        assert_eq!(weights(&policy) != before, trains, "limit {limit}");
+    }
 }
