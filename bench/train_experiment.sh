@@ -19,7 +19,8 @@
 #   REPO_ROOT  what the tasks' relative repository paths are relative to
 #   OUT        a folder for the runs and reports (resumable: finished parts are kept)
 # Settings (environment): STEPS=8 TASKS_PER_STEP=5 GROUP=4 K=4 MAX_NEW_TOKENS=160
-#   LR=2e-4 SFT_EPOCHS=3 SEED=0 MODEL=(the default model)
+#   LR=2e-4 SFT_EPOCHS=3 (0: no warm start, RL from the base model) SEED=0
+#   MODEL=(the default model)
 #   SINGLE="localize review" (the skills that get a single-skill run; default: all;
 #   the table says n/a for the others)
 #   BASIS=a basis binary to use as it is (default: build target/release/basis)
@@ -86,6 +87,10 @@ if [[ ! -f "$OUT/run-sft/adapter/adapter_model.safetensors" ]]; then
     "$BASIS" train --tasks "$TASKS" --repo-root "$REPO_ROOT" --skills "${SKILLS// /,}" --sft \
         --sft-epochs "$SFT_EPOCHS" --steps 0 --lr "$LR" --seed "$SEED" --run "$OUT/run-sft" \
         "${MODEL_ARGS[@]}" 2>"$OUT/run-sft.log"
+fi
+if [[ "$SFT_EPOCHS" == 0 && ! -f "$OUT/eval-sft/report.json" ]]; then
+    # No warm start: its adapter is the base model, and so is its evaluation.
+    cp -r "$OUT/eval-base" "$OUT/eval-sft"
 fi
 evaluate sft "$SKILLS" "$OUT/run-sft/adapter"
 train joint "$SKILLS"
