@@ -149,14 +149,21 @@ fn a_function_no_test_catches_gives_no_task() {
     .unwrap();
     support::git_commit_all(&repo);
     let out = dir.path().join("tasks.jsonl");
-    let o = mine(
-        &repo,
-        &out,
-        &["--skills", "edit,testgen,reproduce", "--holdout", "0"],
-    );
+    let o = mine(&repo, &out, &["--skills", "edit,testgen,reproduce"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let tasks = lines(&out);
     assert_eq!(tasks.len(), 3, "{tasks:#?}");
+    // All three share calc.py: none can be held out, and the user is told.
+    assert!(
+        tasks.iter().all(|t| t["meta"]["split"] == "train"),
+        "{tasks:#?}"
+    );
+    assert!(
+        stderr(&o).contains("0 of 3 tasks held out (asked 20%)")
+            && stderr(&o).contains("no held-out task for edit, testgen, reproduce"),
+        "{}",
+        stderr(&o)
+    );
     for t in &tasks {
         assert_eq!(t["meta"]["symbol"], "covered", "{t}");
     }

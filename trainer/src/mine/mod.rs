@@ -111,6 +111,8 @@ pub fn mine(
     out.tasks.dedup_by(|a, b| a.id == b.id);
     if config.holdout > 0.0 {
         split::assign(&mut out.tasks, config.holdout, config.seed);
+        out.notes
+            .extend(split::shortfall_note(&out.tasks, config.holdout));
     }
     Ok(out)
 }

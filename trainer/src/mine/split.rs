@@ -129,6 +129,46 @@ pub fn assign(tasks: &mut [Task], holdout: f64, seed: u64) {
     }
 }
 
+/// A note for a split that came out short of the asked share, or that left a
+/// skill without held-out tasks: tasks that share files and commits form few
+/// groups (a repository whose code is in one file is one group), and the
+/// evaluation then has little or nothing to measure.
+pub fn shortfall_note(tasks: &[Task], holdout: f64) -> Option<String> {
+    let want = (holdout.clamp(0.0, 1.0) * tasks.len() as f64).round() as usize;
+    let held = tasks.iter().filter(|t| t.split() == "heldout").count();
+    let mut skills: Vec<&str> = Vec::new();
+    for t in tasks {
+        let name = t.skill().as_str();
+        if !skills.contains(&name) {
+            skills.push(name);
+        }
+    }
+    let missing: Vec<&str> = skills
+        .into_iter()
+        .filter(|&s| {
+            !tasks
+                .iter()
+                .any(|t| t.skill().as_str() == s && t.split() == "heldout")
+        })
+        .collect();
+    if want == 0 || (held * 2 >= want && missing.is_empty()) {
+        return None;
+    }
+    let mut note = format!(
+        "split: {held} of {} tasks held out (asked {:.0}%): no held-out task may share a \
+         file or a commit with a training task, and these tasks' files and commits join \
+         into few groups",
+        tasks.len(),
+        holdout * 100.0
+    );
+    if !missing.is_empty() {
+        note += &format!("; no held-out task for {}", missing.join(", "));
+    }
+    note += ". Another --seed, or mining the history skills (localize, review) and the \
+             test skills (edit, testgen, reproduce) into separate files, may split better";
+    Some(note)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +242,26 @@ mod tests {
         let mut c = tasks.clone();
         assign(&mut c, 0.3, 2);
         assert_ne!(a, c, "another seed, another split");
+    }
+
+    #[test]
+    fn a_split_short_of_its_share_or_without_a_skill_gets_a_note() {
+        // One file every task touches: one group, too big to hold out.
+        let mut one: Vec<Task> = (0..10)
+            .map(|i| t(&format!("t{i}"), None, &["all.py"]))
+            .collect();
+        assign(&mut one, 0.2, 0);
+        let note = shortfall_note(&one, 0.2).expect("nothing held out");
+        assert!(
+            note.contains("0 of 10 tasks held out (asked 20%)"),
+            "{note}"
+        );
+        assert!(note.contains("no held-out task for localize"), "{note}");
+        // Ten files: the share is met and the one skill has held-out tasks.
+        let mut many: Vec<Task> = (0..10)
+            .map(|i| t(&format!("t{i}"), None, &[&format!("f{i}.py")]))
+            .collect();
+        assign(&mut many, 0.2, 0);
+        assert_eq!(shortfall_note(&many, 0.2), None);
     }
 }
