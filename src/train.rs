@@ -389,7 +389,7 @@ fn train(a: RunArgs) -> Result<()> {
     );
     bar.set_position(start as u64);
     if a.sft && start == 0 {
-        let (examples, too_long): (Vec<(Vec<u32>, Vec<u32>)>, Vec<_>) = tasks
+        let (examples, too_long): (Vec<_>, Vec<_>) = tasks
             .iter()
             .filter_map(|t| {
                 let tree = workspaces.open(&t.repo).ok()?;
