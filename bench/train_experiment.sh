@@ -100,9 +100,9 @@ for s in ${SINGLE:-$SKILLS}; do
     evaluate "single-$s" "$s" "$OUT/run-single-$s/adapter"
 done
 
-python3 - "$OUT" "$SKILLS" "$K" "$STEPS" "$TASKS_PER_STEP" "$GROUP" "$TASKS" <<'EOF' | tee "$OUT/table.md"
+python3 - "$OUT" "$SKILLS" "$K" "$STEPS" "$TASKS_PER_STEP" "$GROUP" "$TASKS" "$SFT_EPOCHS" <<'EOF' | tee "$OUT/table.md"
 import json, os, sys
-out, skills, k, steps, per_step, group, tasks = sys.argv[1], sys.argv[2].split(), *sys.argv[3:]
+out, skills, k, steps, per_step, group, tasks, sft_epochs = sys.argv[1], sys.argv[2].split(), *sys.argv[3:]
 def report(name):
     with open(os.path.join(out, f"eval-{name}", "report.json")) as f:
         return json.load(f)["per_skill"]
@@ -113,7 +113,8 @@ single = {s: report(f"single-{s}").get(s)
 def cell(d, s):
     return f"{d[s]['avg_at_k']:.3f}" if d and s in d else "n/a"
 print(f"Held-out tasks of `{os.path.basename(tasks)}`, Avg@{k} (temperature 0.7); every RL run: "
-      f"{steps} steps x {per_step} tasks x {group} samples from the warm start.\n")
+      f"{steps} steps x {per_step} tasks x {group} samples from "
+      f"{'the base model (no warm start)' if sft_epochs == '0' else 'the warm start'}.\n")
 print(f"| skill | held-out tasks | base | warm start | joint RL | single-skill RL |")
 print("|---|---|---|---|---|---|")
 for s in skills:
@@ -122,9 +123,15 @@ for s in skills:
     print(f"| {s} | {n} | {cell(base, s)} | {cell(sft, s)} | {cell(joint, s)} | "
           f"{one['avg_at_k']:.3f} |" if one else f"| {s} | {n} | {cell(base, s)} | {cell(sft, s)} | {cell(joint, s)} | n/a |")
 mean = lambda d: sum(d[s]["avg_at_k"] for s in skills if s in d) / max(1, sum(s in d for s in skills))
-singles = [single[s]["avg_at_k"] for s in skills if single[s]]
+ran = [s for s in skills if single[s]]
+singles = [single[s]["avg_at_k"] for s in ran]
+partial = len(ran) < len(skills)
 print(f"| **mean** | | {mean(base):.3f} | {mean(sft):.3f} | {mean(joint):.3f} | "
-      f"{sum(singles) / max(1, len(singles)):.3f} |")
+      f"{sum(singles) / max(1, len(singles)):.3f}{' (' + ', '.join(ran) + ')' if partial else ''} |")
+if partial and ran:
+    sub = lambda d: sum(d[s]["avg_at_k"] for s in ran if s in d) / len(ran)
+    print(f"| **mean of {', '.join(ran)}** | | {sub(base):.3f} | {sub(sft):.3f} | {sub(joint):.3f} | "
+          f"{sum(singles) / len(singles):.3f} |")
 worse = [s for s in skills if s in joint and s in base and joint[s]["avg_at_k"] < base[s]["avg_at_k"]]
 behind = [s for s in skills if single[s] and s in joint and joint[s]["avg_at_k"] < single[s]["avg_at_k"]]
 print()
