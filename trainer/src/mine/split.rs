@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use basis_skills::SkillId;
+
 use crate::task::Task;
 
 fn keys(task: &Task) -> Vec<String> {
@@ -46,6 +48,11 @@ fn find(parent: &mut [usize], x: usize) -> usize {
         x = next;
     }
     r
+}
+
+/// How many of `n` tasks a held-out share asks for.
+fn wanted(n: usize, holdout: f64) -> usize {
+    (holdout.clamp(0.0, 1.0) * n as f64).round() as usize
 }
 
 /// Sets `meta.split` of every task to `train` or `heldout` (see the module docs).
@@ -106,7 +113,7 @@ pub fn assign(tasks: &mut [Task], holdout: f64, seed: u64) {
         })
         .collect();
     order.sort();
-    let want = (holdout.clamp(0.0, 1.0) * tasks.len() as f64).round() as usize;
+    let want = wanted(tasks.len(), holdout);
     let mut held = 0usize;
     let mut split = vec!["train"; tasks.len()];
     // A group that would overshoot the share by more than half of it stays in
@@ -134,22 +141,17 @@ pub fn assign(tasks: &mut [Task], holdout: f64, seed: u64) {
 /// groups (a repository whose code is in one file is one group), and the
 /// evaluation then has little or nothing to measure.
 pub fn shortfall_note(tasks: &[Task], holdout: f64) -> Option<String> {
-    let want = (holdout.clamp(0.0, 1.0) * tasks.len() as f64).round() as usize;
+    let want = wanted(tasks.len(), holdout);
     let held = tasks.iter().filter(|t| t.split() == "heldout").count();
-    let mut skills: Vec<&str> = Vec::new();
-    for t in tasks {
-        let name = t.skill().as_str();
-        if !skills.contains(&name) {
-            skills.push(name);
-        }
-    }
-    let missing: Vec<&str> = skills
-        .into_iter()
-        .filter(|&s| {
+    let missing: Vec<&str> = SkillId::ALL
+        .iter()
+        .filter(|&&s| tasks.iter().any(|t| t.skill() == s))
+        .filter(|&&s| {
             !tasks
                 .iter()
-                .any(|t| t.skill().as_str() == s && t.split() == "heldout")
+                .any(|t| t.skill() == s && t.split() == "heldout")
         })
+        .map(|s| s.as_str())
         .collect();
     if want == 0 || (held * 2 >= want && missing.is_empty()) {
         return None;
