@@ -12,7 +12,8 @@
 #
 # Each is evaluated on the held-out split with K samples a task at temperature
 # 0.7 (`basis eval`; a single-skill run on its own skill only). Prints a
-# markdown table of Avg@K per skill and writes it to OUT/table.md.
+# markdown table of Avg@K per skill (and, for review, how often each run's samples
+# said YES, NO or nothing) and writes it to OUT/table.md.
 #
 # Usage: bench/train_experiment.sh TASKS REPO_ROOT OUT
 #   TASKS      a task file with train and heldout splits (e.g. examples/shopkit/tasks.jsonl)
@@ -143,4 +144,28 @@ for name in ["joint"] + [f"single-{s}" for s in skills]:
     if os.path.exists(p):
         secs[name] = int(open(p).read())
 print(f"- training wall time (s): " + ", ".join(f"{n} {v}" for n, v in secs.items()))
+if "review" in skills:
+    # What the review samples said against what was right: a model that says YES
+    # to everything scores 0.5 on a balanced split without telling anything apart.
+    truth = {}
+    with open(tasks) as f:
+        for line in f:
+            if line.strip():
+                t = json.loads(line)
+                if t["skill"] == "review":
+                    truth[t["id"]] = t["reference"]["verdict"]
+    print("- review samples, said YES / NO / no verdict, on tasks whose answer is YES | NO:")
+    for name in ["base", "sft", "joint", "single-review"]:
+        p = os.path.join(out, f"eval-{name}", "report.json")
+        if not os.path.exists(p):
+            continue
+        counts = {}
+        with open(p) as f:
+            for t in json.load(f)["tasks"]:
+                if t["skill"] == "review":
+                    for smp in t["samples"]:
+                        key = (truth.get(t["id"]), smp.get("note", ""))
+                        counts[key] = counts.get(key, 0) + 1
+        row = lambda v: " / ".join(str(counts.get((v, f"said {w}"), 0)) for w in ("YES", "NO", "no verdict"))
+        print(f"  - {name}: {row('YES')} | {row('NO')}")
 EOF
