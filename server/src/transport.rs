@@ -195,17 +195,22 @@ pub async fn pump_output<R, W>(
     let write = async {
         let mut errors_open = true;
         loop {
+            // Our errors first: the error for a malformed message is queued
+            // before any later message reaches the server, so this keeps the
+            // answers in the order of the messages they answer. An unbiased
+            // select could write a later request's response before it.
             let body = tokio::select! {
-                body = frames.recv() => match body {
-                    Some(body) => body,
-                    None => break,
-                },
+                biased;
                 injected = errors.recv(), if errors_open => match injected {
                     Some(body) => body,
                     None => {
                         errors_open = false;
                         continue;
                     }
+                },
+                body = frames.recv() => match body {
+                    Some(body) => body,
+                    None => break,
                 },
             };
             if output.write_all(&frame(&body)).await.is_err() || output.flush().await.is_err() {
@@ -259,6 +264,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e["id"], "old");
+    }
+
+    /// The server's frames and our error responses as they reach the client.
+    async fn client_sees(server_frames: &[&[u8]], errors: &[&[u8]]) -> Vec<Value> {
+        let from_server: Vec<u8> = server_frames.iter().flat_map(|b| frame(b)).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        for e in errors {
+            tx.send(e.to_vec()).unwrap();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        pump_output(&from_server[..], &mut out, rx).await;
+        let mut r = BufReader::new(&out[..]);
+        let mut seen = Vec::new();
+        while let Frame::Body(b) = read_frame(&mut r).await.unwrap() {
+            seen.push(serde_json::from_slice(&b).unwrap());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn an_error_already_queued_goes_out_before_later_frames() {
+        // Both are ready at once: the error answers a message the client sent
+        // before the request whose response the server wrote. Repeated, since an
+        // unbiased choice would get it right half the time.
+        for _ in 0..32 {
+            let seen = client_sees(
+                &[br#"{"jsonrpc":"2.0","id":1,"result":null}"#],
+                &[&check(b"{nope").unwrap_err()],
+            )
+            .await;
+            let codes: Vec<_> = seen.iter().map(|m| m["error"]["code"].as_i64()).collect();
+            assert_eq!(codes, [Some(-32700), None], "{seen:?}");
+        }
     }
 
     #[tokio::test]
