@@ -167,7 +167,9 @@ pub fn shortfall_note(tasks: &[Task], holdout: f64) -> Option<String> {
         note += &format!("; no held-out task for {}", missing.join(", "));
     }
     note += ". Another --seed, or mining the history skills (localize, review) and the \
-             test skills (edit, testgen, reproduce) into separate files, may split better";
+             test skills (edit, testgen, reproduce) into separate files, may split better; \
+             for a repository whose commits nearly all touch one file, \
+             bench/temporal_split.py splits by time instead (the newest commits held out)";
     Some(note)
 }
 
@@ -259,6 +261,7 @@ mod tests {
             "{note}"
         );
         assert!(note.contains("no held-out task for localize"), "{note}");
+        assert!(note.contains("bench/temporal_split.py"), "{note}");
         // Ten files: the share is met and the one skill has held-out tasks.
         let mut many: Vec<Task> = (0..10)
             .map(|i| t(&format!("t{i}"), None, &[&format!("f{i}.py")]))
