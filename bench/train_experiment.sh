@@ -145,27 +145,19 @@ for name in ["joint"] + [f"single-{s}" for s in skills]:
         secs[name] = int(open(p).read())
 print(f"- training wall time (s): " + ", ".join(f"{n} {v}" for n, v in secs.items()))
 if "review" in skills:
-    # What the review samples said against what was right: a model that says YES
-    # to everything scores 0.5 on a balanced split without telling anything apart.
-    truth = {}
-    with open(tasks) as f:
-        for line in f:
-            if line.strip():
-                t = json.loads(line)
-                if t["skill"] == "review":
-                    truth[t["id"]] = t["reference"]["verdict"]
-    print("- review samples, said YES / NO / no verdict, on tasks whose answer is YES | NO:")
+    # What the review samples said against what was right (`basis eval`'s
+    # verdicts): a model that says YES to everything scores 0.5 on a balanced
+    # split without telling anything apart; balanced accuracy shows it.
+    print("- review samples, said YES / NO / no verdict, on tasks whose answer is YES | NO (balanced accuracy):")
     for name in ["base", "sft", "joint", "single-review"]:
         p = os.path.join(out, f"eval-{name}", "report.json")
         if not os.path.exists(p):
             continue
-        counts = {}
         with open(p) as f:
-            for t in json.load(f)["tasks"]:
-                if t["skill"] == "review":
-                    for smp in t["samples"]:
-                        key = (truth.get(t["id"]), smp.get("note", ""))
-                        counts[key] = counts.get(key, 0) + 1
-        row = lambda v: " / ".join(str(counts.get((v, f"said {w}"), 0)) for w in ("YES", "NO", "no verdict"))
-        print(f"  - {name}: {row('YES')} | {row('NO')}")
+            v = json.load(f)["per_skill"].get("review", {}).get("verdicts")
+        if not v:
+            continue
+        row = lambda s: f"{s['yes']} / {s['no']} / {s['neither']}"
+        b = v["balanced_accuracy"]
+        print(f"  - {name}: {row(v['on_yes'])} | {row(v['on_no'])} ({'n/a' if b is None else f'{b:.3f}'})")
 EOF

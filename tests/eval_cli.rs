@@ -192,6 +192,19 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
         );
     }
     assert_eq!(report["mean"], 0.5);
+    // Review's one task is a YES: one sample said YES, one NO; with no NO task
+    // there is no balanced accuracy, and the report says why.
+    assert_eq!(
+        report["per_skill"]["review"]["verdicts"],
+        json!({"on_yes": {"yes": 1, "no": 1, "neither": 0}, "on_no": {"yes": 0, "no": 0, "neither": 0}, "balanced_accuracy": null})
+    );
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(
+        md.contains("on tasks whose answer is YES the samples said YES 1, NO 1, neither 0")
+            && md.contains("no task's answer is NO")
+            && md.contains("With one right verdict only"),
+        "{md}"
+    );
 }
 
 /// A reproduction made of the lines a SWE-bench `test_patch` adds: a Rust
@@ -271,6 +284,10 @@ fn swebench_tasks_are_scored_against_their_reference_and_a_missing_repository_is
             report["per_skill"][skill]
         );
     }
+    // The gold patches are YES, the corrupted ones NO, and every answer was right.
+    let verdicts = &report["per_skill"]["review"]["verdicts"];
+    assert_eq!(verdicts["balanced_accuracy"], 1.0, "{verdicts}");
+    assert!(verdicts["on_no"]["no"].as_u64().unwrap() > 0, "{verdicts}");
     // The reference reproductions of the Python instances fail before their fix
     // and pass after it.
     for t in report["tasks"]

@@ -89,6 +89,17 @@ pub struct Score {
     pub f1: Option<f64>,
     /// One line on how it went (a test run's summary, surviving mutants, ...).
     pub note: String,
+    /// Review: the verdict that was right and the one the answer gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<ReviewCall>,
+}
+
+/// A review answer's verdict beside the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReviewCall {
+    pub expected: bool,
+    /// `None`: the answer gave no verdict.
+    pub said: Option<bool>,
 }
 
 /// Why a task could not be made ready.
@@ -330,6 +341,7 @@ impl Episode {
                     recall_at_k: Some(ranked.recall_at_k),
                     f1: Some(named.f1),
                     note: format!("named {:?}", o.chosen),
+                    verdict: None,
                 })
             }
             (Episode::Edit { input, reference }, Answer::Edit(o)) => {
@@ -430,6 +442,10 @@ impl Episode {
                 Ok(Score {
                     reward,
                     note: format!("said {said}"),
+                    verdict: Some(ReviewCall {
+                        expected: *verdict,
+                        said: o.review.verdict,
+                    }),
                     ..Score::default()
                 })
             }

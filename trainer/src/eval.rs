@@ -116,6 +116,62 @@ pub struct SkillSummary {
     pub f1: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rankings: Option<Rankings>,
+    /// Review only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<Verdicts>,
+}
+
+/// What a review's samples answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Said {
+    pub yes: usize,
+    pub no: usize,
+    /// No verdict at all.
+    pub neither: usize,
+}
+
+impl Said {
+    fn total(&self) -> usize {
+        self.yes + self.no + self.neither
+    }
+}
+
+/// Review's samples by the verdict that was right. Avg@K alone cannot tell a
+/// reviewer from a constant: on tasks half YES and half NO, answering YES every
+/// time scores 0.5. Balanced accuracy, the mean of the share right on YES tasks
+/// and on NO tasks, is 0.5 for any constant answer whatever the mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Verdicts {
+    /// Samples of tasks whose right verdict is YES.
+    pub on_yes: Said,
+    /// Samples of tasks whose right verdict is NO.
+    pub on_no: Said,
+    /// Only where there are tasks of both verdicts.
+    pub balanced_accuracy: Option<f64>,
+}
+
+impl Verdicts {
+    fn count<'a>(samples: impl Iterator<Item = &'a Sample>) -> Self {
+        let mut v = Verdicts::default();
+        for verdict in samples.filter_map(|s| s.score.verdict) {
+            let side = if verdict.expected {
+                &mut v.on_yes
+            } else {
+                &mut v.on_no
+            };
+            match verdict.said {
+                Some(true) => side.yes += 1,
+                Some(false) => side.no += 1,
+                None => side.neither += 1,
+            }
+        }
+        let (y, n) = (v.on_yes.total(), v.on_no.total());
+        if y > 0 && n > 0 {
+            v.balanced_accuracy =
+                Some((v.on_yes.yes as f64 / y as f64 + v.on_no.no as f64 / n as f64) / 2.0);
+        }
+        v
+    }
 }
 
 /// The whole evaluation.
@@ -437,6 +493,9 @@ pub fn summarize(
                 retrieval_recall_at_k: mean(r.iter().map(|x| x.retrieval_recall_at_k)),
             });
         }
+        if skill == SkillId::Review {
+            s.verdicts = Some(Verdicts::count(samples()));
+        }
         per_skill.insert(skill.as_str().to_string(), s);
     }
     let mean_all = mean(per_skill.values().map(|s| s.avg_at_k));
@@ -491,6 +550,11 @@ pub fn markdown(report: &Report) -> String {
             ));
         }
     }
+    if let Some(v) = report.per_skill.get("review").and_then(|r| r.verdicts) {
+        out.push('\n');
+        out.push_str(&review_line(&v));
+        out.push('\n');
+    }
     if !report.skipped.is_empty() {
         out.push_str(&format!("\n{} task(s) skipped:\n", report.skipped.len()));
         for s in &report.skipped {
@@ -498,6 +562,34 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// Review's verdicts in a sentence.
+fn review_line(v: &Verdicts) -> String {
+    let said = |answer: &str, s: &Said| {
+        if s.total() == 0 {
+            format!("no task's answer is {answer}")
+        } else {
+            format!(
+                "on tasks whose answer is {answer} the samples said YES {}, NO {}, neither {}",
+                s.yes, s.no, s.neither
+            )
+        }
+    };
+    let mut line = format!(
+        "Review: {}; {}.",
+        said("YES", &v.on_yes),
+        said("NO", &v.on_no)
+    );
+    match v.balanced_accuracy {
+        Some(b) => line.push_str(&format!(
+            " Balanced accuracy {b:.3} (one verdict every time scores 0.500)."
+        )),
+        None => line.push_str(
+            " With one right verdict only, one verdict every time would score 1.0 or 0.0 here.",
+        ),
+    }
+    line
 }
 
 /// Two reports of the same tasks side by side, with the change per skill.
@@ -531,5 +623,144 @@ pub fn compare_markdown(a: &Report, b: &Report) -> String {
         b.mean,
         change(a.mean, b.mean)
     ));
+    let balanced = |r: &Report| {
+        r.per_skill
+            .get("review")
+            .and_then(|s| s.verdicts)
+            .and_then(|v| v.balanced_accuracy)
+    };
+    if let (Some(x), Some(y)) = (balanced(a), balanced(b)) {
+        out.push_str(&format!(
+            "\nReview's balanced accuracy: {x:.3} against {y:.3} (one verdict every time scores 0.500).\n"
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::episode::ReviewCall;
+
+    fn review_task(id: &str, expected: bool, said: &[Option<bool>]) -> TaskResult {
+        TaskResult {
+            id: id.into(),
+            skill: SkillId::Review,
+            split: "heldout".into(),
+            samples: said
+                .iter()
+                .map(|&said| Sample {
+                    reward: f64::from(u8::from(said == Some(expected))),
+                    score: Score {
+                        verdict: Some(ReviewCall { expected, said }),
+                        ..Score::default()
+                    },
+                    tokens: 1,
+                    latency_ms: 1,
+                })
+                .collect(),
+            rankings: None,
+        }
+    }
+
+    fn report(version: &str, tasks: Vec<TaskResult>) -> Report {
+        let label = ModelLabel {
+            name: "m".into(),
+            version: version.into(),
+        };
+        summarize(label, &Config::default(), tasks, Vec::new())
+    }
+
+    fn verdicts(tasks: Vec<TaskResult>) -> (f64, Verdicts) {
+        let r = report("v1", tasks);
+        let s = &r.per_skill["review"];
+        (s.avg_at_k, s.verdicts.unwrap())
+    }
+
+    #[test]
+    fn review_verdicts_tell_a_constant_answer_from_a_reviewer() {
+        let (yes, no) = (Some(true), Some(false));
+        // Always YES on a balanced split: Avg@K 0.5 and balanced accuracy 0.5.
+        let (avg, v) = verdicts(vec![
+            review_task("a", true, &[yes, yes]),
+            review_task("b", false, &[yes, yes]),
+        ]);
+        assert_eq!((avg, v.balanced_accuracy), (0.5, Some(0.5)));
+        assert_eq!(
+            v.on_yes,
+            Said {
+                yes: 2,
+                no: 0,
+                neither: 0
+            }
+        );
+        assert_eq!(
+            v.on_no,
+            Said {
+                yes: 2,
+                no: 0,
+                neither: 0
+            }
+        );
+        // Always YES where three tasks in four are YES: Avg@K 0.75, still 0.5.
+        let (avg, v) = verdicts(vec![
+            review_task("a", true, &[yes]),
+            review_task("b", true, &[yes]),
+            review_task("c", true, &[yes]),
+            review_task("d", false, &[yes]),
+        ]);
+        assert_eq!((avg, v.balanced_accuracy), (0.75, Some(0.5)));
+        // Half right on each side, with answers that give no verdict.
+        let (_, v) = verdicts(vec![
+            review_task("a", true, &[yes, None]),
+            review_task("b", false, &[no, yes, None, no]),
+        ]);
+        assert_eq!(v.balanced_accuracy, Some(0.5));
+        assert_eq!(
+            v.on_no,
+            Said {
+                yes: 1,
+                no: 2,
+                neither: 1
+            }
+        );
+        // Every answer right.
+        let (_, v) = verdicts(vec![
+            review_task("a", true, &[yes]),
+            review_task("b", false, &[no]),
+        ]);
+        assert_eq!(v.balanced_accuracy, Some(1.0));
+        // One kind of task only: no balanced accuracy.
+        let (_, v) = verdicts(vec![review_task("a", true, &[yes, no])]);
+        assert_eq!(v.balanced_accuracy, None);
+    }
+
+    #[test]
+    fn the_tables_say_what_review_answered() {
+        let (yes, no) = (Some(true), Some(false));
+        let constant = report(
+            "v1",
+            vec![
+                review_task("a", true, &[yes, yes]),
+                review_task("b", false, &[yes, None]),
+            ],
+        );
+        let right = report(
+            "v2",
+            vec![
+                review_task("a", true, &[yes, yes]),
+                review_task("b", false, &[no, no]),
+            ],
+        );
+        let md = markdown(&constant);
+        assert!(
+            md.contains("on tasks whose answer is YES the samples said YES 2, NO 0, neither 0; on tasks whose answer is NO the samples said YES 1, NO 0, neither 1. Balanced accuracy 0.500"),
+            "{md}"
+        );
+        let md = compare_markdown(&constant, &right);
+        assert!(
+            md.contains("Review's balanced accuracy: 0.500 against 1.000"),
+            "{md}"
+        );
+    }
 }
