@@ -287,8 +287,9 @@ mod tests {
     #[tokio::test]
     async fn an_error_already_queued_goes_out_before_later_frames() {
         // Both are ready at once: the error answers a message the client sent
-        // before the request whose response the server wrote. Repeated, since an
-        // unbiased choice would get it right half the time.
+        // before the request whose response the server wrote. Repeated: an
+        // unbiased choice takes the response first about half the time, and then
+        // finds the server's stream ended and never writes the error at all.
         for _ in 0..32 {
             let seen = client_sees(
                 &[br#"{"jsonrpc":"2.0","id":1,"result":null}"#],
