@@ -2,8 +2,8 @@
 //! independent fused multiply-adds (AVX-512 where the CPU has it, 16 lanes each;
 //! else AVX2 + FMA, 8 lanes; plain f32 otherwise) with enough accumulators to keep
 //! both FMA units busy, and the best of three rounds is reported as GFLOP/s (an FMA
-//! counts as two operations). `bench/run_benchmarks.sh` prints prefill's achieved GFLOP/s
-//! beside it, so the distance to the limit is visible.
+//! counts as two operations). `bench/run_benchmarks.sh` prints prefill's achieved
+//! GFLOP/s beside it, so the distance to the limit is visible.
 //!
 //! On a CPU with AVX-512 VNNI, where the prefill's quantized matmuls run on
 //! `vpdpbusd` (byte products summed into 32-bit lanes), the same loop of that

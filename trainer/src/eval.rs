@@ -671,6 +671,10 @@ mod tests {
         summarize(label, &Config::default(), tasks, Vec::new())
     }
 
+    fn said(yes: usize, no: usize, neither: usize) -> Said {
+        Said { yes, no, neither }
+    }
+
     fn verdicts(tasks: Vec<TaskResult>) -> (f64, Verdicts) {
         let r = report("v1", tasks);
         let s = &r.per_skill["review"];
@@ -686,22 +690,8 @@ mod tests {
             review_task("b", false, &[yes, yes]),
         ]);
         assert_eq!((avg, v.balanced_accuracy), (0.5, Some(0.5)));
-        assert_eq!(
-            v.on_yes,
-            Said {
-                yes: 2,
-                no: 0,
-                neither: 0
-            }
-        );
-        assert_eq!(
-            v.on_no,
-            Said {
-                yes: 2,
-                no: 0,
-                neither: 0
-            }
-        );
+        assert_eq!(v.on_yes, said(2, 0, 0));
+        assert_eq!(v.on_no, said(2, 0, 0));
         // Always YES where three tasks in four are YES: Avg@K 0.75, still 0.5.
         let (avg, v) = verdicts(vec![
             review_task("a", true, &[yes]),
@@ -716,14 +706,7 @@ mod tests {
             review_task("b", false, &[no, yes, None, no]),
         ]);
         assert_eq!(v.balanced_accuracy, Some(0.5));
-        assert_eq!(
-            v.on_no,
-            Said {
-                yes: 1,
-                no: 2,
-                neither: 1
-            }
-        );
+        assert_eq!(v.on_no, said(1, 2, 1));
         // Every answer right.
         let (_, v) = verdicts(vec![
             review_task("a", true, &[yes]),
