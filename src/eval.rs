@@ -1,9 +1,10 @@
 //! `basis eval --tasks FILE`: how good a model is at each skill, on tasks with
 //! known answers. It runs each task K times through exactly the skill code the
 //! server runs, scores every answer with the skill's verifier (in the sandbox),
-//! prints a table per skill and writes `report.json` and `report.md`; with
-//! `--compare VERSION`, the same tasks with another version of the model, side
-//! by side. A stored model's localization figures are also kept in its
+//! prints a table per skill and writes `report.json`, `report.md` and
+//! `answers.jsonl` (every sample's completion, in the format `--answers` reads);
+//! with `--compare VERSION`, the same tasks with another version of the model,
+//! side by side. A stored model's localization figures are also kept in its
 //! registry, per repository, for the server's `localize.useModel: "auto"`.
 
 use std::io::Write;
@@ -43,7 +44,7 @@ pub struct EvalArgs {
     /// At most this many tasks per skill (in file order).
     #[arg(long)]
     limit: Option<usize>,
-    /// Where report.json and report.md go.
+    /// Where report.json, report.md and answers.jsonl (what the model wrote) go.
     #[arg(long, default_value = "eval-report")]
     out: PathBuf,
     /// Another version of the same model to evaluate on the same tasks (e.g. v3).
@@ -237,6 +238,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         "report.json",
         &serde_json::to_string_pretty(&report)?,
     )?;
+    write(&args.out, "answers.jsonl", &eval::answers_jsonl(&report))?;
     if args.adapter.is_none() {
         keep_localization(&loaded, &report, &tasks, &workspaces);
     }
@@ -253,6 +255,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             "compare.json",
             &serde_json::to_string_pretty(&b)?,
         )?;
+        write(&args.out, "compare-answers.jsonl", &eval::answers_jsonl(&b))?;
         md.push_str(&format!(
             "\n## {} {} against {} {}\n\n",
             report.model.name, report.model.version, b.model.name, b.model.version

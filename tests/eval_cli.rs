@@ -198,6 +198,17 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
         report["per_skill"]["review"]["verdicts"],
         json!({"on_yes": {"yes": 1, "no": 1, "neither": 0}, "on_no": {"yes": 0, "no": 0, "neither": 0}, "balanced_accuracy": null})
     );
+    // What was scored is written back in the same format, in the same order.
+    let written = std::fs::read_to_string(dir.path().join("report/answers.jsonl")).unwrap();
+    let written: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let given: Vec<Value> = answers
+        .iter()
+        .map(|(id, c)| json!({"id": id, "completion": c}))
+        .collect();
+    assert_eq!(written, given);
     let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     assert!(
         md.contains("on tasks whose answer is YES the samples said YES 1, NO 1, neither 0")

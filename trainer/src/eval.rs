@@ -71,6 +71,9 @@ pub struct Sample {
     pub score: Score,
     pub tokens: usize,
     pub latency_ms: u64,
+    /// What the model wrote (kept out of `report.json`; see [`answers_jsonl`]).
+    #[serde(skip)]
+    pub completion: String,
 }
 
 /// Localization's rankings scored the same way: the model's, and retrieval's.
@@ -406,9 +409,24 @@ fn score_all(
             score,
             tokens: g.token_count,
             latency_ms: g.latency_ms,
+            completion: g.completion.clone(),
         });
     }
     Ok(out)
+}
+
+/// Every sample's completion as JSON lines of `{"id", "completion"}`, in task
+/// and sample order: what the model wrote, in the format `--answers` reads, so
+/// a report's answers can be read and scored again.
+pub fn answers_jsonl(report: &Report) -> String {
+    let mut out = String::new();
+    for t in &report.tasks {
+        for s in &t.samples {
+            out.push_str(&serde_json::json!({"id": t.id, "completion": s.completion}).to_string());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The model's ranking (mean over samples) and retrieval's, on the same terms.
@@ -657,6 +675,7 @@ mod tests {
                     },
                     tokens: 1,
                     latency_ms: 1,
+                    completion: String::new(),
                 })
                 .collect(),
             rankings: None,

@@ -173,6 +173,7 @@ mod tests {
                     score: Score::default(),
                     tokens: 1,
                     latency_ms: 1,
+                    completion: String::new(),
                 }],
                 rankings: None,
             })
