@@ -20,7 +20,7 @@
 #   REPO_ROOT  what the tasks' relative repository paths are relative to
 #   OUT        a folder for the runs and reports (resumable: finished parts are kept)
 # Settings (environment): STEPS=8 TASKS_PER_STEP=5 GROUP=4 K=4 MAX_NEW_TOKENS=160
-#   LR=2e-4 SFT_EPOCHS=3 (0: no warm start, RL from the base model) SEED=0
+#   LR=2e-4 SFT_EPOCHS=3 (0: no warm start, RL from the base model) SFT_LR=$LR SEED=0
 #   MODEL=(the default model)
 #   SINGLE="localize review" (the skills that get a single-skill run; default: all;
 #   the table says n/a for the others)
@@ -34,6 +34,7 @@ mkdir -p "$OUT"
 OUT="$(realpath "$OUT")"
 STEPS="${STEPS:-8}" TASKS_PER_STEP="${TASKS_PER_STEP:-5}" GROUP="${GROUP:-4}" K="${K:-4}"
 MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-160}" LR="${LR:-2e-4}" SFT_EPOCHS="${SFT_EPOCHS:-3}" SEED="${SEED:-0}"
+SFT_LR="${SFT_LR:-$LR}"
 say() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
 
 BASIS="${BASIS:-$ROOT/target/release/basis}"
@@ -86,7 +87,7 @@ if [[ ! -f "$OUT/run-sft/adapter/adapter_model.safetensors" ]]; then
     rm -rf "$OUT/run-sft"
     say "warm start"
     "$BASIS" train --tasks "$TASKS" --repo-root "$REPO_ROOT" --skills "${SKILLS// /,}" --sft \
-        --sft-epochs "$SFT_EPOCHS" --steps 0 --lr "$LR" --seed "$SEED" --run "$OUT/run-sft" \
+        --sft-epochs "$SFT_EPOCHS" --sft-lr "$SFT_LR" --steps 0 --lr "$LR" --seed "$SEED" --run "$OUT/run-sft" \
         "${MODEL_ARGS[@]}" 2>"$OUT/run-sft.log"
 fi
 if [[ "$SFT_EPOCHS" == 0 && ! -f "$OUT/eval-sft/report.json" ]]; then

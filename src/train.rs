@@ -133,6 +133,10 @@ pub struct RunArgs {
     sft: bool,
     #[arg(long, default_value_t = 2)]
     sft_epochs: usize,
+    /// The warm start's peak learning rate (default: --lr). Fitting a few
+    /// reference answers takes more than reinforcement learning's small steps.
+    #[arg(long)]
+    sft_lr: Option<f64>,
     /// Editor feedback as off-policy episodes: a feedback store (SQLite), or a
     /// `basis feedback export` file or https:// URL.
     #[arg(long)]
@@ -405,12 +409,20 @@ fn train(a: RunArgs) -> Result<()> {
                 a.max_train_tokens
             );
         }
+        let sft_lr = a.sft_lr.unwrap_or(a.lr);
         bar.set_message(format!(
             "warm start on {} reference answers",
             examples.len()
         ));
-        let losses =
-            train::warm_start(&mut policy, &examples, a.sft_epochs, 4, a.seed, &mut |_| {})?;
+        let losses = train::warm_start(
+            &mut policy,
+            &examples,
+            a.sft_epochs,
+            4,
+            sft_lr,
+            a.seed,
+            &mut |_| {},
+        )?;
         eprintln!(
             "warm start: {} answers, loss per epoch {:?}",
             examples.len(),
@@ -420,6 +432,7 @@ fn train(a: RunArgs) -> Result<()> {
             "examples": examples.len(),
             "left_out_too_long": too_long.len(),
             "epochs": a.sft_epochs,
+            "lr": sft_lr,
             "loss_per_epoch": losses,
         });
         crate::skill_cli::write_file(

@@ -5,7 +5,8 @@
 //! `basis model publish` puts the adapter in the registry and the running
 //! server answers with the new version, without a restart; `basis model use`
 //! rolls back; `basis model export-adapter` writes a PEFT folder. Records of
-//! another base model are refused.
+//! another base model are refused. The warm start (`--sft`) fits the reference
+//! answers and leaves an adapter.
 
 mod support;
 
@@ -251,6 +252,92 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     );
     assert!(peft.join("adapter_model.safetensors").is_file());
     assert!(c.shutdown());
+}
+
+/// `--sft` alone (`--steps 0`): the warm start fits the training tasks'
+/// reference verdicts at its own learning rate and leaves an adapter that
+/// `basis eval` loads.
+#[test]
+fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    support::shopkit(tmp.path(), "repo");
+    let run = tmp.path().join("run");
+    let tasks = tasks();
+    let out = basis(
+        &home,
+        &[
+            "train",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--repo-root",
+            tmp.path().to_str().unwrap(),
+            "--skills",
+            "review",
+            "--sft",
+            "--sft-epochs",
+            "3",
+            "--sft-lr",
+            "1e-3",
+            "--steps",
+            "0",
+            "--model",
+            "m",
+            "--run",
+            run.to_str().unwrap(),
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let train_reviews = std::fs::read_to_string(&tasks)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|t| t["skill"] == "review" && t["meta"]["split"] == "train")
+        .count();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("warm_start.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["examples"], train_reviews, "{record}");
+    assert_eq!(
+        (record["epochs"].as_u64(), record["lr"].as_f64()),
+        (Some(3), Some(1e-3))
+    );
+    let losses: Vec<f64> = record["loss_per_epoch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_f64().unwrap())
+        .collect();
+    assert!(
+        losses.len() == 3 && losses[2] < 0.5 * losses[0],
+        "the answers' loss did not fall: {losses:?}"
+    );
+    let report = tmp.path().join("eval");
+    let out = basis(
+        &home,
+        &[
+            "eval",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--repo-root",
+            tmp.path().to_str().unwrap(),
+            "--skills",
+            "review",
+            "--split",
+            "train",
+            "--limit",
+            "1",
+            "--model",
+            "m",
+            "--adapter",
+            run.join("adapter").to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
 }
 
 #[test]

@@ -441,19 +441,23 @@ pub fn optimize(
 /// The warm start: `epochs` passes of supervised fine-tuning over `examples`
 /// (prompt ids, answer ids), one optimizer step per `batch` examples, the loss
 /// the mean negative log-likelihood of the answers' tokens. The warm start has
-/// a warmup and cosine schedule of its own, and leaves a fresh optimizer for
-/// what follows. Returns the mean loss of each epoch.
+/// a warmup and cosine schedule of its own, peaking at `lr`, and leaves a fresh
+/// optimizer and the learning rate as they were for what follows. Returns the
+/// mean loss of each epoch.
+#[allow(clippy::too_many_arguments)]
 pub fn warm_start(
     policy: &mut Policy,
     examples: &[(Vec<u32>, Vec<u32>)],
     epochs: usize,
     batch: usize,
+    lr: f64,
     seed: u64,
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<f64>, TrainError> {
     let mut losses = Vec::new();
-    let rl_steps = policy.cfg.total_steps;
+    let (rl_steps, rl_lr) = (policy.cfg.total_steps, policy.cfg.lr);
     policy.cfg.total_steps = epochs * examples.len().div_ceil(batch.max(1));
+    policy.cfg.lr = lr;
     policy.moments = crate::policy::Moments::default();
     for epoch in 0..epochs {
         on(Event::Phase("warm start"));
@@ -476,6 +480,7 @@ pub fn warm_start(
         losses.push(sum / n.max(1) as f64);
     }
     policy.cfg.total_steps = rl_steps;
+    policy.cfg.lr = rl_lr;
     policy.moments = crate::policy::Moments::default();
     Ok(losses)
 }

@@ -2,7 +2,8 @@
 //! the shared-prompt log-probs equal the one-sequence ones with their
 //! gradients, every trainable weight learns, GRPO overfits a reward that pays
 //! for one answer, a resumed run ends at the same weights as one that never
-//! stopped, and a group longer than the training limit is left out.
+//! stopped, a group longer than the training limit is left out, and the warm
+//! start fits its reference answers.
 
 use basis_model::generate::SamplingParams;
 use basis_model::tiny::{write_random_model, TinySpec};
@@ -10,7 +11,7 @@ use basis_model::{Device, LanguageModel, LoraConfig, Precision, Tensor};
 use basis_skills::SkillId;
 use basis_trainer::checkpoint;
 use basis_trainer::policy::{Policy, PolicyConfig};
-use basis_trainer::train::{optimize, Rollout, StepMetrics, TrainConfig};
+use basis_trainer::train::{self, optimize, Rollout, StepMetrics, TrainConfig};
 
 fn tiny(dir: &std::path::Path) -> LanguageModel {
     write_random_model(dir, &TinySpec::default(), 11).unwrap();
@@ -356,4 +357,43 @@ fn a_group_longer_than_the_training_limit_is_left_out_and_counted() {
         assert_eq!(m.skipped_groups, 0);
         assert_eq!(weights(&policy) != before, trains, "limit {limit}");
     }
+}
+
+#[test]
+fn the_warm_start_fits_its_answers_then_gives_back_the_rl_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PolicyConfig {
+        lr: 1e-4,
+        total_steps: 7,
+        ..lora()
+    };
+    let mut policy = Policy::from_model(tiny(dir.path()), cfg, 1).unwrap();
+    // Two prompts that differ in one token, each with its own answer: the
+    // answer has to depend on the prompt.
+    let examples = vec![
+        (vec![3u32, 9, 14, 2], vec![20u32, 21, 22]),
+        (vec![3u32, 9, 15, 2], vec![23u32, 24]),
+    ];
+    let nll = |p: &Policy| -> f64 {
+        examples
+            .iter()
+            .map(|(prompt, answer)| {
+                let l = p.completion_logprobs(prompt, answer, 1.0).unwrap();
+                -f64::from(l.mean_all().unwrap().to_scalar::<f32>().unwrap())
+            })
+            .sum::<f64>()
+            / examples.len() as f64
+    };
+    let before = nll(&policy);
+    let losses = train::warm_start(&mut policy, &examples, 40, 2, 2e-2, 0, &mut |_| {}).unwrap();
+    let after = nll(&policy);
+    assert_eq!(losses.len(), 40);
+    assert!(
+        after < 0.1 * before && losses[39] < 0.1 * losses[0],
+        "the answers were not fitted: {before:.3} -> {after:.3}, losses {losses:?}"
+    );
+    // Reinforcement learning goes on with its own rate, schedule and a
+    // fresh optimizer.
+    assert_eq!((policy.cfg.lr, policy.cfg.total_steps), (1e-4, 7));
+    assert_eq!(policy.moments.t, 0);
 }
