@@ -178,13 +178,14 @@ pub fn evaluate_with_progress(
         tasks.len(),
         config.samples
     );
-    let bar = indicatif::ProgressBar::new(tasks.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tasks {msg}")
-            .expect("the template is valid"),
+    let bar = crate::progress::Bar::new(
+        "eval",
+        "{bar:30} {pos}/{len} tasks {msg}",
+        tasks.len() as u64,
     );
     let report = eval::evaluate(lm, label, tasks, workspaces, sandbox, config, &mut |p| {
         bar.set_position(p.done as u64);
-        bar.set_message(p.task.to_string());
+        bar.set_message(p.task);
     });
     bar.finish_and_clear();
     report

@@ -10,6 +10,7 @@ mod generate;
 mod localize;
 mod lsp;
 mod plot;
+mod progress;
 mod pull;
 mod skill_cli;
 mod skills;

@@ -98,12 +98,9 @@ fn relative(from: &Path, to: &Path) -> String {
     }
 }
 
-fn bar(what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
-            .expect("the template is valid"),
-    );
-    bar.set_message(what.to_string());
+fn bar(what: &str) -> crate::progress::Bar {
+    let bar = crate::progress::Bar::new(what, "{msg} {bar:30} {pos}/{len}", 0);
+    bar.set_message("starting");
     bar
 }
 

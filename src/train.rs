@@ -387,10 +387,7 @@ fn train(a: RunArgs) -> Result<()> {
         config_digest: cfg.digest(),
     }
     .write(&a.run)?;
-    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
-            .expect("the template is valid"),
-    );
+    let bar = crate::progress::Bar::new("train", "{bar:30} step {pos}/{len} {msg}", a.steps as u64);
     bar.set_position(start as u64);
     if a.sft && start == 0 {
         let (examples, too_long): (Vec<_>, Vec<_>) = tasks
@@ -458,7 +455,7 @@ fn train(a: RunArgs) -> Result<()> {
         &a.run,
         start,
         &mut |e| match e {
-            Event::Phase(p) => bar.set_message(p.to_string()),
+            Event::Phase(p) => bar.set_message(p),
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
                 bar.println(format!(

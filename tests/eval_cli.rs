@@ -60,6 +60,8 @@ fn eval(dir: &Path, tasks: &Path, extra: &[&str]) -> Value {
     let o = support::run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("| **mean** |"), "{}", stdout(&o));
+    // Progress on a pipe: plain lines, the first at the start.
+    assert!(stderr(&o).contains("eval: 0/"), "{}", stderr(&o));
     assert!(out_dir.join("report.md").is_file());
     serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap()
 }

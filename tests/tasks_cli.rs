@@ -168,6 +168,8 @@ fn a_function_no_test_catches_gives_no_task() {
         assert_eq!(t["meta"]["symbol"], "covered", "{t}");
     }
     assert!(stderr(&o).contains("not covered"), "{}", stderr(&o));
+    // Progress on a pipe: plain lines.
+    assert!(stderr(&o).contains("mining: 0 starting"), "{}", stderr(&o));
     // The reproduction's issue never names the test.
     let issue = tasks.iter().find(|t| t["skill"] == "reproduce").unwrap()["input"]["issue"]
         .as_str()

@@ -107,6 +107,14 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     let err = support::stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("feedback: 2 feedback episodes"), "{err}");
+    // stderr is a pipe here, as in a log of an overnight run: the progress and
+    // each step's line come out as plain lines.
+    assert!(
+        err.contains("train: 0/2")
+            && err.contains("step 1: reward")
+            && err.contains("step 2: reward"),
+        "{err}"
+    );
     let metrics: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
