@@ -109,6 +109,21 @@ fn mining_the_example_gives_known_tasks_a_clean_split_and_the_same_bytes_twice()
         }
     }
     assert!(tasks.iter().any(|t| t["meta"]["split"] == "heldout"));
+    // A Python reproduction carries the repository's own test that caught the
+    // bug (the miner checked that it fails before the fix and passes after);
+    // a Rust one has none.
+    for t in tasks.iter().filter(|t| t["skill"] == "reproduce") {
+        let test = t["reference"]["test"].as_str();
+        if t["language"] == "python" {
+            let test = test.unwrap_or_else(|| panic!("no test: {t}"));
+            assert!(
+                test.contains("(unittest.TestCase):") && test.matches("    def test").count() == 1,
+                "{test}"
+            );
+        } else {
+            assert_eq!(test, None, "{t}");
+        }
+    }
     // The same seed: the same bytes. Another seed: another file.
     let again = dir.path().join("b/tasks.jsonl");
     assert!(mine(&repo, &again, &["--max", "8", "--seed", "0"])

@@ -10,18 +10,18 @@
 //! | localize | the reference files, one a line |
 //! | edit | the reference code, closing the fence the prompt opened |
 //! | review | the verdict after `VERDICT:` |
-//! | reproduce | the test a task's `test_patch` adds (SWE-bench), in a fence |
+//! | reproduce | the task's test file (mined: the repository's own test that caught the bug), else the test its `test_patch` adds (SWE-bench), in a fence |
 //! | testgen | none in the tasks (the mutants are the reference): not warmed up |
 
 use basis_model::LanguageModel;
-use basis_skills::generate::Prompt;
 
 use crate::episode::Episode;
 use crate::task::{Spec, Task, Verdict};
 
-/// The reference answer of a task as a completion of `prompt`, if it has one.
-pub fn reference_completion(task: &Task, prompt: &Prompt) -> Option<String> {
-    let fenced = prompt.answer_start.starts_with("```");
+/// The reference answer of a task as a completion of a prompt whose answer
+/// starts with `answer_start`, if it has one.
+pub fn reference_completion(task: &Task, answer_start: &str) -> Option<String> {
+    let fenced = answer_start.starts_with("```");
     match &task.spec {
         Spec::Localize { reference, .. } => Some(reference.files.join("\n")),
         Spec::Edit { reference, .. } => {
@@ -36,6 +36,13 @@ pub fn reference_completion(task: &Task, prompt: &Prompt) -> Option<String> {
             Verdict::No => " NO".into(),
         }),
         Spec::Reproduce { reference, .. } => {
+            if let Some(test) = &reference.test {
+                let mut test = test.clone();
+                if !test.ends_with('\n') {
+                    test.push('\n');
+                }
+                return Some(if fenced { format!("{test}```") } else { test });
+            }
             let patch = reference.test_patch.as_deref()?;
             let added: String = patch
                 .lines()
@@ -52,7 +59,7 @@ pub fn reference_completion(task: &Task, prompt: &Prompt) -> Option<String> {
 /// turn when the answer is not a fenced block, so the model learns to stop).
 pub fn example(lm: &LanguageModel, task: &Task, episode: &Episode) -> Option<(Vec<u32>, Vec<u32>)> {
     let prompt = episode.prompt(lm, &episode.default_options()).ok()?;
-    let text = reference_completion(task, &prompt)?;
+    let text = reference_completion(task, &prompt.answer_start)?;
     let mut ids = lm.tokenizer.encode(&text).ok()?;
     if !text.ends_with("```") {
         if let Some(&eos) = lm.tokenizer.eos_ids().first() {
@@ -60,4 +67,43 @@ pub fn example(lm: &LanguageModel, task: &Task, episode: &Episode) -> Option<(Ve
         }
     }
     (!ids.is_empty()).then_some((prompt.fitted.ids, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reproduce(test: Option<&str>, test_patch: Option<&str>) -> Task {
+        let line = serde_json::json!({
+            "schema": "basis.task/1", "id": "r", "skill": "reproduce",
+            "input": {"issue": "x"}, "repo": {"path": "."},
+            "reference": {"fix": "", "test": test, "test_patch": test_patch},
+        });
+        serde_json::from_value(line).unwrap()
+    }
+
+    #[test]
+    fn a_reproduction_answers_with_its_test_file_else_what_its_patch_adds() {
+        let file =
+            "import unittest\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        pass";
+        let patch = "--- a/t.py\n+++ b/t.py\n@@ -0,0 +1 @@\n+def test_y(): pass\n";
+        let both = reproduce(Some(file), Some(patch));
+        assert_eq!(
+            reference_completion(&both, "```python\n").unwrap(),
+            format!("{file}\n```")
+        );
+        assert_eq!(
+            reference_completion(&both, "").unwrap(),
+            format!("{file}\n")
+        );
+        let patch_only = reproduce(None, Some(patch));
+        assert_eq!(
+            reference_completion(&patch_only, "```python\n").unwrap(),
+            "def test_y(): pass\n```"
+        );
+        assert_eq!(
+            reference_completion(&reproduce(None, None), "```python\n"),
+            None
+        );
+    }
 }

@@ -252,6 +252,7 @@ pub fn tasks(instances: &[Instance]) -> Vec<Task> {
                     test_command: None,
                     test_patch: (!inst.test_patch.trim().is_empty())
                         .then(|| inst.test_patch.clone()),
+                    test: None,
                 },
             },
             &inst.base_commit,

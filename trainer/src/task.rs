@@ -145,6 +145,10 @@ pub struct ReproduceReference {
     /// A diff adding a test that shows the issue (SWE-bench's `test_patch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_patch: Option<String>,
+    /// A whole test file that shows the issue (mined: the repository's own
+    /// test that caught the bug, checked to fail before the fix and pass after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@
 
 pub mod history;
 pub mod mutation;
+pub mod own_test;
 pub mod split;
 
 use std::path::Path;

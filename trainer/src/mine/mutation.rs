@@ -14,19 +14,24 @@
 //!   and fail on every one of its detected mutants (listed as diffs);
 //! - a **reproduce** task: the repository with the mutant, an issue written
 //!   from the documented behaviour and the assertion message (never naming the
-//!   test), and the reverse of the mutant as the fix.
+//!   test), and the reverse of the mutant as the fix; for Python, the
+//!   repository's own test that caught the mutant, as a reference answer for
+//!   the warm start (`own_test`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
 use basis_skills::diff::FileChange;
+use basis_skills::generate::code_answer_start;
+use basis_skills::parse::fence_name;
+use basis_skills::reproduce;
 use basis_skills::runner::{self, Tests};
 use basis_skills::sandbox::Sandbox;
 use basis_skills::SkillId;
 use serde_json::json;
 
-use super::{is_test_path, shuffled, task_id, Config, Mined, Progress};
+use super::{is_test_path, own_test, shuffled, task_id, Config, Mined, Progress};
 use crate::task::{
     EditInput, EditReference, Meta, RepoRef, ReproduceInput, ReproduceReference, Spec, Task,
     TestgenInput, TestgenReference, TASK_SCHEMA,
@@ -61,6 +66,9 @@ struct Caught {
     description: String,
     text: String,
     message: String,
+    /// The first failing test case (module, class, method), where the output
+    /// names one.
+    case: Option<(String, String, String)>,
 }
 
 /// Files of the checkout: git's list of tracked files, else a walk.
@@ -292,6 +300,40 @@ fn lines(text: &str, start: usize, end: usize) -> String {
         .collect()
 }
 
+/// The repository's own test that caught `mutant`, cut down to a test file
+/// (see [`own_test`]), if it fails on the mutant and passes on the original as
+/// the reproduce skill's verifier runs it.
+fn own_reproduction(
+    sandbox: &Sandbox,
+    root: &Path,
+    file: &str,
+    original: &str,
+    mutant: &Caught,
+) -> Option<String> {
+    let (module, class, method) = mutant.case.as_ref()?;
+    let module_text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
+    let test = own_test::one_test_file(&module_text, class, method)?;
+    // As the warm start writes it and the skill reads it back.
+    let answer = format!(
+        "{}{test}```",
+        code_answer_start(fence_name(Some(Language::Python)))
+    );
+    let parsed = reproduce::parse(&answer, Language::Python)?;
+    let score = reproduce::verify(
+        sandbox,
+        root,
+        &HashMap::from([(file.to_string(), mutant.text.clone())]),
+        Language::Python,
+        &reproduce::test_path(Language::Python, file, None),
+        Some(&parsed),
+        &reproduce::Reference {
+            fix: HashMap::from([(file.to_string(), original.to_string())]),
+        },
+    )
+    .ok()?;
+    (score.reward == 1.0).then_some(test)
+}
+
 /// Mines covered functions (see the module docs).
 pub fn mine(
     repo: &Path,
@@ -423,6 +465,8 @@ pub fn mine(
                 caught.push(Caught {
                     description: m.description,
                     message: failure_message(&r, suite.language),
+                    case: own_test::failing_case(&r.outcome.stdout)
+                        .or_else(|| own_test::failing_case(&r.outcome.stderr)),
                     text: m.text,
                 });
             }
@@ -550,6 +594,9 @@ pub fn mine(
                 }],
                 3,
             );
+            let test = (func.language == Language::Python)
+                .then(|| own_reproduction(sandbox, &root, &func.file, text, first))
+                .flatten();
             *made.entry(SkillId::Reproduce).or_default() += 1;
             out.tasks.push(Task {
                 schema: TASK_SCHEMA.into(),
@@ -560,6 +607,7 @@ pub fn mine(
                         fix,
                         test_command: Some(suite.command.clone()),
                         test_patch: None,
+                        test,
                     },
                 },
                 repo: repo_ref(Some(diff(&first.text))),

@@ -1,0 +1,135 @@
+//! The repository's own test as a reproduction's reference answer. When a
+//! mutant makes the suite fail, the test that failed first already shows the
+//! bug: cut out of its module (the module's imports, its class line, the
+//! class's set-up and helper methods, and that one test) it is a test file
+//! that fails on the mutant and passes on the original. The miner keeps it only
+//! after checking exactly that with the reproduce skill's verifier, so the warm
+//! start (`basis train --sft`) has an answer to learn from. Python unittest
+//! only: a Rust test in a `mod tests` of the file itself reaches private items
+//! and does not stand alone as an integration test.
+
+use basis_code::{Language, Limits, ParsedFile, SymbolKind};
+
+/// The first failing unittest case a run's output names: its module (dotted),
+/// class and method. unittest writes `FAIL: test_x (pkg.mod.Class.test_x)`
+/// (Python 3.11 on) or `FAIL: test_x (pkg.mod.Class)`.
+pub fn failing_case(output: &str) -> Option<(String, String, String)> {
+    output.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("FAIL: ")
+            .or_else(|| line.strip_prefix("ERROR: "))?;
+        let (method, id) = rest.trim().split_once(' ')?;
+        let id = id.strip_prefix('(')?.strip_suffix(')')?;
+        let id = id.strip_suffix(&format!(".{method}")).unwrap_or(id);
+        let (module, class) = id.rsplit_once('.')?;
+        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+        (ok(method) && ok(class) && module.split('.').all(ok))
+            .then(|| (module.to_string(), class.to_string(), method.to_string()))
+    })
+}
+
+/// The file of a dotted module, relative to where unittest discovery started.
+pub fn module_path(module: &str) -> String {
+    format!("{}.py", module.replace('.', "/"))
+}
+
+/// Line `n` (0-based) and the lines of decorators right above it, as the
+/// byte offset where they start.
+fn with_decorators(lines: &[&str], starts: &[usize], n: usize) -> usize {
+    let mut first = n;
+    while first > 0 && lines[first - 1].trim_start().starts_with('@') {
+        first -= 1;
+    }
+    starts[first]
+}
+
+/// `module_text` cut down to the module's imports and class `class` with its
+/// methods that are not tests plus the test `method`. `None` when the module
+/// has no such class and method.
+pub fn one_test_file(module_text: &str, class: &str, method: &str) -> Option<String> {
+    let parsed = ParsedFile::parse(Language::Python, module_text, &Limits::default());
+    let symbols = parsed.symbols(module_text);
+    let c = symbols
+        .iter()
+        .find(|s| s.kind == SymbolKind::Class && s.name == class)?;
+    let lines: Vec<&str> = module_text.split_inclusive('\n').collect();
+    let starts: Vec<usize> = lines
+        .iter()
+        .scan(0, |at, l| {
+            let s = *at;
+            *at += l.len();
+            Some(s)
+        })
+        .collect();
+    let line_of = |byte: usize| starts.partition_point(|&s| s <= byte) - 1;
+    // The imports: top-level `import` and `from` statements, with the lines of
+    // a parenthesized list.
+    let mut imports = String::new();
+    let mut open = false;
+    for l in &lines {
+        if open || l.starts_with("import ") || l.starts_with("from ") {
+            imports.push_str(l);
+            open = if open {
+                !l.contains(')')
+            } else {
+                l.contains('(') && !l.contains(')')
+            };
+        }
+    }
+    let class_line = lines[line_of(c.span.start_byte)];
+    let mut out = format!("{imports}\n\n{}", class_line.trim_end());
+    out.push('\n');
+    let mut has_test = false;
+    for m in c.children.iter().filter(|m| m.kind == SymbolKind::Method) {
+        let is_test = m.name.starts_with("test");
+        if is_test && m.name != method {
+            continue;
+        }
+        has_test |= m.name == method;
+        let from = with_decorators(&lines, &starts, line_of(m.span.start_byte));
+        let to = module_text[m.span.end_byte..]
+            .find('\n')
+            .map_or(module_text.len(), |i| m.span.end_byte + i + 1);
+        out.push('\n');
+        out.push_str(&module_text[from..to]);
+    }
+    has_test.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failing_case_in_either_unittest_format() {
+        let new = "test_a (tests.test_cart.CartTest.test_a) ... ok\n\
+                   ======\nFAIL: test_add (tests.test_cart.CartTest.test_add)\n----\n";
+        assert_eq!(
+            failing_case(new),
+            Some((
+                "tests.test_cart".into(),
+                "CartTest".into(),
+                "test_add".into()
+            ))
+        );
+        let old = "ERROR: test_total (test_shop.ShopTests)\n";
+        assert_eq!(
+            failing_case(old),
+            Some(("test_shop".into(), "ShopTests".into(), "test_total".into()))
+        );
+        assert_eq!(failing_case("FAIL: something odd\n"), None);
+        assert_eq!(module_path("tests.test_cart"), "tests/test_cart.py");
+    }
+
+    #[test]
+    fn one_test_with_its_imports_set_up_and_helpers() {
+        let module = "\"\"\"Cart tests.\"\"\"\nimport unittest\nfrom shopkit.cart import (\n    Cart,\n)\n\nLIMIT = 3\n\n\nclass Other(unittest.TestCase):\n    def test_other(self):\n        pass\n\n\nclass CartTest(unittest.TestCase):\n    @classmethod\n    def setUpClass(cls):\n        cls.n = 1\n\n    def test_one(self):\n        self.assertEqual(1, 1)\n\n    def make(self):\n        return Cart()\n\n    def test_two(self):\n        self.assertEqual(self.make().count(), 0)\n";
+        let file = one_test_file(module, "CartTest", "test_two").unwrap();
+        assert_eq!(
+            file,
+            "import unittest\nfrom shopkit.cart import (\n    Cart,\n)\n\n\nclass CartTest(unittest.TestCase):\n\n    @classmethod\n    def setUpClass(cls):\n        cls.n = 1\n\n    def make(self):\n        return Cart()\n\n    def test_two(self):\n        self.assertEqual(self.make().count(), 0)\n"
+        );
+        assert_eq!(one_test_file(module, "CartTest", "test_three"), None);
+        assert_eq!(one_test_file(module, "Missing", "test_two"), None);
+    }
+}
