@@ -418,7 +418,18 @@ fn train(a: RunArgs) -> Result<()> {
             4,
             sft_lr,
             a.seed,
-            &mut |_| {},
+            &mut |e| {
+                if let Event::Epoch {
+                    epoch,
+                    epochs,
+                    loss,
+                } = e
+                {
+                    bar.println(format!(
+                        "warm start: epoch {epoch}/{epochs}, loss {loss:.3}"
+                    ));
+                }
+            },
         )?;
         eprintln!(
             "warm start: {} answers, loss per epoch {:?}",
@@ -456,6 +467,7 @@ fn train(a: RunArgs) -> Result<()> {
         start,
         &mut |e| match e {
             Event::Phase(p) => bar.set_message(p),
+            Event::Epoch { .. } => {}
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
                 bar.println(format!(

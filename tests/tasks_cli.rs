@@ -124,6 +124,23 @@ fn mining_the_example_gives_known_tasks_a_clean_split_and_the_same_bytes_twice()
             assert_eq!(test, None, "{t}");
         }
     }
+    // Likewise testgen's reference tests, where the mutants' first failing
+    // tests share a module (five of shopkit's six Python functions).
+    let with_tests: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["skill"] == "testgen" && t["reference"]["tests"].is_string())
+        .collect();
+    assert_eq!(with_tests.len(), 5, "{tasks:#?}");
+    for t in with_tests {
+        assert_eq!(t["language"], "python", "{t}");
+        assert!(
+            t["reference"]["tests"]
+                .as_str()
+                .unwrap()
+                .contains("(unittest.TestCase):"),
+            "{t}"
+        );
+    }
     // The same seed: the same bytes. Another seed: another file.
     let again = dir.path().join("b/tasks.jsonl");
     assert!(mine(&repo, &again, &["--max", "8", "--seed", "0"])

@@ -298,6 +298,7 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
     );
     let err = support::stderr(&out);
     assert!(out.status.success(), "{err}");
+    assert!(err.contains("warm start: epoch 3/3, loss "), "{err}");
     let train_reviews = std::fs::read_to_string(&tasks)
         .unwrap()
         .lines()

@@ -322,9 +322,14 @@ pub fn parse(
         return None;
     }
     Some(match language {
-        Language::Python => {
-            python_tests(&code, Some((&python_module(&input.path), &function.name)))
-        }
+        // A method is reached through its class: the import is the class's.
+        Language::Python => python_tests(
+            &code,
+            Some((
+                &python_module(&input.path),
+                function.container.as_deref().unwrap_or(&function.name),
+            )),
+        ),
         Language::Rust => rust_tests(&code),
         _ => code,
     })
@@ -939,6 +944,28 @@ mod tests {
         );
         assert!(!t.contains("BasisCollectedTests"));
         assert!(parse("No tests needed.", Language::Python, &i, &f).is_none());
+        // A method: its class is imported, never the method itself (which
+        // would fail the whole file with an ImportError).
+        let cart = "class Cart:\n    def count(self):\n        return 0\n";
+        let m = Input {
+            path: "shop/cart.py".into(),
+            text: cart.into(),
+            symbol: "Cart.count".into(),
+            related: Vec::new(),
+        };
+        let f = find_function(Language::Python, cart, "Cart.count").unwrap();
+        let t = parse(
+            "```python\ndef test_empty():\n    assert Cart().count() == 0\n```",
+            Language::Python,
+            &m,
+            &f,
+        )
+        .unwrap();
+        assert!(
+            t.starts_with("import unittest\nfrom shop.cart import Cart\n"),
+            "{t}"
+        );
+        assert!(!t.contains("import count"), "{t}");
         for (k, _) in answer.char_indices() {
             let _ = parse(&answer[..k], Language::Python, &i, &f);
         }

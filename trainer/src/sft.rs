@@ -11,7 +11,7 @@
 //! | edit | the reference code, closing the fence the prompt opened |
 //! | review | the verdict after `VERDICT:` |
 //! | reproduce | the task's test file (mined: the repository's own test that caught the bug), else the test its `test_patch` adds (SWE-bench), in a fence |
-//! | testgen | none in the tasks (the mutants are the reference): not warmed up |
+//! | testgen | the task's tests (mined: the repository's own tests that caught the mutants), in a fence |
 
 use basis_model::LanguageModel;
 
@@ -24,24 +24,14 @@ pub fn reference_completion(task: &Task, answer_start: &str) -> Option<String> {
     let fenced = answer_start.starts_with("```");
     match &task.spec {
         Spec::Localize { reference, .. } => Some(reference.files.join("\n")),
-        Spec::Edit { reference, .. } => {
-            let mut code = reference.replacement.clone();
-            if !code.ends_with('\n') {
-                code.push('\n');
-            }
-            Some(if fenced { format!("{code}```") } else { code })
-        }
+        Spec::Edit { reference, .. } => Some(code(&reference.replacement, fenced)),
         Spec::Review { reference, .. } => Some(match reference.verdict {
             Verdict::Yes => " YES".into(),
             Verdict::No => " NO".into(),
         }),
         Spec::Reproduce { reference, .. } => {
             if let Some(test) = &reference.test {
-                let mut test = test.clone();
-                if !test.ends_with('\n') {
-                    test.push('\n');
-                }
-                return Some(if fenced { format!("{test}```") } else { test });
+                return Some(code(test, fenced));
             }
             let patch = reference.test_patch.as_deref()?;
             let added: String = patch
@@ -49,10 +39,23 @@ pub fn reference_completion(task: &Task, answer_start: &str) -> Option<String> {
                 .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
                 .map(|l| format!("{}\n", &l[1..]))
                 .collect();
-            (!added.trim().is_empty()).then(|| if fenced { format!("{added}```") } else { added })
+            (!added.trim().is_empty()).then(|| code(&added, fenced))
         }
-        Spec::Testgen { .. } => None,
+        Spec::Testgen { reference, .. } => reference.tests.as_deref().map(|t| code(t, fenced)),
     }
+}
+
+/// Code as an answer: ending with a line break, and with the closing fence
+/// where the prompt opened one.
+fn code(text: &str, fenced: bool) -> String {
+    let mut text = text.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if fenced {
+        text.push_str("```");
+    }
+    text
 }
 
 /// A task's prompt ids and its reference answer's ids (ending with the end of

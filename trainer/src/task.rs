@@ -129,6 +129,10 @@ pub struct TestgenReference {
     pub test_command: Option<String>,
     /// Unified diffs, each a bug in the function the tests must catch.
     pub mutants: Vec<String>,
+    /// Tests that pass and catch every mutant (mined: the repository's own
+    /// tests that caught them, checked with the skill's verifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -163,6 +163,12 @@ pub struct StepMetrics {
 pub enum Event<'a> {
     Phase(&'a str),
     Step(&'a StepMetrics),
+    /// A warm-start epoch ended (1-based), with its mean loss.
+    Epoch {
+        epoch: usize,
+        epochs: usize,
+        loss: f64,
+    },
 }
 
 /// A scored group: G samples of one prompt, with the behaviour log-probs of
@@ -478,6 +484,11 @@ pub fn warm_start(
             n += 1;
         }
         losses.push(sum / n.max(1) as f64);
+        on(Event::Epoch {
+            epoch: epoch + 1,
+            epochs,
+            loss: sum / n.max(1) as f64,
+        });
     }
     policy.cfg.total_steps = rl_steps;
     policy.cfg.lr = rl_lr;

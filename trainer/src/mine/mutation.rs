@@ -11,7 +11,8 @@
 //!   documentation and the failing assertion; the reference is the original
 //!   code and the reward is the test command passing;
 //! - a **testgen** task on the original code: tests for the function that pass
-//!   and fail on every one of its detected mutants (listed as diffs);
+//!   and fail on every one of its detected mutants (listed as diffs); for
+//!   Python, the repository's own tests that caught them as a reference answer;
 //! - a **reproduce** task: the repository with the mutant, an issue written
 //!   from the documented behaviour and the assertion message (never naming the
 //!   test), and the reverse of the mutant as the fix; for Python, the
@@ -25,10 +26,10 @@ use basis_code::{Language, Limits, ParsedFile, Symbol, SymbolKind};
 use basis_skills::diff::FileChange;
 use basis_skills::generate::code_answer_start;
 use basis_skills::parse::fence_name;
-use basis_skills::reproduce;
 use basis_skills::runner::{self, Tests};
 use basis_skills::sandbox::Sandbox;
 use basis_skills::SkillId;
+use basis_skills::{reproduce, testgen};
 use serde_json::json;
 
 use super::{is_test_path, own_test, shuffled, task_id, Config, Mined, Progress};
@@ -334,6 +335,57 @@ fn own_reproduction(
     (score.reward == 1.0).then_some(test)
 }
 
+/// The repository's own tests that caught `mutants` (the first failing test
+/// of each, all in one module), cut down to a test file (see [`own_test`]), if
+/// the testgen skill's verifier, placing them as it places an answer, says
+/// they pass on the original and catch every mutant.
+fn own_tests(
+    sandbox: &Sandbox,
+    root: &Path,
+    func: &Function,
+    original: &str,
+    mutants: &[Caught],
+) -> Option<String> {
+    let cases: Vec<&(String, String, String)> = mutants
+        .iter()
+        .map(|m| m.case.as_ref())
+        .collect::<Option<_>>()?;
+    let module = &cases.first()?.0;
+    if cases.iter().any(|(m, _, _)| m != module) {
+        return None;
+    }
+    let module_text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
+    let pairs: Vec<(String, String)> = cases
+        .iter()
+        .map(|(_, c, m)| (c.clone(), m.clone()))
+        .collect();
+    let tests = own_test::tests_file(&module_text, &pairs)?;
+    let input = testgen::Input {
+        path: func.file.clone(),
+        text: original.to_string(),
+        symbol: func.symbol.clone(),
+        related: Vec::new(),
+    };
+    let function = testgen::find_function(Language::Python, original, &func.symbol)?;
+    let answer = format!(
+        "{}{tests}```",
+        code_answer_start(fence_name(Some(Language::Python)))
+    );
+    let parsed = testgen::parse(&answer, Language::Python, &input, &function)?;
+    let existing =
+        std::fs::read_to_string(root.join(testgen::test_path(Language::Python, &func.file))).ok();
+    let placement = testgen::place(Language::Python, &input, &parsed, existing.as_deref());
+    let files: Vec<testgen::MutantFile> = mutants
+        .iter()
+        .map(|m| testgen::MutantFile {
+            description: m.description.clone(),
+            text: m.text.clone(),
+        })
+        .collect();
+    let score = testgen::verify(sandbox, root, &HashMap::new(), &input, &placement, &files).ok()?;
+    (score.reward == 1.0).then_some(tests)
+}
+
 /// Mines covered functions (see the module docs).
 pub fn mine(
     repo: &Path,
@@ -549,6 +601,10 @@ pub fn mine(
         if wants(SkillId::Testgen)
             && made.get(&SkillId::Testgen).copied().unwrap_or(0) < config.max_per_skill
         {
+            let listed = &caught[..caught.len().min(MUTANTS_PER_TESTGEN_TASK)];
+            let tests = (func.language == Language::Python)
+                .then(|| own_tests(sandbox, &root, func, text, listed))
+                .flatten();
             *made.entry(SkillId::Testgen).or_default() += 1;
             out.tasks.push(Task {
                 schema: TASK_SCHEMA.into(),
@@ -560,11 +616,8 @@ pub fn mine(
                     },
                     reference: TestgenReference {
                         test_command: Some(suite.command.clone()),
-                        mutants: caught
-                            .iter()
-                            .take(MUTANTS_PER_TESTGEN_TASK)
-                            .map(|c| diff(&c.text))
-                            .collect(),
+                        mutants: listed.iter().map(|c| diff(&c.text)).collect(),
+                        tests,
                     },
                 },
                 repo: repo_ref(None),

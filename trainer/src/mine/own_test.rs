@@ -47,11 +47,15 @@ fn with_decorators(lines: &[&str], starts: &[usize], n: usize) -> usize {
 /// methods that are not tests plus the test `method`. `None` when the module
 /// has no such class and method.
 pub fn one_test_file(module_text: &str, class: &str, method: &str) -> Option<String> {
+    tests_file(module_text, &[(class.to_string(), method.to_string())])
+}
+
+/// `module_text` cut down to the module's imports and, for each class among
+/// `cases` (class, test method), the class with its methods that are not tests
+/// and the tests `cases` name. `None` when a case is not in the module.
+pub fn tests_file(module_text: &str, cases: &[(String, String)]) -> Option<String> {
     let parsed = ParsedFile::parse(Language::Python, module_text, &Limits::default());
     let symbols = parsed.symbols(module_text);
-    let c = symbols
-        .iter()
-        .find(|s| s.kind == SymbolKind::Class && s.name == class)?;
     let lines: Vec<&str> = module_text.split_inclusive('\n').collect();
     let starts: Vec<usize> = lines
         .iter()
@@ -64,11 +68,11 @@ pub fn one_test_file(module_text: &str, class: &str, method: &str) -> Option<Str
     let line_of = |byte: usize| starts.partition_point(|&s| s <= byte) - 1;
     // The imports: top-level `import` and `from` statements, with the lines of
     // a parenthesized list.
-    let mut imports = String::new();
+    let mut out = String::new();
     let mut open = false;
     for l in &lines {
         if open || l.starts_with("import ") || l.starts_with("from ") {
-            imports.push_str(l);
+            out.push_str(l);
             open = if open {
                 !l.contains(')')
             } else {
@@ -76,24 +80,34 @@ pub fn one_test_file(module_text: &str, class: &str, method: &str) -> Option<Str
             };
         }
     }
-    let class_line = lines[line_of(c.span.start_byte)];
-    let mut out = format!("{imports}\n\n{}", class_line.trim_end());
-    out.push('\n');
-    let mut has_test = false;
-    for m in c.children.iter().filter(|m| m.kind == SymbolKind::Method) {
-        let is_test = m.name.starts_with("test");
-        if is_test && m.name != method {
+    let mut found = 0;
+    for c in symbols.iter().filter(|s| s.kind == SymbolKind::Class) {
+        let wanted = |m: &str| {
+            cases
+                .iter()
+                .any(|(class, method)| *class == c.name && method == m)
+        };
+        if !c.children.iter().any(|m| wanted(&m.name)) {
             continue;
         }
-        has_test |= m.name == method;
-        let from = with_decorators(&lines, &starts, line_of(m.span.start_byte));
-        let to = module_text[m.span.end_byte..]
-            .find('\n')
-            .map_or(module_text.len(), |i| m.span.end_byte + i + 1);
+        out.push_str("\n\n");
+        out.push_str(lines[line_of(c.span.start_byte)].trim_end());
         out.push('\n');
-        out.push_str(&module_text[from..to]);
+        for m in c.children.iter().filter(|m| m.kind == SymbolKind::Method) {
+            if m.name.starts_with("test") && !wanted(&m.name) {
+                continue;
+            }
+            found += usize::from(wanted(&m.name));
+            let from = with_decorators(&lines, &starts, line_of(m.span.start_byte));
+            let to = module_text[m.span.end_byte..]
+                .find('\n')
+                .map_or(module_text.len(), |i| m.span.end_byte + i + 1);
+            out.push('\n');
+            out.push_str(&module_text[from..to]);
+        }
     }
-    has_test.then_some(out)
+    let distinct: std::collections::BTreeSet<&(String, String)> = cases.iter().collect();
+    (found == distinct.len() && found > 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -130,6 +144,31 @@ mod tests {
             "import unittest\nfrom shopkit.cart import (\n    Cart,\n)\n\n\nclass CartTest(unittest.TestCase):\n\n    @classmethod\n    def setUpClass(cls):\n        cls.n = 1\n\n    def make(self):\n        return Cart()\n\n    def test_two(self):\n        self.assertEqual(self.make().count(), 0)\n"
         );
         assert_eq!(one_test_file(module, "CartTest", "test_three"), None);
+        // Several cases, in two classes, each class once.
+        let two = |c: &str, m: &str| (c.to_string(), m.to_string());
+        let file = tests_file(
+            module,
+            &[
+                two("CartTest", "test_one"),
+                two("Other", "test_other"),
+                two("CartTest", "test_one"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            file.contains("class Other(unittest.TestCase):\n\n    def test_other")
+                && file.matches("class CartTest").count() == 1
+                && file.contains("def test_one")
+                && !file.contains("def test_two"),
+            "{file}"
+        );
+        assert_eq!(
+            tests_file(
+                module,
+                &[two("CartTest", "test_one"), two("CartTest", "nope")]
+            ),
+            None
+        );
         assert_eq!(one_test_file(module, "Missing", "test_two"), None);
     }
 }
