@@ -67,9 +67,8 @@ struct Caught {
     description: String,
     text: String,
     message: String,
-    /// The first failing test case (module, class, method), where the output
-    /// names one.
-    case: Option<(String, String, String)>,
+    /// The failing test cases (module, class, method) the output names.
+    cases: Vec<(String, String, String)>,
 }
 
 /// Files of the checkout: git's list of tracked files, else a walk.
@@ -301,9 +300,26 @@ fn lines(text: &str, start: usize, end: usize) -> String {
         .collect()
 }
 
+/// Failing cases of `mutant` that are test methods in a module of the
+/// checkout: (module text, class, method), in the output's order.
+fn own_cases(root: &Path, mutant: &Caught) -> Vec<(String, String, String, String)> {
+    mutant
+        .cases
+        .iter()
+        .filter_map(|(module, class, method)| {
+            let text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
+            own_test::one_test_file(&text, class, method)?;
+            Some((module.clone(), text, class.clone(), method.clone()))
+        })
+        .collect()
+}
+
+/// How many of a mutant's failing tests are tried as its reproduction.
+const OWN_TESTS_TRIED: usize = 3;
+
 /// The repository's own test that caught `mutant`, cut down to a test file
-/// (see [`own_test`]), if it fails on the mutant and passes on the original as
-/// the reproduce skill's verifier runs it.
+/// (see [`own_test`]): the first of its failing tests that fails on the mutant
+/// and passes on the original as the reproduce skill's verifier runs it.
 fn own_reproduction(
     sandbox: &Sandbox,
     root: &Path,
@@ -311,34 +327,37 @@ fn own_reproduction(
     original: &str,
     mutant: &Caught,
 ) -> Option<String> {
-    let (module, class, method) = mutant.case.as_ref()?;
-    let module_text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
-    let test = own_test::one_test_file(&module_text, class, method)?;
-    // As the warm start writes it and the skill reads it back.
-    let answer = format!(
-        "{}{test}```",
-        code_answer_start(fence_name(Some(Language::Python)))
-    );
-    let parsed = reproduce::parse(&answer, Language::Python)?;
-    let score = reproduce::verify(
-        sandbox,
-        root,
-        &HashMap::from([(file.to_string(), mutant.text.clone())]),
-        Language::Python,
-        &reproduce::test_path(Language::Python, file, None),
-        Some(&parsed),
-        &reproduce::Reference {
-            fix: HashMap::from([(file.to_string(), original.to_string())]),
-        },
-    )
-    .ok()?;
-    (score.reward == 1.0).then_some(test)
+    own_cases(root, mutant)
+        .into_iter()
+        .take(OWN_TESTS_TRIED)
+        .find_map(|(_, text, class, method)| {
+            let test = own_test::one_test_file(&text, &class, &method)?;
+            // As the warm start writes it and the skill reads it back.
+            let answer = format!(
+                "{}{test}```",
+                code_answer_start(fence_name(Some(Language::Python)))
+            );
+            let parsed = reproduce::parse(&answer, Language::Python)?;
+            let score = reproduce::verify(
+                sandbox,
+                root,
+                &HashMap::from([(file.to_string(), mutant.text.clone())]),
+                Language::Python,
+                &reproduce::test_path(Language::Python, file, None),
+                Some(&parsed),
+                &reproduce::Reference {
+                    fix: HashMap::from([(file.to_string(), original.to_string())]),
+                },
+            )
+            .ok()?;
+            (score.reward == 1.0).then_some(test)
+        })
 }
 
-/// The repository's own tests that caught `mutants` (the first failing test
-/// of each, all in one module), cut down to a test file (see [`own_test`]), if
-/// the testgen skill's verifier, placing them as it places an answer, says
-/// they pass on the original and catch every mutant.
+/// The repository's own tests that caught `mutants` (for each, its first
+/// failing test in a module all of them have one in), cut down to a test file
+/// (see [`own_test`]), if the testgen skill's verifier, placing them as it
+/// places an answer, says they pass on the original and catch every mutant.
 fn own_tests(
     sandbox: &Sandbox,
     root: &Path,
@@ -346,20 +365,21 @@ fn own_tests(
     original: &str,
     mutants: &[Caught],
 ) -> Option<String> {
-    let cases: Vec<&(String, String, String)> = mutants
-        .iter()
-        .map(|m| m.case.as_ref())
-        .collect::<Option<_>>()?;
-    let module = &cases.first()?.0;
-    if cases.iter().any(|(m, _, _)| m != module) {
-        return None;
+    let per_mutant: Vec<Vec<(String, String, String, String)>> =
+        mutants.iter().map(|m| own_cases(root, m)).collect();
+    let module = per_mutant.first()?.iter().map(|c| &c.0).find(|module| {
+        per_mutant
+            .iter()
+            .all(|cases| cases.iter().any(|c| &c.0 == *module))
+    })?;
+    let mut text = String::new();
+    let mut pairs = Vec::new();
+    for cases in &per_mutant {
+        let c = cases.iter().find(|c| &c.0 == module)?;
+        text.clone_from(&c.1);
+        pairs.push((c.2.clone(), c.3.clone()));
     }
-    let module_text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
-    let pairs: Vec<(String, String)> = cases
-        .iter()
-        .map(|(_, c, m)| (c.clone(), m.clone()))
-        .collect();
-    let tests = own_test::tests_file(&module_text, &pairs)?;
+    let tests = own_test::tests_file(&text, &pairs)?;
     let input = testgen::Input {
         path: func.file.clone(),
         text: original.to_string(),
@@ -517,8 +537,10 @@ pub fn mine(
                 caught.push(Caught {
                     description: m.description,
                     message: failure_message(&r, suite.language),
-                    case: own_test::failing_case(&r.outcome.stdout)
-                        .or_else(|| own_test::failing_case(&r.outcome.stderr)),
+                    cases: own_test::failing_cases(&format!(
+                        "{}\n{}",
+                        r.outcome.stdout, r.outcome.stderr
+                    )),
                     text: m.text,
                 });
             }

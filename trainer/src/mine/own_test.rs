@@ -10,22 +10,26 @@
 
 use basis_code::{Language, Limits, ParsedFile, SymbolKind};
 
-/// The first failing unittest case a run's output names: its module (dotted),
-/// class and method. unittest writes `FAIL: test_x (pkg.mod.Class.test_x)`
-/// (Python 3.11 on) or `FAIL: test_x (pkg.mod.Class)`.
-pub fn failing_case(output: &str) -> Option<(String, String, String)> {
-    output.lines().find_map(|line| {
-        let rest = line
-            .strip_prefix("FAIL: ")
-            .or_else(|| line.strip_prefix("ERROR: "))?;
-        let (method, id) = rest.trim().split_once(' ')?;
-        let id = id.strip_prefix('(')?.strip_suffix(')')?;
-        let id = id.strip_suffix(&format!(".{method}")).unwrap_or(id);
-        let (module, class) = id.rsplit_once('.')?;
-        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
-        (ok(method) && ok(class) && module.split('.').all(ok))
-            .then(|| (module.to_string(), class.to_string(), method.to_string()))
-    })
+/// The failing unittest cases a run's output names, in order: module
+/// (dotted), class and method. unittest writes `FAIL: test_x (pkg.mod.Class.test_x)`
+/// (Python 3.11 on) or `FAIL: test_x (pkg.mod.Class)`. A failing doctest
+/// (`FAIL: name (pkg.mod)`) reads as one whose module file does not exist.
+pub fn failing_cases(output: &str) -> Vec<(String, String, String)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let rest = line
+                .strip_prefix("FAIL: ")
+                .or_else(|| line.strip_prefix("ERROR: "))?;
+            let (method, id) = rest.trim().split_once(' ')?;
+            let id = id.strip_prefix('(')?.strip_suffix(')')?;
+            let id = id.strip_suffix(&format!(".{method}")).unwrap_or(id);
+            let (module, class) = id.rsplit_once('.')?;
+            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+            (ok(method) && ok(class) && module.split('.').all(ok))
+                .then(|| (module.to_string(), class.to_string(), method.to_string()))
+        })
+        .collect()
 }
 
 /// The file of a dotted module, relative to where unittest discovery started.
@@ -115,23 +119,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_failing_case_in_either_unittest_format() {
-        let new = "test_a (tests.test_cart.CartTest.test_a) ... ok\n\
-                   ======\nFAIL: test_add (tests.test_cart.CartTest.test_add)\n----\n";
+    fn the_failing_cases_in_either_unittest_format() {
+        let out = "test_a (tests.test_cart.CartTest.test_a) ... ok\n\
+                   ======\nFAIL: chunked (more_itertools.more)\n\
+                   ======\nFAIL: test_add (tests.test_cart.CartTest.test_add)\n----\n\
+                   ERROR: test_total (test_shop.ShopTests)\nFAIL: something odd\n";
+        let case = |m: &str, c: &str, t: &str| (m.to_string(), c.to_string(), t.to_string());
         assert_eq!(
-            failing_case(new),
-            Some((
-                "tests.test_cart".into(),
-                "CartTest".into(),
-                "test_add".into()
-            ))
+            failing_cases(out),
+            vec![
+                // The doctest reads as module `more_itertools`, class `more`:
+                // no such file, and the miner moves on.
+                case("more_itertools", "more", "chunked"),
+                case("tests.test_cart", "CartTest", "test_add"),
+                case("test_shop", "ShopTests", "test_total"),
+            ]
         );
-        let old = "ERROR: test_total (test_shop.ShopTests)\n";
-        assert_eq!(
-            failing_case(old),
-            Some(("test_shop".into(), "ShopTests".into(), "test_total".into()))
-        );
-        assert_eq!(failing_case("FAIL: something odd\n"), None);
         assert_eq!(module_path("tests.test_cart"), "tests/test_cart.py");
     }
 
