@@ -301,7 +301,7 @@ fn lines(text: &str, start: usize, end: usize) -> String {
 }
 
 /// Failing cases of `mutant` that are test methods in a module of the
-/// checkout: (module text, class, method), in the output's order.
+/// checkout: (module, the module's text, class, method), in the output's order.
 fn own_cases(root: &Path, mutant: &Caught) -> Vec<(String, String, String, String)> {
     mutant
         .cases

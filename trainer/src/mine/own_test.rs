@@ -1,12 +1,13 @@
-//! The repository's own test as a reproduction's reference answer. When a
-//! mutant makes the suite fail, the test that failed first already shows the
-//! bug: cut out of its module (the module's imports, its class line, the
-//! class's set-up and helper methods, and that one test) it is a test file
-//! that fails on the mutant and passes on the original. The miner keeps it only
-//! after checking exactly that with the reproduce skill's verifier, so the warm
-//! start (`basis train --sft`) has an answer to learn from. Python unittest
-//! only: a Rust test in a `mod tests` of the file itself reaches private items
-//! and does not stand alone as an integration test.
+//! The repository's own tests as reference answers. When a mutant makes the
+//! suite fail, the tests that failed already show the bug: one of them, cut
+//! out of its module (the module's imports, its class line, the class's
+//! set-up and helper methods, and that one test), is a test file that fails
+//! on the mutant and passes on the original, a reproduction; one failing test
+//! for each of a function's mutants makes tests that catch them all, testgen's
+//! answer. The miner keeps such a file only after checking exactly that with
+//! the skill's verifier, so the warm start (`basis train --sft`) has answers
+//! to learn from. Python unittest only: a Rust test in a `mod tests` of the
+//! file itself reaches private items and does not stand alone.
 
 use basis_code::{Language, Limits, ParsedFile, SymbolKind};
 
