@@ -37,6 +37,45 @@ fn register(home: &Path) {
     assert!(out.status.success(), "{}", support::stderr(&out));
 }
 
+/// `basis eval` of the base weights with `adapter` on the first review task
+/// of `split` (the repository under `root`); its report.
+fn eval_review_with(home: &Path, root: &Path, split: &str, adapter: &Path) -> Value {
+    let report = root.join(format!("eval-{split}"));
+    let tasks = tasks();
+    let out = basis(
+        home,
+        &[
+            "eval",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--repo-root",
+            root.to_str().unwrap(),
+            "--skills",
+            "review",
+            "--split",
+            split,
+            "--limit",
+            "1",
+            "--model",
+            "m",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    assert!(
+        r["model"]["version"].as_str().unwrap().starts_with("base+"),
+        "{}",
+        r["model"]
+    );
+    r
+}
+
 const ISSUE: &str = "apply_discount returns a negative price when the discount percent is over 100";
 
 #[test]
@@ -138,38 +177,7 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     assert!(run.join("checkpoints/step-000002/state.json").is_file());
 
     // The run's adapter, evaluated before it is published.
-    let report = tmp.path().join("eval");
-    let out = basis(
-        &home,
-        &[
-            "eval",
-            "--tasks",
-            tasks.to_str().unwrap(),
-            "--repo-root",
-            tmp.path().to_str().unwrap(),
-            "--skills",
-            "review",
-            "--split",
-            "heldout",
-            "--limit",
-            "1",
-            "--model",
-            "m",
-            "--adapter",
-            run.join("adapter").to_str().unwrap(),
-            "--out",
-            report.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", support::stderr(&out));
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
-    assert!(
-        r["model"]["version"].as_str().unwrap().starts_with("base+"),
-        "{}",
-        r["model"]
-    );
+    let r = eval_review_with(&home, tmp.path(), "heldout", &run.join("adapter"));
     assert_eq!(r["per_skill"]["review"]["tasks"], 1);
 
     // A second run into the same folder must say how to continue it.
@@ -323,30 +331,8 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
         losses.len() == 3 && losses[2] < 0.5 * losses[0],
         "the answers' loss did not fall: {losses:?}"
     );
-    let report = tmp.path().join("eval");
-    let out = basis(
-        &home,
-        &[
-            "eval",
-            "--tasks",
-            tasks.to_str().unwrap(),
-            "--repo-root",
-            tmp.path().to_str().unwrap(),
-            "--skills",
-            "review",
-            "--split",
-            "train",
-            "--limit",
-            "1",
-            "--model",
-            "m",
-            "--adapter",
-            run.join("adapter").to_str().unwrap(),
-            "--out",
-            report.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", support::stderr(&out));
+    let r = eval_review_with(&home, tmp.path(), "train", &run.join("adapter"));
+    assert_eq!(r["per_skill"]["review"]["tasks"], 1);
 }
 
 #[test]
