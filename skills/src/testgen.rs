@@ -339,7 +339,21 @@ pub fn parse(
 /// `function` (module, name) added where missing, and pytest-style functions
 /// collected into a `TestCase` so that unittest runs them too.
 pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String {
-    let mut out = String::new();
+    // `from __future__` imports must come first in a file: they go above the
+    // lines added here.
+    let is_future = |l: &str| l.starts_with("from __future__ import");
+    let mut out: String = code
+        .lines()
+        .filter(|l| is_future(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let futures = out.len();
+    let rest: String = code
+        .lines()
+        .filter(|l| !is_future(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let code = if futures > 0 { rest.as_str() } else { code };
     if !code.contains("import unittest") {
         out.push_str("import unittest\n");
     }
@@ -357,7 +371,7 @@ pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String
     for m in missing_stdlib_imports(code) {
         out.push_str(&format!("import {m}\n"));
     }
-    if !out.is_empty() {
+    if out.len() > futures {
         out.push('\n');
     }
     out.push_str(code.trim_end());
@@ -814,6 +828,20 @@ mod tests {
             without_unfinished_test(rs, Language::Rust),
             "#[test]\nfn a() { assert_eq!(1, 1); }\n"
         );
+    }
+
+    #[test]
+    fn future_imports_stay_first() {
+        let code = "from __future__ import annotations\nfrom unittest import TestCase\n\n\nclass T(TestCase):\n    def test_a(self):\n        pass\n";
+        let out = python_tests(code, None);
+        assert!(
+            out.starts_with("from __future__ import annotations\nimport unittest\n\nfrom unittest import TestCase\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("__future__").count(), 1, "{out}");
+        // Without one, nothing moves.
+        let plain = "import unittest\n\n\nclass T(unittest.TestCase):\n    pass\n";
+        assert_eq!(python_tests(plain, None), plain);
     }
 
     #[test]
