@@ -140,7 +140,16 @@ fn run_one(
             .with_context(|| format!("loading the adapter {}", dir.display()))?;
         loaded.version = format!("base+{}", dir.display());
     }
-    let samples = args.samples.max(1);
+    let answers = match &args.answers {
+        Some(p) => Some(read_answers(p)?),
+        None => None,
+    };
+    // Recorded answers make K: the most any task has.
+    let samples = answers
+        .as_ref()
+        .and_then(|a| a.values().map(Vec::len).max())
+        .unwrap_or(args.samples)
+        .max(1);
     let config = eval::Config {
         samples,
         temperature: args
@@ -148,10 +157,7 @@ fn run_one(
             .unwrap_or(if samples > 1 { 0.7 } else { 0.0 }),
         seed: args.seed,
         jobs: args.jobs.unwrap_or(eval::Config::default().jobs),
-        answers: match &args.answers {
-            Some(p) => Some(read_answers(p)?),
-            None => None,
-        },
+        answers,
     };
     let label = ModelLabel {
         name: loaded.name.clone(),

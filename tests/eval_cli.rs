@@ -177,6 +177,8 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
         &["--answers", answers_file.to_str().unwrap()],
     );
     assert_eq!(report["skipped"], json!([]), "{}", report["skipped"]);
+    // Two recorded answers a task: K is 2, whatever --samples says.
+    assert_eq!(report["samples"], 2);
     for id in ["loc", "edit", "testgen", "repro", "rev"] {
         assert_eq!(
             rewards(&report, id),
