@@ -73,18 +73,18 @@ pub fn tests_file(module_text: &str, cases: &[(String, String)]) -> Option<Strin
     let line_of = |byte: usize| starts.partition_point(|&s| s <= byte) - 1;
     // The imports: top-level `import` and `from` statements, with the lines of
     // a parenthesized list.
-    let mut out = String::new();
+    let mut imports: Vec<String> = Vec::new();
     let mut open = false;
     for l in &lines {
-        if open || l.starts_with("import ") || l.starts_with("from ") {
-            out.push_str(l);
-            open = if open {
-                !l.contains(')')
-            } else {
-                l.contains('(') && !l.contains(')')
-            };
+        if open {
+            imports.last_mut().expect("an open statement").push_str(l);
+            open = !l.contains(')');
+        } else if l.starts_with("import ") || l.starts_with("from ") {
+            imports.push(l.to_string());
+            open = l.contains('(') && !l.contains(')');
         }
     }
+    let mut out = String::new();
     let mut found = 0;
     for c in symbols.iter().filter(|s| s.kind == SymbolKind::Class) {
         let wanted = |m: &str| {
@@ -112,12 +112,101 @@ pub fn tests_file(module_text: &str, cases: &[(String, String)]) -> Option<Strin
         }
     }
     let distinct: std::collections::BTreeSet<&(String, String)> = cases.iter().collect();
-    (found == distinct.len() && found > 0).then_some(out)
+    if found != distinct.len() || found == 0 {
+        return None;
+    }
+    // Only the imports the kept code uses: a test module's whole import block
+    // (more-itertools' is 40 lines) is what a small model learns otherwise.
+    let used: String = imports
+        .iter()
+        .filter_map(|i| used_import(i, &out))
+        .collect();
+    Some(format!("{used}{out}"))
+}
+
+/// Whether `code` uses the name `name` (as a whole word).
+fn uses(code: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(name).any(|(i, _)| {
+        !code[..i].chars().next_back().is_some_and(word)
+            && !code[i + name.len()..].chars().next().is_some_and(word)
+    })
+}
+
+/// An import statement cut down to the names `code` uses (`None`: none).
+/// `from __future__` and `*` imports are kept whole.
+fn used_import(statement: &str, code: &str) -> Option<String> {
+    let flat = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.starts_with("from __future__") || flat.ends_with('*') {
+        return Some(format!("{flat}\n"));
+    }
+    // (what the statement names, the name it binds)
+    let bound = |part: &str, dotted_binds_first: bool| -> (String, String) {
+        let part = part.trim();
+        match part.split_once(" as ") {
+            Some((_, alias)) => (part.to_string(), alias.trim().to_string()),
+            None if dotted_binds_first => (
+                part.to_string(),
+                part.split('.').next().unwrap_or(part).to_string(),
+            ),
+            None => (part.to_string(), part.to_string()),
+        }
+    };
+    let keep = |names: &str, dotted: bool| -> Vec<String> {
+        names
+            .split(',')
+            .map(|p| p.trim().trim_matches(|c| c == '(' || c == ')').trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| bound(p, dotted))
+            .filter(|(_, b)| uses(code, b))
+            .map(|(p, _)| p)
+            .collect()
+    };
+    let (head, kept) = if let Some(names) = flat.strip_prefix("import ") {
+        ("import ".to_string(), keep(names, true))
+    } else {
+        let (module, names) = flat.strip_prefix("from ")?.split_once(" import ")?;
+        (format!("from {module} import "), keep(names, false))
+    };
+    (!kept.is_empty()).then(|| format!("{head}{}\n", kept.join(", ")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_imports_the_tests_use() {
+        let code = "class T(TestCase):\n    def test_a(self):\n        self.assertEqual(mi.first(chain([1])), np.ones)\n";
+        for (statement, kept) in [
+            (
+                "from __future__ import annotations\n",
+                Some("from __future__ import annotations\n"),
+            ),
+            ("import cmath\n", None),
+            (
+                "import more_itertools as mi\n",
+                Some("import more_itertools as mi\n"),
+            ),
+            (
+                "import numpy.linalg, numpy as np\n",
+                Some("import numpy as np\n"),
+            ),
+            (
+                "from itertools import (\n    accumulate,\n    chain,\n)\n",
+                Some("from itertools import chain\n"),
+            ),
+            (
+                "from unittest import TestCase, mock\n",
+                Some("from unittest import TestCase\n"),
+            ),
+            ("from os import *\n", Some("from os import *\n")),
+            // `chain` used, `chained` not: whole words only.
+            ("from x import chained\n", None),
+        ] {
+            assert_eq!(used_import(statement, code).as_deref(), kept, "{statement}");
+        }
+    }
 
     #[test]
     fn the_failing_cases_in_either_unittest_format() {
@@ -145,7 +234,7 @@ mod tests {
         let file = one_test_file(module, "CartTest", "test_two").unwrap();
         assert_eq!(
             file,
-            "import unittest\nfrom shopkit.cart import (\n    Cart,\n)\n\n\nclass CartTest(unittest.TestCase):\n\n    @classmethod\n    def setUpClass(cls):\n        cls.n = 1\n\n    def make(self):\n        return Cart()\n\n    def test_two(self):\n        self.assertEqual(self.make().count(), 0)\n"
+            "import unittest\nfrom shopkit.cart import Cart\n\n\nclass CartTest(unittest.TestCase):\n\n    @classmethod\n    def setUpClass(cls):\n        cls.n = 1\n\n    def make(self):\n        return Cart()\n\n    def test_two(self):\n        self.assertEqual(self.make().count(), 0)\n"
         );
         assert_eq!(one_test_file(module, "CartTest", "test_three"), None);
         // Several cases, in two classes, each class once.
