@@ -200,7 +200,7 @@ fn is_definition(kind: SymbolKind) -> bool {
 }
 
 /// Whether `code` uses `name` as a whole identifier.
-fn uses(code: &str, name: &str) -> bool {
+pub fn uses(code: &str, name: &str) -> bool {
     code.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .any(|w| w == name)
 }

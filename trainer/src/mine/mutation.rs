@@ -300,18 +300,53 @@ fn lines(text: &str, start: usize, end: usize) -> String {
         .collect()
 }
 
-/// Failing cases of `mutant` that are test methods in a module of the
-/// checkout: (module, the module's text, class, method), in the output's order.
-fn own_cases(root: &Path, mutant: &Caught) -> Vec<(String, String, String, String)> {
+/// A failing case of a mutant that is a test method in a module of the
+/// checkout.
+struct OwnCase {
+    module: String,
+    /// The module's text.
+    text: std::rc::Rc<String>,
+    class: String,
+    method: String,
+    /// The module cut down to this one test ([`own_test::one_test_file`]).
+    alone: String,
+}
+
+/// The failing cases of `mutant` that are test methods in modules of the
+/// checkout, in the output's order (each module read once).
+fn own_cases(root: &Path, mutant: &Caught) -> Vec<OwnCase> {
+    let mut modules: HashMap<&str, Option<std::rc::Rc<String>>> = HashMap::new();
     mutant
         .cases
         .iter()
         .filter_map(|(module, class, method)| {
-            let text = std::fs::read_to_string(root.join(own_test::module_path(module))).ok()?;
-            own_test::one_test_file(&text, class, method)?;
-            Some((module.clone(), text, class.clone(), method.clone()))
+            let text = modules
+                .entry(module)
+                .or_insert_with(|| {
+                    std::fs::read_to_string(root.join(own_test::module_path(module)))
+                        .ok()
+                        .map(std::rc::Rc::new)
+                })
+                .clone()?;
+            let alone = own_test::one_test_file(&text, class, method)?;
+            Some(OwnCase {
+                module: module.clone(),
+                text,
+                class: class.clone(),
+                method: method.clone(),
+                alone,
+            })
         })
         .collect()
+}
+
+/// Python code as a model's answer: inside the fence the prompt opens, closed,
+/// as the warm start writes it and the skills read it back.
+fn python_answer(code: &str) -> String {
+    format!(
+        "{}{code}```",
+        code_answer_start(fence_name(Some(Language::Python)))
+    )
 }
 
 /// How many of a mutant's failing tests are tried as its reproduction.
@@ -330,14 +365,9 @@ fn own_reproduction(
     own_cases(root, mutant)
         .into_iter()
         .take(OWN_TESTS_TRIED)
-        .find_map(|(_, text, class, method)| {
-            let test = own_test::one_test_file(&text, &class, &method)?;
-            // As the warm start writes it and the skill reads it back.
-            let answer = format!(
-                "{}{test}```",
-                code_answer_start(fence_name(Some(Language::Python)))
-            );
-            let parsed = reproduce::parse(&answer, Language::Python)?;
+        .find_map(|case| {
+            let test = case.alone;
+            let parsed = reproduce::parse(&python_answer(&test), Language::Python)?;
             let score = reproduce::verify(
                 sandbox,
                 root,
@@ -365,19 +395,22 @@ fn own_tests(
     original: &str,
     mutants: &[Caught],
 ) -> Option<String> {
-    let per_mutant: Vec<Vec<(String, String, String, String)>> =
-        mutants.iter().map(|m| own_cases(root, m)).collect();
-    let module = per_mutant.first()?.iter().map(|c| &c.0).find(|module| {
-        per_mutant
-            .iter()
-            .all(|cases| cases.iter().any(|c| &c.0 == *module))
-    })?;
+    let per_mutant: Vec<Vec<OwnCase>> = mutants.iter().map(|m| own_cases(root, m)).collect();
+    let module = per_mutant
+        .first()?
+        .iter()
+        .map(|c| &c.module)
+        .find(|module| {
+            per_mutant
+                .iter()
+                .all(|cases| cases.iter().any(|c| &c.module == *module))
+        })?;
     let mut text = String::new();
     let mut pairs = Vec::new();
     for cases in &per_mutant {
-        let c = cases.iter().find(|c| &c.0 == module)?;
-        text.clone_from(&c.1);
-        pairs.push((c.2.clone(), c.3.clone()));
+        let c = cases.iter().find(|c| &c.module == module)?;
+        text.clone_from(&c.text);
+        pairs.push((c.class.clone(), c.method.clone()));
     }
     let tests = own_test::tests_file(&text, &pairs)?;
     let input = testgen::Input {
@@ -387,11 +420,7 @@ fn own_tests(
         related: Vec::new(),
     };
     let function = testgen::find_function(Language::Python, original, &func.symbol)?;
-    let answer = format!(
-        "{}{tests}```",
-        code_answer_start(fence_name(Some(Language::Python)))
-    );
-    let parsed = testgen::parse(&answer, Language::Python, &input, &function)?;
+    let parsed = testgen::parse(&python_answer(&tests), Language::Python, &input, &function)?;
     let existing =
         std::fs::read_to_string(root.join(testgen::test_path(Language::Python, &func.file))).ok();
     let placement = testgen::place(Language::Python, &input, &parsed, existing.as_deref());

@@ -9,6 +9,7 @@
 //! to learn from. Python unittest only: a Rust test in a `mod tests` of the
 //! file itself reaches private items and does not stand alone.
 
+use basis_code::related::uses;
 use basis_code::{Language, Limits, ParsedFile, SymbolKind};
 
 /// The failing unittest cases a run's output names, in order: module
@@ -122,15 +123,6 @@ pub fn tests_file(module_text: &str, cases: &[(String, String)]) -> Option<Strin
         .filter_map(|i| used_import(i, &out))
         .collect();
     Some(format!("{used}{out}"))
-}
-
-/// Whether `code` uses the name `name` (as a whole word).
-fn uses(code: &str, name: &str) -> bool {
-    let word = |c: char| c.is_alphanumeric() || c == '_';
-    code.match_indices(name).any(|(i, _)| {
-        !code[..i].chars().next_back().is_some_and(word)
-            && !code[i + name.len()..].chars().next().is_some_and(word)
-    })
 }
 
 /// An import statement cut down to the names `code` uses (`None`: none).
