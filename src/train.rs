@@ -493,6 +493,9 @@ fn train(a: RunArgs) -> Result<()> {
         metrics.len() + start,
         a.run.join("metrics.jsonl").display()
     );
+    for note in train::signal_notes(&metrics) {
+        eprintln!("note: {note}");
+    }
     if a.publish {
         let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
         crate::versions::publish_run(&a.run, &opts)?;

@@ -336,6 +336,50 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
 }
 
 #[test]
+fn a_run_without_signal_says_so() {
+    // Eight new tokens cannot hold an edit: every rollout scores 0, the one
+    // group is skipped, and nothing is learned. The run must say that rather
+    // than end as if it had trained.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    support::shopkit(tmp.path(), "repo");
+    let run = tmp.path().join("run");
+    let out = basis(
+        &home,
+        &[
+            "train",
+            "--tasks",
+            tasks().to_str().unwrap(),
+            "--repo-root",
+            tmp.path().to_str().unwrap(),
+            "--skills",
+            "edit",
+            "--steps",
+            "1",
+            "--tasks-per-step",
+            "1",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--model",
+            "m",
+            "--run",
+            run.to_str().unwrap(),
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("step 1: reward 0.000"), "{err}");
+    assert!(
+        err.contains("note: no rollout of edit earned a reward in 1 step(s)"),
+        "{err}"
+    );
+    assert!(err.contains("note: no step updated the model"), "{err}");
+}
+
+#[test]
 fn feedback_of_another_base_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");

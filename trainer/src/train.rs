@@ -751,6 +751,41 @@ pub fn read_metrics(run: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
     Ok(by_step.into_values().collect())
 }
 
+/// What a run's steps say about its learning signal, as sentences for whoever
+/// started it: the skills none of whose rollouts earned a reward (GRPO learns
+/// nothing from a group whose samples all score the same), and whether any
+/// step changed the weights at all. Empty when there is nothing to say.
+pub fn signal_notes(metrics: &[StepMetrics]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut earned: BTreeMap<&str, bool> = BTreeMap::new();
+    for m in metrics {
+        for (skill, r) in &m.reward_per_skill {
+            *earned.entry(skill.as_str()).or_default() |= *r > 0.0;
+        }
+    }
+    let never: Vec<&str> = earned
+        .iter()
+        .filter(|(_, e)| !**e)
+        .map(|(s, _)| *s)
+        .collect();
+    if !never.is_empty() {
+        notes.push(format!(
+            "no rollout of {} earned a reward in {} step(s), so GRPO had nothing to learn from there; \
+             a warm start on the tasks' reference answers (--sft) or larger groups (--group-size) may give it some",
+            never.join(", "),
+            metrics.len()
+        ));
+    }
+    if !metrics.is_empty() && metrics.iter().all(|m| m.update_tokens == 0) {
+        notes.push(
+            "no step updated the model (in every group all samples earned the same reward): \
+             the weights are the ones the run started from"
+                .into(),
+        );
+    }
+    notes
+}
+
 /// Where a run keeps things.
 pub fn run_paths(run: &Path) -> (PathBuf, PathBuf) {
     (run.join("metrics.jsonl"), run.join("checkpoints"))
@@ -821,5 +856,24 @@ mod tests {
                 .map(|s| batch(&tasks, &skills, 4, 4, s))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn the_signal_notes_name_the_skills_that_never_earned_a_reward() {
+        let step = |edit: f64, review: f64, update_tokens: usize| StepMetrics {
+            reward_per_skill: [("edit".to_string(), edit), ("review".to_string(), review)]
+                .into_iter()
+                .collect(),
+            update_tokens,
+            ..StepMetrics::default()
+        };
+        let notes = signal_notes(&[step(0.0, 0.5, 10), step(0.0, 0.0, 0)]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("no rollout of edit earned a reward in 2 step(s)"));
+        let notes = signal_notes(&[step(0.0, 0.0, 0)]);
+        assert!(notes[0].starts_with("no rollout of edit, review earned"));
+        assert!(notes[1].starts_with("no step updated the model"));
+        assert!(signal_notes(&[step(0.25, 1.0, 5)]).is_empty());
+        assert!(signal_notes(&[]).is_empty());
     }
 }
