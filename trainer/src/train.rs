@@ -778,7 +778,7 @@ pub fn signal_notes(metrics: &[StepMetrics]) -> Vec<String> {
     }
     if !metrics.is_empty() && metrics.iter().all(|m| m.update_tokens == 0) {
         notes.push(
-            "no step updated the model (in every group all samples earned the same reward): \
+            "no step updated the model (every group was skipped; each step's line says how many): \
              the weights are the ones the run started from"
                 .into(),
         );
