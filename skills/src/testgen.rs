@@ -341,19 +341,13 @@ pub fn parse(
 pub(crate) fn python_tests(code: &str, function: Option<(&str, &str)>) -> String {
     // `from __future__` imports must come first in a file: they go above the
     // lines added here.
-    let is_future = |l: &str| l.starts_with("from __future__ import");
-    let mut out: String = code
+    let (future, rest): (Vec<&str>, Vec<&str>) = code
         .lines()
-        .filter(|l| is_future(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .partition(|l| l.starts_with("from __future__ import"));
+    let mut out: String = future.iter().map(|l| format!("{l}\n")).collect();
     let futures = out.len();
-    let rest: String = code
-        .lines()
-        .filter(|l| !is_future(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let code = if futures > 0 { rest.as_str() } else { code };
+    let rest = rest.join("\n");
+    let code = if future.is_empty() { code } else { &rest };
     if !code.contains("import unittest") {
         out.push_str("import unittest\n");
     }

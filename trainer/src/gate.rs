@@ -230,10 +230,11 @@ mod tests {
     use crate::eval::{summarize, Config, ModelLabel, Sample, TaskResult};
 
     fn report(rewards: &[(&str, SkillId, f64)]) -> Report {
-        scored(rewards.iter().map(|(id, skill, r)| {
-            let score = Score::default();
-            (*id, *skill, *r, score)
-        }))
+        scored(
+            rewards
+                .iter()
+                .map(|(id, skill, r)| (*id, *skill, *r, Score::default())),
+        )
     }
 
     /// Review tasks: (id, the right verdict, the verdict said), one sample each.
