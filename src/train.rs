@@ -110,10 +110,11 @@ pub struct RunArgs {
     /// At most this many tokens a rollout (default: each skill's own limit).
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Train on no sequence (prompt and answer) longer than this many tokens:
-    /// longer groups, feedback episodes and warm-start answers are left out and
-    /// counted (memory grows with the length, ~2.7 MB a token for the default
-    /// model with LoRA).
+    /// Tokens the update runs the model on at once: a group's prompt and as
+    /// many of its completions as fit, the rest in further parts. Longer
+    /// sequences (prompt and answer: groups, feedback episodes, warm-start
+    /// answers) are left out and counted (memory grows with the tokens, ~2.7 MB
+    /// a token for the default model with LoRA).
     #[arg(long, default_value_t = basis_trainer::train::DEFAULT_MAX_TRAIN_TOKENS)]
     max_train_tokens: usize,
     #[arg(long, default_value_t = 0.2)]

@@ -63,8 +63,10 @@ pub struct TrainConfig {
     pub temperature: f32,
     /// At most this many tokens a rollout (`None`: the skill's own limit).
     pub max_new_tokens: Option<usize>,
-    /// Sequences (prompt and answer) longer than this are left out of the
-    /// update and counted: training memory grows with the length.
+    /// Tokens the update runs the model on at once: a group's prompt and as
+    /// many of its completions as fit (the rest in further parts). A sequence
+    /// (prompt and answer) longer than this is left out and counted. Training
+    /// memory grows with it.
     pub max_train_tokens: usize,
     pub clip: Clip,
     /// Divide advantages by the group's std (TRL's `scale_rewards`).
@@ -199,13 +201,12 @@ struct UpdateGroup {
     seqs: Vec<Sequence>,
 }
 
-/// Completion rows the model runs at once after a shared prompt; a larger
-/// group is split (its prompt then runs once per part).
-const ROWS_AT_ONCE: usize = 4096;
-
 impl UpdateGroup {
-    /// The sequences in parts of at most [`ROWS_AT_ONCE`] padded rows.
-    fn parts(&self) -> Vec<std::ops::Range<usize>> {
+    /// The sequences in parts the model runs at once: the prompt and the
+    /// part's completions, padded to the longest, within `budget` tokens (a
+    /// step's memory grows with them). A part holds one sequence at least, and
+    /// its prompt runs once per part.
+    fn parts(&self, budget: usize) -> Vec<std::ops::Range<usize>> {
         let longest = self
             .seqs
             .iter()
@@ -213,7 +214,7 @@ impl UpdateGroup {
             .max()
             .unwrap_or(1)
             .max(1);
-        let per = (ROWS_AT_ONCE / longest).max(1);
+        let per = (budget.saturating_sub(self.prompt.len()) / longest).max(1);
         (0..self.seqs.len())
             .step_by(per)
             .map(|start| start..(start + per).min(self.seqs.len()))
@@ -234,12 +235,13 @@ fn reference_logprobs(
     policy: &mut Policy,
     groups: &[UpdateGroup],
     temperature: f32,
+    budget: usize,
 ) -> Result<Vec<Vec<Vec<f32>>>, TrainError> {
     groups
         .iter()
         .map(|g| {
             let mut out = Vec::with_capacity(g.seqs.len());
-            for part in g.parts() {
+            for part in g.parts(budget) {
                 for t in
                     policy.reference_group_logprobs(&g.prompt, &g.completions(part), temperature)?
                 {
@@ -638,7 +640,12 @@ fn update(
     }
     let t0 = Instant::now();
     let reference = if cfg.clip.beta > 0.0 {
-        Some(reference_logprobs(policy, groups, cfg.temperature)?)
+        Some(reference_logprobs(
+            policy,
+            groups,
+            cfg.temperature,
+            cfg.max_train_tokens,
+        )?)
     } else {
         None
     };
@@ -658,7 +665,7 @@ fn update(
             let mut acc = policy.accumulator();
             for &gi in chunk {
                 let g = &groups[gi];
-                for part in g.parts() {
+                for part in g.parts(cfg.max_train_tokens) {
                     let logps = policy.group_logprobs(
                         &g.prompt,
                         &g.completions(part.clone()),
@@ -875,5 +882,33 @@ mod tests {
         assert!(notes[1].starts_with("no step updated the model"));
         assert!(signal_notes(&[step(0.25, 1.0, 5)]).is_empty());
         assert!(signal_notes(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_group_runs_in_parts_that_fit_the_token_budget_with_its_prompt() {
+        let g = |prompt: usize, lens: &[usize]| UpdateGroup {
+            prompt: vec![1; prompt],
+            seqs: lens
+                .iter()
+                .map(|&n| Sequence {
+                    completion: vec![2; n],
+                    old: vec![0.0; n],
+                    advantage: 1.0,
+                    weight: 1.0,
+                })
+                .collect(),
+        };
+        // 16 completions padded to 384 after a 1,500-token prompt: 6 fit in
+        // 4,096 tokens with the prompt (the rows alone would fit 10).
+        let parts = g(1500, &[384; 16]).parts(4096);
+        assert_eq!(parts, vec![0..6, 6..12, 12..16]);
+        // Every sequence is in exactly one part, each part within the budget.
+        let group = g(100, &[5, 90, 40, 1, 77, 300, 12]);
+        let parts = group.parts(1000);
+        assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 7);
+        assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(parts.iter().all(|r| 100 + r.len() * 300 <= 1000));
+        // A sequence that alone fills the budget still runs, one at a time.
+        assert_eq!(g(4000, &[96, 96]).parts(4096), vec![0..1, 1..2]);
     }
 }
