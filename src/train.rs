@@ -498,6 +498,10 @@ fn train(a: RunArgs) -> Result<()> {
         eprintln!("note: {note}");
     }
     if a.publish {
+        // The evaluation decodes with a model of its own: give back the
+        // training's memory, blocks kept for reuse included.
+        drop((policy, sampler));
+        basis_model::alloc::keep_large_blocks(0);
         let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
         crate::versions::publish_run(&a.run, &opts)?;
     }
