@@ -31,7 +31,8 @@ use std::sync::Mutex;
 /// lengths of a real update (a 1,500-token prompt and 6 answers of 384
 /// tokens, `group_memory`), every block whose size did not come back was a
 /// fresh `mmap`, and a part ran 1.4x slower; a 4x256-token LoRA step, whose
-/// sizes all repeat, ran 10-18% faster (BENCHMARKS.md, "Training memory").
+/// sizes all repeat, ran 10-18% faster (BENCHMARKS.md, "The blocks kept for
+/// reuse").
 pub const LARGE: usize = 32 << 20;
 /// How many distinct block sizes are kept at once.
 pub const SIZES: usize = 1024;
@@ -195,8 +196,9 @@ pub fn keep_large_blocks(bytes: usize) {
 /// restores the budget it found. For work whose large blocks do not repeat in
 /// size: decoding grows attention's buffers by a token at every step, so each
 /// block it frees would be kept under a size that is never asked for again,
-/// up to the whole budget (measured: a group of 16 samples peaked at 7.5 GB
-/// with the trainer's budget and at 2.4 GB without).
+/// up to the whole budget (measured when blocks were kept from 256 KiB: a
+/// group of 16 samples peaked at 7.5 GB with the trainer's budget, 2.4 GB
+/// without).
 #[must_use = "the budget comes back when the guard drops"]
 pub struct Paused {
     budget: usize,
@@ -318,17 +320,21 @@ unsafe impl GlobalAlloc for Recycling {
 mod tests {
     use super::*;
 
-    #[test]
-    fn kept_blocks_are_reused_by_size_and_evicted_over_budget() {
-        // The table is process-wide; this test drives it through its own
-        // functions only, on blocks it allocates from System.
-        let mut t = Table {
+    fn empty_table() -> Table {
+        Table {
             lists: [EMPTY; SIZES],
             bytes: 0,
             clock: 0,
             hits: 0,
             misses: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn kept_blocks_are_reused_by_size_and_evicted_over_budget() {
+        // The table is process-wide; this test drives it through its own
+        // functions only, on blocks it allocates from System.
+        let mut t = empty_table();
         let layout = |n| Layout::from_size_align(n, 64).unwrap();
         // SAFETY: blocks from System, freed below with the same layouts.
         let (a, b, c) = unsafe {
@@ -361,13 +367,7 @@ mod tests {
         // A long run meets more distinct sizes than the table has slots (every
         // update part has lengths of its own); once a size's blocks are given
         // back, its slot must take a new size, or nothing is kept again.
-        let mut t = Table {
-            lists: [EMPTY; SIZES],
-            bytes: 0,
-            clock: 0,
-            hits: 0,
-            misses: 0,
-        };
+        let mut t = empty_table();
         let layout = |n| Layout::from_size_align(n, 8).unwrap();
         let size = |k: usize| LARGE + 64 * k;
         for k in 0..2 * SIZES {
