@@ -24,11 +24,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// Passes every allocation to the system allocator, except while training, when
-// large freed blocks are kept for reuse (`basis train`; see basis_model::alloc).
-#[global_allocator]
-static ALLOC: basis_model::alloc::Recycling = basis_model::alloc::Recycling;
-
 #[derive(Parser)]
 #[command(
     name = "basis",

@@ -242,7 +242,7 @@ fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
 }
 
 fn train(a: RunArgs) -> Result<()> {
-    basis_model::alloc::configure(basis_trainer::policy::RECYCLE_BYTES);
+    basis_model::alloc::keep_freed_memory();
     let Some(tasks_path) = a.tasks.clone() else {
         bail!("give the tasks with --tasks FILE (mine some with `basis tasks mine`)");
     };
@@ -499,9 +499,9 @@ fn train(a: RunArgs) -> Result<()> {
     }
     if a.publish {
         // The evaluation decodes with a model of its own: give back the
-        // training's memory, blocks kept for reuse included.
+        // training's memory, the freed memory kept for reuse included.
         drop((policy, sampler));
-        basis_model::alloc::keep_large_blocks(0);
+        basis_model::alloc::give_back_freed_memory();
         let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
         crate::versions::publish_run(&a.run, &opts)?;
     }

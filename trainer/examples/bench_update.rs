@@ -8,15 +8,12 @@
 //! cargo run --release -p basis-trainer --example bench_update -- MODE MODEL.gguf BATCH SEQ STEPS
 
 use basis_model::{Device, LanguageModel, Logits, Precision, Tensor};
-
-// As in the `basis` binary: large blocks are reused while training.
-#[global_allocator]
-static ALLOC: basis_model::alloc::Recycling = basis_model::alloc::Recycling;
 use basis_trainer::policy::{Policy, PolicyConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     basis_model::configure_threads();
-    basis_model::alloc::configure(basis_trainer::policy::RECYCLE_BYTES);
+    // As `basis train` does (BASIS_KEEP_FREED=0 leaves glibc's defaults).
+    basis_model::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 6 || !matches!(args[1].as_str(), "full" | "lora") {
         return Err("usage: bench_update full|lora MODEL BATCH SEQ STEPS".into());
@@ -55,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     basis_model::stats::reset();
     for step in 0..=steps {
         let start = std::time::Instant::now();
+        let faults = basis_model::alloc::page_faults();
         let logits = policy.lm.model.forward(&input, None, Logits::All)?;
         let loss = basis_model::generate::token_logprobs(&logits, &target)?
             .mean_all()?
@@ -72,7 +70,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let value = loss.to_scalar::<f32>()?;
         first_loss.get_or_insert(value);
-        eprintln!("step {step}: loss {value:.4}, {secs:.2}s");
+        let faults = basis_model::alloc::page_faults()
+            .zip(faults)
+            .map_or(String::new(), |(now, then)| {
+                format!(", {} page faults", now - then)
+            });
+        eprintln!("step {step}: loss {value:.4}, {secs:.2}s{faults}");
         // The first step warms allocators and caches; it is not counted.
         if step > 0 {
             times.push(secs);
@@ -80,8 +83,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let work = basis_model::stats::snapshot();
-    let (reused, fresh) = basis_model::alloc::counts();
-    eprintln!("large blocks: {reused} reused, {fresh} fresh");
     #[allow(clippy::print_stdout)]
     {
         println!(

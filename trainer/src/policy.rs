@@ -19,10 +19,6 @@ use rayon::prelude::*;
 
 use crate::TrainError;
 
-/// How many bytes of freed large blocks a training process keeps for reuse
-/// (`basis_model::alloc`): enough for the step's largest tensors many times over.
-pub const RECYCLE_BYTES: usize = 4 << 30;
-
 /// How the policy is trained.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {

@@ -527,8 +527,6 @@ fn rollouts(
     step: usize,
     m: &mut StepMetrics,
 ) -> Result<Vec<Rollout>, TrainError> {
-    // Decoding's large blocks grow by a token each step: none would be reused.
-    let _decoding = basis_model::alloc::pause();
     let sampling_start = Instant::now();
     let lm: &LanguageModel = match sampler {
         Sampler::Served(lm) => lm,
