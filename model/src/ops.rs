@@ -163,7 +163,7 @@ impl candle_core::CustomOp3 for LoraLinear {
 }
 
 /// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for x (m, k), a frozen dense W (n, k) and a LoRA
-/// adapter A (r, k), B (n, r), on the CPU in f32; see [`LoraLinear`].
+/// adapter A (r, k), B (n, r), on the CPU in f32; see `LoraLinear` in this module.
 pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op3(
         &a.contiguous()?,
@@ -669,7 +669,7 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// `softmax(scale · q kᵀ + causal mask) v` on the CPU (see [`CausalAttention`]):
+/// `softmax(scale · q kᵀ + causal mask) v` on the CPU (see `CausalAttention` in this module):
 /// q is (b, heads, rows, hd) where row `r` is query position `r % t` of the `t`
 /// new ones, after `past` cached positions; k and v are (b, heads, keys, hd).
 /// Differentiable, with a backward that recomputes the probabilities, so neither

@@ -33,7 +33,7 @@ pub enum Version {
 }
 
 impl Version {
-    /// Reads "base" or "v<N>" (N ≥ 1).
+    /// Reads `"base"` or `"v<N>"` (N ≥ 1).
     pub fn parse(s: &str) -> Option<Version> {
         let s = s.trim();
         if s == "base" {
