@@ -52,6 +52,14 @@ pub fn page_faults() -> Option<u64> {
     after_name.split(' ').nth(7)?.parse().ok()
 }
 
+/// Resident memory of this process in kB (Linux's /proc/self/status,
+/// `VmRSS`); `None` elsewhere.
+pub fn resident_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
     #![allow(unsafe_code)] // Two calls into glibc's malloc; each states why it is sound.

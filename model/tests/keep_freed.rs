@@ -4,17 +4,14 @@
 //! faults and changes malloc's parameters, so it runs alone, on the main
 //! thread (whose allocations come from glibc's main heap, as the trainer's do).
 
-use basis_model::alloc::{give_back_freed_memory, keep_freed_memory, page_faults};
+use basis_model::alloc::{give_back_freed_memory, keep_freed_memory, page_faults, resident_kb};
 
 fn minor_faults() -> u64 {
     page_faults().expect("/proc/self/stat")
 }
 
-/// Resident memory of this process in kB.
-fn resident_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+fn resident() -> u64 {
+    resident_kb().expect("/proc/self/status")
 }
 
 /// Allocates, fills and frees `n` blocks of about 64 MiB, one at a time,
@@ -55,9 +52,9 @@ fn main() {
     );
 
     // And handed back on request: the free 64 MiB leave the process.
-    let before = resident_kb();
+    let before = resident();
     give_back_freed_memory();
-    let after = resident_kb();
+    let after = resident();
     assert!(
         before - after.min(before) >= 60 << 10,
         "resident {before} kB before giving back, {after} kB after"

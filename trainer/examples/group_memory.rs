@@ -13,17 +13,6 @@
 use basis_model::{Device, LanguageModel, Precision};
 use basis_trainer::policy::{Policy, PolicyConfig};
 
-fn resident() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "VmRSS: unknown".into())
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     basis_model::configure_threads();
     let a: Vec<String> = std::env::args().collect();
@@ -60,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let faults = basis_model::alloc::page_faults().unwrap_or(0) - faults;
             eprintln!(
-                "step {round}, part {part}: {}, {:.1} s, {faults} page faults",
-                resident(),
+                "step {round}, part {part}: VmRSS: {} kB, {:.1} s, {faults} page faults",
+                basis_model::alloc::resident_kb().unwrap_or(0),
                 start.elapsed().as_secs_f64()
             );
         }
