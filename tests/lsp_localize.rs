@@ -136,11 +136,8 @@ fn localize_request_command_and_cli_agree_and_are_recorded() {
         })
         .collect();
     assert_eq!(kinds, ["shown", "accepted"]);
-    assert!(
-        c.stderr().contains("unknown feedback kind `bogus`"),
-        "{}",
-        c.stderr()
-    );
+    let log = c.wait_stderr("unknown feedback kind `bogus`");
+    assert!(log.contains("unknown feedback kind `bogus`"), "{log}");
     assert!(c.shutdown());
 
     // The CLI prints the same ranking as path:line rows.

@@ -302,11 +302,8 @@ fn a_panicking_handler_answers_with_an_error_and_the_server_lives_on() {
         );
         assert_eq!(syms[0]["name"], "Circle");
     }
-    assert!(
-        c.stderr().contains("panicked"),
-        "the panic is logged:\n{}",
-        c.stderr()
-    );
+    let log = c.wait_stderr("panicked");
+    assert!(log.contains("panicked"), "the panic is logged:\n{log}");
     assert!(c.shutdown());
 }
 
@@ -508,11 +505,12 @@ fn huge_long_line_and_binary_files_degrade_gracefully() {
     c.wait_indexed();
     let syms = c.call("workspace/symbol", json!({"query": "unit_circle"}));
     assert_eq!(syms[0]["name"], "unit_circle");
-    let log = c.stderr();
+    let log = c.wait_stderr("huge.py");
     assert!(
         log.contains("huge.py"),
         "the skipped huge file is logged:\n{log}"
     );
+    let log = c.wait_stderr("blob.rs");
     assert!(
         log.contains("blob.rs"),
         "the skipped binary file is logged:\n{log}"

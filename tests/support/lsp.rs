@@ -120,6 +120,22 @@ impl LspClient {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The server's log once it contains `needle`. A line the server wrote
+    /// before answering can reach this side after the answer (its own pipe,
+    /// its own reader thread), so a test that asserts on the log waits for it;
+    /// the harness's timeout guards against a hang. Returns the log as it is
+    /// then, whether or not the line came.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn garbage(&self) -> Vec<u8> {
         self.garbage.lock().unwrap().clone()
     }
