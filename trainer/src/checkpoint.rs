@@ -174,6 +174,9 @@ pub fn load(dir: &Path, policy: &mut Policy) -> Result<State, TrainError> {
     policy.restore(&weights)?;
     let moments = candle_core::safetensors::load(dir.join(MOMENTS), &Device::Cpu)
         .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", dir.join(MOMENTS).display())))?;
+    // The fresh optimizer's zeros go first, so the loaded moments can take
+    // their place (see `Policy::reset_optimizer`).
+    policy.moments = Moments::default();
     let mut m = Vec::new();
     let mut v = Vec::new();
     if !moments.is_empty() {

@@ -150,6 +150,22 @@ pub struct Moments {
     pub t: u64,
 }
 
+impl Moments {
+    /// Zero moments for `vars`, before any step.
+    pub fn zeros(vars: &[(String, Var)]) -> Moments {
+        let zeros = || {
+            vars.iter()
+                .map(|(_, v)| vec![0.0; v.elem_count()])
+                .collect()
+        };
+        Moments {
+            m: zeros(),
+            v: zeros(),
+            t: 0,
+        }
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepReport {
@@ -212,12 +228,27 @@ impl Policy {
     /// A model whose trainable variables are already set (an adapter loaded
     /// from a published version) with a fresh optimizer.
     pub fn from_trained(lm: LanguageModel, cfg: PolicyConfig) -> Policy {
-        Policy {
+        let mut policy = Policy {
             lm,
             cfg,
             moments: Moments::default(),
             reference: None,
-        }
+        };
+        policy.reset_optimizer();
+        policy
+    }
+
+    /// A fresh optimizer: zero moments, no steps taken. The moments are
+    /// allocated here, before the first forward pass, and not at the first
+    /// step: allocated then, they would take the heap space the step's
+    /// activations had just freed, and the second step would grow the heap
+    /// by their size and fault it in again (with the memory kept by
+    /// `basis_model::alloc::keep_freed_memory`, every later step reuses the
+    /// first one's pages).
+    pub fn reset_optimizer(&mut self) {
+        // The old moments go first, so the new ones can take their place.
+        self.moments = Moments::default();
+        self.moments = Moments::zeros(self.vars());
     }
 
     pub fn vars(&self) -> &[(String, Var)] {
@@ -333,12 +364,10 @@ impl Policy {
             1.0
         };
         if self.moments.m.is_empty() {
-            self.moments.m = self
-                .vars()
-                .iter()
-                .map(|(_, v)| vec![0.0; v.elem_count()])
-                .collect();
-            self.moments.v = self.moments.m.clone();
+            // A checkpoint saved before its first step.
+            let t = self.moments.t;
+            self.moments = Moments::zeros(self.vars());
+            self.moments.t = t;
         }
         self.moments.t += 1;
         let t = self.moments.t as i32;

@@ -466,7 +466,7 @@ pub fn warm_start(
     let (rl_steps, rl_lr) = (policy.cfg.total_steps, policy.cfg.lr);
     policy.cfg.total_steps = epochs * examples.len().div_ceil(batch.max(1));
     policy.cfg.lr = lr;
-    policy.moments = crate::policy::Moments::default();
+    policy.reset_optimizer();
     for epoch in 0..epochs {
         on(Event::Phase("warm start"));
         let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -494,7 +494,7 @@ pub fn warm_start(
     }
     policy.cfg.total_steps = rl_steps;
     policy.cfg.lr = rl_lr;
-    policy.moments = crate::policy::Moments::default();
+    policy.reset_optimizer();
     Ok(losses)
 }
 

@@ -135,6 +135,34 @@ fn every_trainable_weight_gets_a_gradient_lora_and_full() {
     }
 }
 
+/// The optimizer's moments exist, zero and of the right sizes, before the first
+/// step: allocated at the first step they would take the space its activations
+/// had freed and make the second step grow the heap (see
+/// `Policy::reset_optimizer`). A policy without them (a checkpoint saved before
+/// its first step) still steps.
+#[test]
+fn the_optimizer_state_is_allocated_before_the_first_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for cfg in [lora(), full()] {
+        let mut policy = Policy::from_model(tiny(dir.path()), cfg, 5).unwrap();
+        let sizes: Vec<usize> = policy.vars().iter().map(|(_, v)| v.elem_count()).collect();
+        let m = &policy.moments;
+        assert_eq!(m.t, 0);
+        for moment in [&m.m, &m.v] {
+            assert_eq!(moment.iter().map(Vec::len).collect::<Vec<_>>(), sizes);
+            assert!(moment.iter().flatten().all(|&x| x == 0.0));
+        }
+        policy.moments = basis_trainer::policy::Moments::default();
+        let logps = policy.group_logprobs(&[1, 2, 3], &[&[4, 5]], 1.0).unwrap();
+        let loss = logps[0].sum_all().unwrap().neg().unwrap();
+        let mut acc = policy.accumulator();
+        policy.backward(&loss, &mut acc).unwrap();
+        policy.step(acc).unwrap();
+        assert_eq!(policy.moments.t, 1);
+        assert_eq!(policy.moments.m.len(), sizes.len());
+    }
+}
+
 /// One GRPO step of the toy task: G one-token answers to `prompt`, reward 1
 /// for `target`. Sampling is seeded by the step, as in `basis train`.
 fn toy_step(
