@@ -39,11 +39,20 @@ pub enum ExportFormat {
     Kto,
 }
 
+/// The store at `path` (default: [`default_db`]), which must exist: these
+/// commands read or trim what the server recorded, and a mistyped path must
+/// not become a new, empty store.
 fn open(path: Option<PathBuf>) -> Result<Store> {
     let path = match path {
         Some(p) => p,
         None => default_db()?,
     };
+    if !path.exists() {
+        anyhow::bail!(
+            "no feedback store at {}: the server creates it when it records its first suggestion (another one: --db PATH or BASIS_FEEDBACK_DB)",
+            path.display()
+        );
+    }
     Store::open(&path).with_context(|| format!("opening the feedback store {}", path.display()))
 }
 

@@ -241,11 +241,33 @@ fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
     Ok(loaded.episodes)
 }
 
+/// Settings under which GRPO could never learn, refused before anything runs
+/// (a run would end as if it had trained).
+fn check_settings(a: &RunArgs) -> Result<()> {
+    if a.group_size < 2 {
+        bail!(
+            "--group-size {} is too small: GRPO scores each sample against the others of its task's group, so it needs at least 2",
+            a.group_size
+        );
+    }
+    if a.tasks_per_step == 0 {
+        bail!("--tasks-per-step must be at least 1");
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!(
+            "--temperature {} is not a sampling temperature: GRPO learns from the differences between a group's samples, so it needs one above 0",
+            a.temperature
+        );
+    }
+    Ok(())
+}
+
 fn train(a: RunArgs) -> Result<()> {
     basis_model::alloc::keep_freed_memory();
     let Some(tasks_path) = a.tasks.clone() else {
         bail!("give the tasks with --tasks FILE (mine some with `basis tasks mine`)");
     };
+    check_settings(&a)?;
     let skills = crate::tasks::parse_skills(&a.skills)?;
     let tasks = read_tasks(&tasks_path, &skills, "train")?;
     if tasks.is_empty() {

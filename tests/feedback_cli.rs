@@ -135,3 +135,18 @@ fn a_database_from_a_newer_basis_is_refused_clearly() {
         support::stderr(&out)
     );
 }
+
+#[test]
+fn a_store_that_is_not_there_is_an_error_not_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo/fb.sqlite3");
+    for args in [&["stats"][..], &["export"], &["purge", "--yes"]] {
+        let mut all = vec!["feedback", "--db", db.to_str().unwrap()];
+        all.extend(args);
+        let out = support::run(&all);
+        let err = support::stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(err.contains("no feedback store at"), "{args:?}: {err}");
+        assert!(!dir.path().join("typo").exists(), "{args:?} created it");
+    }
+}

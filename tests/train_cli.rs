@@ -380,6 +380,43 @@ fn a_run_without_signal_says_so() {
 }
 
 #[test]
+fn settings_under_which_grpo_cannot_learn_are_refused() {
+    // A group of one has no other sample to be better than, no task a step
+    // trains on nothing, and greedy samples are all the same: each would run
+    // and end as if it had trained.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let run = tmp.path().join("run");
+    let tasks = tasks();
+    for (args, says) in [
+        (["--group-size", "1"], "--group-size 1 is too small"),
+        (["--group-size", "0"], "--group-size 0 is too small"),
+        (
+            ["--tasks-per-step", "0"],
+            "--tasks-per-step must be at least 1",
+        ),
+        (
+            ["--temperature", "0"],
+            "--temperature 0 is not a sampling temperature",
+        ),
+    ] {
+        let mut all = vec![
+            "train",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let out = basis(&home, &all);
+        let err = support::stderr(&out);
+        assert!(!out.status.success(), "{args:?} ran: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!run.exists(), "{args:?} made a run folder");
+    }
+}
+
+#[test]
 fn feedback_of_another_base_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
