@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", basis_model::error::Causes(e.as_ref()));
             ExitCode::from(error_code)
         }
     }

@@ -206,7 +206,10 @@ pub fn record(
     match result {
         Ok(()) => Some(s.id),
         Err(e) => {
-            eprintln!("warning: the suggestion was not recorded: {e:#}");
+            eprintln!(
+                "warning: the suggestion was not recorded: {}",
+                basis_model::error::Causes(e.as_ref())
+            );
             None
         }
     }
@@ -224,7 +227,10 @@ pub fn record_event(id: Option<&str>, kind: EventKind) {
         Ok(())
     });
     if let Err(e) = result {
-        eprintln!("warning: feedback was not recorded: {e:#}");
+        eprintln!(
+            "warning: feedback was not recorded: {}",
+            basis_model::error::Causes(e.as_ref())
+        );
     }
 }
 

@@ -183,6 +183,14 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         .output()
         .unwrap();
     assert!(stdout(&list).is_empty(), "{}", stdout(&list));
+
+    // A cause is said once, though our error's message includes it and anyhow
+    // would write it again as its source.
+    let out = run(&["train", "plot", dir.path().join("no-run").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no-run/metrics.jsonl: "), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
 #[test]

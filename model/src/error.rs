@@ -36,6 +36,30 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+/// An error and its causes on one line, `what: why: why`, as anyhow's `{:#}`
+/// writes them, except that a cause is left out where the message before it
+/// already ends with it: errors that put their source in their own message
+/// (`cannot read {path}: {source}`, and candle's and SQLite's wrapped in ours)
+/// would otherwise say it twice. Every place that shows a user an error chain
+/// writes it with this.
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&line)
+    }
+}
+
 impl Error {
     pub(crate) fn bad_file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
         Error::BadModelFile {
@@ -53,3 +77,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_written_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::io("/x/adapter_config.json", io);
+        let wrapped = anyhow::Error::new(e).context("loading the adapter /x");
+        assert_eq!(
+            Causes(wrapped.as_ref()).to_string(),
+            "loading the adapter /x: cannot read /x/adapter_config.json: no such file"
+        );
+        // anyhow alone says it twice.
+        assert!(format!("{wrapped:#}").ends_with("no such file: no such file"));
+        // A cause not in the message is kept.
+        let plain = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(Causes(plain.as_ref()).to_string(), "outer: root cause");
+    }
+}

@@ -84,7 +84,10 @@ impl Backend {
                             .await;
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::warn!("checking the model version: {e:#}"),
+                    Err(e) => tracing::warn!(
+                        "checking the model version: {}",
+                        basis_model::error::Causes(e.as_ref())
+                    ),
                 }
                 record_tracked(&shared);
             }

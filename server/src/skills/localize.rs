@@ -47,12 +47,12 @@ pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult>
         issue: params.query.clone(),
         limit: params.limit.unwrap_or(10).clamp(1, 100),
     };
-    let served = cx
-        .shared
-        .models
-        .get()
-        .await
-        .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
+    let served = cx.shared.models.get().await.map_err(|e| {
+        proto::internal(format!(
+            "the model is not available: {}",
+            basis_model::error::Causes(e.as_ref())
+        ))
+    })?;
     let root = cx.shared.root().unwrap_or_default();
     let use_model = match settings.localize.use_model {
         UseModel::Always => true,

@@ -409,12 +409,12 @@ impl Ctx {
             + Send
             + 'static,
     ) -> Result<(T, Arc<Served>)> {
-        let served = self
-            .shared
-            .models
-            .get()
-            .await
-            .map_err(|e| proto::internal(format!("the model is not available: {e:#}")))?;
+        let served = self.shared.models.get().await.map_err(|e| {
+            proto::internal(format!(
+                "the model is not available: {}",
+                basis_model::error::Causes(e.as_ref())
+            ))
+        })?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         let progress = StepProgress::start(self, title, cancel.clone());
