@@ -113,10 +113,14 @@ fn selected(args: &EvalArgs) -> Result<Vec<Task>> {
         .collect();
     if tasks.is_empty() {
         bail!(
-            "no tasks to evaluate in {} (skills {:?}, split {:?})",
+            "no tasks to evaluate in {} (skills {}; split {})",
             args.tasks.display(),
-            skills.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            args.split
+            skills
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.split.as_deref().unwrap_or("any")
         );
     }
     Ok(tasks)

@@ -341,3 +341,26 @@ fn the_default_model_is_evaluated_on_the_bundled_tasks() {
     let loc = &report["per_skill"]["localize"]["rankings"];
     assert!(loc["retrieval_exact_at_ref"].is_number(), "{loc}");
 }
+
+#[test]
+fn a_task_file_with_nothing_to_evaluate_says_what_it_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks.jsonl");
+    std::fs::write(&tasks, "{\"not a task\n").unwrap();
+    let out = support::run(&[
+        "eval",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--skills",
+        "edit,review",
+        "--split",
+        "heldout",
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("tasks.jsonl:1: not JSON"), "{err}");
+    assert!(
+        err.contains("(skills edit, review; split heldout)"),
+        "{err}"
+    );
+}
