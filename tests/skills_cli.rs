@@ -46,8 +46,12 @@ impl Repo {
         std::fs::read_to_string(self.root.join(rel)).unwrap()
     }
 
-    /// The feedback records, through `basis feedback export`.
+    /// The feedback records, through `basis feedback export` (none when
+    /// nothing was ever recorded: then there is no store either).
     fn feedback(&self) -> Vec<Value> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
         let out = support::run(&["feedback", "--db", self.db.to_str().unwrap(), "export"]);
         assert!(out.status.success(), "{}", support::stderr(&out));
         support::stdout(&out)
