@@ -253,6 +253,9 @@ fn check_settings(a: &RunArgs) -> Result<()> {
     if a.tasks_per_step == 0 {
         bail!("--tasks-per-step must be at least 1");
     }
+    if a.max_new_tokens == Some(0) {
+        bail!("--max-new-tokens must be at least 1: a rollout of no tokens cannot earn a reward");
+    }
     if !(a.temperature > 0.0 && a.temperature.is_finite()) {
         bail!(
             "--temperature {} is not a sampling temperature: GRPO learns from the differences between a group's samples, so it needs one above 0",

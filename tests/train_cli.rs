@@ -382,8 +382,8 @@ fn a_run_without_signal_says_so() {
 #[test]
 fn settings_under_which_grpo_cannot_learn_are_refused() {
     // A group of one has no other sample to be better than, no task a step
-    // trains on nothing, and greedy samples are all the same: each would run
-    // and end as if it had trained.
+    // trains on nothing, an answer of no tokens earns nothing, and greedy
+    // samples are all the same: each would run and end as if it had trained.
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let run = tmp.path().join("run");
@@ -394,6 +394,10 @@ fn settings_under_which_grpo_cannot_learn_are_refused() {
         (
             ["--tasks-per-step", "0"],
             "--tasks-per-step must be at least 1",
+        ),
+        (
+            ["--max-new-tokens", "0"],
+            "--max-new-tokens must be at least 1",
         ),
         (
             ["--temperature", "0"],
