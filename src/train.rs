@@ -266,11 +266,11 @@ fn check_settings(a: &RunArgs) -> Result<()> {
 }
 
 fn train(a: RunArgs) -> Result<()> {
-    basis_model::alloc::keep_freed_memory();
     let Some(tasks_path) = a.tasks.clone() else {
         bail!("give the tasks with --tasks FILE (mine some with `basis tasks mine`)");
     };
     check_settings(&a)?;
+    basis_model::alloc::keep_freed_memory();
     let skills = crate::tasks::parse_skills(&a.skills)?;
     let tasks = read_tasks(&tasks_path, &skills, "train")?;
     if tasks.is_empty() {

@@ -255,6 +255,9 @@ impl Policy {
     /// `basis_model::alloc::keep_freed_memory`, every later step reuses the
     /// first one's pages).
     pub fn reset_optimizer(&mut self) {
+        if self.moments.t == 0 && !self.moments.m.is_empty() {
+            return; // Fresh already (every step that writes them counts in t).
+        }
         // The old moments go first, so the new ones can take their place.
         self.moments = Moments::default();
         self.moments = Moments::zeros(self.vars());
