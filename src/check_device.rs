@@ -20,7 +20,7 @@ pub struct CheckDeviceArgs {
     #[arg(long, value_delimiter = ',')]
     batches: Vec<String>,
     /// Timed steps per throughput measurement.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::at_least_one)]
     steps: usize,
     /// The device's peak f32 TFLOP/s, for MFU (e.g. 67 for an H200's FP32 cores).
     #[arg(long)]

@@ -27,7 +27,7 @@ pub struct EvalArgs {
     #[arg(long)]
     model: Option<String>,
     /// Samples per task (the K of Avg@K and Pass@K).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
     samples: usize,
     /// Sampling temperature (default: 0, greedy, with one sample; 0.7 with more).
     #[arg(long)]
@@ -58,7 +58,7 @@ pub struct EvalArgs {
     #[arg(long)]
     repo_root: Option<PathBuf>,
     /// Sandbox runs at once (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     jobs: Option<usize>,
     /// Score recorded answers instead of sampling the model: JSON lines of
     /// `{"id": TASK_ID, "completion": TEXT}` (several lines per task make K).

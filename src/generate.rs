@@ -24,7 +24,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
     /// Maximum number of tokens to generate.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::at_least_one)]
     max_tokens: usize,
     /// Random seed (default: a fresh one each run).
     #[arg(long)]

@@ -20,10 +20,10 @@ pub struct LocalizeArgs {
     #[arg(long)]
     model: Option<String>,
     /// How many locations to print.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     limit: usize,
     /// How many retrieval candidates the model chooses from.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::at_least_one)]
     candidates: usize,
     /// Print the model's raw answer to stderr.
     #[arg(long)]

@@ -122,7 +122,7 @@ enum ModelCommand {
         #[arg(long, default_value_t = 2.0)]
         gate_sigmas: f64,
         /// Samples per held-out task.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         gate_samples: usize,
         /// At most this many held-out tasks per skill.
         #[arg(long)]
@@ -139,6 +139,16 @@ enum ModelCommand {
         #[arg(long)]
         base_model: Option<String>,
     },
+}
+
+/// Clap's parser for a count that has to be at least 1: a 0 there would run as 1
+/// or do nothing and end as if it had worked, so it is refused instead.
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -50,7 +50,7 @@ pub struct MineArgs {
     #[arg(long, value_delimiter = ',')]
     skills: Vec<String>,
     /// At most this many tasks per skill.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = crate::at_least_one)]
     max: usize,
     /// Decides which commits and functions make tasks, and the split.
     #[arg(long, default_value_t = 0)]
@@ -62,7 +62,7 @@ pub struct MineArgs {
     #[arg(long)]
     test_command: Option<String>,
     /// How many commits back to look for fixes.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = crate::at_least_one)]
     max_commits: usize,
 }
 

@@ -70,13 +70,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8)]
     group_size: usize,
     /// Tasks per step.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::at_least_one)]
     tasks_per_step: usize,
     /// Optimizer steps per batch of rollouts.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     epochs: usize,
     /// Optimizer steps per epoch (gradient accumulation within each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
     minibatches: usize,
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// instead of the served version's or fresh ones.
     #[arg(long, conflicts_with = "full")]
     init_adapter: Option<PathBuf>,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::at_least_one)]
     lora_rank: usize,
     #[arg(long, default_value_t = 16.0)]
     lora_alpha: f64,
@@ -127,12 +127,12 @@ pub struct RunArgs {
     /// Do not divide advantages by the group's std.
     #[arg(long)]
     no_scale_rewards: bool,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::at_least_one)]
     checkpoint_every: usize,
     /// Supervised fine-tuning on the tasks' reference answers first.
     #[arg(long)]
     sft: bool,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     sft_epochs: usize,
     /// The warm start's peak learning rate (default: --lr). Fitting a few
     /// reference answers takes more than reinforcement learning's small steps.
@@ -149,13 +149,13 @@ pub struct RunArgs {
     #[arg(long)]
     repo_root: Option<PathBuf>,
     /// Scoring threads (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     jobs: Option<usize>,
     /// The publish gate: a skill may drop by at most this many standard errors.
     #[arg(long, default_value_t = 2.0)]
     gate_sigmas: f64,
     /// Samples per held-out task in the publish evaluation.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
     gate_samples: usize,
 }
 
@@ -250,9 +250,6 @@ fn check_settings(a: &RunArgs) -> Result<()> {
             a.group_size
         );
     }
-    if a.tasks_per_step == 0 {
-        bail!("--tasks-per-step must be at least 1");
-    }
     if a.max_new_tokens == Some(0) {
         bail!("--max-new-tokens must be at least 1: a rollout of no tokens cannot earn a reward");
     }
@@ -285,7 +282,7 @@ fn train(a: RunArgs) -> Result<()> {
         let targets: Vec<&str> = a.lora_targets.iter().map(String::as_str).collect();
         LoraConfig::new(a.lora_rank, a.lora_alpha, &targets)
     });
-    let optimizer_steps = a.steps * a.epochs.max(1) * a.minibatches.max(1);
+    let optimizer_steps = a.steps * a.epochs * a.minibatches;
     let cfg = TrainConfig {
         skills: skills.clone(),
         steps: a.steps,

@@ -191,6 +191,22 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     let err = stderr(&out);
     assert!(err.contains("no-run/metrics.jsonl: "), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    // A count of 0 is refused before anything runs, not run as 1 or as nothing.
+    for args in [
+        &["eval", "--tasks", "t.jsonl", "--samples", "0"][..],
+        &["eval", "--tasks", "t.jsonl", "--jobs", "0"],
+        &["generate", "--max-tokens", "0", "--prompt", "hi"],
+        &[
+            "tasks", "mine", "--repo", ".", "--out", "t.jsonl", "--max", "0",
+        ],
+    ] {
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value '0'"), "{args:?}: {err}");
+        assert!(err.contains("must be at least 1"), "{args:?}: {err}");
+    }
 }
 
 #[test]

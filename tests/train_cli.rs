@@ -393,7 +393,12 @@ fn settings_under_which_grpo_cannot_learn_are_refused() {
         (["--group-size", "0"], "--group-size 0 is too small"),
         (
             ["--tasks-per-step", "0"],
-            "--tasks-per-step must be at least 1",
+            "invalid value '0' for '--tasks-per-step",
+        ),
+        (["--epochs", "0"], "invalid value '0' for '--epochs"),
+        (
+            ["--minibatches", "0"],
+            "invalid value '0' for '--minibatches",
         ),
         (
             ["--max-new-tokens", "0"],
