@@ -39,10 +39,10 @@ pub enum ExportFormat {
     Kto,
 }
 
-/// The store at `path` (default: [`default_db`]), which must exist: these
-/// commands read or trim what the server recorded, and a mistyped path must
-/// not become a new, empty store.
-fn open(path: Option<PathBuf>) -> Result<Store> {
+/// The path of the store at `path` (default: [`default_db`]), which must
+/// exist: the commands that read or trim what the server recorded, and
+/// training on it, must not take a mistyped path for a new, empty store.
+pub fn existing_db(path: Option<PathBuf>) -> Result<PathBuf> {
     let path = match path {
         Some(p) => p,
         None => default_db()?,
@@ -53,6 +53,11 @@ fn open(path: Option<PathBuf>) -> Result<Store> {
             path.display()
         );
     }
+    Ok(path)
+}
+
+fn open(path: Option<PathBuf>) -> Result<Store> {
+    let path = existing_db(path)?;
     Store::open(&path).with_context(|| format!("opening the feedback store {}", path.display()))
 }
 

@@ -139,9 +139,10 @@ pub struct RunArgs {
     #[arg(long)]
     sft_lr: Option<f64>,
     /// Editor feedback as off-policy episodes: a feedback store (SQLite), or a
-    /// `basis feedback export` file or https:// URL.
-    #[arg(long)]
-    feedback: Option<String>,
+    /// `basis feedback export` file or https:// URL; with no value, the store
+    /// `basis feedback` reads (the server's).
+    #[arg(long, value_name = "DB|FILE|URL")]
+    feedback: Option<Option<String>>,
     /// The weight of feedback episodes against the verifiable tasks.
     #[arg(long, default_value_t = 0.5)]
     feedback_weight: f64,
@@ -243,6 +244,40 @@ fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
 
 /// Settings under which GRPO could never learn, refused before anything runs
 /// (a run would end as if it had trained).
+/// What a finished step prints (`metrics.jsonl` has the rest): its rewards
+/// and update, and whatever went wrong, so that a broken sandbox or a task
+/// that cannot be prepared does not pass for a step without signal.
+fn step_line(m: &train::StepMetrics) -> String {
+    let mut line = format!(
+        "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups",
+        m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm,
+        m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups,
+    );
+    for (n, what) in [
+        (m.skipped_too_long, "too long to train on"),
+        (
+            m.skipped_non_finite,
+            "optimizer step(s) skipped: the gradient was not finite",
+        ),
+        (
+            m.unscored,
+            "answer(s) not scored (the verifier failed; reward 0)",
+        ),
+        (
+            m.unready_tasks,
+            "task(s) that could not be prepared, left out",
+        ),
+    ] {
+        if n > 0 {
+            line += &format!(", {n} {what}");
+        }
+    }
+    for e in &m.errors {
+        line += &format!("\n  warning: {e}");
+    }
+    line
+}
+
 fn check_settings(a: &RunArgs) -> Result<()> {
     if a.group_size < 2 {
         bail!(
@@ -314,7 +349,11 @@ fn train(a: RunArgs) -> Result<()> {
         },
     };
     let feedback = match &a.feedback {
-        Some(f) => feedback_episodes(f, &loaded.name)?,
+        Some(Some(f)) => feedback_episodes(f, &loaded.name)?,
+        Some(None) => {
+            let db = crate::feedback::existing_db(None)?;
+            feedback_episodes(&db.to_string_lossy(), &loaded.name)?
+        }
         None => Vec::new(),
     };
     // The policy: the base weights in f32, with the served version's adapter
@@ -357,10 +396,21 @@ fn train(a: RunArgs) -> Result<()> {
         }
         _ => Policy::from_model(base, cfg.policy.clone(), a.seed)?,
     };
+    if a.full && loaded.at != basis_model::registry::Version::Base {
+        eprintln!(
+            "note: --full trains the base weights of {}; the served {}'s adapter is not part of it",
+            loaded.name, loaded.version
+        );
+    }
     if a.beta > 0.0 && a.full {
-        // With LoRA the reference is the model with its adapters off; a full
-        // fine-tuning run keeps a frozen copy of its starting weights.
-        let reference = loaded.spec.load(loaded.at, Precision::F32, &device)?;
+        // The reference is the base weights: with LoRA the model with its
+        // adapters off, with full fine-tuning (which starts from the base) a
+        // frozen copy of them.
+        let reference = loaded.spec.load(
+            basis_model::registry::Version::Base,
+            Precision::F32,
+            &device,
+        )?;
         policy.reference = Some(Box::new(reference));
     }
     eprintln!(
@@ -493,11 +543,7 @@ fn train(a: RunArgs) -> Result<()> {
             Event::Epoch { .. } => {}
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
-                bar.println(format!(
-                "step {}: reward {:.3} {:?}, loss {:+.4}, clip {:.2}, grad {:.3}, {:.0} rollout tok/s, {:.0} update tok/s, {} skipped groups{}",
-                m.step, m.reward, m.reward_per_skill, m.loss, m.clip_fraction, m.grad_norm, m.rollout_tokens_per_s, m.update_tokens_per_s, m.skipped_groups,
-                if m.skipped_too_long > 0 { format!(", {} too long to train on", m.skipped_too_long) } else { String::new() }
-            ));
+                bar.println(step_line(m));
             }
         },
     )?;

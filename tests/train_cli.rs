@@ -380,6 +380,80 @@ fn a_run_without_signal_says_so() {
 }
 
 #[test]
+fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
+    // One good edit task and a copy of it about a file that is not in the
+    // repository. The copy must be reported each step, not pass for a group
+    // without signal; near-greedy samples of the good one give the same
+    // answer twice a step, and both steps, and its tests run once.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    support::shopkit(tmp.path(), "repo");
+    let good: Value = std::fs::read_to_string(tasks())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|t| t["skill"] == "edit" && t["meta"]["split"] == "train")
+        .unwrap();
+    let mut gone = good.clone();
+    gone["id"] = json!("edit-gone");
+    gone["input"]["file"] = json!("shopkit/gone.py");
+    let file = tmp.path().join("tasks.jsonl");
+    std::fs::write(&file, format!("{good}\n{gone}\n")).unwrap();
+    let run = tmp.path().join("run");
+    let out = basis(
+        &home,
+        &[
+            "train",
+            "--tasks",
+            file.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--tasks-per-step",
+            "2",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "0.01",
+            "--model",
+            "m",
+            "--run",
+            run.to_str().unwrap(),
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for step in ["step 1: ", "step 2: "] {
+        let line = err.lines().find(|l| l.contains(step)).expect(step);
+        assert!(
+            line.contains("1 task(s) that could not be prepared, left out"),
+            "{err}"
+        );
+    }
+    assert_eq!(err.matches("warning: task edit-gone: ").count(), 2, "{err}");
+    let metrics: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 2);
+    for m in &metrics {
+        assert_eq!(m["unready_tasks"], 1, "{m}");
+        assert_eq!(m["unscored"], 0, "{m}");
+        assert_eq!(m["groups"], 1, "{m}");
+        assert!(
+            m["errors"][0].as_str().unwrap().contains("edit-gone"),
+            "{m}"
+        );
+    }
+    // Two samples a step, three of the four scored from the cache.
+    assert_eq!(metrics[0]["cached_scores"], 1, "{}", metrics[0]);
+    assert_eq!(metrics[1]["cached_scores"], 2, "{}", metrics[1]);
+}
+
+#[test]
 fn settings_under_which_grpo_cannot_learn_are_refused() {
     // A group of one has no other sample to be better than, no task a step
     // trains on nothing, an answer of no tokens earns nothing, and greedy
@@ -484,6 +558,29 @@ fn feedback_of_another_base_model_is_refused() {
     );
     assert!(err.contains("this run trains m"), "{err}");
     assert!(!tmp.path().join("run/metrics.jsonl").exists());
+
+    // `--feedback` alone reads the store `basis feedback` reads; one that is
+    // not there is an error, not an empty store.
+    for (store, says) in [
+        (
+            db.clone(),
+            "1 records of another base model (someone-elses-model) refused",
+        ),
+        (tmp.path().join("typo.sqlite3"), "no feedback store at "),
+    ] {
+        let out = support::basis()
+            .env("BASIS_HOME", &home)
+            .env("BASIS_FEEDBACK_DB", &store)
+            .args(["train", "--tasks", tasks().to_str().unwrap()])
+            .args(["--model", "m", "--feedback", "--run"])
+            .arg(tmp.path().join("run"))
+            .output()
+            .unwrap();
+        let err = support::stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert!(!tmp.path().join("typo.sqlite3").exists());
 }
 
 #[test]

@@ -12,7 +12,10 @@
 //! | review | the intent and the patch applied to the task's tree | the verdict equals the reference |
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use basis_code::Language;
 use basis_model::LanguageModel;
@@ -466,6 +469,46 @@ impl Episode {
             Episode::Review { input, .. } => &input.changes.first()?.path,
         };
         Language::from_path(Path::new(path))
+    }
+}
+
+/// Verifier results by task and answer: an answer given twice to the same task
+/// (a group's samples often agree, and a task comes back in later steps) runs
+/// its tests once. Scoring threads share one; the evaluator keeps one per
+/// evaluation and the trainer one per run. Failed scorings are not kept.
+#[derive(Default)]
+pub struct ScoreCache {
+    scores: Mutex<HashMap<(String, u64), Score>>,
+    hits: AtomicUsize,
+}
+
+impl ScoreCache {
+    /// `episode`'s score of `answer`, from the cache when task `task_id` was
+    /// given the same completion before.
+    pub fn score(
+        &self,
+        sandbox: &Sandbox,
+        tree: &TaskTree,
+        episode: &Episode,
+        task_id: &str,
+        answer: &Answer,
+    ) -> Result<Score, RunnerError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        answer.generated().completion.hash(&mut h);
+        let key = (task_id.to_string(), h.finish());
+        let lock = || self.scores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = lock().get(&key).cloned() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(s);
+        }
+        let s = episode.score(sandbox, tree, answer)?;
+        lock().insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// How many scores came from the cache so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
     }
 }
 

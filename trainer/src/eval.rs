@@ -14,7 +14,6 @@
 //! answer of a task scored once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use basis_model::LanguageModel;
@@ -23,7 +22,7 @@ use basis_skills::sandbox::Sandbox;
 use basis_skills::{localize, SkillId};
 use serde::Serialize;
 
-use crate::episode::{Answer, Episode, Score, RECALL_K};
+use crate::episode::{Answer, Episode, Score, ScoreCache, RECALL_K};
 use crate::task::Task;
 use crate::workspace::{TaskTree, Workspaces};
 
@@ -211,12 +210,6 @@ pub struct Progress<'a> {
     pub task: &'a str,
 }
 
-fn answer_hash(answer: &Answer) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    answer.generated().completion.hash(&mut h);
-    h.finish()
-}
-
 /// Evaluates `lm` on `tasks` (see the module docs).
 pub fn evaluate(
     lm: &LanguageModel,
@@ -230,7 +223,7 @@ pub fn evaluate(
     let k = config.samples.max(1);
     let results: Mutex<BTreeMap<usize, TaskResult>> = Mutex::default();
     let skipped: Mutex<Vec<Skipped>> = Mutex::default();
-    let cache: Mutex<HashMap<(String, u64), Score>> = Mutex::default();
+    let cache = ScoreCache::default();
     let (jobs, queue) = std::sync::mpsc::channel::<Job>();
     let queue = Mutex::new(queue);
     std::thread::scope(|scope| {
@@ -387,22 +380,13 @@ fn score_all(
     episode: &Episode,
     id: &str,
     answers: &[Answer],
-    cache: &Mutex<HashMap<(String, u64), Score>>,
+    cache: &ScoreCache,
 ) -> Result<Vec<Sample>, String> {
     let mut out = Vec::with_capacity(answers.len());
     for a in answers {
-        let key = (id.to_string(), answer_hash(a));
-        let cached = cache.lock().unwrap().get(&key).cloned();
-        let score = match cached {
-            Some(s) => s,
-            None => {
-                let s = episode
-                    .score(sandbox, tree, a)
-                    .map_err(|e| format!("scoring failed: {e}"))?;
-                cache.lock().unwrap().insert(key, s.clone());
-                s
-            }
-        };
+        let score = cache
+            .score(sandbox, tree, episode, id, a)
+            .map_err(|e| format!("scoring failed: {e}"))?;
         let g = a.generated();
         out.push(Sample {
             reward: score.reward,

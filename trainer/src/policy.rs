@@ -597,4 +597,49 @@ mod tests {
             assert!(held.iter().all(|g| !g.track_op()));
         }
     }
+
+    #[test]
+    fn a_non_finite_gradient_skips_the_step_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = basis_model::tiny::TinySpec::default();
+        basis_model::tiny::write_random_model(dir.path(), &spec, 5).unwrap();
+        let lm = LanguageModel::load(dir.path(), Precision::F32, &Device::Cpu).unwrap();
+        let mut policy = Policy::from_model(lm, PolicyConfig::default(), 1).unwrap();
+        let weights = |p: &Policy| -> Vec<Vec<f32>> {
+            p.vars()
+                .iter()
+                .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+                .collect()
+        };
+        let gradients = |p: &Policy, bad: f32| -> Accumulated {
+            let grads = p
+                .vars()
+                .iter()
+                .enumerate()
+                .map(|(i, (_, v))| {
+                    let g = v.as_tensor().ones_like().unwrap();
+                    Some(if i == 0 {
+                        g.affine(0.0, bad as f64).unwrap()
+                    } else {
+                        g
+                    })
+                })
+                .collect();
+            Accumulated::with_gradients(grads)
+        };
+        let before = weights(&policy);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let g = gradients(&policy, bad);
+            let report = policy.step(g).unwrap();
+            assert!(report.skipped_non_finite, "{bad}");
+            assert_eq!(policy.moments.t, 0, "{bad}");
+            assert_eq!(weights(&policy), before, "{bad}");
+        }
+        // A finite gradient after them steps as usual.
+        let g = gradients(&policy, 1.0);
+        let report = policy.step(g).unwrap();
+        assert!(!report.skipped_non_finite);
+        assert_eq!(policy.moments.t, 1);
+        assert_ne!(weights(&policy), before);
+    }
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint;
-use crate::episode::{Answer, Episode};
+use crate::episode::{Answer, Episode, ScoreCache};
 use crate::feedback::OffPolicy;
 use crate::grpo::{self, Clip, LossParts};
 use crate::policy::{Policy, PolicyConfig};
@@ -158,7 +158,28 @@ pub struct StepMetrics {
     pub update_tokens: usize,
     pub update_tokens_per_s: f64,
     pub feedback_episodes: usize,
+    /// Answers whose score came from the run's cache (the same completion to
+    /// the same task earlier in the run).
+    pub cached_scores: usize,
+    /// Answers whose verifier failed (they count as reward 0).
+    pub unscored: usize,
+    /// Chosen tasks that could not be made ready (left out of the step).
+    pub unready_tasks: usize,
+    /// What went wrong with those, each message once (at most [`MAX_ERRORS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     pub seconds: f64,
+}
+
+/// Distinct error messages kept in a step's metrics.
+pub const MAX_ERRORS: usize = 5;
+
+impl StepMetrics {
+    fn error(&mut self, message: String) {
+        if self.errors.len() < MAX_ERRORS && !self.errors.contains(&message) {
+            self.errors.push(message);
+        }
+    }
 }
 
 /// What the caller hears as the run goes.
@@ -321,6 +342,7 @@ pub fn train(
         source,
     })?;
     let mut ready: HashMap<usize, Result<Ready, String>> = HashMap::new();
+    let cache = ScoreCache::default();
     let mut all = Vec::new();
     sync(policy, sampler)?;
     for step in start..cfg.steps {
@@ -332,7 +354,8 @@ pub fn train(
         on(Event::Phase("rollouts"));
         let chosen = batch(tasks, &cfg.skills, cfg.tasks_per_step, cfg.seed, step);
         let groups = rollouts(
-            policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, cfg, step, &mut m,
+            policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, &cache, cfg, step,
+            &mut m,
         )?;
         on(Event::Phase("update"));
         optimize(policy, groups, feedback, cfg, step, &mut m)?;
@@ -523,6 +546,7 @@ fn rollouts(
     ready: &mut HashMap<usize, Result<Ready, String>>,
     workspaces: &Workspaces,
     sandbox: &Sandbox,
+    cache: &ScoreCache,
     cfg: &TrainConfig,
     step: usize,
     m: &mut StepMetrics,
@@ -552,9 +576,14 @@ fn rollouts(
                 prompt,
             })
         });
-        let Ok(r) = entry else {
-            groups.push(None);
-            continue;
+        let r = match entry {
+            Ok(r) => r,
+            Err(e) => {
+                m.unready_tasks += 1;
+                m.error(format!("task {}: {e}", tasks[i].id));
+                groups.push(None);
+                continue;
+            }
         };
         let mut p = r.prompt.clone();
         p.sampling.temperature = cfg.temperature;
@@ -590,7 +619,9 @@ fn rollouts(
             .set_op_mode(basis_model::OpMode::Differentiable);
     }
     // Score on threads of their own.
+    let hits_before = cache.hits();
     let scored: Mutex<HashMap<usize, Vec<f64>>> = Mutex::new(HashMap::new());
+    let failed: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let work: Mutex<Vec<(usize, Vec<Answer>)>> = Mutex::new(pending);
     std::thread::scope(|s| {
         for _ in 0..cfg.jobs.max(1) {
@@ -599,13 +630,18 @@ fn rollouts(
                 let Some((slot, answers)) = job else { break };
                 let i = chosen[slot];
                 let Some(Ok(r)) = ready.get(&i) else { continue };
+                let id = &tasks[i].id;
                 let rewards = answers
                     .iter()
-                    .map(|a| {
-                        r.episode
-                            .score(sandbox, &r.tree, a)
-                            .map(|s| s.reward)
-                            .unwrap_or(0.0)
+                    .map(|a| match cache.score(sandbox, &r.tree, &r.episode, id, a) {
+                        Ok(s) => s.reward,
+                        Err(e) => {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(format!("scoring an answer to {id}: {e}"));
+                            0.0
+                        }
                     })
                     .collect();
                 scored
@@ -615,6 +651,11 @@ fn rollouts(
             });
         }
     });
+    m.cached_scores = cache.hits() - hits_before;
+    for e in failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        m.unscored += 1;
+        m.error(e);
+    }
     let mut scored = scored.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(groups
         .into_iter()

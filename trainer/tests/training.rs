@@ -163,15 +163,15 @@ fn the_optimizer_state_is_allocated_before_the_first_step() {
     }
 }
 
-/// One GRPO step of the toy task: G one-token answers to `prompt`, reward 1
-/// for `target`. Sampling is seeded by the step, as in `basis train`.
-fn toy_step(
+/// G one-token answers to `prompt` sampled from the policy, reward 1 for
+/// `target`. Sampling is seeded by the step, as in `basis train`.
+fn toy_rollout(
     policy: &mut Policy,
     cfg: &TrainConfig,
     step: usize,
     prompt: &[u32],
     target: u32,
-) -> StepMetrics {
+) -> Rollout {
     let params = SamplingParams {
         temperature: 1.0,
         max_tokens: 1,
@@ -197,12 +197,23 @@ fn toy_step(
         .iter()
         .map(|(ids, _)| f64::from(u8::from(ids == &[target])))
         .collect();
-    let rollout = Rollout {
+    Rollout {
         skill: SkillId::Review,
         prompt: prompt.to_vec(),
         samples,
         rewards,
-    };
+    }
+}
+
+/// One GRPO step of the toy task ([`toy_rollout`], then the update).
+fn toy_step(
+    policy: &mut Policy,
+    cfg: &TrainConfig,
+    step: usize,
+    prompt: &[u32],
+    target: u32,
+) -> StepMetrics {
+    let rollout = toy_rollout(policy, cfg, step, prompt, target);
     let mut m = StepMetrics::default();
     optimize(policy, vec![rollout], &[], cfg, step, &mut m).unwrap();
     m
@@ -290,6 +301,63 @@ fn grpo_overfits_a_reward_that_pays_for_one_answer() {
         "after {} steps: {after} (rewards per step {rewards:?})",
         cfg.steps
     );
+}
+
+#[test]
+fn the_kl_term_measures_the_distance_from_the_reference_lora_and_full() {
+    // β > 0 through the real update: with LoRA the reference is the model with
+    // its adapters off, with full fine-tuning a frozen copy of the starting
+    // weights. Both start where the policy is (KL 0) and see it move away.
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = [4u32, 8, 15, 16, 23];
+    for (name, policy_cfg) in [("lora", lora()), ("full", full())] {
+        let mut cfg = toy_config(4);
+        cfg.epochs = 1;
+        cfg.clip.beta = 0.5;
+        cfg.policy = PolicyConfig {
+            lr: 3e-2,
+            warmup_steps: 1,
+            total_steps: 4,
+            ..policy_cfg
+        };
+        let mut policy = Policy::from_model(tiny(dir.path()), cfg.policy.clone(), 1).unwrap();
+        let target = a_chance_answer(&policy, &prompt);
+        if name == "full" {
+            // Without its reference, a full fine-tuning run cannot have a KL term.
+            let rollout = toy_rollout(&mut policy, &cfg, 0, &prompt, target);
+            let err = optimize(
+                &mut policy,
+                vec![rollout],
+                &[],
+                &cfg,
+                0,
+                &mut Default::default(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("needs the reference model"),
+                "{err}"
+            );
+            policy.reference = Some(Box::new(tiny(dir.path())));
+        }
+        // (KL, whether the step updated: a group whose samples all earn the
+        // same reward is skipped and measures nothing.)
+        let kls: Vec<(f64, bool)> = (0..cfg.steps)
+            .map(|step| {
+                let m = toy_step(&mut policy, &cfg, step, &prompt, target);
+                (m.kl, m.update_tokens > 0)
+            })
+            .collect();
+        assert!(
+            kls[0].1 && kls[0].0.abs() < 1e-6,
+            "{name}: KL before any step {kls:?}"
+        );
+        let later: Vec<f64> = kls[1..].iter().filter(|k| k.1).map(|k| k.0).collect();
+        assert!(
+            !later.is_empty() && later.iter().all(|k| k.is_finite() && *k > 1e-6),
+            "{name}: KL after steps {kls:?}"
+        );
+    }
 }
 
 #[test]
