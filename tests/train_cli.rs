@@ -1,12 +1,14 @@
 //! The learning loop end to end through the real binary and the default model:
 //! a running `basis lsp` records suggestions and what the user did with them;
 //! `basis train` learns from the bundled tasks and from those records, writes
-//! its metrics, checkpoints and adapter; `basis train plot` draws the curves;
-//! `basis model publish` puts the adapter in the registry and the running
-//! server answers with the new version, without a restart; `basis model use`
-//! rolls back; `basis model export-adapter` writes a PEFT folder. Records of
-//! another base model are refused. The warm start (`--sft`) fits the reference
-//! answers and leaves an adapter.
+//! its metrics, checkpoints and adapter; a run resumed from its first
+//! checkpoint ends at the same adapter and, with `--publish`, puts it in the
+//! registry, and the running server answers with the new version, without a
+//! restart; `basis model publish` refuses it again by the gate; `basis train
+//! plot` draws the curves; `basis model use` rolls back; `basis model
+//! export-adapter` writes a PEFT folder. Records of another base model are
+//! refused. The warm start (`--sft`) fits the reference answers and leaves an
+//! adapter.
 
 mod support;
 
@@ -189,6 +191,52 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
         support::stderr(&again)
     );
 
+    // Resumed after step 1, as if killed before step 2's checkpoint (its
+    // metrics line already written), the run ends at the adapter of the run
+    // that never stopped, byte for byte (fixed seed, CPU).
+    let resumed = tmp.path().join("resumed");
+    let cp = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&run)
+        .arg(&resumed)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::remove_dir_all(resumed.join("checkpoints/step-000002")).unwrap();
+    std::fs::write(resumed.join("checkpoints/latest"), "step-000001").unwrap();
+    std::fs::remove_dir_all(resumed.join("adapter")).unwrap();
+    let mut resume_args: Vec<&str> = train_args
+        .iter()
+        .map(|&a| {
+            if a == run.to_str().unwrap() {
+                resumed.to_str().unwrap()
+            } else {
+                a
+            }
+        })
+        .collect();
+    // It publishes as it ends (whatever the gate says), and the running
+    // server switches to the new version.
+    resume_args.extend(["--resume", "--publish", "--force"]);
+    let out = basis(&home, &resume_args);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("after step 1"), "{err}");
+    assert!(
+        err.contains("step 2: reward") && !err.contains("step 1: reward"),
+        "{err}"
+    );
+    let adapter = |r: &Path| std::fs::read(r.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(
+        adapter(&resumed) == adapter(&run),
+        "the resumed run ended elsewhere"
+    );
+    assert!(err.contains("published m v1"), "{err}");
+    let changed = c.wait_for("basis/modelChanged", |_| true);
+    assert_eq!(changed["params"], json!({"model": "m", "version": "v1"}));
+    let after = c.call("basis/localize", json!({"query": ISSUE}));
+    assert_eq!(after["modelVersion"], "v1");
+
     let plot = basis(&home, &["train", "plot", run.to_str().unwrap()]);
     assert!(plot.status.success(), "{}", support::stderr(&plot));
     let svg = std::fs::read_to_string(run.join("rewards.svg")).unwrap();
@@ -196,25 +244,16 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     let png = std::fs::read(run.join("rewards.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
-    // Publish (whatever the gate says), and the running server switches.
+    // The same adapter again, through the gate: against v1, which it equals,
+    // the mean cannot improve, so nothing is published.
     let out = basis(
         &home,
-        &[
-            "model",
-            "publish",
-            run.to_str().unwrap(),
-            "--force",
-            "--limit",
-            "1",
-        ],
+        &["model", "publish", run.to_str().unwrap(), "--limit", "1"],
     );
     let err = support::stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("published m v1"), "{err}");
-    let changed = c.wait_for("basis/modelChanged", |_| true);
-    assert_eq!(changed["params"], json!({"model": "m", "version": "v1"}));
-    let after = c.call("basis/localize", json!({"query": ISSUE}));
-    assert_eq!(after["modelVersion"], "v1");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not published: "), "{err}");
+    assert!(!home.join("models/m/versions/v2").exists());
 
     let manifest: Value = serde_json::from_str(
         &std::fs::read_to_string(home.join("models/m/versions/v1/version.json")).unwrap(),

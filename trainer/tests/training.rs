@@ -10,6 +10,7 @@ use basis_model::tiny::{write_random_model, TinySpec};
 use basis_model::{Device, LanguageModel, LoraConfig, Precision, Tensor};
 use basis_skills::SkillId;
 use basis_trainer::checkpoint;
+use basis_trainer::feedback::OffPolicy;
 use basis_trainer::policy::{Policy, PolicyConfig};
 use basis_trainer::train::{self, optimize, Rollout, StepMetrics, TrainConfig};
 
@@ -358,6 +359,81 @@ fn the_kl_term_measures_the_distance_from_the_reference_lora_and_full() {
             "{name}: KL after steps {kls:?}"
         );
     }
+}
+
+#[test]
+fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
+    // Two recorded suggestions for one prompt, one accepted (reward 1) and one
+    // rejected (0), with the behaviour log-probs the server recorded. Trained
+    // on them alone, the accepted answer becomes likelier and the rejected one
+    // less likely; a weight of 0 leaves the policy as it was; log-probs
+    // recorded far below the policy's clip the ratio.
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = [4u32, 8, 15, 16, 23];
+    let (good, bad) = (7u32, 9u32);
+    let episodes = |policy: &Policy, shift: f32| -> Vec<OffPolicy> {
+        [(good, 1.0), (bad, 0.0)]
+            .iter()
+            .map(|&(t, reward)| {
+                let lp = policy
+                    .completion_logprobs(&prompt, &[t], 1.0)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                OffPolicy {
+                    id: format!("s{t}"),
+                    skill: "edit".into(),
+                    prompt_ids: prompt.to_vec(),
+                    completion_ids: vec![t],
+                    logprobs: lp.iter().map(|x| x - shift).collect(),
+                    reward,
+                }
+            })
+            .collect()
+    };
+    let logp = |policy: &Policy, t: u32| -> f32 {
+        policy
+            .completion_logprobs(&prompt, &[t], 1.0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0]
+    };
+    let mut cfg = toy_config(5);
+    cfg.epochs = 1;
+    let mut policy = Policy::from_model(tiny(dir.path()), cfg.policy.clone(), 1).unwrap();
+    let before = (logp(&policy, good), logp(&policy, bad));
+    for step in 0..cfg.steps {
+        let mut m = StepMetrics::default();
+        let fb = episodes(&policy, 0.0);
+        optimize(&mut policy, Vec::new(), &fb, &cfg, step, &mut m).unwrap();
+        assert_eq!(m.feedback_episodes, 2, "{m:?}");
+        assert!(m.update_tokens > 0, "{m:?}");
+    }
+    let after = (logp(&policy, good), logp(&policy, bad));
+    assert!(
+        after.0 > before.0 + 0.1,
+        "accepted: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.1 < before.1 - 0.1,
+        "rejected: {before:?} -> {after:?}"
+    );
+
+    // Weight 0: feedback is not trained on.
+    let mut quiet = cfg.clone();
+    quiet.feedback_weight = 0.0;
+    let mut m = StepMetrics::default();
+    let fb = episodes(&policy, 0.0);
+    optimize(&mut policy, Vec::new(), &fb, &quiet, 0, &mut m).unwrap();
+    assert_eq!(m.feedback_episodes, 0);
+    assert_eq!((logp(&policy, good), logp(&policy, bad)), after);
+
+    // Behaviour log-probs far below the policy's: the accepted answer's ratio
+    // is far above 1 + ε_high and clipped.
+    let mut m = StepMetrics::default();
+    let fb = episodes(&policy, 5.0);
+    optimize(&mut policy, Vec::new(), &fb, &cfg, 0, &mut m).unwrap();
+    assert!(m.clip_fraction > 0.0, "{m:?}");
 }
 
 #[test]
