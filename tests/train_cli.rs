@@ -96,7 +96,7 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
         json!({
             "model": "m",
             "feedback": {"path": db},
-            "sampling": {"maxTokens": 24, "temperature": 1.0},
+            "sampling": {"maxTokens": 24, "temperature": 0.7},
             "localize": {"useModel": "always"},
         }),
     );
@@ -114,6 +114,17 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
         );
     }
     c.call("basis/feedbackFlush", Value::Null);
+    // Each record keeps the temperature its log-probs are at, which the
+    // update recomputes them at.
+    let store = basis_feedback::Store::open(&db).unwrap();
+    for r in [&first, &second] {
+        let s = store
+            .suggestion(r["suggestionId"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.tokens.unwrap().temperature, 0.7);
+    }
+    drop(store);
 
     let run = tmp.path().join("run");
     let tasks = tasks();
@@ -564,6 +575,7 @@ fn feedback_of_another_base_model_is_refused() {
                 prompt_ids: vec![1, 2, 3],
                 completion_ids: vec![4],
                 logprobs: vec![-0.5],
+                temperature: 1.0,
             }),
         })
         .unwrap();

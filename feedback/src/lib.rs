@@ -56,6 +56,15 @@ pub struct Tokens {
     pub prompt_ids: Vec<u32>,
     pub completion_ids: Vec<u32>,
     pub logprobs: Vec<f32>,
+    /// The temperature `logprobs` are at (the server's sampling temperature, 1
+    /// when it decoded greedily). Records written before it was kept have
+    /// none: the server decoded greedily then, so they read as 1.
+    #[serde(default = "unit_temperature")]
+    pub temperature: f32,
+}
+
+fn unit_temperature() -> f32 {
+    1.0
 }
 
 /// What happened to a suggestion.
@@ -167,6 +176,22 @@ mod tests {
             (0..1000).map(|_| new_suggestion_id()).collect();
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().all(|b| b.as_str() > a.as_str()));
+    }
+
+    #[test]
+    fn tokens_recorded_without_a_temperature_read_as_greedy_ones() {
+        // Records from before the temperature was kept: the server decoded
+        // greedily then, and a greedy token's log-prob is at temperature 1.
+        let t: Tokens =
+            serde_json::from_str(r#"{"prompt_ids":[1],"completion_ids":[2],"logprobs":[-0.5]}"#)
+                .unwrap();
+        assert_eq!(t.temperature, 1.0);
+        let t = Tokens {
+            temperature: 0.7,
+            ..t
+        };
+        let back: Tokens = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -155,6 +155,7 @@ mod tests {
                 prompt_ids: vec![1, 2],
                 completion_ids: vec![3],
                 logprobs: vec![-1.0],
+                temperature: 1.0,
             }),
         }
     }

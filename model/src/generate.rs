@@ -31,6 +31,18 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
 }
 
+impl SamplingParams {
+    /// The temperature of the distribution a token's log-prob is taken from
+    /// (see [`Completion::logprobs`]): the sampling temperature, 1 when greedy.
+    pub fn logprob_temperature(&self) -> f32 {
+        if self.temperature <= 0.0 {
+            1.0
+        } else {
+            self.temperature
+        }
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {
@@ -542,7 +554,7 @@ fn find_stop(text: &str, new_from: usize, stops: &[String]) -> Option<usize> {
 /// Draws a token; returns it with its log-prob (see `Completion::logprobs`).
 pub(crate) fn sample(logits: &[f32], params: &SamplingParams, rng: &mut impl Rng) -> (u32, f32) {
     let greedy = params.temperature <= 0.0;
-    let t = if greedy { 1.0 } else { params.temperature };
+    let t = params.logprob_temperature();
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let probs: Vec<f32> = logits.iter().map(|&l| ((l - max) / t).exp()).collect();
     let total: f32 = probs.iter().sum();

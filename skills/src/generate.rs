@@ -59,6 +59,9 @@ pub struct Generated {
     pub prompt_ids: Vec<u32>,
     pub token_ids: Vec<u32>,
     pub token_logprobs: Vec<f32>,
+    /// The temperature those log-probs are at (the sampling temperature, 1
+    /// when greedy): a trainer recomputes them at the same one.
+    pub logprob_temperature: f32,
 }
 
 /// Where a suggestion was made, for its feedback record.
@@ -101,6 +104,7 @@ impl Generated {
                 prompt_ids: self.prompt_ids.clone(),
                 completion_ids: self.token_ids.clone(),
                 logprobs: self.token_logprobs.clone(),
+                temperature: self.logprob_temperature,
             }),
         }
     }
@@ -266,6 +270,7 @@ fn complete_group_lines(
             prompt_ids: prompt.fitted.ids.clone(),
             token_ids: c.token_ids,
             token_logprobs: c.logprobs,
+            logprob_temperature: prompt.sampling.logprob_temperature(),
         })
         .collect())
 }

@@ -25,6 +25,9 @@ pub struct OffPolicy {
     pub prompt_ids: Vec<u32>,
     pub completion_ids: Vec<u32>,
     pub logprobs: Vec<f32>,
+    /// The temperature `logprobs` are at; the update computes the policy's
+    /// at the same one, so that the ratio compares like with like.
+    pub temperature: f32,
     pub reward: f64,
 }
 
@@ -89,6 +92,7 @@ impl Loaded {
                     prompt_ids: t.prompt_ids,
                     completion_ids: t.completion_ids,
                     logprobs: t.logprobs,
+                    temperature: t.temperature,
                     reward: r,
                 })
             }

@@ -220,6 +220,10 @@ struct Sequence {
 struct UpdateGroup {
     prompt: Vec<u32>,
     seqs: Vec<Sequence>,
+    /// The temperature of the behaviour log-probs (the rollouts', or the one
+    /// a feedback record was sampled at): the policy's and the reference's
+    /// log-probs are computed at it too.
+    temperature: f32,
 }
 
 impl UpdateGroup {
@@ -255,7 +259,6 @@ impl UpdateGroup {
 fn reference_logprobs(
     policy: &mut Policy,
     groups: &[UpdateGroup],
-    temperature: f32,
     budget: usize,
 ) -> Result<Vec<Vec<Vec<f32>>>, TrainError> {
     groups
@@ -263,9 +266,11 @@ fn reference_logprobs(
         .map(|g| {
             let mut out = Vec::with_capacity(g.seqs.len());
             for part in g.parts(budget) {
-                for t in
-                    policy.reference_group_logprobs(&g.prompt, &g.completions(part), temperature)?
-                {
+                for t in policy.reference_group_logprobs(
+                    &g.prompt,
+                    &g.completions(part),
+                    g.temperature,
+                )? {
                     out.push(t.to_vec1::<f32>()?);
                 }
             }
@@ -440,6 +445,7 @@ pub fn optimize(
             update_groups.push(UpdateGroup {
                 prompt: g.prompt,
                 seqs,
+                temperature: cfg.temperature,
             });
         }
     }
@@ -461,6 +467,7 @@ pub fn optimize(
                         advantage: f.reward - mean,
                         weight: cfg.feedback_weight,
                     }],
+                    temperature: f.temperature,
                 });
                 m.feedback_episodes += 1;
             }
@@ -681,12 +688,7 @@ fn update(
     }
     let t0 = Instant::now();
     let reference = if cfg.clip.beta > 0.0 {
-        Some(reference_logprobs(
-            policy,
-            groups,
-            cfg.temperature,
-            cfg.max_train_tokens,
-        )?)
+        Some(reference_logprobs(policy, groups, cfg.max_train_tokens)?)
     } else {
         None
     };
@@ -710,7 +712,7 @@ fn update(
                     let logps = policy.group_logprobs(
                         &g.prompt,
                         &g.completions(part.clone()),
-                        cfg.temperature,
+                        g.temperature,
                     )?;
                     let mut loss: Option<Tensor> = None;
                     for (i, logp) in part.clone().zip(&logps) {
@@ -938,6 +940,7 @@ mod tests {
                     weight: 1.0,
                 })
                 .collect(),
+            temperature: 1.0,
         };
         // 16 completions padded to 384 after a 1,500-token prompt: 6 fit in
         // 4,096 tokens with the prompt (the rows alone would fit 10).

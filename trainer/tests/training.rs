@@ -371,12 +371,12 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let prompt = [4u32, 8, 15, 16, 23];
     let (good, bad) = (7u32, 9u32);
-    let episodes = |policy: &Policy, shift: f32| -> Vec<OffPolicy> {
+    let episodes = |policy: &Policy, shift: f32, temperature: f32| -> Vec<OffPolicy> {
         [(good, 1.0), (bad, 0.0)]
             .iter()
             .map(|&(t, reward)| {
                 let lp = policy
-                    .completion_logprobs(&prompt, &[t], 1.0)
+                    .completion_logprobs(&prompt, &[t], temperature)
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
@@ -386,6 +386,7 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
                     prompt_ids: prompt.to_vec(),
                     completion_ids: vec![t],
                     logprobs: lp.iter().map(|x| x - shift).collect(),
+                    temperature,
                     reward,
                 }
             })
@@ -404,7 +405,7 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
     let before = (logp(&policy, good), logp(&policy, bad));
     for step in 0..cfg.steps {
         let mut m = StepMetrics::default();
-        let fb = episodes(&policy, 0.0);
+        let fb = episodes(&policy, 0.0, 1.0);
         optimize(&mut policy, Vec::new(), &fb, &cfg, step, &mut m).unwrap();
         assert_eq!(m.feedback_episodes, 2, "{m:?}");
         assert!(m.update_tokens > 0, "{m:?}");
@@ -423,7 +424,7 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
     let mut quiet = cfg.clone();
     quiet.feedback_weight = 0.0;
     let mut m = StepMetrics::default();
-    let fb = episodes(&policy, 0.0);
+    let fb = episodes(&policy, 0.0, 1.0);
     optimize(&mut policy, Vec::new(), &fb, &quiet, 0, &mut m).unwrap();
     assert_eq!(m.feedback_episodes, 0);
     assert_eq!((logp(&policy, good), logp(&policy, bad)), after);
@@ -431,9 +432,20 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
     // Behaviour log-probs far below the policy's: the accepted answer's ratio
     // is far above 1 + ε_high and clipped.
     let mut m = StepMetrics::default();
-    let fb = episodes(&policy, 5.0);
+    let fb = episodes(&policy, 5.0, 1.0);
     optimize(&mut policy, Vec::new(), &fb, &cfg, 0, &mut m).unwrap();
     assert!(m.clip_fraction > 0.0, "{m:?}");
+
+    // Recorded at another temperature than the run samples at: the policy's
+    // log-probs are computed at the record's, so before any step the ratio is
+    // 1 (at the run's it would not be).
+    let mut policy = Policy::from_model(tiny(dir.path()), cfg.policy.clone(), 1).unwrap();
+    let mut m = StepMetrics::default();
+    let fb = episodes(&policy, 0.0, 0.5);
+    assert_ne!(fb[0].logprobs, episodes(&policy, 0.0, 1.0)[0].logprobs);
+    optimize(&mut policy, Vec::new(), &fb, &cfg, 0, &mut m).unwrap();
+    assert!((m.ratio - 1.0).abs() < 1e-5, "{m:?}");
+    assert_eq!(m.clip_fraction, 0.0, "{m:?}");
 }
 
 #[test]
