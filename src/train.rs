@@ -242,8 +242,6 @@ fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
     Ok(loaded.episodes)
 }
 
-/// Settings under which GRPO could never learn, refused before anything runs
-/// (a run would end as if it had trained).
 /// What a finished step prints (`metrics.jsonl` has the rest): its rewards
 /// and update, and whatever went wrong, so that a broken sandbox or a task
 /// that cannot be prepared does not pass for a step without signal.
@@ -278,6 +276,8 @@ fn step_line(m: &train::StepMetrics) -> String {
     line
 }
 
+/// Settings under which GRPO could never learn, refused before anything runs
+/// (a run would end as if it had trained).
 fn check_settings(a: &RunArgs) -> Result<()> {
     if a.group_size < 2 {
         bail!(

@@ -206,13 +206,7 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     // metrics line already written), the run ends at the adapter of the run
     // that never stopped, byte for byte (fixed seed, CPU).
     let resumed = tmp.path().join("resumed");
-    let cp = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&run)
-        .arg(&resumed)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    support::copy_dir(&run, &resumed);
     std::fs::remove_dir_all(resumed.join("checkpoints/step-000002")).unwrap();
     std::fs::write(resumed.join("checkpoints/latest"), "step-000001").unwrap();
     std::fs::remove_dir_all(resumed.join("adapter")).unwrap();

@@ -159,7 +159,7 @@ pub struct StepMetrics {
     pub update_tokens_per_s: f64,
     pub feedback_episodes: usize,
     /// Answers whose score came from the run's cache (the same completion to
-    /// the same task earlier in the run).
+    /// the same task earlier in the run, in this step's group included).
     pub cached_scores: usize,
     /// Answers whose verifier failed (they count as reward 0).
     pub unscored: usize,

@@ -73,6 +73,9 @@ fn a_kill_during_a_checkpoint_save_leaves_the_last_one_loadable() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut last_step = 0;
     for round in 0..8 {
+        // This test's own binary, run again as the process to kill: no user
+        // or generated code.
+        #[allow(clippy::disallowed_methods)]
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

@@ -163,7 +163,7 @@ fn grpo_matches_pytorch_with_trls_formulas() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .flat_map(|r| floats(r))
+                    .flat_map(floats)
                     .collect(),
                 _ => floats(&case[grads][i]),
             };
