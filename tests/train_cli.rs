@@ -39,6 +39,34 @@ fn register(home: &Path) {
     assert!(out.status.success(), "{}", support::stderr(&out));
 }
 
+/// The bundled tasks, a JSON value each.
+fn task_values() -> Vec<Value> {
+    std::fs::read_to_string(tasks())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A temporary folder with a store (`home`) that has the default model as
+/// `m`, and the example repository built in `repo`.
+fn with_shopkit() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    register(&home);
+    support::shopkit(tmp.path(), "repo");
+    (tmp, home)
+}
+
+/// A run's `metrics.jsonl`, a value a line.
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `basis eval` of the base weights with `adapter` on the first review task
 /// of `split` (the repository under `root`); its report.
 fn eval_review_with(home: &Path, root: &Path, split: &str, adapter: &Path) -> Value {
@@ -82,10 +110,8 @@ const ISSUE: &str = "apply_discount returns a negative price when the discount p
 
 #[test]
 fn train_publish_and_the_running_server_switches_to_the_new_version() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    register(&home);
-    let repo = support::shopkit(tmp.path(), "repo");
+    let (tmp, home) = with_shopkit();
+    let repo = tmp.path().join("repo");
     let db = tmp.path().join("feedback.sqlite3");
 
     // Suggestions in the editor, one accepted and one rejected.
@@ -167,11 +193,7 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
             && err.contains("step 2: reward"),
         "{err}"
     );
-    let metrics: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let metrics = metrics(&run);
     assert_eq!(metrics.len(), 2, "{metrics:?}");
     for (i, m) in metrics.iter().enumerate() {
         assert_eq!(m["step"], i + 1);
@@ -319,10 +341,7 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
 /// `basis eval` loads.
 #[test]
 fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    register(&home);
-    support::shopkit(tmp.path(), "repo");
+    let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
     let tasks = tasks();
     let out = basis(
@@ -351,10 +370,8 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
     let err = support::stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("warm start: epoch 3/3, loss "), "{err}");
-    let train_reviews = std::fs::read_to_string(&tasks)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let train_reviews = task_values()
+        .into_iter()
         .filter(|t| t["skill"] == "review" && t["meta"]["split"] == "train")
         .count();
     let record: Value =
@@ -384,10 +401,7 @@ fn a_run_without_signal_says_so() {
     // Eight new tokens cannot hold an edit: every rollout scores 0, the one
     // group is skipped, and nothing is learned. The run must say that rather
     // than end as if it had trained.
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    register(&home);
-    support::shopkit(tmp.path(), "repo");
+    let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
     let out = basis(
         &home,
@@ -429,14 +443,9 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
     // repository. The copy must be reported each step, not pass for a group
     // without signal; near-greedy samples of the good one give the same
     // answer twice a step, and both steps, and its tests run once.
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    register(&home);
-    support::shopkit(tmp.path(), "repo");
-    let good: Value = std::fs::read_to_string(tasks())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let (tmp, home) = with_shopkit();
+    let good: Value = task_values()
+        .into_iter()
         .find(|t| t["skill"] == "edit" && t["meta"]["split"] == "train")
         .unwrap();
     let mut gone = good.clone();
@@ -477,11 +486,7 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
         );
     }
     assert_eq!(err.matches("warning: task edit-gone: ").count(), 2, "{err}");
-    let metrics: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let metrics = metrics(&run);
     assert_eq!(metrics.len(), 2);
     for m in &metrics {
         assert_eq!(m["unready_tasks"], 1, "{m}");
