@@ -39,6 +39,27 @@ fn register(home: &Path) {
     assert!(out.status.success(), "{}", support::stderr(&out));
 }
 
+/// `basis train` of model `m` on `tasks` (the repositories under `root`)
+/// into `run`, with `args` besides; its stderr, after checking it succeeded.
+fn train_ok(home: &Path, tasks: &Path, root: &Path, run: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "train",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--repo-root",
+        root.to_str().unwrap(),
+        "--model",
+        "m",
+        "--run",
+        run.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let out = basis(home, &all);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    err
+}
+
 /// The bundled tasks, a JSON value each.
 fn task_values() -> Vec<Value> {
     std::fs::read_to_string(tasks())
@@ -344,14 +365,12 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
     let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
     let tasks = tasks();
-    let out = basis(
+    let err = train_ok(
         &home,
+        &tasks,
+        tmp.path(),
+        &run,
         &[
-            "train",
-            "--tasks",
-            tasks.to_str().unwrap(),
-            "--repo-root",
-            tmp.path().to_str().unwrap(),
             "--skills",
             "review",
             "--sft",
@@ -361,14 +380,8 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
             "1e-3",
             "--steps",
             "0",
-            "--model",
-            "m",
-            "--run",
-            run.to_str().unwrap(),
         ],
     );
-    let err = support::stderr(&out);
-    assert!(out.status.success(), "{err}");
     assert!(err.contains("warm start: epoch 3/3, loss "), "{err}");
     let train_reviews = task_values()
         .into_iter()
@@ -403,14 +416,12 @@ fn a_run_without_signal_says_so() {
     // than end as if it had trained.
     let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
-    let out = basis(
+    let err = train_ok(
         &home,
+        &tasks(),
+        tmp.path(),
+        &run,
         &[
-            "train",
-            "--tasks",
-            tasks().to_str().unwrap(),
-            "--repo-root",
-            tmp.path().to_str().unwrap(),
             "--skills",
             "edit",
             "--steps",
@@ -421,14 +432,8 @@ fn a_run_without_signal_says_so() {
             "2",
             "--max-new-tokens",
             "8",
-            "--model",
-            "m",
-            "--run",
-            run.to_str().unwrap(),
         ],
     );
-    let err = support::stderr(&out);
-    assert!(out.status.success(), "{err}");
     assert!(err.contains("step 1: reward 0.000"), "{err}");
     assert!(
         err.contains("note: no rollout of edit earned a reward in 1 step(s)"),
@@ -454,12 +459,12 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
     let file = tmp.path().join("tasks.jsonl");
     std::fs::write(&file, format!("{good}\n{gone}\n")).unwrap();
     let run = tmp.path().join("run");
-    let out = basis(
+    let err = train_ok(
         &home,
+        &file,
+        tmp.path(),
+        &run,
         &[
-            "train",
-            "--tasks",
-            file.to_str().unwrap(),
             "--steps",
             "2",
             "--tasks-per-step",
@@ -470,14 +475,8 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
             "8",
             "--temperature",
             "0.01",
-            "--model",
-            "m",
-            "--run",
-            run.to_str().unwrap(),
         ],
     );
-    let err = support::stderr(&out);
-    assert!(out.status.success(), "{err}");
     for step in ["step 1: ", "step 2: "] {
         let line = err.lines().find(|l| l.contains(step)).expect(step);
         assert!(

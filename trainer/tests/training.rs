@@ -261,6 +261,15 @@ fn toy_config(steps: usize) -> TrainConfig {
     }
 }
 
+/// log p(`token` | `prompt`) under the policy at `temperature`.
+fn token_logprob(policy: &Policy, prompt: &[u32], token: u32, temperature: f32) -> f32 {
+    policy
+        .completion_logprobs(prompt, &[token], temperature)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0]
+}
+
 /// The answer the untrained model gives about as often as chance (1 in the
 /// vocabulary's size): the token whose probability after `prompt` is closest.
 fn a_chance_answer(policy: &Policy, prompt: &[u32]) -> u32 {
@@ -268,13 +277,7 @@ fn a_chance_answer(policy: &Policy, prompt: &[u32]) -> u32 {
     let chance = (1.0 / vocab as f32).ln();
     (1..vocab)
         .min_by(|&a, &b| {
-            let lp = |t: u32| {
-                policy
-                    .completion_logprobs(prompt, &[t], 1.0)
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()[0]
-            };
+            let lp = |t: u32| token_logprob(policy, prompt, t, 1.0);
             (lp(a) - chance).abs().total_cmp(&(lp(b) - chance).abs())
         })
         .expect("a vocabulary")
@@ -375,30 +378,20 @@ fn feedback_episodes_alone_move_the_policy_toward_what_was_accepted() {
         [(good, 1.0), (bad, 0.0)]
             .iter()
             .map(|&(t, reward)| {
-                let lp = policy
-                    .completion_logprobs(&prompt, &[t], temperature)
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
+                let lp = token_logprob(policy, &prompt, t, temperature);
                 OffPolicy {
                     id: format!("s{t}"),
                     skill: "edit".into(),
                     prompt_ids: prompt.to_vec(),
                     completion_ids: vec![t],
-                    logprobs: lp.iter().map(|x| x - shift).collect(),
+                    logprobs: vec![lp - shift],
                     temperature,
                     reward,
                 }
             })
             .collect()
     };
-    let logp = |policy: &Policy, t: u32| -> f32 {
-        policy
-            .completion_logprobs(&prompt, &[t], 1.0)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()[0]
-    };
+    let logp = |policy: &Policy, t: u32| token_logprob(policy, &prompt, t, 1.0);
     let mut cfg = toy_config(5);
     cfg.epochs = 1;
     let mut policy = Policy::from_model(tiny(dir.path()), cfg.policy.clone(), 1).unwrap();
