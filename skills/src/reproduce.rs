@@ -4,9 +4,12 @@
 //! complete test file, placed where the language keeps tests
 //! (`tests/test_basis_reproduction.py`, `tests/basis_reproduction.rs`, ...). A run
 //! in the sandbox tells whether it reproduces: the test must *fail* as a test
-//! (an assertion, a panic, the exception the issue describes), not break (a
-//! syntax or import error, a compile error, no test found, a timeout). The reward:
-//! it fails on the code before the fix and passes after it.
+//! (an assertion, a panic, the exception the issue describes, an error raised in
+//! the code under test), not break (a compile error, no test found, a timeout, or
+//! an error in the test's own code before it reaches the code under test: a name
+//! it never imported, an import of what does not exist, a syntax error, a missing
+//! fixture). The reward: it fails on the code before the fix and passes after it;
+//! a broken test earns nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generate::{code_prompt, Generated, Options, Prompt};
 use crate::parse::{extract_code, fence_name, fence_names};
-use crate::runner::{run_tests, RunnerError, TestReport};
+use crate::runner::{raised_errors, run_tests, RaisedError, RunnerError, TestReport};
 use crate::sandbox::{Outcome as RunOutcome, Sandbox};
 use crate::testgen::python_tests;
 use crate::SkillError;
@@ -266,9 +269,12 @@ pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome 
 #[serde(tag = "result", content = "reason", rename_all = "snake_case")]
 pub enum Verdict {
     Passed,
-    /// Failed as a test: an assertion, a panic or an exception in the test.
+    /// Failed as a test: an assertion, a panic, or an error raised in the code
+    /// under test.
     Failed,
-    /// Did not run as a test (why).
+    /// Did not run as a test (why): it does not load or compile, finds no
+    /// test, times out, or errors in the test's own code before it reaches the
+    /// code under test (`the test is broken: NameError: …`).
     Broken(String),
 }
 
@@ -283,8 +289,78 @@ impl Verdict {
     }
 }
 
-/// Reads a test run (see the module docs).
-pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
+/// Errors that, raised in the test file itself, say the test is wrong rather
+/// than the code: a name it never defined or imported, an import of something
+/// that does not exist (yet: a name only the fix adds cannot tell the issue
+/// apart either), a file that does not parse.
+const PYTHON_TEST_ERRORS: &[&str] = &[
+    "NameError",
+    "UnboundLocalError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "SyntaxError",
+    "IndentationError",
+    "TabError",
+];
+
+/// Why a test run's errors show a broken test, quoting the first such error;
+/// `None` when every error is one the code under test may answer for.
+fn broken_by_errors(language: Language, test_path: &str, output: &str) -> Option<String> {
+    let in_test = |e: &RaisedError| e.raised_in.as_deref() == Some(test_path);
+    let broken = |e: &RaisedError| match language {
+        Language::Python => {
+            let kind = e.kind();
+            // A test function that takes arguments: a pytest fixture that does not
+            // exist (unittest, running the collected function, misses the argument).
+            let missing_fixture = (e.line.starts_with("fixture '")
+                && e.line.ends_with("' not found"))
+                || (kind == "TypeError" && is_test_missing_arguments(e.message()));
+            // `module.name` where the module has no such name: an import by another way.
+            let missing_attribute = kind == "AttributeError" && e.message().starts_with("module '");
+            missing_fixture
+                || (in_test(e) && (PYTHON_TEST_ERRORS.contains(&kind) || missing_attribute))
+                // The test file could not load for a reason of its own.
+                || (e.loading && (in_test(e) || e.raised_in.is_none()))
+        }
+        Language::JavaScript | Language::TypeScript | Language::Tsx => {
+            e.kind() == "ReferenceError" && in_test(e)
+        }
+        Language::Rust | Language::Go => false,
+    };
+    raised_errors(language, output)
+        .into_iter()
+        .find(broken)
+        .map(|e| format!("the test is broken: {}", quoted(&e.line)))
+}
+
+/// `test_x() missing 1 required positional argument: 'cart'`: the test function
+/// itself wants an argument.
+fn is_test_missing_arguments(message: &str) -> bool {
+    message
+        .split_once("() missing ")
+        .is_some_and(|(function, rest)| {
+            function
+                .rsplit('.')
+                .next()
+                .unwrap_or("")
+                .starts_with("test")
+                && rest.contains("required positional argument")
+        })
+}
+
+/// An error line as the verdict quotes it: one line of bounded length.
+fn quoted(line: &str) -> String {
+    const MAX: usize = 200;
+    let line = line.trim();
+    match line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
+/// Reads a run of the reproduction test at `test_path` (relative to the
+/// workspace; see the module docs).
+pub fn classify(language: Language, test_path: &str, run: &RunOutcome) -> Verdict {
     if run.timed_out {
         return Verdict::Broken("the test ran past the time limit".into());
     }
@@ -292,14 +368,22 @@ pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
         return Verdict::Broken("the run was cancelled".into());
     }
     let out = format!("{}\n{}", run.stdout, run.stderr);
+    if !run.success() {
+        if let Some(why) = broken_by_errors(language, test_path, &out) {
+            return Verdict::Broken(why);
+        }
+    }
     let broken = |m: &str| Verdict::Broken(m.into());
     match language {
         Language::Python => {
-            if out.contains("unittest.loader._FailedTest") || out.contains("ERROR collecting") {
-                return broken("the test file could not be imported");
-            }
-            if out.contains("SyntaxError") && !run.success() {
-                return broken("the test has a syntax error");
+            // A load error is the test's own unless it was raised in the code
+            // under test (read above); one whose error line could not be read
+            // is the test's too.
+            let load_failed =
+                out.contains("unittest.loader._FailedTest") || out.contains("ERROR collecting");
+            let read = raised_errors(language, &out).iter().any(|e| e.loading);
+            if load_failed && !read {
+                return broken("the test is broken: the test file could not be imported");
             }
             if out.contains("Ran 0 tests") || out.contains("no tests ran") {
                 return broken("no test was found in the file");
@@ -307,7 +391,11 @@ pub fn classify(language: Language, run: &RunOutcome) -> Verdict {
         }
         Language::Rust => {
             if out.contains("error[E") || out.contains("error: could not compile") {
-                return broken("the test does not compile");
+                let first = out
+                    .lines()
+                    .find(|l| l.starts_with("error[E") || l.starts_with("error:"))
+                    .unwrap_or("");
+                return Verdict::Broken(format!("the test does not compile: {}", quoted(first)));
             }
             if out.contains("could not find `Cargo.toml`") {
                 return broken("the test is in no crate (no Cargo.toml above it)");
@@ -357,13 +445,14 @@ pub fn check(
         _ => Some(path.to_string()),
     };
     let report = run_tests(sandbox, workspace, &overlay, language, target.as_deref())?;
-    Ok((classify(language, &report.outcome), report))
+    Ok((classify(language, path, &report.outcome), report))
 }
 
 /// The score of a reproduction.
 #[derive(Debug, Clone)]
 pub struct Score {
-    /// 1 when the test fails before the fix and passes after it.
+    /// 1 when the test fails before the fix (as a test, [`Verdict::Failed`]; a
+    /// broken test earns nothing) and passes after it.
     pub reward: f64,
     pub before: Verdict,
     pub after: Option<Verdict>,
@@ -423,42 +512,155 @@ mod tests {
         }
     }
 
+    const PY_TEST: &str = "tests/test_basis_reproduction.py";
+    const JS_TEST: &str = "lib/basis_reproduction.test.js";
+
     #[test]
     fn runs_are_told_apart_as_pass_fail_or_broken() {
-        let py = Language::Python;
+        let py = |r: &RunOutcome| classify(Language::Python, PY_TEST, r);
+        let rs = |r: &RunOutcome| classify(Language::Rust, "tests/basis_reproduction.rs", r);
         assert_eq!(
-            classify(py, &run(Some(0), "", "Ran 1 test in 0.001s\n\nOK")),
+            py(&run(Some(0), "", "Ran 1 test in 0.001s\n\nOK")),
             Verdict::Passed
         );
         let fail = "FAIL: test_x\nAssertionError: 2 != 3\nRan 1 test\nFAILED (failures=1)";
-        assert_eq!(classify(py, &run(Some(1), "", fail)), Verdict::Failed);
+        assert_eq!(py(&run(Some(1), "", fail)), Verdict::Failed);
         let exc =
             "ERROR: test_x\nZeroDivisionError: division by zero\nRan 1 test\nFAILED (errors=1)";
-        assert_eq!(classify(py, &run(Some(1), "", exc)), Verdict::Failed);
+        assert_eq!(py(&run(Some(1), "", exc)), Verdict::Failed);
         let import = "ERROR: test_basis (unittest.loader._FailedTest.test_basis)\nImportError: Failed to import test module";
+        assert!(matches!(py(&run(Some(1), "", import)), Verdict::Broken(_)));
+        // A load error whose error line cannot be read is the test's too.
+        let unread = "ERROR: test_basis (unittest.loader._FailedTest.test_basis)\n----\nRan 1 test";
+        assert!(matches!(py(&run(Some(1), "", unread)), Verdict::Broken(_)));
         assert!(matches!(
-            classify(py, &run(Some(1), "", import)),
-            Verdict::Broken(_)
-        ));
-        assert!(matches!(
-            classify(py, &run(Some(5), "", "Ran 0 tests in 0s\n\nNO TESTS RAN")),
-            Verdict::Broken(_)
-        ));
-        let rs = Language::Rust;
-        assert!(matches!(
-            classify(
-                rs,
-                &run(Some(101), "", "error[E0425]: cannot find value `x`")
-            ),
+            py(&run(Some(5), "", "Ran 0 tests in 0s\n\nNO TESTS RAN")),
             Verdict::Broken(_)
         ));
         assert_eq!(
-            classify(rs, &run(Some(101), "thread 'x' panicked at", "")),
+            rs(&run(
+                Some(101),
+                "",
+                "error[E0425]: cannot find value `x` in this scope\n --> tests/basis_reproduction.rs:3:5\nerror: could not compile `ledger` (test \"basis_reproduction\")"
+            )),
+            Verdict::Broken(
+                "the test does not compile: error[E0425]: cannot find value `x` in this scope"
+                    .into()
+            )
+        );
+        assert_eq!(
+            rs(&run(Some(101), "thread 'x' panicked at", "")),
             Verdict::Failed
         );
         let mut t = run(None, "", "");
         t.timed_out = true;
-        assert!(matches!(classify(py, &t), Verdict::Broken(_)));
+        assert!(matches!(py(&t), Verdict::Broken(_)));
+    }
+
+    /// A run's output captured in `skills/tests/runs/` (see its README).
+    macro_rules! captured {
+        ($name:literal) => {
+            (
+                $name,
+                include_str!(concat!("../tests/runs/", $name, ".txt")),
+            )
+        };
+    }
+
+    /// The verdict on a failed run of the reproduction test whose output is
+    /// `output`, in the language its capture's name starts with.
+    fn verdict_of(name: &str, output: &str) -> Verdict {
+        let (language, path) = if name.starts_with("python") {
+            (Language::Python, PY_TEST)
+        } else {
+            (Language::JavaScript, JS_TEST)
+        };
+        classify(language, path, &run(Some(1), output, ""))
+    }
+
+    #[test]
+    fn a_test_that_errors_before_the_code_under_test_is_broken() {
+        let broken = |error: &str| Verdict::Broken(format!("the test is broken: {error}"));
+        let name_error = broken("NameError: name 'bulk_price' is not defined");
+        let missing_name = broken(
+            "ImportError: cannot import name 'bulk_pricing' from 'shop.pricing' (/work/shop/pricing.py)",
+        );
+        let missing_module = broken("ModuleNotFoundError: No module named 'shop.nothing'");
+        let syntax_error = broken("SyntaxError: '(' was never closed");
+        let module_attribute =
+            broken("AttributeError: module 'shop.pricing' has no attribute 'bulk_pricing'");
+        let reference_error = broken("ReferenceError: bulkPrice is not defined");
+        let cases = [
+            (captured!("python_unittest_name_error"), &name_error),
+            (captured!("python_pytest_name_error"), &name_error),
+            (captured!("python_unittest_missing_name"), &missing_name),
+            (captured!("python_pytest_missing_name"), &missing_name),
+            (captured!("python_unittest_missing_module"), &missing_module),
+            (captured!("python_pytest_missing_module"), &missing_module),
+            (captured!("python_unittest_syntax_error"), &syntax_error),
+            (captured!("python_pytest_syntax_error"), &syntax_error),
+            (
+                captured!("python_unittest_missing_fixture"),
+                &broken("TypeError: test_it() missing 1 required positional argument: 'cart'"),
+            ),
+            (
+                captured!("python_pytest_missing_fixture"),
+                &broken("fixture 'cart' not found"),
+            ),
+            (
+                captured!("python_unittest_module_attribute"),
+                &module_attribute,
+            ),
+            (
+                captured!("python_pytest_module_attribute"),
+                &module_attribute,
+            ),
+            (captured!("node_tap_reference_error"), &reference_error),
+            (captured!("node_spec_reference_error"), &reference_error),
+            (
+                captured!("node_tap_top_level_reference_error"),
+                &reference_error,
+            ),
+            (
+                captured!("node_spec_top_level_reference_error"),
+                &reference_error,
+            ),
+        ];
+        for ((name, output), expected) in cases {
+            assert_eq!(&verdict_of(name, output), expected, "{name}");
+            // Any output is read without a panic, cut anywhere.
+            for (cut, _) in output.char_indices().step_by(5) {
+                let _ = verdict_of(name, &output[..cut]);
+            }
+        }
+        assert_eq!(
+            name_error.describe(),
+            "does not reproduce: the test is broken: NameError: name 'bulk_price' is not defined"
+        );
+    }
+
+    #[test]
+    fn an_error_raised_in_the_code_under_test_is_a_failure() {
+        let cases = [
+            captured!("python_unittest_assertion"),
+            captured!("python_pytest_assertion"),
+            // `bulk_price(…).cents`: the test's own frame, but the value's fault.
+            captured!("python_unittest_value_attribute"),
+            captured!("python_pytest_value_attribute"),
+            // A NameError, but in shop/pricing.py: the code under test's.
+            captured!("python_unittest_library_name_error"),
+            captured!("python_pytest_library_name_error"),
+            // The code under test fails as it is imported.
+            captured!("python_unittest_library_load_error"),
+            captured!("python_pytest_library_load_error"),
+            captured!("node_tap_assertion"),
+            captured!("node_spec_assertion"),
+            captured!("node_tap_library_reference_error"),
+            captured!("node_spec_library_reference_error"),
+        ];
+        for (name, output) in cases {
+            assert_eq!(verdict_of(name, output), Verdict::Failed, "{name}");
+        }
     }
 
     #[test]

@@ -472,6 +472,269 @@ fn rust_failures(out: &str) -> Vec<Failure> {
     failures
 }
 
+/// An error a test run reports: what was raised, and in which of the
+/// workspace's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaisedError {
+    /// The error as the runner prints it (`NameError: name 'x' is not
+    /// defined`, `fixture 'cart' not found`).
+    pub line: String,
+    /// The workspace file (relative, `/`-separated) of the innermost frame that
+    /// is the workspace's own code, not the standard library, an installed
+    /// package or the runner; `None` when the output names none.
+    pub raised_in: Option<String>,
+    /// Raised while the test file was being loaded (unittest's `_FailedTest`,
+    /// pytest's collection errors), before any test ran.
+    pub loading: bool,
+}
+
+impl RaisedError {
+    /// The error's type (`NameError`), the part of the line before its colon.
+    pub fn kind(&self) -> &str {
+        self.line.split(':').next().unwrap_or("").trim()
+    }
+
+    /// What the error says, after its type.
+    pub fn message(&self) -> &str {
+        self.line
+            .split_once(':')
+            .map(|(_, m)| m.trim())
+            .unwrap_or("")
+    }
+}
+
+/// The errors a test run's output reports, one per failing test or load error,
+/// in the order printed (Python's unittest and pytest; node's test runner).
+/// Assertion failures are errors too (`AssertionError: 2 != 3`); a language
+/// whose test failures name no frames (Rust, Go) reports none.
+pub fn raised_errors(language: Language, output: &str) -> Vec<RaisedError> {
+    match language {
+        Language::Python => python_errors(output),
+        Language::JavaScript | Language::TypeScript | Language::Tsx => node_errors(output),
+        Language::Rust | Language::Go => Vec::new(),
+    }
+}
+
+/// A path in a frame, relative to the workspace, when it is the workspace's own
+/// code: the standard library, installed packages and interpreter internals
+/// (`<frozen runpy>`, `node:internal/…`) are not.
+fn workspace_file(path: &str) -> Option<String> {
+    let p = path.trim();
+    let foreign = p.is_empty()
+        || p.starts_with('<')
+        || p.starts_with("node:")
+        || p.starts_with("../")
+        || [
+            "site-packages",
+            "dist-packages",
+            "/lib/python",
+            "node_modules",
+        ]
+        .iter()
+        .any(|d| p.contains(d));
+    if foreign {
+        return None;
+    }
+    workspace_relative(p).map(|r| r.replace('\\', "/"))
+}
+
+/// A Python error line (`NameError: name 'x' is not defined`, a bare
+/// `AssertionError`), as opposed to source, locals or the runner's prose.
+fn is_python_error_line(line: &str) -> bool {
+    let (name, message) = match line.split_once(':') {
+        Some((name, message)) => (name, Some(message)),
+        None => (line, None),
+    };
+    let identifier = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let last = name.rsplit('.').next().unwrap_or("");
+    let error = [
+        "Error",
+        "Exception",
+        "Warning",
+        "Exit",
+        "Interrupt",
+        "Iteration",
+    ]
+    .iter()
+    .any(|s| last.ends_with(s));
+    // pytest.fail's `Failed: why` only counts with its message.
+    let failed = last == "Failed" && message.is_some();
+    name.split('.').all(identifier)
+        && (error || failed)
+        && message.is_none_or(|m| m.is_empty() || m.starts_with(' '))
+}
+
+/// The file a line of a Python traceback points at: unittest's and Python's
+/// `File "x.py", line 7`, pytest's `x.py:7: in f` / `x.py:7: NameError` and its
+/// missing fixture's `file x.py, line 5`.
+fn python_location(line: &str) -> Option<&str> {
+    if let Some(i) = line.find("File \"") {
+        let rest = &line[i + "File \"".len()..];
+        let (path, tail) = rest.split_once('"')?;
+        return tail.starts_with(", line ").then_some(path);
+    }
+    if let Some(rest) = line.strip_prefix("file ") {
+        return rest.split_once(", line ").map(|(path, _)| path);
+    }
+    let (path, tail) = line.split_once(':')?;
+    let number = tail.split(':').next().unwrap_or("");
+    (path.ends_with(".py")
+        && !path.contains(' ')
+        && !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit()))
+    .then_some(path)
+}
+
+/// Splits Python test output into one part per reported failure: unittest's
+/// blocks between `====` rules, pytest's sections under `____ name ____` titles.
+fn python_sections(out: &str) -> Vec<Vec<&str>> {
+    let mut sections = vec![Vec::new()];
+    for line in out.lines() {
+        let t = line.trim_end();
+        let rule = t.starts_with("===");
+        let title = t.len() > 6
+            && t.starts_with("___")
+            && t.ends_with("___")
+            && t.trim_matches('_').trim() != ""
+            && !t.trim_matches('_').contains("_ _");
+        if rule || title {
+            sections.push(Vec::new());
+        }
+        sections.last_mut().expect("one section at least").push(t);
+    }
+    sections
+}
+
+fn python_errors(out: &str) -> Vec<RaisedError> {
+    let mut errors = Vec::new();
+    for section in python_sections(out) {
+        let mut error: Option<String> = None;
+        let mut raised_in: Option<String> = None;
+        let mut loading = false;
+        for line in &section {
+            let t = line.trim();
+            loading |= t.contains("unittest.loader._FailedTest")
+                || t.contains("ERROR collecting")
+                || t.starts_with("ImportError while importing test module");
+            // pytest marks the error's lines with `E` in the first column.
+            let body = match t.strip_prefix('E') {
+                Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim(),
+                _ => t,
+            };
+            if let Some(path) = python_location(body) {
+                if let Some(file) = workspace_file(path) {
+                    raised_in = Some(file);
+                }
+            } else if is_python_error_line(body)
+                || (body.starts_with("fixture '") && body.ends_with("' not found"))
+            {
+                error = Some(body.to_string());
+            }
+        }
+        if let Some(line) = error {
+            errors.push(RaisedError {
+                line,
+                raised_in,
+                loading,
+            });
+        }
+    }
+    errors
+}
+
+/// The file of a node stack frame: `at f (/work/a.js:3:9)`, `at /work/a.js:3:9`,
+/// or TAP's `f (/work/a.js:3:9)`.
+fn node_frame_file(line: &str) -> Option<&str> {
+    let t = line.trim().trim_start_matches("at ").trim();
+    let place = match (t.rfind('('), t.ends_with(')')) {
+        (Some(i), true) => &t[i + 1..t.len() - 1],
+        _ => t,
+    };
+    let mut parts = place.rsplitn(3, ':');
+    let (col, row, file) = (parts.next()?, parts.next()?, parts.next()?);
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    (numeric(col) && numeric(row) && !file.contains(' ')).then_some(file)
+}
+
+/// A node error line: `ReferenceError: x is not defined`, or as the spec
+/// reporter prints it, `ReferenceError [Error]: x is not defined`; the error
+/// as `Name: message`.
+fn node_error_line(line: &str) -> Option<String> {
+    let (head, message) = line.split_once(": ")?;
+    let name = head.split(" [").next().unwrap_or(head);
+    let plain = name.ends_with("Error")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && head[name.len()..].chars().all(|c| c != ':' && c != '(');
+    plain.then(|| format!("{name}: {}", message.trim()))
+}
+
+fn node_errors(out: &str) -> Vec<RaisedError> {
+    let lines: Vec<&str> = out.lines().collect();
+    // `#` starts TAP's comments (where node prints a test file's own crash).
+    let text = |l: &str| l.trim().trim_start_matches('#').trim().to_string();
+    let mut errors = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = text(line);
+        // TAP's YAML block: `error: 'x is not defined'`, `name: 'ReferenceError'`,
+        // then `stack: |-` and the frames, up to `...`.
+        if let Some(name) = t.strip_prefix("name: ") {
+            let name = name.trim_matches('\'');
+            if !name.ends_with("Error") {
+                continue;
+            }
+            let start = lines[..i]
+                .iter()
+                .rposition(|l| l.trim() == "---")
+                .unwrap_or(0);
+            let end = lines[i..]
+                .iter()
+                .position(|l| l.trim() == "...")
+                .map_or(lines.len(), |e| i + e);
+            let block = &lines[start..end];
+            let message = block
+                .iter()
+                .position(|l| l.trim().starts_with("error: "))
+                .map(|e| {
+                    let m = block[e].trim()["error: ".len()..].trim_matches('\'');
+                    // A multi-line message (`|-`): its first line.
+                    match (m, block.get(e + 1)) {
+                        ("|-" | "|" | ">-", Some(next)) => next.trim(),
+                        _ => m,
+                    }
+                })
+                .unwrap_or("");
+            let raised_in = block
+                .iter()
+                .skip_while(|l| !l.trim().starts_with("stack:"))
+                .skip(1)
+                .filter_map(|l| node_frame_file(l))
+                .find_map(workspace_file);
+            errors.push(RaisedError {
+                line: format!("{name}: {message}"),
+                raised_in,
+                loading: false,
+            });
+        } else if let Some(error) = node_error_line(&t) {
+            let raised_in = lines[i + 1..]
+                .iter()
+                .map(|l| text(l))
+                .take_while(|l| l.starts_with("at "))
+                .find_map(|l| node_frame_file(&l).and_then(workspace_file));
+            errors.push(RaisedError {
+                line: error,
+                raised_in,
+                loading: false,
+            });
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +776,72 @@ mod tests {
         let pytest = "tests/test_x.py:7: AssertionError\n";
         assert_eq!(report(pytest, "").failures(Language::Python)[0].line, 6);
         assert!(report("OK", "").failures(Language::Python).is_empty());
+    }
+
+    #[test]
+    fn raised_errors_say_in_which_file_they_were_raised() {
+        let raised = |language, output: &str| -> Vec<(String, Option<String>, bool)> {
+            raised_errors(language, output)
+                .into_iter()
+                .map(|e| (e.line, e.raised_in, e.loading))
+                .collect()
+        };
+        let at =
+            |line: &str, file: &str, loading| (line.to_string(), Some(file.to_string()), loading);
+        let py = Language::Python;
+        let price_of = "NameError: name 'price_of' is not defined";
+        for output in [
+            include_str!("../tests/runs/python_unittest_library_name_error.txt"),
+            include_str!("../tests/runs/python_pytest_library_name_error.txt"),
+        ] {
+            assert_eq!(raised(py, output), [at(price_of, "shop/pricing.py", false)]);
+        }
+        let missing = "ModuleNotFoundError: No module named 'shop.nothing'";
+        for output in [
+            include_str!("../tests/runs/python_unittest_missing_module.txt"),
+            include_str!("../tests/runs/python_pytest_missing_module.txt"),
+        ] {
+            assert_eq!(
+                raised(py, output),
+                [at(missing, "tests/test_basis_reproduction.py", true)]
+            );
+        }
+        // pytest's collected function and its unittest twins: three errors.
+        let fixture = raised(
+            py,
+            include_str!("../tests/runs/python_pytest_missing_fixture.txt"),
+        );
+        assert_eq!(fixture.len(), 3, "{fixture:?}");
+        assert_eq!(
+            fixture[0],
+            at(
+                "fixture 'cart' not found",
+                "tests/test_basis_reproduction.py",
+                false
+            )
+        );
+        let js = Language::JavaScript;
+        let price_of = "ReferenceError: priceOf is not defined";
+        assert_eq!(
+            raised(
+                js,
+                include_str!("../tests/runs/node_tap_library_reference_error.txt")
+            ),
+            [at(price_of, "lib/price.js", false)]
+        );
+        // The spec reporter repeats the failures at the end.
+        assert_eq!(
+            raised(
+                js,
+                include_str!("../tests/runs/node_spec_library_reference_error.txt")
+            ),
+            [
+                at(price_of, "lib/price.js", false),
+                at(price_of, "lib/price.js", false)
+            ]
+        );
+        assert!(raised(py, "Ran 1 test in 0.001s\n\nOK").is_empty());
+        assert!(raised(Language::Rust, "thread 'x' panicked at src/lib.rs:1:1:").is_empty());
     }
 
     #[test]

@@ -189,7 +189,12 @@ fn py_reproduction(import: &str, assertion: &str) -> reproduce::Score {
     let answer = format!(
         "```python\nfrom {import} import bulk_price\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        {assertion}\n```"
     );
-    let test = reproduce::parse(&answer, Language::Python);
+    py_score(&answer, &py_fix())
+}
+
+/// Scores the reproduction in a model's `answer` against `reference`.
+fn py_score(answer: &str, reference: &reproduce::Reference) -> reproduce::Score {
+    let test = reproduce::parse(answer, Language::Python);
     let path = reproduce::test_path(Language::Python, "shop/pricing.py", None);
     reproduce::verify(
         &sandbox(),
@@ -198,7 +203,7 @@ fn py_reproduction(import: &str, assertion: &str) -> reproduce::Score {
         Language::Python,
         &path,
         test.as_deref(),
-        &py_fix(),
+        reference,
     )
     .unwrap()
 }
@@ -238,6 +243,43 @@ fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
     assert_eq!(wrong.before, reproduce::Verdict::Failed);
     assert_eq!(wrong.after, Some(reproduce::Verdict::Failed));
     assert_eq!(wrong.reward, 0.0);
+}
+
+#[test]
+fn a_python_reproduction_that_errors_in_its_own_code_is_broken_and_earns_nothing() {
+    // The editor scenario's answer: it calls bulk_price but never imports it.
+    let unimported = py_score(
+        "```python\nclass T(unittest.TestCase):\n    def test_it(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n```",
+        &py_fix(),
+    );
+    assert_eq!(
+        unimported.before,
+        reproduce::Verdict::Broken(
+            "the test is broken: NameError: name 'bulk_price' is not defined".into()
+        )
+    );
+    assert_eq!(
+        unimported.before.describe(),
+        "does not reproduce: the test is broken: NameError: name 'bulk_price' is not defined"
+    );
+    assert_eq!((unimported.after, unimported.reward), (None, 0.0));
+    // It imports what only the fix adds: it passes after the fix, but what makes
+    // it fail before is its own import, not the issue.
+    let mut adds = py_fix();
+    adds.fix.get_mut("shop/pricing.py").unwrap().push_str(
+        "\n\ndef bulk_total(unit_price, quantity):\n    return bulk_price(unit_price, quantity)\n",
+    );
+    let new_name = py_score(
+        "```python\nfrom shop.pricing import bulk_total\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        self.assertEqual(bulk_total(2.0, 10), 18.0)\n```",
+        &adds,
+    );
+    assert!(
+        matches!(&new_name.before, reproduce::Verdict::Broken(why)
+            if why.starts_with("the test is broken: ImportError: cannot import name 'bulk_total'")),
+        "{:?}",
+        new_name.before
+    );
+    assert_eq!(new_name.reward, 0.0);
 }
 
 #[test]
