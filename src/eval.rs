@@ -2,10 +2,13 @@
 //! known answers. It runs each task K times through exactly the skill code the
 //! server runs, scores every answer with the skill's verifier (in the sandbox),
 //! prints a table per skill and writes `report.json`, `report.md` and
-//! `answers.jsonl` (every sample's completion, in the format `--answers` reads);
-//! with `--compare VERSION`, the same tasks with another version of the model,
-//! side by side. A stored model's localization figures are also kept in its
-//! registry, per repository, for the server's `localize.useModel: "auto"`.
+//! `answers.jsonl` (every sample's completion, in the format `--answers` reads).
+//! Every score has a 95% interval (a bootstrap over tasks). With `--compare
+//! VERSION`, the same tasks with another version of the model; with `--adapter`,
+//! with the base weights alone: side by side, with the paired difference per
+//! skill and its interval (in `report.json`'s `comparison` and `report.md`). A
+//! stored model's localization figures are also kept in its registry, per
+//! repository, for the server's `localize.useModel: "auto"`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,11 +50,13 @@ pub struct EvalArgs {
     /// Where report.json, report.md and answers.jsonl (what the model wrote) go.
     #[arg(long, default_value = "eval-report")]
     out: PathBuf,
-    /// Another version of the same model to evaluate on the same tasks (e.g. v3).
+    /// Another version of the same model to evaluate on the same tasks (e.g.
+    /// v3), and the paired difference per skill.
     #[arg(long)]
     compare: Option<String>,
     /// Evaluate the base weights with this adapter (a PEFT folder, e.g. a
-    /// training run's RUN_DIR/adapter) instead of a registry version.
+    /// training run's RUN_DIR/adapter) instead of a registry version, then the
+    /// base weights alone on the same tasks, and the paired difference.
     #[arg(long, conflicts_with = "compare")]
     adapter: Option<PathBuf>,
     /// What relative `repo.path`s are relative to (default: the task file's folder).
@@ -126,9 +131,13 @@ fn selected(args: &EvalArgs) -> Result<Vec<Task>> {
     Ok(tasks)
 }
 
+/// Evaluates `model` on `tasks`. With `--adapter`, on the base weights: with
+/// the adapter when `with_adapter`, else alone (what the adapter is compared
+/// against).
 fn run_one(
     args: &EvalArgs,
     model: Option<&str>,
+    with_adapter: bool,
     tasks: &[Task],
     workspaces: &Workspaces,
     sandbox: &Sandbox,
@@ -140,9 +149,11 @@ fn run_one(
         {
             loaded = crate::skill_cli::load_model(Some(&format!("{}@base", loaded.name)))?;
         }
-        basis_model::lora::load_adapter(&mut loaded.lm.model, dir)
-            .with_context(|| format!("loading the adapter {}", dir.display()))?;
-        loaded.version = format!("base+{}", dir.display());
+        if with_adapter {
+            basis_model::lora::load_adapter(&mut loaded.lm.model, dir)
+                .with_context(|| format!("loading the adapter {}", dir.display()))?;
+            loaded.version = format!("base+{}", dir.display());
+        }
     }
     let answers = match &args.answers {
         Some(p) => Some(read_answers(p)?),
@@ -240,43 +251,52 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     let repo_root = repo_root(&args.tasks, args.repo_root.as_deref());
     let workspaces = open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();
-    let (report, loaded) = run_one(&args, args.model.as_deref(), &tasks, &workspaces, &sandbox)?;
-    let mut md = eval::markdown(&report);
+    let model = args.model.as_deref();
+    let (mut report, loaded) = run_one(&args, model, true, &tasks, &workspaces, &sandbox)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    write(
-        &args.out,
-        "report.json",
-        &serde_json::to_string_pretty(&report)?,
-    )?;
+    write_report(&args.out, &report)?;
     write(&args.out, "answers.jsonl", &eval::answers_jsonl(&report))?;
     if args.adapter.is_none() {
         keep_localization(&loaded, &report, &tasks, &workspaces);
     }
-    if let Some(other) = &args.compare {
-        let name = args
-            .model
-            .as_deref()
-            .map(|m| m.rsplit_once('@').map_or(m, |(n, _)| n))
-            .unwrap_or(crate::store::DEFAULT_MODEL);
-        let spec = format!("{name}@{other}");
-        let (b, _) = run_one(&args, Some(&spec), &tasks, &workspaces, &sandbox)?;
+    drop(loaded);
+    // What this report is compared against: another version, or the base
+    // weights without the adapter.
+    let other = match (&args.compare, &args.adapter) {
+        (Some(version), _) => {
+            let name = model
+                .map(|m| m.rsplit_once('@').map_or(m, |(n, _)| n))
+                .unwrap_or(crate::store::DEFAULT_MODEL);
+            let spec = format!("{name}@{version}");
+            Some(run_one(&args, Some(&spec), false, &tasks, &workspaces, &sandbox)?.0)
+        }
+        // Recorded answers are the same whatever the weights: nothing to compare.
+        (None, Some(_)) if args.answers.is_none() => {
+            Some(run_one(&args, model, false, &tasks, &workspaces, &sandbox)?.0)
+        }
+        _ => None,
+    };
+    let mut md = eval::markdown(&report);
+    if let Some(b) = other {
         write(
             &args.out,
             "compare.json",
             &serde_json::to_string_pretty(&b)?,
         )?;
         write(&args.out, "compare-answers.jsonl", &eval::answers_jsonl(&b))?;
-        md.push_str(&format!(
-            "\n## {} {} against {} {}\n\n",
-            report.model.name, report.model.version, b.model.name, b.model.version
-        ));
-        md.push_str(&eval::compare_markdown(&report, &b));
+        report.comparison = Some(eval::compare(&b, &report));
+        write_report(&args.out, &report)?;
+        md.push_str(&eval::compare_markdown(&report));
     }
     write(&args.out, "report.md", &md)?;
     std::io::stdout().lock().write_all(md.as_bytes())?;
     eprintln!("wrote {}", args.out.join("report.md").display());
     Ok(())
+}
+
+fn write_report(dir: &Path, report: &Report) -> Result<()> {
+    write(dir, "report.json", &serde_json::to_string_pretty(report)?)
 }
 
 /// Keeps a stored model's localization figures per repository in its

@@ -194,13 +194,18 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
             (Some(0.5), Some(1.0)),
             "{skill}: {s}"
         );
+        // One task a skill: every resample of the tasks is that task.
+        assert_eq!(s["ci95"], json!([0.5, 0.5]), "{skill}: {s}");
     }
     assert_eq!(report["mean"], 0.5);
+    assert_eq!(report["mean_ci95"], json!([0.5, 0.5]));
+    // No comparison asked for, none written.
+    assert!(report.get("comparison").is_none());
     // Review's one task is a YES: one sample said YES, one NO; with no NO task
     // there is no balanced accuracy, and the report says why.
     assert_eq!(
         report["per_skill"]["review"]["verdicts"],
-        json!({"on_yes": {"yes": 1, "no": 1, "neither": 0}, "on_no": {"yes": 0, "no": 0, "neither": 0}, "balanced_accuracy": null})
+        json!({"on_yes": {"yes": 1, "no": 1, "neither": 0}, "on_no": {"yes": 0, "no": 0, "neither": 0}, "balanced_accuracy": null, "balanced_accuracy_ci95": null})
     );
     // What was scored is written back in the same format, in the same order.
     let written = std::fs::read_to_string(dir.path().join("report/answers.jsonl")).unwrap();
@@ -340,6 +345,15 @@ fn the_default_model_is_evaluated_on_the_bundled_tasks() {
     }
     let loc = &report["per_skill"]["localize"]["rankings"];
     assert!(loc["retrieval_exact_at_ref"].is_number(), "{loc}");
+    // The model's ranking minus retrieval's, on the one task.
+    let d = &report["per_skill"]["localize"]["model_minus_retrieval"];
+    let expected = loc["model_exact_at_ref"].as_f64().unwrap()
+        - loc["retrieval_exact_at_ref"].as_f64().unwrap();
+    assert_eq!(
+        (d["tasks"].as_u64(), d["difference"].as_f64()),
+        (Some(1), Some(expected)),
+        "{d}"
+    );
 }
 
 #[test]

@@ -124,6 +124,12 @@ fn eval_review_with(home: &Path, root: &Path, split: &str, adapter: &Path) -> Va
         "{}",
         r["model"]
     );
+    // The base weights alone on the same task, and the paired difference.
+    let c = &r["comparison"];
+    assert_eq!(c["against"]["version"], "base", "{c}");
+    let d = &c["per_skill"]["review"];
+    assert_eq!(d["tasks"], 1, "{d}");
+    assert!(d["ci95"].is_array(), "{d}");
     r
 }
 

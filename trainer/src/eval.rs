@@ -7,7 +7,13 @@
 //! tokens of a sample; the mean of Avg@K over the skills. Localization adds
 //! recall@k and F1 beside its exact-set reward, and the retrieval-only ranking
 //! (BM25, no model) scored the same way, so a user sees whether the model adds
-//! anything to retrieval.
+//! anything to retrieval, with the paired difference of the two.
+//!
+//! Every score comes with a 95% interval from a bootstrap over tasks, a task's
+//! K samples kept together ([`crate::stats`]); review adds balanced accuracy
+//! and its interval. [`compare`] pairs two reports of the same tasks: per skill,
+//! each task's mean reward in one minus its mean in the other, and the mean of
+//! those differences over the skills, each with its interval.
 //!
 //! Generation runs on this thread (the model uses every core); scoring runs on
 //! `jobs` threads of its own beside it (sandbox runs at once), each distinct
@@ -23,6 +29,7 @@ use basis_skills::{localize, SkillId};
 use serde::Serialize;
 
 use crate::episode::{Answer, Episode, Score, ScoreCache, RECALL_K};
+use crate::stats::{self, Tally};
 use crate::task::Task;
 use crate::workspace::{TaskTree, Workspaces};
 
@@ -56,7 +63,7 @@ impl Default for Config {
 }
 
 /// Which model made the answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelLabel {
     pub name: String,
     pub version: String,
@@ -108,6 +115,8 @@ pub struct Skipped {
 pub struct SkillSummary {
     pub tasks: usize,
     pub avg_at_k: f64,
+    /// Avg@K's 95% interval (bootstrap over tasks).
+    pub ci95: Option<[f64; 2]>,
     pub pass_at_k: f64,
     pub mean_latency_ms: f64,
     pub mean_tokens: f64,
@@ -118,6 +127,10 @@ pub struct SkillSummary {
     pub f1: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rankings: Option<Rankings>,
+    /// The model's ranking against retrieval's, exact at |reference|, paired
+    /// per task (before: retrieval's, after: the model's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_minus_retrieval: Option<Difference>,
     /// Review only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdicts: Option<Verdicts>,
@@ -150,11 +163,14 @@ pub struct Verdicts {
     pub on_no: Said,
     /// Only where there are tasks of both verdicts.
     pub balanced_accuracy: Option<f64>,
+    /// Its 95% interval (bootstrap over the YES tasks and over the NO tasks).
+    pub balanced_accuracy_ci95: Option<[f64; 2]>,
 }
 
 impl Verdicts {
-    fn count<'a>(samples: impl Iterator<Item = &'a Sample>) -> Self {
+    fn count(tasks: &[&TaskResult]) -> Self {
         let mut v = Verdicts::default();
+        let samples = tasks.iter().flat_map(|t| t.samples.iter());
         for verdict in samples.filter_map(|s| s.score.verdict) {
             let side = if verdict.expected {
                 &mut v.on_yes
@@ -172,8 +188,104 @@ impl Verdicts {
             v.balanced_accuracy =
                 Some((v.on_yes.yes as f64 / y as f64 + v.on_no.no as f64 / n as f64) / 2.0);
         }
+        let groups = verdict_tallies(tasks);
+        v.balanced_accuracy_ci95 = stats::bootstrap(&groups, balanced_accuracy);
         v
     }
+}
+
+/// Review tasks as two groups, the YES tasks and the NO tasks: per task, its
+/// samples' right verdicts over those with a verdict to check.
+fn verdict_tallies(tasks: &[&TaskResult]) -> Vec<Vec<Tally>> {
+    [true, false]
+        .iter()
+        .map(|&expected| {
+            tasks
+                .iter()
+                .filter_map(|t| verdict_tally(t, expected))
+                .collect()
+        })
+        .collect()
+}
+
+/// A task's samples whose right verdict is `expected`: how many said it, of
+/// how many; `None` when it has none.
+fn verdict_tally(t: &TaskResult, expected: bool) -> Option<Tally> {
+    let calls = t
+        .samples
+        .iter()
+        .filter_map(|s| s.score.verdict)
+        .filter(|c| c.expected == expected);
+    let (right, n) = calls.fold((0.0, 0.0), |(r, n), c| {
+        (r + f64::from(u8::from(c.said == Some(expected))), n + 1.0)
+    });
+    (n > 0.0).then_some(Tally { sum: right, n })
+}
+
+/// The mean of the share right on YES tasks and on NO tasks, from
+/// [`verdict_tallies`]; `None` unless both kinds have samples.
+fn balanced_accuracy(groups: &[Vec<Tally>]) -> Option<f64> {
+    Some((stats::pooled(&groups[0])? + stats::pooled(&groups[1])?) / 2.0)
+}
+
+/// A paired difference: per task, one score minus another, on the tasks that
+/// have both; `before` and `after` are the two means over those tasks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub tasks: usize,
+    pub before: f64,
+    pub after: f64,
+    /// `after − before`.
+    pub difference: f64,
+    /// Its 95% interval (bootstrap over the tasks).
+    pub ci95: Option<[f64; 2]>,
+}
+
+impl Difference {
+    /// The difference of `(before, after)` pairs; `None` with no pairs.
+    fn paired(pairs: &[(f64, f64)]) -> Option<Self> {
+        let diffs: Vec<f64> = pairs.iter().map(|(b, a)| a - b).collect();
+        Some(Difference {
+            tasks: pairs.len(),
+            before: stats::mean(&pairs.iter().map(|p| p.0).collect::<Vec<_>>())?,
+            after: stats::mean(&pairs.iter().map(|p| p.1).collect::<Vec<_>>())?,
+            difference: stats::mean(&diffs)?,
+            ci95: stats::bootstrap(&[diffs], |g| stats::mean(&g[0])),
+        })
+    }
+
+    /// The mean over skills of each skill's paired difference, the skills'
+    /// tasks resampled within each skill.
+    fn over_skills(skills: &[Vec<(f64, f64)>]) -> Option<Self> {
+        let each: Option<Vec<Difference>> = skills.iter().map(|p| Self::paired(p)).collect();
+        let each = each?;
+        let field =
+            |f: fn(&Difference) -> f64| stats::mean(&each.iter().map(f).collect::<Vec<_>>());
+        let diffs: Vec<Vec<f64>> = skills
+            .iter()
+            .map(|p| p.iter().map(|(b, a)| a - b).collect())
+            .collect();
+        Some(Difference {
+            tasks: each.iter().map(|d| d.tasks).sum(),
+            before: field(|d| d.before)?,
+            after: field(|d| d.after)?,
+            difference: field(|d| d.difference)?,
+            ci95: stats::bootstrap(&diffs, |g| stats::mean_over(g, stats::mean)),
+        })
+    }
+}
+
+/// One report against another of the same tasks (see [`compare`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The model this report is compared against (the `before` side).
+    pub against: ModelLabel,
+    /// Per skill, each task's mean reward here minus there.
+    pub per_skill: BTreeMap<String, Difference>,
+    /// The mean over the skills of those differences.
+    pub mean: Option<Difference>,
+    /// Review's balanced accuracy here minus there, on the tasks both scored.
+    pub review_balanced_accuracy: Option<Difference>,
 }
 
 /// The whole evaluation.
@@ -187,6 +299,11 @@ pub struct Report {
     pub per_skill: BTreeMap<String, SkillSummary>,
     /// The mean of Avg@K over the skills evaluated.
     pub mean: f64,
+    /// Its 95% interval (each skill's tasks resampled within the skill).
+    pub mean_ci95: Option<[f64; 2]>,
+    /// With `--compare` or `--adapter`: this report against the other model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
     pub skipped: Vec<Skipped>,
     pub tasks: Vec<TaskResult>,
 }
@@ -468,37 +585,14 @@ pub fn summarize(
     skipped: Vec<Skipped>,
 ) -> Report {
     let mut per_skill = BTreeMap::new();
+    let mut tallies = Vec::new();
     for skill in SkillId::ALL {
         let mine: Vec<&TaskResult> = tasks.iter().filter(|t| t.skill == skill).collect();
         if mine.is_empty() {
             continue;
         }
-        let samples = || mine.iter().flat_map(|t| t.samples.iter());
-        let mut s = SkillSummary {
-            tasks: mine.len(),
-            avg_at_k: mean(samples().map(|x| x.reward)),
-            pass_at_k: mean(
-                mine.iter()
-                    .map(|t| f64::from(u8::from(t.samples.iter().any(|x| x.reward >= 1.0)))),
-            ),
-            mean_latency_ms: mean(samples().map(|x| x.latency_ms as f64)),
-            mean_tokens: mean(samples().map(|x| x.tokens as f64)),
-            ..SkillSummary::default()
-        };
-        if skill == SkillId::Localize {
-            s.recall_at_k = Some(mean(samples().filter_map(|x| x.score.recall_at_k)));
-            s.f1 = Some(mean(samples().filter_map(|x| x.score.f1)));
-            let r: Vec<&Rankings> = mine.iter().filter_map(|t| t.rankings.as_ref()).collect();
-            s.rankings = Some(Rankings {
-                model_exact_at_ref: mean(r.iter().map(|x| x.model_exact_at_ref)),
-                retrieval_exact_at_ref: mean(r.iter().map(|x| x.retrieval_exact_at_ref)),
-                retrieval_recall_at_k: mean(r.iter().map(|x| x.retrieval_recall_at_k)),
-            });
-        }
-        if skill == SkillId::Review {
-            s.verdicts = Some(Verdicts::count(samples()));
-        }
-        per_skill.insert(skill.as_str().to_string(), s);
+        tallies.push(mine.iter().map(|t| tally(t)).collect::<Vec<_>>());
+        per_skill.insert(skill.as_str().to_string(), skill_summary(skill, &mine));
     }
     let mean_all = mean(per_skill.values().map(|s| s.avg_at_k));
     Report {
@@ -509,9 +603,122 @@ pub fn summarize(
         seed: config.seed,
         per_skill,
         mean: mean_all,
+        mean_ci95: stats::bootstrap(&tallies, |g| stats::mean_over(g, stats::pooled)),
+        comparison: None,
         skipped,
         tasks,
     }
+}
+
+/// A task's rewards, summed, and its sample count.
+fn tally(t: &TaskResult) -> Tally {
+    Tally {
+        sum: t.samples.iter().map(|s| s.reward).sum(),
+        n: t.samples.len() as f64,
+    }
+}
+
+/// One skill's figures from its tasks (at least one).
+fn skill_summary(skill: SkillId, mine: &[&TaskResult]) -> SkillSummary {
+    let samples = || mine.iter().flat_map(|t| t.samples.iter());
+    let tallies: Vec<Tally> = mine.iter().map(|t| tally(t)).collect();
+    let mut s = SkillSummary {
+        tasks: mine.len(),
+        avg_at_k: mean(samples().map(|x| x.reward)),
+        ci95: stats::bootstrap(&[tallies], |g| stats::pooled(&g[0])),
+        pass_at_k: mean(
+            mine.iter()
+                .map(|t| f64::from(u8::from(t.samples.iter().any(|x| x.reward >= 1.0)))),
+        ),
+        mean_latency_ms: mean(samples().map(|x| x.latency_ms as f64)),
+        mean_tokens: mean(samples().map(|x| x.tokens as f64)),
+        ..SkillSummary::default()
+    };
+    if skill == SkillId::Localize {
+        s.recall_at_k = Some(mean(samples().filter_map(|x| x.score.recall_at_k)));
+        s.f1 = Some(mean(samples().filter_map(|x| x.score.f1)));
+        let r: Vec<&Rankings> = mine.iter().filter_map(|t| t.rankings.as_ref()).collect();
+        s.rankings = Some(Rankings {
+            model_exact_at_ref: mean(r.iter().map(|x| x.model_exact_at_ref)),
+            retrieval_exact_at_ref: mean(r.iter().map(|x| x.retrieval_exact_at_ref)),
+            retrieval_recall_at_k: mean(r.iter().map(|x| x.retrieval_recall_at_k)),
+        });
+        let pairs: Vec<(f64, f64)> = r
+            .iter()
+            .map(|x| (x.retrieval_exact_at_ref, x.model_exact_at_ref))
+            .collect();
+        s.model_minus_retrieval = Difference::paired(&pairs);
+    }
+    if skill == SkillId::Review {
+        s.verdicts = Some(Verdicts::count(mine));
+    }
+    s
+}
+
+/// Each task's mean reward, by task id (tasks with samples only).
+fn task_means(r: &Report) -> BTreeMap<&str, (&TaskResult, f64)> {
+    r.tasks
+        .iter()
+        .filter(|t| !t.samples.is_empty())
+        .map(|t| (t.id.as_str(), (t, tally(t).sum / t.samples.len() as f64)))
+        .collect()
+}
+
+/// `after` against `before` on the tasks both scored: per skill, the mean over
+/// tasks of (a task's mean reward in `after` − its mean in `before`); the mean
+/// of those over the skills; review's balanced accuracy likewise.
+pub fn compare(before: &Report, after: &Report) -> Comparison {
+    let b = task_means(before);
+    let mut pairs: BTreeMap<SkillId, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut reviews = Vec::new();
+    for (id, (t, a)) in task_means(after) {
+        let Some((old, x)) = b.get(id) else { continue };
+        pairs.entry(t.skill).or_default().push((*x, a));
+        if t.skill == SkillId::Review {
+            reviews.push((*old, t));
+        }
+    }
+    let per_skill = pairs
+        .iter()
+        .filter_map(|(skill, p)| Some((skill.as_str().to_string(), Difference::paired(p)?)))
+        .collect();
+    let skills: Vec<Vec<(f64, f64)>> = pairs.into_values().collect();
+    Comparison {
+        against: before.model.clone(),
+        per_skill,
+        mean: Difference::over_skills(&skills),
+        review_balanced_accuracy: balanced_accuracy_change(&reviews),
+    }
+}
+
+/// Review's balanced accuracy on `(before, after)` results of the same tasks,
+/// and the interval of the change, resampling YES and NO tasks apart.
+fn balanced_accuracy_change(pairs: &[(&TaskResult, &TaskResult)]) -> Option<Difference> {
+    // Two groups, YES tasks and NO tasks, of a task's tallies on both sides.
+    let joined: Vec<Vec<(Tally, Tally)>> = [true, false]
+        .iter()
+        .map(|&expected| {
+            pairs
+                .iter()
+                .filter_map(|(b, a)| {
+                    Some((verdict_tally(b, expected)?, verdict_tally(a, expected)?))
+                })
+                .collect()
+        })
+        .collect();
+    let side = |g: &[Vec<(Tally, Tally)>], after: bool| {
+        let pick = |x: &(Tally, Tally)| if after { x.1 } else { x.0 };
+        let groups: Vec<Vec<Tally>> = g.iter().map(|v| v.iter().map(pick).collect()).collect();
+        balanced_accuracy(&groups)
+    };
+    let (before, after) = (side(&joined, false)?, side(&joined, true)?);
+    Some(Difference {
+        tasks: joined.iter().map(Vec::len).sum(),
+        before,
+        after,
+        difference: after - before,
+        ci95: stats::bootstrap(&joined, |g| Some(side(g, true)? - side(g, false)?)),
+    })
 }
 
 /// The skills' figures in the skills' own order (localize first, review last).
@@ -523,6 +730,16 @@ fn ordered(per_skill: &BTreeMap<String, SkillSummary>) -> Vec<(&str, &SkillSumma
         .collect()
 }
 
+/// An interval as `[lo, hi]`, or `n/a` where there is none.
+fn interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(|| "n/a".into(), |[lo, hi]| format!("[{lo:.3}, {hi:.3}]"))
+}
+
+/// A difference's interval, signed.
+fn signed_interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(|| "n/a".into(), |[lo, hi]| format!("[{lo:+.3}, {hi:+.3}]"))
+}
+
 /// The report as a markdown table (also what `basis eval` prints).
 pub fn markdown(report: &Report) -> String {
     let k = report.samples;
@@ -531,26 +748,30 @@ pub fn markdown(report: &Report) -> String {
         report.model.name, report.model.version, report.temperature
     );
     out.push_str(&format!(
-        "| skill | tasks | Avg@{k} | Pass@{k} | latency (s) | tokens |\n|---|---|---|---|---|---|\n"
+        "| skill | tasks | Avg@{k} | 95% interval | Pass@{k} | latency (s) | tokens |\n|---|---|---|---|---|---|---|\n"
     ));
     for (skill, s) in ordered(&report.per_skill) {
         out.push_str(&format!(
-            "| {skill} | {} | {:.3} | {:.3} | {:.2} | {:.0} |\n",
+            "| {skill} | {} | {:.3} | {} | {:.3} | {:.2} | {:.0} |\n",
             s.tasks,
             s.avg_at_k,
+            interval(s.ci95),
             s.pass_at_k,
             s.mean_latency_ms / 1000.0,
             s.mean_tokens
         ));
     }
-    out.push_str(&format!("| **mean** | | **{:.3}** | | | |\n", report.mean));
+    out.push_str(&format!(
+        "| **mean** | | **{:.3}** | {} | | | |\n",
+        report.mean,
+        interval(report.mean_ci95)
+    ));
+    out.push_str(&format!(
+        "\nIntervals: 95%, from {} resamples of the tasks (a task's samples kept together).\n",
+        stats::RESAMPLES
+    ));
     if let Some(l) = report.per_skill.get("localize") {
-        if let (Some(r), Some(recall), Some(f1)) = (&l.rankings, l.recall_at_k, l.f1) {
-            out.push_str(&format!(
-                "\nLocalization: the files the model named match exactly {:.3} (F1 {f1:.3}); its ranking has {:.3} of the reference files in the top {RECALL_K} (recall@{RECALL_K}) and the top |reference| files are exactly the reference {:.3}. Retrieval alone (BM25, no model): recall@{RECALL_K} {:.3}, exact at |reference| {:.3}.\n",
-                l.avg_at_k, recall, r.model_exact_at_ref, r.retrieval_recall_at_k, r.retrieval_exact_at_ref
-            ));
-        }
+        out.push_str(&localize_line(l));
     }
     if let Some(v) = report.per_skill.get("review").and_then(|r| r.verdicts) {
         out.push('\n');
@@ -564,6 +785,27 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// Localization's figures beside retrieval's, in a paragraph.
+fn localize_line(l: &SkillSummary) -> String {
+    let (Some(r), Some(recall), Some(f1)) = (&l.rankings, l.recall_at_k, l.f1) else {
+        return String::new();
+    };
+    let mut line = format!(
+        "\nLocalization: the files the model named match exactly {:.3} (F1 {f1:.3}); its ranking has {:.3} of the reference files in the top {RECALL_K} (recall@{RECALL_K}) and the top |reference| files are exactly the reference {:.3}. Retrieval alone (BM25, no model): recall@{RECALL_K} {:.3}, exact at |reference| {:.3}.",
+        l.avg_at_k, recall, r.model_exact_at_ref, r.retrieval_recall_at_k, r.retrieval_exact_at_ref
+    );
+    if let Some(d) = &l.model_minus_retrieval {
+        line.push_str(&format!(
+            " The model's ranking minus retrieval's, exact at |reference|, paired over {} task(s): {:+.3} (95% interval {}).",
+            d.tasks,
+            d.difference,
+            signed_interval(d.ci95)
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// Review's verdicts in a sentence.
@@ -585,55 +827,58 @@ fn review_line(v: &Verdicts) -> String {
     );
     match v.balanced_accuracy {
         Some(b) => line.push_str(&format!(
-            " Balanced accuracy {b:.3} (one verdict every time scores 0.500)."
+            " Balanced accuracy {b:.3}, 95% interval {} (one verdict every time scores 0.500).",
+            interval(v.balanced_accuracy_ci95)
         )),
         None => line.push_str(
-            " With one right verdict only, one verdict every time would score 1.0 or 0.0 here.",
+            " Balanced accuracy n/a. With one right verdict only, one verdict every time would score 1.0 or 0.0 here.",
         ),
     }
     line
 }
 
-/// Two reports of the same tasks side by side, with the change per skill.
-pub fn compare_markdown(a: &Report, b: &Report) -> String {
-    let k = a.samples;
-    let mut out = format!(
-        "| skill | {} {} Avg@{k} | {} {} Avg@{k} | change |\n|---|---|---|---|\n",
-        a.model.name, a.model.version, b.model.name, b.model.version
-    );
-    let change = |x: f64, y: f64| {
-        if x > 0.0 {
-            format!("{:+.1}%", (y - x) / x * 100.0)
-        } else {
-            format!("{:+.3}", y - x)
-        }
+/// A report's comparison (see [`compare`]) as a heading and a table: per
+/// skill, this model's Avg@K and the other's on the tasks both scored, the
+/// paired difference and its interval; empty without a comparison.
+pub fn compare_markdown(report: &Report) -> String {
+    let Some(c) = &report.comparison else {
+        return String::new();
     };
-    for (skill, s) in ordered(&a.per_skill) {
-        let other = b.per_skill.get(skill).map(|o| o.avg_at_k);
-        match other {
-            Some(y) => out.push_str(&format!(
-                "| {skill} | {:.3} | {y:.3} | {} |\n",
-                s.avg_at_k,
-                change(s.avg_at_k, y)
-            )),
-            None => out.push_str(&format!("| {skill} | {:.3} | n/a | |\n", s.avg_at_k)),
+    let (k, this, other) = (report.samples, &report.model, &c.against);
+    let mut out = format!(
+        "\n## {} {} against {} {}\n\n| skill | tasks | {} Avg@{k} | {} Avg@{k} | difference | 95% interval |\n|---|---|---|---|---|---|\n",
+        this.name, this.version, other.name, other.version, this.version, other.version
+    );
+    let row = |name: &str, d: &Difference| {
+        format!(
+            "| {name} | {} | {:.3} | {:.3} | {:+.3} | {} |\n",
+            d.tasks,
+            d.after,
+            d.before,
+            d.difference,
+            signed_interval(d.ci95)
+        )
+    };
+    for (skill, s) in ordered(&report.per_skill) {
+        match c.per_skill.get(skill) {
+            Some(d) => out.push_str(&row(skill, d)),
+            None => out.push_str(&format!("| {skill} | 0 | {:.3} | n/a | | |\n", s.avg_at_k)),
         }
     }
+    if let Some(d) = &c.mean {
+        out.push_str(&row("**mean over skills**", d));
+    }
     out.push_str(&format!(
-        "| **mean** | **{:.3}** | **{:.3}** | {} |\n",
-        a.mean,
-        b.mean,
-        change(a.mean, b.mean)
+        "\nThe difference is {} minus {}, task by task on the tasks both scored; an interval that excludes 0 is a change beyond noise.\n",
+        this.version, other.version
     ));
-    let balanced = |r: &Report| {
-        r.per_skill
-            .get("review")
-            .and_then(|s| s.verdicts)
-            .and_then(|v| v.balanced_accuracy)
-    };
-    if let (Some(x), Some(y)) = (balanced(a), balanced(b)) {
+    if let Some(d) = &c.review_balanced_accuracy {
         out.push_str(&format!(
-            "\nReview's balanced accuracy: {x:.3} against {y:.3} (one verdict every time scores 0.500).\n"
+            "\nReview's balanced accuracy: {:.3} against {:.3}, a difference of {:+.3} (95% interval {}; one verdict every time scores 0.500).\n",
+            d.after,
+            d.before,
+            d.difference,
+            signed_interval(d.ci95)
         ));
     }
     out
@@ -743,9 +988,291 @@ mod tests {
             md.contains("on tasks whose answer is YES the samples said YES 2, NO 0, neither 0; on tasks whose answer is NO the samples said YES 1, NO 0, neither 1. Balanced accuracy 0.500"),
             "{md}"
         );
-        let md = compare_markdown(&constant, &right);
+        let mut right = right;
+        right.comparison = Some(compare(&constant, &right));
+        let md = compare_markdown(&right);
+        // Task a is right on both sides, task b only on this one: differences
+        // 0 and 1. The YES and NO tasks are resampled apart, one each here, so
+        // the change in balanced accuracy has no spread.
+        assert!(md.contains("## m v2 against m v1"), "{md}");
         assert!(
-            md.contains("Review's balanced accuracy: 0.500 against 1.000"),
+            md.contains("| review | 2 | 1.000 | 0.500 | +0.500 | [+0.000, +1.000] |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Review's balanced accuracy: 1.000 against 0.500, a difference of +0.500 (95% interval [+0.500, +0.500];"),
+            "{md}"
+        );
+    }
+
+    fn task(id: &str, skill: SkillId, rewards: &[f64]) -> TaskResult {
+        TaskResult {
+            id: id.into(),
+            skill,
+            split: "heldout".into(),
+            samples: rewards
+                .iter()
+                .map(|&reward| Sample {
+                    reward,
+                    score: Score::default(),
+                    tokens: 1,
+                    latency_ms: 1,
+                    completion: String::new(),
+                })
+                .collect(),
+            rankings: None,
+        }
+    }
+
+    /// `ones` tasks whose K samples are all right and `zeros` all wrong.
+    fn all_or_nothing(ones: usize, zeros: usize, k: usize) -> Vec<TaskResult> {
+        (0..ones + zeros)
+            .map(|i| {
+                task(
+                    &format!("t{i}"),
+                    SkillId::Edit,
+                    &vec![f64::from(u8::from(i < ones)); k],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_skills_interval_matches_the_binomial_one() {
+        // 100 tasks, one sample each, 30 right: the normal approximation's
+        // interval is 0.3 ± 1.96 × sqrt(0.3 × 0.7 / 100) = [0.2102, 0.3898].
+        // The bootstrap's resamples are binomial(100, 0.3) / 100, so its
+        // percentiles land there up to the draw (about 0.003 with 2000
+        // resamples) and the proportion's steps of 0.01.
+        let r = report("v1", all_or_nothing(30, 70, 1));
+        let s = &r.per_skill["edit"];
+        let [lo, hi] = s.ci95.unwrap();
+        let half = 1.96 * (0.3f64 * 0.7 / 100.0).sqrt();
+        assert!((lo - (0.3 - half)).abs() < 0.015, "{lo}");
+        assert!((hi - (0.3 + half)).abs() < 0.015, "{hi}");
+        // One skill: the mean over skills is that skill, resampled the same way.
+        assert_eq!((r.mean, r.mean_ci95), (0.3, s.ci95));
+        let md = markdown(&r);
+        assert!(
+            md.contains(&format!(
+                "| edit | 100 | 0.300 | [{lo:.3}, {hi:.3}] | 0.300 |"
+            )),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_tasks_samples_are_resampled_together() {
+        // Ten tasks, four samples each, each all right or all wrong: ten
+        // observations, not forty. The interval is as wide as ten give
+        // (0.3 ± 0.28), twice as wide as forty independent samples' (± 0.14).
+        let clustered = report("v1", all_or_nothing(3, 7, 4)).per_skill["edit"]
+            .ci95
+            .unwrap();
+        let independent = report("v1", all_or_nothing(12, 28, 1)).per_skill["edit"]
+            .ci95
+            .unwrap();
+        let width = |[lo, hi]: [f64; 2]| hi - lo;
+        assert!(
+            width(clustered) > 1.6 * width(independent),
+            "{clustered:?} against {independent:?}"
+        );
+        let half = 1.96 * (0.3f64 * 0.7 / 10.0).sqrt();
+        assert!((width(clustered) - 2.0 * half).abs() < 0.1, "{clustered:?}");
+    }
+
+    /// The 2.5th and 97.5th percentiles of the exact bootstrap distribution of
+    /// the mean of `values`: every one of the n^n resamples, equally likely.
+    fn exact_bootstrap(values: &[f64]) -> [f64; 2] {
+        let n = values.len();
+        let mut means = Vec::new();
+        for code in 0..n.pow(n as u32) {
+            let (mut c, mut sum) = (code, 0.0);
+            for _ in 0..n {
+                sum += values[c % n];
+                c /= n;
+            }
+            means.push(sum / n as f64);
+        }
+        means.sort_by(f64::total_cmp);
+        // The smallest mean with at least q of the resamples at or below it.
+        let at = |q: f64| means[(q * means.len() as f64).ceil() as usize - 1];
+        [at(0.025), at(0.975)]
+    }
+
+    #[test]
+    fn paired_differences_are_taken_task_by_task() {
+        use SkillId::{Edit, Testgen};
+        let before = report(
+            "v1",
+            vec![
+                task("e1", Edit, &[0.0, 0.0]),
+                task("e2", Edit, &[1.0, 0.0]),
+                task("e3", Edit, &[0.0, 0.0]),
+                task("e4", Edit, &[1.0, 1.0]),
+                task("e5", Edit, &[1.0, 1.0]), // not in `after`: left out
+                task("t1", Testgen, &[1.0, 1.0]),
+                task("t2", Testgen, &[0.0, 1.0]),
+            ],
+        );
+        let after = report(
+            "v2",
+            vec![
+                task("e1", Edit, &[1.0, 1.0]),
+                task("e2", Edit, &[1.0, 1.0]),
+                task("e3", Edit, &[0.0, 1.0]),
+                task("e4", Edit, &[1.0, 1.0]),
+                task("t1", Testgen, &[0.0, 1.0]),
+                task("t2", Testgen, &[0.0, 0.0]),
+                task("t3", Testgen, &[1.0, 1.0]), // not in `before`: left out
+            ],
+        );
+        let c = compare(&before, &after);
+        assert_eq!(c.against.version, "v1");
+        // Edit: differences 1, 0.5, 0.5, 0; means 0.375 before, 0.875 after.
+        let edit = &c.per_skill["edit"];
+        assert_eq!(
+            (edit.tasks, edit.before, edit.after, edit.difference),
+            (4, 0.375, 0.875, 0.5)
+        );
+        let exact = exact_bootstrap(&[1.0, 0.5, 0.5, 0.0]);
+        let [lo, hi] = edit.ci95.unwrap();
+        assert!((lo - exact[0]).abs() <= 0.125 && (hi - exact[1]).abs() <= 0.125);
+        assert!(lo < 0.5 && 0.5 < hi, "{lo}..{hi}");
+        // Testgen: both differences -0.5, so no spread.
+        let testgen = &c.per_skill["testgen"];
+        assert_eq!(
+            (
+                testgen.tasks,
+                testgen.before,
+                testgen.after,
+                testgen.difference
+            ),
+            (2, 0.75, 0.25, -0.5)
+        );
+        assert_eq!(testgen.ci95, Some([-0.5, -0.5]));
+        // The mean over skills: (0.5 - 0.5) / 2 = 0; testgen never moves, so
+        // its interval is edit's, shifted by -0.5 and halved.
+        let mean = c.mean.as_ref().unwrap();
+        assert_eq!(
+            (mean.tasks, mean.before, mean.after, mean.difference),
+            (6, 0.5625, 0.5625, 0.0)
+        );
+        let [mlo, mhi] = mean.ci95.unwrap();
+        assert!((mlo - (exact[0] - 0.5) / 2.0).abs() <= 0.07, "{mlo}");
+        assert!((mhi - (exact[1] - 0.5) / 2.0).abs() <= 0.07, "{mhi}");
+        assert_eq!(c.review_balanced_accuracy, None);
+        // In the report: the comparison in report.json and report.md.
+        let mut after = after;
+        after.comparison = Some(c);
+        let json = serde_json::to_value(&after).unwrap();
+        assert_eq!(
+            json["comparison"]["per_skill"]["testgen"]["ci95"],
+            serde_json::json!([-0.5, -0.5])
+        );
+        assert_eq!(json["comparison"]["mean"]["difference"], 0.0);
+        let md = compare_markdown(&after);
+        assert!(
+            md.contains("| testgen | 2 | 0.250 | 0.750 | -0.500 | [-0.500, -0.500] |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **mean over skills** | 6 | 0.562 | 0.562 | +0.000 |"),
+            "{md}"
+        );
+        assert_eq!(compare_markdown(&before), "");
+    }
+
+    #[test]
+    fn balanced_accuracy_is_the_mean_of_the_two_classes_accuracies() {
+        let (yes, no) = (Some(true), Some(false));
+        // A constant YES on three YES tasks and one NO: 0.5, and no resample
+        // can make it anything else.
+        let (avg, v) = verdicts(vec![
+            review_task("a", true, &[yes]),
+            review_task("b", true, &[yes]),
+            review_task("c", true, &[yes]),
+            review_task("d", false, &[yes]),
+        ]);
+        assert_eq!(avg, 0.75);
+        assert_eq!(
+            (v.balanced_accuracy, v.balanced_accuracy_ci95),
+            (Some(0.5), Some([0.5, 0.5]))
+        );
+        // A perfect reviewer.
+        let (_, v) = verdicts(vec![
+            review_task("a", true, &[yes, yes]),
+            review_task("b", false, &[no]),
+            review_task("c", false, &[no, no]),
+        ]);
+        assert_eq!(
+            (v.balanced_accuracy, v.balanced_accuracy_ci95),
+            (Some(1.0), Some([1.0, 1.0]))
+        );
+        // Mixed, over samples: YES tasks right 3 of 4 and 0 of 2, so 3/6; NO
+        // tasks right 1 of 2 (one sample gave no verdict) and 3 of 3, so 4/5.
+        // (0.5 + 0.8) / 2 = 0.65, where Avg@K is 7/11.
+        let (avg, v) = verdicts(vec![
+            review_task("a", true, &[yes, yes, no, yes]),
+            review_task("b", true, &[no, no]),
+            review_task("c", false, &[no, None]),
+            review_task("d", false, &[no, no, no]),
+        ]);
+        assert!((avg - 7.0 / 11.0).abs() < 1e-12, "{avg}");
+        assert!((v.balanced_accuracy.unwrap() - 0.65).abs() < 1e-12);
+        let [lo, hi] = v.balanced_accuracy_ci95.unwrap();
+        assert!(
+            lo < 0.65 && 0.65 < hi && 0.0 <= lo && hi <= 1.0,
+            "{lo}..{hi}"
+        );
+        // One class only: no number, and the report says so.
+        let r = report("v1", vec![review_task("a", true, &[yes, no])]);
+        let v = r.per_skill["review"].verdicts.unwrap();
+        assert_eq!(
+            (v.balanced_accuracy, v.balanced_accuracy_ci95),
+            (None, None)
+        );
+        let json = serde_json::to_value(v).unwrap();
+        assert!(json["balanced_accuracy_ci95"].is_null(), "{json}");
+        assert!(markdown(&r).contains("Balanced accuracy n/a."));
+    }
+
+    #[test]
+    fn localization_reports_the_model_minus_retrieval_task_by_task() {
+        let ranked = |id: &str, model: f64, retrieval: f64| TaskResult {
+            rankings: Some(Rankings {
+                model_exact_at_ref: model,
+                retrieval_exact_at_ref: retrieval,
+                retrieval_recall_at_k: 1.0,
+            }),
+            ..task(id, SkillId::Localize, &[model])
+        };
+        // Differences -0.5, 1 and 1.
+        let r = report(
+            "v1",
+            vec![
+                ranked("a", 0.5, 1.0),
+                ranked("b", 1.0, 0.0),
+                ranked("c", 1.0, 0.0),
+            ],
+        );
+        let d = r.per_skill["localize"]
+            .model_minus_retrieval
+            .clone()
+            .unwrap();
+        assert_eq!((d.tasks, d.difference), (3, 0.5));
+        assert!((d.before - 1.0 / 3.0).abs() < 1e-12 && (d.after - 2.5 / 3.0).abs() < 1e-12);
+        // The exact bootstrap: all three tasks the -0.5 one in 1/27 of the
+        // resamples (over 2.5%), all three a +1 in 8/27.
+        assert_eq!(exact_bootstrap(&[-0.5, 1.0, 1.0]), [-0.5, 1.0]);
+        let [lo, hi] = d.ci95.unwrap();
+        assert!(
+            (lo + 0.5).abs() <= 0.1 && (hi - 1.0).abs() <= 0.1,
+            "{lo}..{hi}"
+        );
+        let md = markdown(&r);
+        assert!(
+            md.contains("The model's ranking minus retrieval's, exact at |reference|, paired over 3 task(s): +0.500 (95% interval ["),
             "{md}"
         );
     }

@@ -4,10 +4,10 @@
 //! SWE-bench instances by [`swebench`]; [`workspace`] checks a task's repository
 //! out into a throwaway tree; [`episode`] turns a task into the input of its
 //! skill and scores an answer by the skill's own verifier; [`eval`] runs a model
-//! on a task file and reports per skill; [`train`] is GRPO over the skills
-//! ([`grpo`] its arithmetic, [`policy`] the model and optimizer, [`checkpoint`]
-//! its checkpoints, [`sft`] the warm start, [`feedback`] editor feedback as
-//! off-policy episodes).
+//! on a task file and reports per skill, with intervals from [`stats`];
+//! [`train`] is GRPO over the skills ([`grpo`] its arithmetic, [`policy`] the
+//! model and optimizer, [`checkpoint`] its checkpoints, [`sft`] the warm start,
+//! [`feedback`] editor feedback as off-policy episodes).
 //!
 //! Architecture invariant: this crate runs the skills only through
 //! `basis_skills` (the same prompts, parsers and verifiers as the server), runs
@@ -23,6 +23,7 @@ pub mod grpo;
 pub mod mine;
 pub mod policy;
 pub mod sft;
+pub mod stats;
 pub mod swebench;
 pub mod task;
 pub mod train;
