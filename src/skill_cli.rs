@@ -63,31 +63,18 @@ pub fn repo(path: &Path) -> Result<PathBuf> {
 }
 
 /// `file` (absolute, or relative to the repository) as a repository-relative
-/// path with `/` separators, and its text.
+/// path with `/` separators, and its text. A file that resolves outside the
+/// repository (`..`, a link pointing out) is refused before it is read.
 pub fn repo_file(repo: &Path, file: &Path) -> Result<(String, String)> {
-    let abs = if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        repo.join(file)
-    };
-    let abs = abs
-        .canonicalize()
-        .with_context(|| format!("cannot open {}", file.display()))?;
-    let rel = abs
-        .strip_prefix(repo)
-        .with_context(|| format!("{} is not inside {}", abs.display(), repo.display()))?;
-    let bytes = std::fs::read(&abs).with_context(|| format!("reading {}", abs.display()))?;
+    let inside = basis_code::Workspace::new(repo).locate(file)?;
+    let abs = &inside.path;
+    let bytes = std::fs::read(abs).with_context(|| format!("cannot open {}", file.display()))?;
     if basis_code::looks_binary(&bytes) {
         bail!("{} looks like a binary file", abs.display());
     }
     let text =
         String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", abs.display()))?;
-    let rel = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
-    Ok((rel, text))
+    Ok((inside.rel, text))
 }
 
 /// Indexes a repository with a progress bar on stderr.
@@ -113,8 +100,9 @@ pub fn index(repo: &Path) -> Result<basis_code::WorkspaceIndex> {
 
 /// A reader of the repository's files by relative path, for the skills'
 /// context from other files.
-pub fn reader(repo: &Path) -> impl Fn(&str) -> Option<String> + '_ {
-    move |p| std::fs::read_to_string(repo.join(p)).ok()
+pub fn reader(repo: &Path) -> impl Fn(&str) -> Option<String> {
+    let ws = basis_code::Workspace::new(repo);
+    move |p| ws.read(Path::new(p))
 }
 
 /// A spinner on stderr counting the tokens generated.
@@ -232,6 +220,14 @@ pub fn record_event(id: Option<&str>, kind: EventKind) {
             basis_model::error::Causes(e.as_ref())
         );
     }
+}
+
+/// Writes `text` to the file `rel` of the repository, whole or not at all: a
+/// path that resolves outside it (a folder linked out, say) is refused and
+/// nothing is written.
+pub fn write_in_repo(repo: &Path, rel: &str, text: &str) -> Result<()> {
+    let inside = basis_code::Workspace::new(repo).locate(Path::new(rel))?;
+    write_file(&inside.path, text)
 }
 
 /// Writes `text` to `path` whole or not at all (a synced temporary file renamed

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -108,7 +108,7 @@ pub fn run_edit(args: EditArgs) -> Result<ExitCode> {
         eprintln!("the model left the code as it was");
     }
     if args.apply && !diff.is_empty() {
-        skill_cli::write_file(&repo.join(&path), &new_text)?;
+        skill_cli::write_in_repo(&repo, &path, &new_text)?;
         skill_cli::record_event(id.as_deref(), EventKind::Accepted);
         eprintln!("applied to {path}");
     }
@@ -154,6 +154,10 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         bail!("no function `{}` in {path}", args.symbol);
     }
     input.find_related(&skill_cli::index(&repo)?, &skill_cli::reader(&repo));
+    // Where the tests go is checked before the model runs: a test folder linked
+    // out of the repository is refused, and nothing is read or written there.
+    let test_path = testgen::test_path(language, &path);
+    basis_code::Workspace::new(&repo).locate(Path::new(&test_path))?;
     let loaded = skill_cli::load_model(args.model.as_deref())?;
     let outcome = skill_cli::run_skill::<testgen::TestgenSkill>(&loaded, &input, args.verbose)?;
     let id = skill_cli::record(
@@ -166,8 +170,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
     let Some(tests) = outcome.tests else {
         return Err(skill_cli::no_code(&outcome.generated));
     };
-    let test_path = testgen::test_path(language, &path);
-    let existing = std::fs::read_to_string(repo.join(&test_path)).ok();
+    let existing = skill_cli::reader(&repo)(&test_path);
     let placement = testgen::place(language, &input, &tests, existing.as_deref());
     let diff = unified(
         &placement.path,
@@ -211,7 +214,7 @@ pub fn run_testgen(args: TestgenArgs) -> Result<ExitCode> {
         }
     }
     if args.apply {
-        skill_cli::write_file(&repo.join(&placement.path), &placement.new_text)?;
+        skill_cli::write_in_repo(&repo, &placement.path, &placement.new_text)?;
         skill_cli::record_event(id.as_deref(), EventKind::Accepted);
         eprintln!("wrote the tests to {}", placement.path);
     }
@@ -316,7 +319,7 @@ pub fn run_reproduce(args: ReproduceArgs) -> Result<ExitCode> {
         },
     );
     if args.apply {
-        skill_cli::write_file(&repo.join(&outcome.path), &test)?;
+        skill_cli::write_in_repo(&repo, &outcome.path, &test)?;
         skill_cli::record_event(id.as_deref(), EventKind::Accepted);
         eprintln!("wrote the test to {}", outcome.path);
     }

@@ -177,3 +177,44 @@ fn the_code_map_lists_every_file_of_every_crate() {
         }
     }
 }
+
+/// Whether a path is inside the workspace is decided in one place: clippy.toml
+/// bans `Path::starts_with` and `Path::strip_prefix` (scripts/test.sh denies the
+/// lint), and the only item allowed to use them is in code/src/confine.rs.
+#[test]
+fn only_the_workspace_boundary_compares_paths_with_a_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let clippy = std::fs::read_to_string(root.join("clippy.toml")).unwrap();
+    for m in [
+        "std::path::Path::starts_with",
+        "std::path::Path::strip_prefix",
+    ] {
+        assert!(
+            clippy.contains(&format!("path = \"{m}\"")),
+            "clippy.toml bans {m}"
+        );
+    }
+    let test_sh = std::fs::read_to_string(root.join("scripts/test.sh")).unwrap();
+    assert!(test_sh.contains("-D clippy::disallowed_methods"));
+    for f in all_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if !l.contains("allow(clippy::disallowed_methods)") {
+                continue;
+            }
+            // The allowed item: up to the next line that closes at its indent.
+            let indent = l.len() - l.trim_start().len();
+            let body = lines[i + 1..]
+                .iter()
+                .take_while(|x| !(x.len() - x.trim_start().len() == indent && x.trim() == "}"))
+                .any(|x| x.contains(".strip_prefix(&") || x.contains(".starts_with(&"));
+            assert!(
+                !body || f.ends_with("code/src/confine.rs"),
+                "{}:{}: a path prefix test outside code/src/confine.rs; use basis_code::Workspace",
+                f.display(),
+                i + 1
+            );
+        }
+    }
+}

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::confine::Workspace;
 use crate::lang::Language;
 use crate::parse::{looks_binary, Limits, ParsedFile, Span};
 use crate::symbols::{Symbol, SymbolKind};
@@ -237,7 +238,7 @@ struct Entry {
 
 /// See the module docs.
 pub struct WorkspaceIndex {
-    root: PathBuf,
+    workspace: Workspace,
     limits: Limits,
     terms: Terms,
     files: HashMap<String, Entry>,
@@ -357,15 +358,6 @@ fn read_and_analyze(root: &Path, rel: &str, limits: &Limits) -> Analyzed {
     }
 }
 
-fn relative(root: &Path, path: &Path) -> Option<String> {
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("/"))
-}
-
 fn walker(root: &Path) -> ignore::WalkBuilder {
     let mut b = ignore::WalkBuilder::new(root);
     b.hidden(true)
@@ -378,9 +370,10 @@ fn walker(root: &Path) -> ignore::WalkBuilder {
 }
 
 impl WorkspaceIndex {
+    /// An empty index of the workspace at `root` (see [`Workspace::new`]).
     pub fn new(root: PathBuf, limits: Limits) -> Self {
         Self {
-            root,
+            workspace: Workspace::new(&root),
             limits,
             terms: Terms::default(),
             files: HashMap::new(),
@@ -407,14 +400,18 @@ impl WorkspaceIndex {
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
+        let mut index = WorkspaceIndex::new(root, limits);
+        let workspace = index.workspace.clone();
         let mut paths: Vec<String> = Vec::new();
-        for entry in walker(&root).build() {
+        // The walk does not follow links, so what it lists is inside by
+        // construction; a link to a file inside is indexed as its target.
+        for entry in walker(workspace.root()).build() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(CodeError::Cancelled);
             }
             let Ok(entry) = entry else { continue };
             if entry.file_type().is_some_and(|t| t.is_file()) {
-                if let Some(rel) = relative(&root, entry.path()) {
+                if let Some(rel) = workspace.lexical(entry.path()).filter(|r| !r.is_empty()) {
                     paths.push(rel);
                 }
             }
@@ -426,7 +423,6 @@ impl WorkspaceIndex {
             total,
             current: None,
         });
-        let mut index = WorkspaceIndex::new(root, limits);
         let mut last = Instant::now();
         for chunk in paths.chunks(64) {
             if cancel.load(Ordering::Relaxed) {
@@ -434,7 +430,7 @@ impl WorkspaceIndex {
             }
             let analyzed: Vec<Analyzed> = chunk
                 .par_iter()
-                .map(|rel| read_and_analyze(&index.root, rel, &index.limits))
+                .map(|rel| read_and_analyze(workspace.root(), rel, &index.limits))
                 .collect();
             for a in analyzed {
                 index.insert(a);
@@ -490,16 +486,26 @@ impl WorkspaceIndex {
     }
 
     /// Re-reads a file from disk after a save or a change on disk: re-indexes it,
-    /// or drops it when it is gone or now ignored. Paths outside the root are ignored.
+    /// or drops it when it is gone or now ignored. A path that resolves outside
+    /// the workspace (a link pointing out, `..`) is never read; if the index held
+    /// a file by that name (since replaced by such a link), it is dropped. A link
+    /// to a file inside refreshes that file, under its own path.
     pub fn refresh_path(&mut self, abs_path: &Path) {
-        let Some(rel) = relative(&self.root, abs_path) else {
-            return;
+        let inside = match self.workspace.locate(abs_path) {
+            Ok(inside) if !inside.rel.is_empty() => inside,
+            Ok(_) => return,
+            Err(_) => {
+                if let Some(rel) = self.workspace.lexical(abs_path) {
+                    self.remove(&rel);
+                }
+                return;
+            }
         };
-        if !abs_path.is_file() || self.is_ignored(abs_path) {
-            self.remove(&rel);
+        if !inside.path.is_file() || self.is_ignored(&inside.path) {
+            self.remove(&inside.rel);
             return;
         }
-        let a = read_and_analyze(&self.root.clone(), &rel, &self.limits);
+        let a = read_and_analyze(self.workspace.root(), &inside.rel, &self.limits);
         self.insert(a);
     }
 
@@ -516,8 +522,11 @@ impl WorkspaceIndex {
             return true;
         }
         // The directories above must not be ignored either.
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        let mut dir = self.root.clone();
+        let Some(rel) = self.workspace.lexical(path) else {
+            return true;
+        };
+        let rel = Path::new(&rel);
+        let mut dir = self.workspace.root().to_path_buf();
         for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
             let name = comp.as_os_str().to_string_lossy();
             if name.starts_with('.') {
@@ -543,8 +552,14 @@ impl WorkspaceIndex {
         }
     }
 
+    /// The canonical root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.workspace.root()
+    }
+
+    /// The workspace boundary of this index.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
     }
 
     pub fn file_count(&self) -> usize {

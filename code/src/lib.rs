@@ -6,6 +6,7 @@
 //! Positions here are tree-sitter's: byte offsets, and rows with byte columns. The
 //! server converts them to LSP positions at its boundary.
 
+mod confine;
 mod index;
 mod lang;
 pub mod mutate;
@@ -14,6 +15,7 @@ pub mod related;
 mod symbols;
 mod terms;
 
+pub use confine::{path_of_uri, Inside, Refused, Workspace};
 pub use index::{FileHit, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
 pub use lang::Language;
 pub use mutate::{mutants, Mutant, MutationKind};

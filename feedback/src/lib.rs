@@ -10,6 +10,8 @@
 //! process kill (SIGKILL); only a power loss can take the last ones back.
 //!
 //! Nothing here knows LSP, the model or the skills: a skill is a plain string.
+//! A suggestion about a file outside its workspace is refused where records are
+//! written ([`Suggestion::check_confined`]), whatever the caller checked before.
 
 mod privacy;
 mod reward;
@@ -48,6 +50,26 @@ pub struct Suggestion {
     /// the suggestion off-policy. Not kept at privacy level `no_code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Tokens>,
+}
+
+impl Suggestion {
+    /// Refuses a suggestion about a file that is not inside its workspace by
+    /// the one rule ([`basis_code::Workspace`]: links and `..` resolved first),
+    /// or about a file with no workspace to check it against.
+    pub fn check_confined(&self) -> Result<(), FeedbackError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let Some(workspace) = &self.workspace else {
+            return Err(FeedbackError::OutsideWorkspace(format!(
+                "the suggestion is about {file} but names no workspace"
+            )));
+        };
+        basis_code::Workspace::new(std::path::Path::new(workspace))
+            .locate(std::path::Path::new(file))
+            .map(|_| ())
+            .map_err(|e| FeedbackError::OutsideWorkspace(e.to_string()))
+    }
 }
 
 /// See [`Suggestion::tokens`].
@@ -142,6 +164,8 @@ pub enum FeedbackError {
     WriterStopped,
     #[error("writing feedback to {path}: {message}")]
     WriteFailed { path: PathBuf, message: String },
+    #[error("not recorded: {0}")]
+    OutsideWorkspace(String),
 }
 
 /// A new suggestion id: the time in milliseconds (hex, so ids sort by time) and

@@ -179,6 +179,7 @@ impl Store {
     }
 
     pub fn insert_suggestion(&mut self, s: &Suggestion) -> Result<(), FeedbackError> {
+        s.check_confined()?;
         insert_suggestion(&self.conn, s).map_err(|e| self.err(e))
     }
 
@@ -457,7 +458,7 @@ pub(crate) mod tests {
             skill: skill.into(),
             model_name: "smollm2".into(),
             model_version: "base".into(),
-            workspace: Some("/ws".into()),
+            workspace: Some(std::env::temp_dir().display().to_string()),
             file: Some("src/a.py".into()),
             language: Some("python".into()),
             prompt: "fix it".into(),

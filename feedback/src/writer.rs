@@ -110,6 +110,25 @@ fn run(mut store: Store, rx: Receiver<Msg>, inner: Arc<Inner>) {
                 Err(_) => break,
             }
         }
+        // A suggestion about a file outside its workspace is answered with an
+        // error and never reaches the transaction.
+        let batch: Vec<Msg> = batch
+            .into_iter()
+            .filter_map(|m| match m {
+                Msg::Suggestion(s, ack) => match s.check_confined() {
+                    Ok(()) => Some(Msg::Suggestion(s, ack)),
+                    Err(e) => {
+                        eprintln!("basis feedback: {e}");
+                        ack(Err(e));
+                        None
+                    }
+                },
+                m => Some(m),
+            })
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
         let privacy = inner.privacy.lock().unwrap().clone();
         let drops = inner.dropped.load(Ordering::Relaxed);
         let result = write_batch(&mut store, &batch, &privacy, drops - persisted_drops);
@@ -189,6 +208,7 @@ mod tests {
     use super::*;
     use crate::store::tests::suggestion;
     use crate::EventKind;
+    use std::path::Path;
 
     #[test]
     fn acks_fire_after_commit() {
@@ -387,5 +407,58 @@ mod tests {
             all_acked.extend(acked);
         }
         assert!(all_acked.len() > 1000);
+    }
+
+    #[test]
+    fn a_suggestion_about_a_file_outside_its_workspace_is_refused_and_the_rest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(dir.path().join("secret.py"), "canary").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret.py"), ws.join("link.py")).unwrap();
+        let path = dir.path().join("fb.sqlite3");
+        let w = Writer::spawn(&path, Privacy::default(), 16).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let at = |id: &str, workspace: Option<&Path>, file: Option<&str>| Suggestion {
+            workspace: workspace.map(|p| p.display().to_string()),
+            file: file.map(String::from),
+            ..suggestion(id, "edit", 1)
+        };
+        let cases = [
+            at("inside", Some(&ws), Some("src/new_test.py")),
+            at("dots", Some(&ws), Some("../secret.py")),
+            at("link", Some(&ws), Some("link.py")),
+            at("absolute", Some(&ws), Some("/etc/passwd")),
+            at("no-workspace", None, Some("a.py")),
+            at("no-file", None, None),
+        ];
+        for s in cases {
+            let (tx, id) = (tx.clone(), s.id.clone());
+            assert!(w.record_suggestion(s, Box::new(move |r| tx.send((id, r.is_ok())).unwrap())));
+        }
+        w.flush().unwrap();
+        let mut acks: Vec<(String, bool)> = rx.try_iter().collect();
+        acks.sort();
+        assert_eq!(
+            acks,
+            [
+                ("absolute".to_string(), false),
+                ("dots".to_string(), false),
+                ("inside".to_string(), true),
+                ("link".to_string(), false),
+                ("no-file".to_string(), true),
+                ("no-workspace".to_string(), false),
+            ]
+        );
+        let store = Store::open(&path).unwrap();
+        for (id, kept) in acks {
+            assert_eq!(store.suggestion(&id).unwrap().is_some(), kept, "{id}");
+        }
+        let mut direct = Store::open(&path).unwrap();
+        assert!(matches!(
+            direct.insert_suggestion(&at("direct", Some(&ws), Some("link.py"))),
+            Err(FeedbackError::OutsideWorkspace(_))
+        ));
     }
 }

@@ -174,8 +174,8 @@ fn record_tracked(shared: &Shared) {
         if let Some(rope) = shared.open_rope(uri) {
             return Some(rope.to_string());
         }
-        let path = uri.parse::<Uri>().ok()?.to_file_path()?.into_owned();
-        std::fs::read_to_string(path).ok()
+        let inside = shared.locate_uri(uri).ok()?;
+        std::fs::read_to_string(inside.path).ok()
     };
     let events = shared.tracker.lock().check(
         Instant::now(),
@@ -221,12 +221,15 @@ impl LanguageServer for Backend {
             .and_then(|f| f.first())
             .map(|f| f.uri.clone())
             .or(params.root_uri.clone())
-            .and_then(|u| u.to_file_path().map(|p| p.into_owned()));
-        *self.shared.root.lock() = root.clone();
-        if let Some(root) = &root {
-            *self.shared.index.write() =
-                basis_code::WorkspaceIndex::new(root.clone(), self.shared.limits.clone());
+            .and_then(|u| basis_code::path_of_uri(u.as_str()));
+        let workspace = root.as_deref().map(basis_code::Workspace::new);
+        if let Some(ws) = &workspace {
+            *self.shared.index.write() = basis_code::WorkspaceIndex::new(
+                ws.root().to_path_buf(),
+                self.shared.limits.clone(),
+            );
         }
+        *self.shared.root.lock() = workspace;
         let settings = match Settings::from_json(params.initialization_options.as_ref()) {
             Ok(s) => s,
             Err(e) => {

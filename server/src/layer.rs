@@ -124,11 +124,11 @@ fn apply_in_order(shared: &Shared, req: &Request) {
         }
         "textDocument/didSave" => {
             if let Some(p) = params::<DidSaveTextDocumentParams>(req) {
-                if let Some(path) = p.text_document.uri.to_file_path() {
-                    shared.index_updates.push(Update::Saved {
-                        path: path.into_owned(),
-                        text: p.text,
-                    });
+                // Decoded only: the worker decides whether it is inside.
+                if let Some(path) = basis_code::path_of_uri(p.text_document.uri.as_str()) {
+                    shared
+                        .index_updates
+                        .push(Update::Saved { path, text: p.text });
                 }
             }
         }
@@ -137,7 +137,7 @@ fn apply_in_order(shared: &Shared, req: &Request) {
                 let paths = p
                     .changes
                     .iter()
-                    .filter_map(|c| c.uri.to_file_path().map(|p| p.into_owned()))
+                    .filter_map(|c| basis_code::path_of_uri(c.uri.as_str()))
                     .collect();
                 shared.index_updates.push(Update::Changed(paths));
             }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use basis_code::{Limits, WorkspaceIndex};
+use basis_code::{Inside, Limits, Refused, Workspace, WorkspaceIndex};
 use basis_feedback::{Event, EventKind, Writer};
 use parking_lot::{Mutex, RwLock};
 use tower_lsp_server::ls_types::Diagnostic;
@@ -74,7 +74,9 @@ pub struct Shared {
     /// and closing are not changes): a long request that sees it move answers
     /// `ContentModified`.
     pub edits: AtomicU64,
-    pub root: Mutex<Option<PathBuf>>,
+    /// The workspace folder, canonical: the boundary of everything the server
+    /// reads into a prompt, indexes, stores or names in an edit.
+    pub root: Mutex<Option<Workspace>>,
     pub index: RwLock<WorkspaceIndex>,
     /// Becomes true when the first index build has finished (or failed).
     pub index_ready: tokio::sync::watch::Sender<bool>,
@@ -143,8 +145,29 @@ impl Shared {
         self.encoding.store(enc as u8, Ordering::Release);
     }
 
+    /// The canonical workspace root.
     pub fn root(&self) -> Option<PathBuf> {
+        self.root.lock().as_ref().map(|w| w.root().to_path_buf())
+    }
+
+    pub fn workspace(&self) -> Option<Workspace> {
         self.root.lock().clone()
+    }
+
+    /// The file a URI names, if it is inside the workspace (see
+    /// [`basis_code::Workspace`]); otherwise a sentence saying why not.
+    pub fn locate_uri(&self, uri: &str) -> Result<Inside, String> {
+        let ws = self
+            .workspace()
+            .ok_or_else(|| "Basis needs a workspace folder for this".to_string())?;
+        match ws.locate_uri(uri) {
+            Ok(inside) if inside.rel.is_empty() => Err(format!("{uri} is the workspace folder")),
+            Ok(inside) => Ok(inside),
+            Err(e @ Refused::Outside { .. }) => Err(format!(
+                "{e}; the document can be edited as plain text, but no skill reads it"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The text of an open document (a cheap rope clone).
@@ -156,16 +179,11 @@ impl Shared {
         self.feedback.lock().clone()
     }
 
-    /// The workspace-relative path of a file, if it is inside the workspace.
+    /// The workspace-relative path of a file, if it is inside the workspace
+    /// (links resolved: a link to a file inside gives the file's own path).
     pub fn relative_path(&self, path: &std::path::Path) -> Option<String> {
-        let root = self.root()?;
-        let rel = path.strip_prefix(&root).ok()?;
-        Some(
-            rel.components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
-        )
+        let inside = self.workspace()?.locate(path).ok()?;
+        (!inside.rel.is_empty()).then_some(inside.rel)
     }
 
     /// Records what happened to a suggestion. Every feedback event the server

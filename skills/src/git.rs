@@ -90,6 +90,11 @@ pub fn changes(
     paths.extend(lines_z(&untracked.stdout));
     // A tracked file deleted from disk is in the diff already.
     paths.extend(overlay.keys().filter(|p| repo.join(p).exists()).cloned());
+    // A path that resolves outside the repository (a link pointing out, or into
+    // a linked folder) is absent, and so is a link to a file inside: that file
+    // is reviewed by its own path. Nothing is read through a link.
+    let ws = basis_code::Workspace::new(repo);
+    paths.retain(|p| ws.locate(Path::new(p)).is_ok_and(|inside| inside.rel == *p));
     let mut out = Vec::new();
     for path in paths {
         let show = git(repo, &["show", &format!("{base}:./{path}")])?;
@@ -100,7 +105,7 @@ pub fn changes(
         };
         let new = match overlay.get(&path) {
             Some(text) => text.clone().into_bytes(),
-            None => std::fs::read(repo.join(&path)).unwrap_or_default(),
+            None => std::fs::read(ws.root().join(&path)).unwrap_or_default(),
         };
         if old == new || old.len().max(new.len()) > MAX_FILE_BYTES {
             continue;

@@ -93,7 +93,7 @@ pub fn input_for(
 
 /// The library crate's name of a Cargo package at `root` (as code imports it).
 pub fn crate_name(root: &Path) -> Option<String> {
-    let toml = std::fs::read_to_string(root.join("Cargo.toml")).ok()?;
+    let toml = basis_code::Workspace::new(root).read(Path::new("Cargo.toml"))?;
     let line = toml
         .lines()
         .skip_while(|l| l.trim() != "[package]")

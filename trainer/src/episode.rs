@@ -157,9 +157,14 @@ fn patched(tree: &TaskTree, patch: &str) -> Result<HashMap<String, String>, Epis
 impl Episode {
     /// Builds the skill's input for `task` from its tree.
     pub fn prepare(task: &Task, tree: &TaskTree) -> Result<Episode, EpisodeError> {
-        let read = |path: &str| {
-            tree.read(path)
-                .ok_or_else(|| task_error(format!("{path} is not in the task's repository")))
+        // A task's file is read only if it is inside its repository, by the one
+        // rule (a link pointing out is refused), and known by its own path.
+        let file_of = |path: &str| {
+            let rel = tree.locate(path).map_err(|e| task_error(e.to_string()))?;
+            let text = tree
+                .read(&rel)
+                .ok_or_else(|| task_error(format!("{path} is not in the task's repository")))?;
+            Ok::<_, EpisodeError>((rel, text))
         };
         Ok(match &task.spec {
             Spec::Localize { input, reference } => {
@@ -178,7 +183,7 @@ impl Episode {
                 }
             }
             Spec::Edit { input, reference } => {
-                let text = read(&input.file)?;
+                let (file, text) = file_of(&input.file)?;
                 let (start_byte, end_byte) = line_span(&text, input.start_line, input.end_line)
                     .ok_or_else(|| {
                         task_error(format!(
@@ -187,7 +192,7 @@ impl Episode {
                         ))
                     })?;
                 let mut skill_input = edit::Input {
-                    path: input.file.clone(),
+                    path: file,
                     text,
                     start_byte,
                     end_byte,
@@ -204,9 +209,9 @@ impl Episode {
                 }
             }
             Spec::Testgen { input, reference } => {
-                let text = read(&input.file)?;
+                let (file, text) = file_of(&input.file)?;
                 let mut skill_input = testgen::Input {
-                    path: input.file.clone(),
+                    path: file.clone(),
                     text,
                     symbol: input.symbol.clone(),
                     related: Vec::new(),
@@ -216,7 +221,7 @@ impl Episode {
                 for (i, m) in reference.mutants.iter().enumerate() {
                     let files = patched(tree, m)
                         .map_err(|e| task_error(format!("mutant {}: {e}", i + 1)))?;
-                    let Some(text) = files.get(&input.file) else {
+                    let Some(text) = files.get(&input.file).or_else(|| files.get(&file)) else {
                         return Err(task_error(format!(
                             "mutant {} does not change {}",
                             i + 1,

@@ -104,12 +104,25 @@ pub struct TaskTree {
 }
 
 impl TaskTree {
-    /// A file's text in the task's state.
+    /// A file's text in the task's state; nothing for a file that resolves
+    /// outside the repository (see [`basis_code::Workspace`]).
     pub fn read(&self, rel: &str) -> Option<String> {
         match self.overlay.get(rel) {
             Some(t) => Some(t.clone()),
-            None => std::fs::read_to_string(self.root.join(rel)).ok(),
+            None => basis_code::Workspace::new(&self.root).read(Path::new(rel)),
         }
+    }
+
+    /// The one relative path of the task's file `rel`: itself when it is a
+    /// file of the overlay or a plain file inside, the target's path when it is
+    /// a link to a file inside; an error saying why when it resolves outside.
+    pub fn locate(&self, rel: &str) -> Result<String, basis_code::Refused> {
+        if self.overlay.contains_key(rel) {
+            return Ok(rel.to_string());
+        }
+        Ok(basis_code::Workspace::new(&self.root)
+            .locate(Path::new(rel))?
+            .rel)
     }
 
     /// The workspace index of the task's state (for retrieval).

@@ -82,9 +82,13 @@ pub async fn command(cx: &Ctx, command: &str, args: Vec<Value>) -> Result<Option
 }
 
 /// `textDocument/codeAction`: quick fixes on review comments, "edit…" on a
-/// selection, tests for the function under the cursor.
+/// selection, tests for the function under the cursor. None on a document
+/// outside the workspace: no skill reads it.
 pub fn code_actions(cx: &Ctx, params: &CodeActionParams) -> Vec<CodeActionOrCommand> {
     let uri = &params.text_document.uri;
+    if cx.shared.locate_uri(uri.as_str()).is_err() {
+        return Vec::new();
+    }
     let mut actions = review::code_actions(cx, uri, &params.context.diagnostics);
     actions.extend(edit::code_action(uri, params.range));
     actions.extend(testgen::code_action(cx, uri, params.range.start));

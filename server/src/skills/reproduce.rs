@@ -27,13 +27,9 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
     let root = cx.workspace_root()?;
     wait_for_index(&cx.shared).await?;
     let overlay = cx.overlay();
-    let input = {
-        let index = cx.shared.index.read();
-        reproduce::input_for(&index, &root, &issue, 3, &|p| match overlay.get(p) {
-            Some(t) => Some(t.clone()),
-            None => std::fs::read_to_string(root.join(p)).ok(),
-        })
-    };
+    let input = cx
+        .with_index_if_ready(|index, read| reproduce::input_for(index, &root, &issue, 3, read))
+        .ok_or_else(|| proto::internal("the workspace index is not ready"))?;
     if input.context.is_empty() {
         return Err(proto::invalid_params(
             "nothing in the workspace matches the issue",
@@ -51,6 +47,7 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
     let Some(test) = outcome.test else {
         return Err(cx.no_code(&id, "the model's answer held no test code"));
     };
+    let (test_path, test_uri) = cx.target(&outcome.path)?;
     let (sb, cancel) = cancellable_sandbox();
     let _guard = CancelOnDrop(cancel.clone());
     let progress =
@@ -89,9 +86,6 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
             summary: message.clone(),
         },
     );
-    let test_path = root.join(&outcome.path);
-    let test_uri = Uri::from_file_path(&test_path)
-        .ok_or_else(|| proto::internal(format!("no URI for {}", test_path.display())))?;
     let existing = std::fs::read_to_string(&test_path).ok();
     let workspace_edit =
         replace_file_edit(&test_uri, existing.as_deref(), &test, cx.shared.encoding());

@@ -4,12 +4,12 @@
 //! publishing the skills' diagnostics.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basis_code::Language;
+use basis_code::{Inside, Language};
 use basis_feedback::{EventKind, Suggestion};
 use basis_model::LanguageModel;
 use basis_skills::generate::{Context as SuggestionContext, Generated};
@@ -268,10 +268,8 @@ impl Ctx {
         let docs = self.shared.docs.lock();
         docs.iter()
             .filter_map(|(uri, doc)| {
-                let uri: Uri = uri.parse().ok()?;
-                let path = uri.to_file_path()?;
-                let rel = self.shared.relative_path(&path)?;
-                Some((rel, doc.rope.to_string()))
+                let inside = self.shared.locate_uri(uri).ok()?;
+                Some((inside.rel, doc.rope.to_string()))
             })
             .collect()
     }
@@ -280,34 +278,31 @@ impl Ctx {
     /// (unsaved buffers first) once the index's first build is done; before
     /// that, not at all: a skill that can answer without the index's context
     /// (edit, testgen) does not wait for it.
-    pub fn with_index_if_ready(
+    pub fn with_index_if_ready<T>(
         &self,
-        f: impl FnOnce(&basis_code::WorkspaceIndex, &dyn Fn(&str) -> Option<String>),
-    ) {
-        let Some(root) = self.shared.root() else {
-            return;
-        };
+        f: impl FnOnce(&basis_code::WorkspaceIndex, &dyn Fn(&str) -> Option<String>) -> T,
+    ) -> Option<T> {
+        let ws = self.shared.workspace()?;
         if !*self.shared.index_ready.borrow() {
-            return;
+            return None;
         }
         let overlay = self.overlay();
         let read = |p: &str| match overlay.get(p) {
             Some(t) => Some(t.clone()),
-            None => std::fs::read_to_string(root.join(p)).ok(),
+            None => ws.read(Path::new(p)),
         };
-        f(&self.shared.index.read(), &read);
+        Some(f(&self.shared.index.read(), &read))
     }
 
     /// A file's text: the open buffer, else the file on disk. Returns the
-    /// workspace-relative path, the absolute path and the text.
+    /// workspace-relative path, the absolute (canonical) path and the text. A
+    /// document outside the workspace (through a link or `..`, or opened from
+    /// elsewhere) is refused with a message saying why, before anything is read.
     pub fn text_of(&self, uri: &Uri) -> Result<(String, PathBuf, String)> {
-        let path = uri
-            .to_file_path()
-            .map(|p| p.into_owned())
-            .ok_or_else(|| proto::invalid_params(format!("{} is not a file", uri.as_str())))?;
-        let rel = self.shared.relative_path(&path).ok_or_else(|| {
-            proto::invalid_params(format!("{} is outside the workspace", path.display()))
-        })?;
+        let Inside { path, rel } = self
+            .shared
+            .locate_uri(uri.as_str())
+            .map_err(proto::invalid_params)?;
         if let Some(rope) = self.shared.open_rope(uri.as_str()) {
             return Ok((rel, path, rope.to_string()));
         }
@@ -322,6 +317,23 @@ impl Ctx {
         let text = String::from_utf8(bytes)
             .map_err(|_| proto::invalid_params(format!("{} is not UTF-8 text", path.display())))?;
         Ok((rel, path, text))
+    }
+
+    /// The file an answer would create or change, `rel` to the workspace: its
+    /// canonical path and URI, or an error when it resolves outside (a folder
+    /// linked out of the workspace, say). Every `WorkspaceEdit` target that is
+    /// not the editor's own document goes through here.
+    pub fn target(&self, rel: &str) -> Result<(PathBuf, Uri)> {
+        let ws = self
+            .shared
+            .workspace()
+            .ok_or_else(|| proto::invalid_params("Basis needs a workspace folder for this"))?;
+        let inside = ws
+            .locate(Path::new(rel))
+            .map_err(|e| proto::invalid_params(e.to_string()))?;
+        let uri = Uri::from_file_path(&inside.path)
+            .ok_or_else(|| proto::internal(format!("{} has no file URI", inside.path.display())))?;
+        Ok((inside.path, uri))
     }
 
     /// [`Ctx::run_skill`], and `on_partial` hears each new [`Skill::partial`]

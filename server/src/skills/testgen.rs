@@ -87,6 +87,9 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         related: Vec::new(),
     };
     cx.with_index_if_ready(|index, read| input.find_related(index, read));
+    // Where the tests would go is checked before the model runs: a test folder
+    // linked out of the workspace is refused, not written through.
+    let (test_path, test_uri) = cx.target(&testgen::test_path(language, &rel))?;
     let (outcome, served) = cx.run_skill::<TestgenSkill>(&input).await?;
     let id = cx
         .record(SkillId::Testgen, &outcome.generated, &served, Some(&rel))
@@ -95,10 +98,6 @@ pub async fn command(cx: &Ctx, args: Vec<Value>) -> Result<Value> {
         return Err(cx.no_code(&id, "the model's answer held no test code"));
     };
     let root = cx.workspace_root()?;
-    let test_rel = testgen::test_path(language, &rel);
-    let test_path = root.join(&test_rel);
-    let test_uri = Uri::from_file_path(&test_path)
-        .ok_or_else(|| proto::internal(format!("no URI for {}", test_path.display())))?;
     let existing = match cx.shared.open_rope(test_uri.as_str()) {
         Some(r) => Some(r.to_string()),
         None => std::fs::read_to_string(&test_path).ok(),

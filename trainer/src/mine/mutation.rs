@@ -71,8 +71,26 @@ struct Caught {
     cases: Vec<(String, String, String)>,
 }
 
-/// Files of the checkout: git's list of tracked files, else a walk.
+/// Files of the checkout that are inside it by their own path (see
+/// [`basis_code::Workspace`]): links pointing out, and links to other files,
+/// are left out.
 fn files_of(root: &Path) -> Vec<String> {
+    let ws = basis_code::Workspace::new(root);
+    let mut files = listed_files(root);
+    files.retain(|f| {
+        ws.locate(Path::new(f))
+            .is_ok_and(|inside| inside.rel == *f && inside.path.is_file())
+    });
+    files
+}
+
+/// A file of the repository by its relative path, if it is inside it.
+fn read_inside(root: &Path, rel: &str) -> Option<String> {
+    basis_code::Workspace::new(root).read(Path::new(rel))
+}
+
+/// Git's list of tracked files, else a walk.
+fn listed_files(root: &Path) -> Vec<String> {
     if let Ok(list) = git_text(root, &["ls-files", "-z"]) {
         let mut v: Vec<String> = list
             .split('\0')
@@ -84,7 +102,8 @@ fn files_of(root: &Path) -> Vec<String> {
             return v;
         }
     }
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    // Links are not followed: the files' paths are built name by name.
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -95,16 +114,20 @@ fn files_of(root: &Path) -> Vec<String> {
             {
                 continue;
             }
-            let path = e.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.to_string_lossy().replace('\\', "/"));
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), &child, out);
+            } else {
+                out.push(child);
             }
         }
     }
     let mut out = Vec::new();
-    walk(root, root, &mut out);
+    walk(root, "", &mut out);
     out.sort();
     out
 }
@@ -323,9 +346,7 @@ fn own_cases(root: &Path, mutant: &Caught) -> Vec<OwnCase> {
             let text = modules
                 .entry(module)
                 .or_insert_with(|| {
-                    std::fs::read_to_string(root.join(own_test::module_path(module)))
-                        .ok()
-                        .map(std::rc::Rc::new)
+                    read_inside(root, &own_test::module_path(module)).map(std::rc::Rc::new)
                 })
                 .clone()?;
             let alone = own_test::one_test_file(&text, class, method)?;
@@ -421,8 +442,7 @@ fn own_tests(
     };
     let function = testgen::find_function(Language::Python, original, &func.symbol)?;
     let parsed = testgen::parse(&python_answer(&tests), Language::Python, &input, &function)?;
-    let existing =
-        std::fs::read_to_string(root.join(testgen::test_path(Language::Python, &func.file))).ok();
+    let existing = read_inside(root, &testgen::test_path(Language::Python, &func.file));
     let placement = testgen::place(Language::Python, &input, &parsed, existing.as_deref());
     let files: Vec<testgen::MutantFile> = mutants
         .iter()
@@ -520,7 +540,7 @@ pub fn mine(
                     continue;
                 }
             }
-            let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+            let Some(text) = read_inside(&root, f) else {
                 continue;
             };
             for func in functions(f, suite.language, &text) {
