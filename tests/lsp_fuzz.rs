@@ -141,6 +141,24 @@ fn fuzz_one(seed: u64, messages: usize) {
         exited_cleanly,
         "seed {seed}: shutdown/exit did not end the server"
     );
+    // Whatever the URIs' shapes, no edit the server asks for leaves the workspace.
+    let boundary = basis_code::Workspace::new(ws.path());
+    for m in all.iter().filter(|m| m["method"] == "workspace/applyEdit") {
+        let edit = &m["params"]["edit"];
+        let mut uris: Vec<&str> = edit["changes"]
+            .as_object()
+            .map(|c| c.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        for d in edit["documentChanges"].as_array().into_iter().flatten() {
+            uris.extend(d["uri"].as_str().or(d["textDocument"]["uri"].as_str()));
+        }
+        for u in uris {
+            assert!(
+                boundary.locate_uri(u).is_ok(),
+                "seed {seed}: an edit of {u}: {m}"
+            );
+        }
+    }
     let (per_id, unattributed, other) = answers_per_id(&all);
     let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
     for m in all.iter().filter(|m| m.get("method").is_none()) {

@@ -148,7 +148,22 @@ impl<'a> Gen<'a> {
                 let ext = *self.rng.pick(&["rs", "py", "ts", "js", "go", "md", ""]);
                 file_uri(&self.root.join(format!("new_{n}.{ext}")))
             }
-            8 => "file:///nowhere/outside.py".to_string(),
+            8 => {
+                // The shapes of a path that leaves the workspace (#27).
+                let ws = file_uri(&self.root);
+                let raw = self.root.display().to_string();
+                let shapes = [
+                    "file:///nowhere/outside.py".to_string(),
+                    format!("{ws}/../outside.py"),
+                    format!("{ws}/%2e%2e/outside.py"),
+                    format!("{ws}/sub/%2E%2E/%2e%2E/outside.py"),
+                    format!("file://{raw}//sub//..//..//outside.py"),
+                    format!("FILE://{raw}/../outside.py"),
+                    format!("file://localhost{raw}/lib.rs"),
+                    format!("{ws}/lib.rs%00.py"),
+                ];
+                self.rng.pick(&shapes).clone()
+            }
             _ => self
                 .rng
                 .pick(&["untitled:Untitled-1", "file:///ws/%ZZ", "not a uri", ""])
