@@ -395,17 +395,9 @@ fn eval_and_mining_leave_out_links_that_point_out_of_a_repository() {
     let h = hostile(true);
     let root = h.ws.parent().unwrap();
     let before = snapshot(&h);
-    let head = String::from_utf8(
-        std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(&h.ws)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let head = support::git_output(&h.ws, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
     let task = |id: &str, skill: &str, input: Value, reference: Value| {
         json!({"schema": "basis.task/1", "id": id, "skill": skill,
             "repo": {"path": "ws", "commit": head}, "input": input,

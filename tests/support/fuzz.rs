@@ -150,7 +150,7 @@ impl<'a> Gen<'a> {
             }
             8 => {
                 // The shapes of a path that leaves the workspace (#27).
-                let ws = file_uri(&self.root);
+                let ws = file_uri(self.root);
                 let raw = self.root.display().to_string();
                 let shapes = [
                     "file:///nowhere/outside.py".to_string(),

@@ -111,8 +111,13 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Runs git in `dir`, failing the test if it fails.
-#[allow(clippy::disallowed_methods)] // tests set up real git repositories
 pub fn git(dir: &Path, args: &[&str]) {
+    git_output(dir, args);
+}
+
+/// Runs git in `dir` and returns what it printed, failing the test if it fails.
+#[allow(clippy::disallowed_methods)] // tests set up real git repositories
+pub fn git_output(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -124,6 +129,7 @@ pub fn git(dir: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Makes `dir` a git repository with everything in it committed.
