@@ -1,8 +1,10 @@
 //! `basis eval` end to end. With recorded answers, a right and a wrong answer
 //! for each skill go through the skills' own parsers and verifiers (the sandbox
-//! runs the tests) and get exactly 1 and 0; SWE-bench tasks are scored against
-//! their reference; a task whose repository is missing is reported and
-//! skipped. With the real default model, the bundled task file is evaluated.
+//! runs the tests) and get exactly 1 and 0, and partly right answers the
+//! graded reward's partial credit beside a binary 0; SWE-bench tasks are
+//! scored against their reference; a task whose repository is missing is
+//! reported and skipped. With the real default model, the bundled task file is
+//! evaluated.
 
 mod support;
 
@@ -66,7 +68,8 @@ fn eval(dir: &Path, tasks: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap()
 }
 
-fn rewards(report: &Value, id: &str) -> Vec<f64> {
+/// Task `id`'s samples' `field` (`reward`, `graded`).
+fn scores(report: &Value, id: &str, field: &str) -> Vec<f64> {
     let t = report["tasks"]
         .as_array()
         .unwrap()
@@ -77,14 +80,27 @@ fn rewards(report: &Value, id: &str) -> Vec<f64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["reward"].as_f64().unwrap())
+        .map(|s| s[field].as_f64().unwrap())
         .collect()
 }
 
-#[test]
-fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = support::shopkit(dir.path(), "shopkit");
+fn rewards(report: &Value, id: &str) -> Vec<f64> {
+    scores(report, id, "reward")
+}
+
+/// A task of each skill on shopkit's pricing module, and the edit task's
+/// function fixed and broken.
+struct PricingTasks {
+    tasks: Vec<Value>,
+    fixed_fn: String,
+    broken_fn: String,
+}
+
+/// The tasks of [`PricingTasks`] on the shopkit repository at `repo`:
+/// localize bulk_price's module; edit bulk_price, its threshold broken; test
+/// apply_discount against two mutants (adding the discount, not clamping it);
+/// reproduce a discount that adds; review bulk_price's threshold moved (YES).
+fn pricing_tasks(repo: &Path) -> PricingTasks {
     let pricing = std::fs::read_to_string(repo.join("shopkit/pricing.py")).unwrap();
 
     // edit: the bulk threshold broken again; fix the function.
@@ -146,6 +162,33 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
             None,
         ),
     ];
+    PricingTasks {
+        tasks: tests.to_vec(),
+        fixed_fn,
+        broken_fn,
+    }
+}
+
+/// Writes `answers` (task id, completion) as `--answers` reads them.
+fn write_answers(path: &Path, answers: &[(&str, String)]) {
+    write_lines(
+        path,
+        &answers
+            .iter()
+            .map(|(id, c)| json!({"id": id, "completion": c}))
+            .collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = support::shopkit(dir.path(), "shopkit");
+    let PricingTasks {
+        tasks: tests,
+        fixed_fn,
+        broken_fn,
+    } = pricing_tasks(&repo);
     let tasks = dir.path().join("tasks.jsonl");
     write_lines(&tasks, &tests);
     let strong = "import unittest\nfrom shopkit.pricing import apply_discount\n\n\nclass T(unittest.TestCase):\n    def test_discounts(self):\n        self.assertEqual(apply_discount(50.0, 10), 45.0)\n        self.assertEqual(apply_discount(20.0, 120), 0.0)\n```";
@@ -164,13 +207,7 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
         ("rev", " NO".to_string()),
     ];
     let answers_file = dir.path().join("answers.jsonl");
-    write_lines(
-        &answers_file,
-        &answers
-            .iter()
-            .map(|(id, c)| json!({"id": id, "completion": c}))
-            .collect::<Vec<_>>(),
-    );
+    write_answers(&answers_file, &answers);
     let report = eval(
         dir.path(),
         &tasks,
@@ -199,6 +236,12 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
     }
     assert_eq!(report["mean"], 0.5);
     assert_eq!(report["mean_ci95"], json!([0.5, 0.5]));
+    // Graded, the right answers earn 1 too and the wrong ones nothing: the
+    // edit that keeps the broken threshold passes 13 of shopkit's 14 tests,
+    // as the starting code did, and the grade counts only what it fixed.
+    for id in ["loc", "edit", "testgen", "repro", "rev"] {
+        assert_eq!(scores(&report, id, "graded"), vec![1.0, 0.0], "{id}");
+    }
     // No comparison asked for, none written.
     assert!(report.get("comparison").is_none());
     // Review's one task is a YES: one sample said YES, one NO; with no NO task
@@ -224,6 +267,78 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
             && md.contains("no task's answer is NO")
             && md.contains("With one right verdict only"),
         "{md}"
+    );
+}
+
+#[test]
+fn partly_right_answers_earn_graded_credit_beside_a_binary_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = support::shopkit(dir.path(), "shopkit");
+    let PricingTasks {
+        tasks: tests,
+        broken_fn,
+        ..
+    } = pricing_tasks(&repo);
+    let tasks = dir.path().join("tasks.jsonl");
+    write_lines(&tasks, &tests);
+    let test = |assertion: &str| {
+        format!("import unittest\nfrom shopkit.pricing import apply_discount\n\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        self.assertEqual({assertion})\n```")
+    };
+    let answers = [
+        // The reference file and one more: F1 2 × (1/2) × 1 / (3/2) = 2/3.
+        ("loc", "shopkit/pricing.py\nshopkit/cart.py\n".to_string()),
+        // The broken threshold kept: 13 of the 14 tests pass, as they did
+        // before the answer; nothing fixed, nothing earned.
+        ("edit", format!("{broken_fn}```")),
+        // Passes, and catches the added discount but not the unclamped one.
+        ("testgen", test("apply_discount(50.0, 10), 45.0")),
+        // Fails before the fix (55.0 != 44.0) and after it (45.0 != 44.0),
+        // differently: half.
+        ("repro", test("apply_discount(50.0, 10), 44.0")),
+        ("rev", " YES".to_string()),
+    ];
+    let answers_file = dir.path().join("answers.jsonl");
+    write_answers(&answers_file, &answers);
+    let report = eval(
+        dir.path(),
+        &tasks,
+        &["--answers", answers_file.to_str().unwrap()],
+    );
+    assert_eq!(report["skipped"], json!([]), "{}", report["skipped"]);
+    let expected = [
+        ("localize", 0.0, 2.0 / 3.0),
+        ("edit", 0.0, 0.0),
+        ("testgen", 0.0, 0.5),
+        ("reproduce", 0.0, 0.5),
+        ("review", 1.0, 1.0),
+    ];
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    for (skill, binary, graded) in expected {
+        let s = &report["per_skill"][skill];
+        assert_eq!(s["avg_at_k"].as_f64(), Some(binary), "{skill}: {s}");
+        let g = s["graded"].as_f64().unwrap();
+        assert!((g - graded).abs() < 1e-9, "{skill}: {s}");
+        // One task a skill: no spread.
+        let ci: Vec<f64> = serde_json::from_value(s["graded_ci95"].clone()).unwrap();
+        assert!(ci.iter().all(|x| (x - graded).abs() < 1e-9), "{skill}: {s}");
+        // report.md's table: Avg@1 and its interval, then graded and its.
+        let row = format!(
+            "| {skill} | 1 | {binary:.3} | [{binary:.3}, {binary:.3}] | {graded:.3} | [{graded:.3}, {graded:.3}] |"
+        );
+        assert!(md.contains(&row), "{row}\n{md}");
+    }
+    // The mean over the skills: (2/3 + 0 + 1/2 + 1/2 + 1) / 5 graded, 1/5 binary.
+    let mean = (2.0 / 3.0 + 0.0 + 0.5 + 0.5 + 1.0) / 5.0;
+    assert!((report["graded_mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert_eq!(report["mean"], 0.2);
+    assert!(
+        md.contains(&format!(
+            "| **mean** | | **0.200** | [0.200, 0.200] | **{mean:.3}** |"
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains("| skill | tasks | Avg@1 | 95% interval | graded | 95% interval | Pass@1 |")
     );
 }
 

@@ -6,7 +6,9 @@
 //! answers with the new code in a fenced block. The parser takes the code out of
 //! whatever the model says and gives it the selection's indentation. The reward:
 //! the task's tests pass in the sandbox after the edit; where a task has no tests,
-//! the replacement matches the reference up to layout.
+//! the replacement matches the reference up to layout. The graded reward gives
+//! partial credit: the share of the task's tests that pass, or without tests the
+//! replacement's token-level similarity to the reference.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +23,7 @@ use crate::parse::{
     extract_code, fence_name, fence_names, first_indent, normalized_code, reindent,
 };
 use crate::prompt::other_files_block;
-use crate::runner::{run, RunnerError, TestReport, Tests};
+use crate::runner::{run, RunnerError, TestCounts, TestReport, Tests};
 use crate::sandbox::Sandbox;
 use crate::SkillError;
 
@@ -285,8 +287,115 @@ pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome 
 #[derive(Debug, Clone)]
 pub struct Score {
     pub reward: f64,
+    /// Partial credit in [0, 1], 1 where `reward` is: how far the answer got
+    /// from the starting code toward passing ([`tests_grade`]), or without
+    /// tests toward the reference ([`change_grade`]). Leaving the code as it
+    /// was earns 0.
+    pub graded: f64,
     /// The test run, where the task has tests.
     pub report: Option<TestReport>,
+}
+
+/// The graded reward of an edit's test run: 1 when the tests pass; else the
+/// share of the tests failing on the starting code (`start`, the selection
+/// unedited) that now pass, or without such a count the share of the tests
+/// that pass. 0 when the run counts none, or says none failed though it did
+/// (it broke somewhere the counts do not show). Measuring from the start keeps
+/// an answer that changes nothing from earning the tests it does not touch.
+pub fn tests_grade(report: &TestReport, start: Option<TestCounts>) -> f64 {
+    if report.passed() {
+        return 1.0;
+    }
+    if report.outcome.timed_out || report.outcome.cancelled {
+        return 0.0;
+    }
+    let Some(c) = report.counts().filter(|c| c.failed > 0) else {
+        return 0.0;
+    };
+    match start {
+        Some(s) if s.failed > 0 => {
+            ((c.passed as f64 - s.passed as f64) / s.failed as f64).clamp(0.0, 1.0)
+        }
+        _ => c.passed as f64 / c.total() as f64,
+    }
+}
+
+/// The graded reward of an edit without tests: how much closer to the reference
+/// the answer is than the starting code was, as a share of the way (token
+/// [`similarity`]); 0 for the starting code itself or anything further off.
+pub fn change_grade(original: &str, reference: &str, answer: &str) -> f64 {
+    let before = similarity(reference, original);
+    let after = similarity(reference, answer);
+    if before >= 1.0 {
+        return after;
+    }
+    ((after - before) / (1.0 - before)).clamp(0.0, 1.0)
+}
+
+/// What the task's tests say of the starting code (the selection unedited):
+/// where [`tests_grade`] measures from. `None` when the run counts nothing.
+pub fn start_counts(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    base: &HashMap<String, String>,
+    input: &Input,
+    tests: &Tests,
+) -> Option<TestCounts> {
+    let language = input.language()?;
+    let mut overlay = base.clone();
+    overlay.insert(input.path.clone(), input.text.clone());
+    let report = run(sandbox, workspace, &overlay, language, tests).ok()?;
+    if report.passed() {
+        return report.counts().or(Some(TestCounts {
+            passed: 1,
+            failed: 0,
+        }));
+    }
+    report.counts()
+}
+
+/// Code as tokens for [`similarity`]: runs of letters, digits and `_`, and
+/// every other character but whitespace on its own.
+fn code_tokens(code: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut word: Option<usize> = None;
+    for (i, c) in code.char_indices() {
+        let in_word = c.is_alphanumeric() || c == '_';
+        match (word, in_word) {
+            (None, true) => word = Some(i),
+            (Some(start), false) => {
+                tokens.push(&code[start..i]);
+                word = None;
+            }
+            _ => {}
+        }
+        if !in_word && !c.is_whitespace() {
+            tokens.push(&code[i..i + c.len_utf8()]);
+        }
+    }
+    if let Some(start) = word {
+        tokens.push(&code[start..]);
+    }
+    tokens
+}
+
+/// How close `code` is to `reference`, token by token, layout aside: 1 minus
+/// the tokens to insert and delete to turn one into the other over the tokens
+/// of both (2 × matched / (|a| + |b|)), so 1 for the same tokens and 0 for
+/// none in common.
+pub fn similarity(reference: &str, code: &str) -> f64 {
+    let (a, b) = (code_tokens(reference), code_tokens(code));
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let matched: usize = similar::capture_diff_slices(similar::Algorithm::Myers, &a, &b)
+        .iter()
+        .map(|op| match *op {
+            similar::DiffOp::Equal { len, .. } => len,
+            _ => 0,
+        })
+        .sum();
+    2.0 * matched as f64 / (a.len() + b.len()) as f64
 }
 
 /// The reward of `replacement` (see the module docs). `workspace` is the task's
@@ -299,10 +408,12 @@ pub fn verify(
     input: &Input,
     replacement: Option<&str>,
     reference: &Reference,
+    start: Option<TestCounts>,
 ) -> Result<Score, RunnerError> {
     let Some(replacement) = replacement else {
         return Ok(Score {
             reward: 0.0,
+            graded: 0.0,
             report: None,
         });
     };
@@ -315,15 +426,29 @@ pub fn verify(
         let report = run(sandbox, workspace, &overlay, language, tests)?;
         return Ok(Score {
             reward: if report.passed() { 1.0 } else { 0.0 },
+            graded: tests_grade(&report, start),
             report: Some(report),
         });
     }
-    let matched = reference
-        .code
-        .as_deref()
-        .is_some_and(|r| normalized_code(r) == normalized_code(replacement));
+    let Some(code) = reference.code.as_deref() else {
+        return Ok(Score {
+            reward: 0.0,
+            graded: 0.0,
+            report: None,
+        });
+    };
+    let matched = normalized_code(code) == normalized_code(replacement);
     Ok(Score {
         reward: if matched { 1.0 } else { 0.0 },
+        graded: if matched {
+            1.0
+        } else {
+            change_grade(
+                &input.text[input.start_byte..input.end_byte],
+                code,
+                replacement,
+            )
+        },
         report: None,
     })
 }
@@ -462,6 +587,117 @@ mod tests {
         assert!(matches!(i.validate(), Err(SkillError::Input(_))));
     }
 
+    fn report(code: i32, stdout: &str, stderr: &str) -> TestReport {
+        TestReport {
+            command: vec![],
+            outcome: crate::sandbox::Outcome {
+                code: Some(code),
+                timed_out: false,
+                cancelled: false,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                truncated: 0,
+                elapsed: std::time::Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn an_edit_that_passes_3_of_5_tests_earns_three_fifths() {
+        let unittest = "test_a ... ok\ntest_b ... FAIL\ntest_c ... ERROR\n\n----------------------------------------------------------------------\nRan 5 tests in 0.003s\n\nFAILED (failures=1, errors=1)\n";
+        let pytest = "..F.F                                                                    [100%]\n=================================== FAILURES ===================================\n(...)\n=========================== short test summary info ============================\nFAILED tests/test_x.py::test_b - assert 1 == 2\nFAILED tests/test_x.py::test_e - assert 3 == 4\n2 failed, 3 passed in 0.05s\n";
+        let cargo = "\nrunning 4 tests\n..F.\ntest result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\nrunning 1 test\nF\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let node = "# tests 5\n# suites 0\n# pass 3\n# fail 2\n# cancelled 0\n# skipped 0\n";
+        for (runner, r) in [
+            ("unittest", report(1, "", unittest)),
+            ("pytest", report(1, pytest, "")),
+            ("cargo", report(101, cargo, "")),
+            ("node", report(1, node, "")),
+        ] {
+            assert_eq!(tests_grade(&r, None), 0.6, "{runner}");
+        }
+        // Passing is 1 whatever the counts; a run that failed with no counts
+        // to read (a syntax error, no summary), or whose counts say nothing
+        // failed, 0; a time-out 0.
+        assert_eq!(
+            tests_grade(&report(0, "", "Ran 5 tests in 0.1s\n\nOK\n"), None),
+            1.0
+        );
+        assert_eq!(
+            tests_grade(&report(1, "", "SyntaxError: invalid syntax\n"), None),
+            0.0
+        );
+        assert_eq!(
+            tests_grade(&report(1, "", "Ran 5 tests in 0.1s\n\nOK\n"), None),
+            0.0
+        );
+        let mut timed_out = report(1, "", unittest);
+        timed_out.outcome.timed_out = true;
+        assert_eq!(tests_grade(&timed_out, None), 0.0);
+        // Measured from the starting code: it passed 2 of 5, the answer 3 of 5,
+        // one of the three failing tests fixed; as many as at the start, none.
+        let start = Some(TestCounts {
+            passed: 2,
+            failed: 3,
+        });
+        assert_eq!(tests_grade(&report(1, "", unittest), start), 1.0 / 3.0);
+        let same = "Ran 5 tests in 0.1s\n\nFAILED (failures=3)\n";
+        assert_eq!(tests_grade(&report(1, "", same), start), 0.0);
+        let worse = "Ran 5 tests in 0.1s\n\nFAILED (failures=5)\n";
+        assert_eq!(tests_grade(&report(1, "", worse), start), 0.0);
+    }
+
+    #[test]
+    fn without_tests_an_edit_earns_its_token_similarity_to_the_reference() {
+        // [return, x, *, 2] against [return, x, *, 3]: 3 of 4 tokens in
+        // common on each side, 2 × 3 / 8.
+        assert_eq!(similarity("return x * 2", "return x * 3"), 0.75);
+        // Layout aside, the same tokens.
+        assert_eq!(similarity("return   x*2", "return x *\n    2"), 1.0);
+        // [f, (, a, )] against [f, (, a, ,, b, )]: 4 in common, 2 × 4 / 10.
+        assert_eq!(similarity("f(a)", "f(a, b)"), 0.8);
+        assert_eq!(similarity("alpha", "beta"), 0.0);
+        // Graded from the starting code: unchanged earns 0, the reference 1,
+        // halfway (one of two changed tokens) in between.
+        let (start, reference) = ("f(a, b) + 1", "g(a, c) + 1");
+        assert_eq!(change_grade(start, reference, start), 0.0);
+        assert_eq!(change_grade(start, reference, reference), 1.0);
+        let half = change_grade(start, reference, "g(a, b) + 1");
+        assert!(half > 0.3 && half < 0.7, "{half}");
+        assert_eq!(change_grade(start, reference, "zzz"), 0.0);
+        let sb = Sandbox::detect();
+        let dir = tempfile::tempdir().unwrap();
+        let i = input(FILE, "        return x + 1\n", "double it");
+        let r = Reference {
+            tests: None,
+            code: Some("return x * 2".into()),
+        };
+        let s = verify(
+            &sb,
+            dir.path(),
+            &HashMap::new(),
+            &i,
+            Some("        return x * 3\n"),
+            &r,
+            None,
+        )
+        .unwrap();
+        // From `return x + 1` (half the reference's tokens) to `return x * 3`
+        // (three quarters): half the way.
+        assert_eq!((s.reward, s.graded), (0.0, 0.5));
+        let s = verify(
+            &sb,
+            dir.path(),
+            &HashMap::new(),
+            &i,
+            Some("        return   x * 2\n"),
+            &r,
+            None,
+        )
+        .unwrap();
+        assert_eq!((s.reward, s.graded), (1.0, 1.0));
+    }
+
     #[test]
     fn reference_match_ignores_layout_only() {
         let sb = Sandbox::detect();
@@ -478,6 +714,7 @@ mod tests {
             &i,
             Some("        return x * 2\n"),
             &r,
+            None,
         )
         .unwrap();
         assert_eq!(good.reward, 1.0);
@@ -488,11 +725,12 @@ mod tests {
             &i,
             Some("        return x * 3\n"),
             &r,
+            None,
         )
         .unwrap();
         assert_eq!(bad.reward, 0.0);
         assert_eq!(
-            verify(&sb, dir.path(), &HashMap::new(), &i, None, &r)
+            verify(&sb, dir.path(), &HashMap::new(), &i, None, &r, None)
                 .unwrap()
                 .reward,
             0.0

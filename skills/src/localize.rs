@@ -6,7 +6,8 @@
 //! it names come first in the result, in its order; the other candidates follow in
 //! retrieval order, so a model that says nothing useful still gives the retrieval
 //! ranking. The reward is the paper's: the predicted file set equals the reference
-//! set exactly; recall@k and F1 are reported beside it.
+//! set exactly; recall@k and F1 are reported beside it. The graded reward is the
+//! F1 of the predicted set.
 
 use basis_code::{FileHit, Span, WorkspaceIndex};
 use basis_model::{LanguageModel, Message};
@@ -169,6 +170,8 @@ pub fn rank(chosen: &[String], candidates: &[FileHit], limit: usize) -> Vec<Loca
 pub struct Score {
     /// The reward: 1 when the predicted set equals the reference set, else 0.
     pub reward: f64,
+    /// The graded reward: the predicted set's F1 (1 exactly where `reward` is).
+    pub graded: f64,
     /// Share of the reference files among the first `k` predictions.
     pub recall_at_k: f64,
     pub f1: f64,
@@ -208,6 +211,7 @@ pub fn verify(predicted: &[String], reference: &[String], k: usize) -> Score {
         } else {
             0.0
         },
+        graded: f1,
         recall_at_k,
         f1,
     }
@@ -365,6 +369,22 @@ mod tests {
         assert!((extra.f1 - 2.0 / 3.0).abs() < 1e-9);
         let none = verify(&[], &s(&["a.py"]), 5);
         assert_eq!((none.reward, none.f1, none.recall_at_k), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn the_graded_reward_is_the_f1_of_the_named_files() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let graded = |p: &[&str], r: &[&str]| verify(&s(p), &s(r), 5).graded;
+        // One extra file: precision 2/3, recall 1, F1 2 × (2/3) / (5/3) = 4/5.
+        let extra = graded(&["a.py", "b.py", "c.py"], &["a.py", "b.py"]);
+        assert!((extra - 0.8).abs() < 1e-12, "{extra}");
+        // One of two reference files: precision 1, recall 1/2, F1 2/3.
+        let half = graded(&["a.py"], &["a.py", "b.py"]);
+        assert!((half - 2.0 / 3.0).abs() < 1e-12, "{half}");
+        // Exactly the reference (the reward's 1), nothing right, nothing named.
+        assert_eq!(graded(&["./b.py", "a.py"], &["a.py", "b.py"]), 1.0);
+        assert_eq!(graded(&["c.py"], &["a.py"]), 0.0);
+        assert_eq!(graded(&[], &["a.py"]), 0.0);
     }
 
     #[test]

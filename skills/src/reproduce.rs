@@ -9,7 +9,8 @@
 //! an error in the test's own code before it reaches the code under test: a name
 //! it never imported, an import of what does not exist, a syntax error, a missing
 //! fixture). The reward: it fails on the code before the fix and passes after it;
-//! a broken test earns nothing.
+//! a broken test earns nothing. The graded reward ([`grade`]) gives half for
+//! each: failing before the fix in a way the fix changes, and passing after it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -454,8 +455,38 @@ pub struct Score {
     /// 1 when the test fails before the fix (as a test, [`Verdict::Failed`]; a
     /// broken test earns nothing) and passes after it.
     pub reward: f64,
+    /// [`grade`]: partial credit in [0, 1], 1 exactly where `reward` is.
+    pub graded: f64,
     pub before: Verdict,
     pub after: Option<Verdict>,
+}
+
+/// The graded reward of a reproduction: half for failing before the fix as a
+/// test ([`Verdict::Failed`]; a broken test earns nothing) where the fix
+/// changes how it fails (`fix_changes_failure`: a test that fails the same way
+/// after the fix, such as `assert False`, shows nothing about the issue), half
+/// for passing after the fix. Passing after earns only after failing before: a
+/// test that passes on both sides shows nothing either.
+pub fn grade(before: &Verdict, after: Option<&Verdict>, fix_changes_failure: bool) -> f64 {
+    if *before != Verdict::Failed {
+        return 0.0;
+    }
+    let passed_after = after == Some(&Verdict::Passed);
+    let half = |earned: bool| if earned { 0.5 } else { 0.0 };
+    half(fix_changes_failure || passed_after) + half(passed_after)
+}
+
+/// What a failing run says went wrong: the errors it raised and the failures
+/// it names (a test's own timing and the like left out), to tell whether the
+/// fix changed it.
+fn failure_lines(language: Language, report: &TestReport) -> Vec<String> {
+    let out = format!("{}\n{}", report.outcome.stdout, report.outcome.stderr);
+    let mut lines: Vec<String> = raised_errors(language, &out)
+        .into_iter()
+        .map(|e| e.line)
+        .collect();
+    lines.extend(report.failures(language).into_iter().map(|f| f.message));
+    lines
 }
 
 /// Scores a reproduction against the reference fix (see the module docs):
@@ -473,23 +504,33 @@ pub fn verify(
     let Some(test) = test else {
         return Ok(Score {
             reward: 0.0,
+            graded: 0.0,
             before: Verdict::Broken("no test was written".into()),
             after: None,
         });
     };
-    let (before, _) = check(sandbox, workspace, base, language, path, test)?;
+    let (before, before_run) = check(sandbox, workspace, base, language, path, test)?;
     if before != Verdict::Failed {
         return Ok(Score {
             reward: 0.0,
+            graded: 0.0,
             before,
             after: None,
         });
     }
     let mut fixed = base.clone();
     fixed.extend(reference.fix.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let (after, _) = check(sandbox, workspace, &fixed, language, path, test)?;
+    let (after, after_run) = check(sandbox, workspace, &fixed, language, path, test)?;
+    let (was, is) = (
+        failure_lines(language, &before_run),
+        failure_lines(language, &after_run),
+    );
+    // Where neither run names what went wrong (Go), there is nothing to
+    // compare: the failure before the fix earns its half.
+    let changed = was != is || was.is_empty();
     Ok(Score {
         reward: if after == Verdict::Passed { 1.0 } else { 0.0 },
+        graded: grade(&before, Some(&after), changed),
         before,
         after: Some(after),
     })
@@ -637,6 +678,34 @@ mod tests {
             name_error.describe(),
             "does not reproduce: the test is broken: NameError: name 'bulk_price' is not defined"
         );
+    }
+
+    #[test]
+    fn the_graded_reward_gives_half_for_each_side_of_the_fix() {
+        // Fails before the fix for an unrelated reason, an error in the test's
+        // own code (a name it never imported): broken, and it earns nothing,
+        // whatever happens after the fix or how the fix changes its output.
+        let (name, output) = captured!("python_unittest_name_error");
+        let broken = verdict_of(name, output);
+        assert!(matches!(broken, Verdict::Broken(_)), "{broken:?}");
+        assert_eq!(grade(&broken, None, true), 0.0);
+        assert_eq!(grade(&broken, Some(&Verdict::Passed), true), 0.0);
+        // Fails as a test before the fix.
+        let (name, output) = captured!("python_unittest_assertion");
+        let failed = verdict_of(name, output);
+        assert_eq!(failed, Verdict::Failed);
+        // ... and passes after it: both halves.
+        assert_eq!(grade(&failed, Some(&Verdict::Passed), false), 1.0);
+        // ... and still fails after it, differently: the first half.
+        assert_eq!(grade(&failed, Some(&Verdict::Failed), true), 0.5);
+        // ... the same way after it (`assert False`): the fix changes
+        // nothing it shows.
+        assert_eq!(grade(&failed, Some(&Verdict::Failed), false), 0.0);
+        // ... and breaks after it.
+        let broken_after = Some(&broken);
+        assert_eq!(grade(&failed, broken_after, true), 0.5);
+        // Passes before the fix: nothing to reproduce, nothing earned.
+        assert_eq!(grade(&Verdict::Passed, Some(&Verdict::Passed), true), 0.0);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! comments (`path:line: message`) can point at lines; a fenced block right after
 //! a comment is a proposed replacement for that line. Comments are anchored to the
 //! changed hunks: one on an unchanged line moves to the nearest hunk of its file.
-//! The reward: the verdict equals the task's label.
+//! The reward: the verdict equals the task's label. Graded, the same per
+//! answer, but a batch of reviews weighs its YES and NO tasks so that each
+//! class carries half ([`class_weights`]): a verdict given whatever the patch
+//! then earns nothing, however the batch is mixed.
 
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
@@ -335,12 +338,34 @@ pub fn finish(input: &Input, _prompt: &Prompt, generated: Generated) -> Outcome 
 }
 
 /// The reward: 1 when the verdict equals the label (no verdict scores 0).
+/// It is also each answer's graded reward; what grading adds is batch-level
+/// ([`class_weights`]).
 pub fn verify(review: &Review, reference: &Reference) -> f64 {
     if review.verdict == Some(reference.verdict) {
         1.0
     } else {
         0.0
     }
+}
+
+/// The weight of each review task of a batch, given its right verdicts: the
+/// YES tasks and the NO tasks carry half the batch's weight each (the weights
+/// still add up to the number of tasks). Three YES and one NO: 2/3 each YES,
+/// 2 the NO. A policy that says YES as often whatever the patch is pushed
+/// toward YES on the YES tasks and away from it on the NO tasks by the same
+/// amount per task; weighted so, the two cancel and a constant answer gains
+/// nothing. With one class only there is nothing to balance: weight 1 each.
+pub fn class_weights(verdicts: &[bool]) -> Vec<f64> {
+    let yes = verdicts.iter().filter(|&&v| v).count();
+    let no = verdicts.len() - yes;
+    if yes == 0 || no == 0 {
+        return vec![1.0; verdicts.len()];
+    }
+    let half = verdicts.len() as f64 / 2.0;
+    verdicts
+        .iter()
+        .map(|&v| half / if v { yes } else { no } as f64)
+        .collect()
 }
 
 #[cfg(test)]
@@ -364,6 +389,22 @@ mod tests {
         assert!(d.contains("-      |     return p\n"), "{d}");
         assert!(d.contains("+    2 |     return p - d\n"), "{d}");
         assert!(d.contains("     1 | def apply(p, d):\n"), "{d}");
+    }
+
+    #[test]
+    fn each_verdict_class_carries_half_the_batch() {
+        let w = class_weights(&[true, true, true, false]);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // 4 tasks, 2 for each class: 2/3 for each of three YES, 2 for the NO.
+        assert!(
+            w[..3].iter().all(|&x| close(x, 2.0 / 3.0)) && close(w[3], 2.0),
+            "{w:?}"
+        );
+        assert!(close(w.iter().sum(), 4.0));
+        // Balanced already, or one class only: nothing changes.
+        assert_eq!(class_weights(&[true, false]), [1.0, 1.0]);
+        assert_eq!(class_weights(&[true, true]), [1.0, 1.0]);
+        assert!(class_weights(&[]).is_empty());
     }
 
     #[test]

@@ -352,6 +352,143 @@ impl TestReport {
     }
 }
 
+/// How many tests a run ran, as its runner's summary counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestCounts {
+    pub passed: usize,
+    /// Failures and errors (a test that could not load counts as one).
+    pub failed: usize,
+}
+
+impl TestCounts {
+    pub fn total(&self) -> usize {
+        self.passed + self.failed
+    }
+}
+
+impl TestReport {
+    /// The run's test counts, from the summary its runner prints: cargo's
+    /// `test result: … N passed; M failed` (every test binary's, added up),
+    /// unittest's `Ran N tests` with `FAILED (failures=a, errors=b)`, pytest's
+    /// `x passed, y failed, z errors in 0.1s`, node's `# pass N` / `# fail M`
+    /// (`ℹ` for its spec reporter). `None` when the output has no summary
+    /// (it did not compile, it timed out, Go's runner, which counts no passes).
+    pub fn counts(&self) -> Option<TestCounts> {
+        let out = format!("{}\n{}", self.outcome.stdout, self.outcome.stderr);
+        cargo_counts(&out)
+            .or_else(|| unittest_counts(&out))
+            .or_else(|| pytest_counts(&out))
+            .or_else(|| node_counts(&out))
+    }
+}
+
+/// `N word` (`3 passed`): the number and the word.
+fn count_of(part: &str) -> Option<(usize, &str)> {
+    let (n, word) = part.trim().split_once(' ')?;
+    Some((n.parse().ok()?, word.trim()))
+}
+
+fn cargo_counts(out: &str) -> Option<TestCounts> {
+    let mut counts: Option<TestCounts> = None;
+    for line in out.lines() {
+        let Some((_, rest)) = line.split_once("test result: ") else {
+            continue;
+        };
+        let c = counts.get_or_insert(TestCounts {
+            passed: 0,
+            failed: 0,
+        });
+        // `ok. 3 passed; 0 failed; 0 ignored; …`
+        let rest = rest.split_once(". ").map_or(rest, |(_, r)| r);
+        for (n, word) in rest.split(';').filter_map(count_of) {
+            match word {
+                "passed" => c.passed += n,
+                "failed" => c.failed += n,
+                _ => {}
+            }
+        }
+    }
+    counts
+}
+
+fn unittest_counts(out: &str) -> Option<TestCounts> {
+    let mut ran: Option<usize> = None;
+    let mut failed = 0;
+    for line in out.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Ran ") {
+            // `Ran 5 tests in 0.01s`
+            if let Some(n) = rest.split(' ').next().and_then(|n| n.parse::<usize>().ok()) {
+                *ran.get_or_insert(0) += n;
+            }
+        } else if let Some(rest) = line.strip_prefix("FAILED (") {
+            // `FAILED (failures=1, errors=1, skipped=2)`
+            for part in rest.trim_end_matches(')').split(',') {
+                if let Some((key, n)) = part.split_once('=') {
+                    let n: usize = n.trim().parse().unwrap_or(0);
+                    if matches!(key.trim(), "failures" | "errors" | "unexpected successes") {
+                        failed += n;
+                    }
+                }
+            }
+        }
+    }
+    let ran = ran?;
+    Some(TestCounts {
+        passed: ran.saturating_sub(failed),
+        failed,
+    })
+}
+
+fn pytest_counts(out: &str) -> Option<TestCounts> {
+    // The last line such as `3 passed, 2 failed, 1 error in 0.12s` (inside
+    // `=` rules without -q).
+    out.lines().rev().find_map(|line| {
+        let line = line.trim().trim_matches('=').trim();
+        let (parts, time) = line.rsplit_once(" in ")?;
+        if !time.starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        let mut c = TestCounts {
+            passed: 0,
+            failed: 0,
+        };
+        for part in parts.split(", ") {
+            let (n, word) = count_of(part)?;
+            match word {
+                "passed" => c.passed += n,
+                "failed" | "error" | "errors" => c.failed += n,
+                _ => {}
+            }
+        }
+        Some(c)
+    })
+}
+
+fn node_counts(out: &str) -> Option<TestCounts> {
+    // The summary's `pass N`, `fail N` and `cancelled N` lines (the last of
+    // each: a test file's own subtests print none).
+    let (mut passed, mut failed, mut cancelled) = (None, None, 0);
+    for line in out.lines() {
+        let t = line.trim().trim_start_matches(['#', 'ℹ']).trim();
+        let Some((word, n)) = t.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.trim().parse::<usize>() else {
+            continue;
+        };
+        match word {
+            "pass" => passed = Some(n),
+            "fail" => failed = Some(n),
+            "cancelled" => cancelled = n,
+            _ => {}
+        }
+    }
+    Some(TestCounts {
+        passed: passed?,
+        failed: failed? + cancelled,
+    })
+}
+
 fn python_failures(out: &str) -> Vec<Failure> {
     let mut failures = Vec::new();
     // unittest: "FAIL: test (module.Class.test)" blocks with a traceback.
@@ -842,6 +979,38 @@ mod tests {
         );
         assert!(raised(py, "Ran 1 test in 0.001s\n\nOK").is_empty());
         assert!(raised(Language::Rust, "thread 'x' panicked at src/lib.rs:1:1:").is_empty());
+    }
+
+    #[test]
+    fn test_counts_are_read_from_each_runners_summary() {
+        let counts = |output: &str| report(output, "").counts().map(|c| (c.passed, c.failed));
+        for output in [
+            include_str!("../tests/runs/python_unittest_assertion.txt"),
+            include_str!("../tests/runs/python_pytest_assertion.txt"),
+            // A test file that does not load: one error.
+            include_str!("../tests/runs/python_unittest_missing_module.txt"),
+            include_str!("../tests/runs/python_pytest_missing_module.txt"),
+            include_str!("../tests/runs/node_tap_assertion.txt"),
+            include_str!("../tests/runs/node_spec_assertion.txt"),
+        ] {
+            assert_eq!(counts(output), Some((0, 1)), "{output}");
+        }
+        assert_eq!(
+            counts("Ran 12 tests in 0.2s\n\nOK (skipped=1)"),
+            Some((12, 0))
+        );
+        assert_eq!(
+            counts("==== 7 passed, 1 failed, 2 errors, 1 warning in 1.20s ===="),
+            Some((7, 3))
+        );
+        assert_eq!(
+            counts("test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"),
+            Some((2, 0))
+        );
+        // No summary: a compile error, Go's runner, nothing at all.
+        assert_eq!(counts("error[E0425]: cannot find value `x`"), None);
+        assert_eq!(counts("--- FAIL: TestX (0.00s)\nFAIL\tpkg\t0.01s"), None);
+        assert_eq!(counts(""), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! The reward is the paper's: the tests pass on the original code and fail on
 //! every mutant of the function (see `basis_code::mutate`); the share of mutants
-//! killed is reported beside it.
+//! killed is reported beside it. The graded reward ([`grade`]) is that share,
+//! for tests that pass on the original code.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -680,6 +681,8 @@ pub fn target(language: Language, placement: &Placement) -> Option<String> {
 pub struct Score {
     /// 1 when the tests pass on the original and fail on every mutant.
     pub reward: f64,
+    /// [`grade`]: partial credit in [0, 1], 1 exactly where `reward` is.
+    pub graded: f64,
     pub passed_original: bool,
     pub mutants: usize,
     pub killed: usize,
@@ -739,6 +742,7 @@ pub fn verify(
     let passed_original = report.passed();
     let mut score = Score {
         reward: 0.0,
+        graded: 0.0,
         passed_original,
         mutants: mutants.len(),
         killed: 0,
@@ -791,7 +795,18 @@ pub fn verify(
     } else {
         0.0
     };
+    score.graded = grade(passed_original, score.killed, mutants.len());
     Ok(score)
+}
+
+/// The graded reward of tests: (they pass on the original code ? 1 : 0) × the
+/// share of the listed mutants they kill; 0 with no mutants to kill (as the
+/// reward: tests that catch nothing show nothing).
+pub fn grade(passed_original: bool, killed: usize, mutants: usize) -> f64 {
+    if !passed_original || mutants == 0 {
+        return 0.0;
+    }
+    killed.min(mutants) as f64 / mutants as f64
 }
 
 #[cfg(test)]
@@ -807,6 +822,17 @@ mod tests {
             symbol: "clamp".into(),
             related: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_graded_reward_is_the_share_of_mutants_killed_by_passing_tests() {
+        // Tests that pass and kill 2 of 4 mutants: 1 × 2/4.
+        assert_eq!(grade(true, 2, 4), 0.5);
+        assert_eq!(grade(true, 4, 4), 1.0);
+        assert_eq!(grade(true, 0, 4), 0.0);
+        // Tests that fail on the original code kill nothing that counts.
+        assert_eq!(grade(false, 2, 4), 0.0);
+        assert_eq!(grade(true, 0, 0), 0.0);
     }
 
     #[test]

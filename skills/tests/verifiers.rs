@@ -36,8 +36,8 @@ fn an_edit_scores_by_the_tasks_tests() {
         instruction: "give the discount from BULK_QUANTITY items on".into(),
         related: Vec::new(),
     };
-    // The task's test: ten items get the bulk price.
-    let test = "import unittest\nfrom shop.pricing import bulk_price\n\n\nclass T(unittest.TestCase):\n    def test_ten(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n";
+    // The task's tests: ten items get the bulk price, and four more cases.
+    let test = "import unittest\nfrom shop.pricing import bulk_price\n\n\nclass T(unittest.TestCase):\n    def test_ten(self):\n        self.assertEqual(bulk_price(2.0, 10), 18.0)\n\n    def test_eleven(self):\n        self.assertEqual(bulk_price(2.0, 11), 19.8)\n\n    def test_twelve(self):\n        self.assertEqual(bulk_price(2.0, 12), 21.6)\n\n    def test_five(self):\n        self.assertEqual(bulk_price(2.0, 5), 10.0)\n\n    def test_one(self):\n        self.assertEqual(bulk_price(2.0, 1), 2.0)\n";
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo, dir.path());
     std::fs::write(dir.path().join("tests/test_task.py"), test).unwrap();
@@ -48,6 +48,16 @@ fn an_edit_scores_by_the_tasks_tests() {
         code: None,
     };
     let sb = sandbox();
+    // The starting code fails only the ten-item case.
+    let tests = reference.tests.as_ref().unwrap();
+    let start = edit::start_counts(&sb, dir.path(), &HashMap::new(), &input, tests);
+    assert_eq!(
+        start,
+        Some(basis_skills::runner::TestCounts {
+            passed: 4,
+            failed: 1
+        })
+    );
     let good = edit::verify(
         &sb,
         dir.path(),
@@ -55,11 +65,12 @@ fn an_edit_scores_by_the_tasks_tests() {
         &input,
         Some("    if quantity >= BULK_QUANTITY:\n"),
         &reference,
+        start,
     )
     .unwrap();
     assert_eq!(
-        good.reward,
-        1.0,
+        (good.reward, good.graded),
+        (1.0, 1.0),
         "{:?}",
         good.report.map(|r| r.outcome.stderr)
     );
@@ -70,9 +81,19 @@ fn an_edit_scores_by_the_tasks_tests() {
         &input,
         Some("    if quantity > BULK_QUANTITY + 1:\n"),
         &reference,
+        None,
     )
     .unwrap();
-    assert_eq!(bad.reward, 0.0);
+    // From twelve items on only: ten and eleven fail, 3 of the 5 tests pass;
+    // measured from the start (4 of 5), it fixed nothing and broke one: 0.
+    assert_eq!(
+        (bad.reward, bad.graded),
+        (0.0, 0.6),
+        "{:?}",
+        bad.report.as_ref().map(|r| &r.outcome.stderr)
+    );
+    let report = bad.report.unwrap();
+    assert_eq!(edit::tests_grade(&report, start), 0.0);
     // The user's tree is untouched: the edit only ever existed in the sandbox copy.
     assert_eq!(read(dir.path(), "shop/pricing.py"), text);
 }
@@ -125,7 +146,7 @@ fn strong_python_tests_kill_every_mutant() {
     assert!(s.passed_original, "{}", s.report.outcome.stderr);
     assert!(s.mutants >= 4, "{} mutants", s.mutants);
     assert_eq!(s.killed, s.mutants, "survivors: {:?}", s.survivors);
-    assert_eq!(s.reward, 1.0);
+    assert_eq!((s.reward, s.graded), (1.0, 1.0));
 }
 
 #[test]
@@ -137,11 +158,13 @@ fn weak_or_wrong_python_tests_score_zero() {
     assert!(!s.survivors.is_empty());
     assert!(s.killed < s.mutants);
     assert_eq!(s.reward, 0.0);
-    // A test that fails on the original code scores nothing.
+    // Graded, the share of mutants it killed.
+    assert_eq!(s.graded, s.killed as f64 / s.mutants as f64);
+    // A test that fails on the original code scores nothing, graded too.
     let wrong = "def test_wrong():\n    assert clamp_quantity(5, 1, 9) == 6\n";
     let s = py_testgen(wrong);
     assert!(!s.passed_original);
-    assert_eq!(s.reward, 0.0);
+    assert_eq!((s.reward, s.graded), (0.0, 0.0));
 }
 
 #[test]
@@ -216,14 +239,14 @@ fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
     );
     assert_eq!(good.before, reproduce::Verdict::Failed);
     assert_eq!(good.after, Some(reproduce::Verdict::Passed));
-    assert_eq!(good.reward, 1.0);
+    assert_eq!((good.reward, good.graded), (1.0, 1.0));
     // Passes before the fix: it shows nothing.
     let passes = py_reproduction(
         "shop.pricing",
         "self.assertEqual(bulk_price(2.0, 11), 19.8)",
     );
     assert_eq!(passes.before, reproduce::Verdict::Passed);
-    assert_eq!(passes.reward, 0.0);
+    assert_eq!((passes.reward, passes.graded), (0.0, 0.0));
     // Broken (imports a module that does not exist): not a reproduction.
     let broken = py_reproduction(
         "shop.nothing",
@@ -234,7 +257,7 @@ fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
         "{:?}",
         broken.before
     );
-    assert_eq!(broken.reward, 0.0);
+    assert_eq!((broken.reward, broken.graded), (0.0, 0.0));
     // Fails after the fix too: a wrong expectation.
     let wrong = py_reproduction(
         "shop.pricing",
@@ -243,6 +266,14 @@ fn a_python_reproduction_must_fail_before_the_fix_and_pass_after() {
     assert_eq!(wrong.before, reproduce::Verdict::Failed);
     assert_eq!(wrong.after, Some(reproduce::Verdict::Failed));
     assert_eq!(wrong.reward, 0.0);
+    // Graded, it fails before the fix on what the fix changes (20.0, then
+    // 18.0, against 17.0): half.
+    assert_eq!(wrong.graded, 0.5);
+    // A test that fails the same way on both sides shows nothing of the issue.
+    let always = py_reproduction("shop.pricing", "self.assertTrue(bulk_price is None)");
+    assert_eq!(always.before, reproduce::Verdict::Failed);
+    assert_eq!(always.after, Some(reproduce::Verdict::Failed));
+    assert_eq!((always.reward, always.graded), (0.0, 0.0));
 }
 
 #[test]
@@ -263,6 +294,7 @@ fn a_python_reproduction_that_errors_in_its_own_code_is_broken_and_earns_nothing
         "does not reproduce: the test is broken: NameError: name 'bulk_price' is not defined"
     );
     assert_eq!((unimported.after, unimported.reward), (None, 0.0));
+    assert_eq!(unimported.graded, 0.0);
     // It imports what only the fix adds: it passes after the fix, but what makes
     // it fail before is its own import, not the issue.
     let mut adds = py_fix();
@@ -306,7 +338,7 @@ fn a_rust_reproduction_runs_as_an_integration_test() {
     .unwrap();
     assert_eq!(s.before, reproduce::Verdict::Failed);
     assert_eq!(s.after, Some(reproduce::Verdict::Passed));
-    assert_eq!(s.reward, 1.0);
+    assert_eq!((s.reward, s.graded), (1.0, 1.0));
     let broken = reproduce::parse(
         "```rust\n#[test]\nfn x() { assert!(nope()); }\n```",
         Language::Rust,
@@ -326,4 +358,5 @@ fn a_rust_reproduction_runs_as_an_integration_test() {
         "{:?}",
         s.before
     );
+    assert_eq!(s.graded, 0.0);
 }

@@ -3,13 +3,16 @@
 //! to score an answer with the skill's own verifier. The evaluator and the
 //! trainer both go through here, so a task is asked and scored one way.
 //!
-//! | skill | the skill's input | reward |
-//! |---|---|---|
-//! | localize | the issue and retrieval's candidates from the task tree's index | the files the model named equal the reference set |
-//! | edit | the file and the byte range of the task's lines | the task's test command passes after the edit (else: the reference up to layout) |
-//! | testgen | the file and the symbol | the tests pass on the task's code and fail on every listed mutant |
-//! | reproduce | the issue and the files retrieval finds for it | the test fails on the task's code and passes with the fix |
-//! | review | the intent and the patch applied to the task's tree | the verdict equals the reference |
+//! | skill | the skill's input | reward | graded reward |
+//! |---|---|---|---|
+//! | localize | the issue and retrieval's candidates from the task tree's index | the files the model named equal the reference set | their F1 |
+//! | edit | the file and the byte range of the task's lines | the task's test command passes after the edit (else: the reference up to layout) | the share of its tests that pass (else: token similarity to the reference) |
+//! | testgen | the file and the symbol | the tests pass on the task's code and fail on every listed mutant | they pass × the share of mutants killed |
+//! | reproduce | the issue and the files retrieval finds for it | the test fails on the task's code and passes with the fix | half for each |
+//! | review | the intent and the patch applied to the task's tree | the verdict equals the reference | the same (the trainer weighs YES and NO tasks apart) |
+//!
+//! Each grade is the skill's own, computed by its verifier in `basis_skills`
+//! beside the reward; [`RewardKind`] says which of the two a run optimises.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -43,6 +46,9 @@ pub enum Episode {
     Edit {
         input: edit::Input,
         reference: edit::Reference,
+        /// What the tests say of the starting code, run once when first needed:
+        /// where the graded reward measures from.
+        start: std::sync::OnceLock<Option<basis_skills::runner::TestCounts>>,
     },
     Testgen {
         input: testgen::Input,
@@ -83,7 +89,11 @@ impl Answer {
 /// An answer's reward and what else the evaluator reports about it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Score {
+    /// The paper's binary reward: 1 for a right answer, else 0.
     pub reward: f64,
+    /// The skill's graded reward: partial credit in [0, 1] (see the module
+    /// docs), 1 where `reward` is.
+    pub graded: f64,
     /// Localization: the share of the reference files among the first
     /// [`RECALL_K`] of the ranking, and the F1 of the named files.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +105,37 @@ pub struct Score {
     /// Review: the verdict that was right and the one the answer gave.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<ReviewCall>,
+}
+
+/// Which reward a run optimises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The paper's: 1 for a right answer, else 0.
+    Binary,
+    /// Partial credit per skill (the module docs), and review's YES and NO
+    /// tasks weighed to carry half a batch each. The default: a weak model
+    /// rarely earns a binary reward, so most of its groups teach nothing.
+    #[default]
+    Graded,
+}
+
+impl RewardKind {
+    /// The reward of this kind in `score`.
+    pub fn of(self, score: &Score) -> f64 {
+        match self {
+            RewardKind::Binary => score.reward,
+            RewardKind::Graded => score.graded,
+        }
+    }
+
+    /// Its name on the command line and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RewardKind::Binary => "binary",
+            RewardKind::Graded => "graded",
+        }
+    }
 }
 
 /// A review answer's verdict beside the right one.
@@ -206,6 +247,7 @@ impl Episode {
                         tests: tests_of(reference.test_command.as_deref())?,
                         code: Some(reference.replacement.clone()),
                     },
+                    start: std::sync::OnceLock::new(),
                 }
             }
             Spec::Testgen { input, reference } => {
@@ -346,13 +388,26 @@ impl Episode {
                 let ranked = localize::verify(&ranking, reference, RECALL_K);
                 Ok(Score {
                     reward: named.reward,
+                    graded: named.graded,
                     recall_at_k: Some(ranked.recall_at_k),
                     f1: Some(named.f1),
                     note: format!("named {:?}", o.chosen),
                     verdict: None,
                 })
             }
-            (Episode::Edit { input, reference }, Answer::Edit(o)) => {
+            (
+                Episode::Edit {
+                    input,
+                    reference,
+                    start,
+                },
+                Answer::Edit(o),
+            ) => {
+                let start = reference.tests.as_ref().and_then(|tests| {
+                    *start.get_or_init(|| {
+                        edit::start_counts(sandbox, &tree.root, &tree.overlay, input, tests)
+                    })
+                });
                 let s = edit::verify(
                     sandbox,
                     &tree.root,
@@ -360,6 +415,7 @@ impl Episode {
                     input,
                     o.replacement.as_deref(),
                     reference,
+                    start,
                 )?;
                 let note = match (&o.replacement, &s.report) {
                     (None, _) => "the answer held no code".to_string(),
@@ -368,6 +424,7 @@ impl Episode {
                 };
                 Ok(Score {
                     reward: s.reward,
+                    graded: s.graded,
                     note,
                     ..Score::default()
                 })
@@ -412,6 +469,7 @@ impl Episode {
                 };
                 Ok(Score {
                     reward: s.reward,
+                    graded: s.graded,
                     note,
                     ..Score::default()
                 })
@@ -436,6 +494,7 @@ impl Episode {
                 };
                 Ok(Score {
                     reward: s.reward,
+                    graded: s.graded,
                     note,
                     ..Score::default()
                 })
@@ -449,6 +508,8 @@ impl Episode {
                 };
                 Ok(Score {
                     reward,
+                    // Per answer the same; the trainer weighs the classes.
+                    graded: reward,
                     note: format!("said {said}"),
                     verdict: Some(ReviewCall {
                         expected: *verdict,

@@ -4,7 +4,10 @@
 //!
 //! Per skill: the tasks scored, Avg@K (the mean reward over all samples), Pass@K
 //! (the share of tasks with at least one sample rewarded 1), the mean latency and
-//! tokens of a sample; the mean of Avg@K over the skills. Localization adds
+//! tokens of a sample; the mean of Avg@K over the skills. Avg@K is the paper's
+//! binary reward; the skills' graded reward (partial credit, what training
+//! optimises by default; [`crate::episode`]) is reported beside it, its mean
+//! over all samples and over the skills. Localization adds
 //! recall@k and F1 beside its exact-set reward, and the retrieval-only ranking
 //! (BM25, no model) scored the same way, so a user sees whether the model adds
 //! anything to retrieval, with the paired difference of the two.
@@ -13,7 +16,8 @@
 //! K samples kept together ([`crate::stats`]); review adds balanced accuracy
 //! and its interval. [`compare`] pairs two reports of the same tasks: per skill,
 //! each task's mean reward in one minus its mean in the other, and the mean of
-//! those differences over the skills, each with its interval.
+//! those differences over the skills, each with its interval; the same for the
+//! graded reward.
 //!
 //! Generation runs on this thread (the model uses every core); scoring runs on
 //! `jobs` threads of its own beside it (sandbox runs at once), each distinct
@@ -117,6 +121,10 @@ pub struct SkillSummary {
     pub avg_at_k: f64,
     /// Avg@K's 95% interval (bootstrap over tasks).
     pub ci95: Option<[f64; 2]>,
+    /// The graded reward's mean over all samples, beside Avg@K's binary one.
+    pub graded: f64,
+    /// Its 95% interval (bootstrap over tasks).
+    pub graded_ci95: Option<[f64; 2]>,
     pub pass_at_k: f64,
     pub mean_latency_ms: f64,
     pub mean_tokens: f64,
@@ -284,6 +292,9 @@ pub struct Comparison {
     pub per_skill: BTreeMap<String, Difference>,
     /// The mean over the skills of those differences.
     pub mean: Option<Difference>,
+    /// The same two for the graded reward.
+    pub graded_per_skill: BTreeMap<String, Difference>,
+    pub graded_mean: Option<Difference>,
     /// Review's balanced accuracy here minus there, on the tasks both scored.
     pub review_balanced_accuracy: Option<Difference>,
 }
@@ -301,6 +312,9 @@ pub struct Report {
     pub mean: f64,
     /// Its 95% interval (each skill's tasks resampled within the skill).
     pub mean_ci95: Option<[f64; 2]>,
+    /// The mean of the graded reward over the skills, and its interval.
+    pub graded_mean: f64,
+    pub graded_mean_ci95: Option<[f64; 2]>,
     /// With `--compare` or `--adapter`: this report against the other model's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<Comparison>,
@@ -585,16 +599,19 @@ pub fn summarize(
     skipped: Vec<Skipped>,
 ) -> Report {
     let mut per_skill = BTreeMap::new();
-    let mut tallies = Vec::new();
+    let (mut tallies, mut graded) = (Vec::new(), Vec::new());
     for skill in SkillId::ALL {
         let mine: Vec<&TaskResult> = tasks.iter().filter(|t| t.skill == skill).collect();
         if mine.is_empty() {
             continue;
         }
         tallies.push(mine.iter().map(|t| tally(t)).collect::<Vec<_>>());
+        graded.push(mine.iter().map(|t| graded_tally(t)).collect::<Vec<_>>());
         per_skill.insert(skill.as_str().to_string(), skill_summary(skill, &mine));
     }
     let mean_all = mean(per_skill.values().map(|s| s.avg_at_k));
+    let graded_mean = mean(per_skill.values().map(|s| s.graded));
+    let over_skills = |g: &[Vec<Tally>]| stats::mean_over(g, stats::pooled);
     Report {
         schema: "basis.eval/1".into(),
         model,
@@ -603,7 +620,9 @@ pub fn summarize(
         seed: config.seed,
         per_skill,
         mean: mean_all,
-        mean_ci95: stats::bootstrap(&tallies, |g| stats::mean_over(g, stats::pooled)),
+        mean_ci95: stats::bootstrap(&tallies, over_skills),
+        graded_mean,
+        graded_mean_ci95: stats::bootstrap(&graded, over_skills),
         comparison: None,
         skipped,
         tasks,
@@ -618,14 +637,25 @@ fn tally(t: &TaskResult) -> Tally {
     }
 }
 
+/// A task's graded rewards, summed, and its sample count.
+fn graded_tally(t: &TaskResult) -> Tally {
+    Tally {
+        sum: t.samples.iter().map(|s| s.score.graded).sum(),
+        n: t.samples.len() as f64,
+    }
+}
+
 /// One skill's figures from its tasks (at least one).
 fn skill_summary(skill: SkillId, mine: &[&TaskResult]) -> SkillSummary {
     let samples = || mine.iter().flat_map(|t| t.samples.iter());
     let tallies: Vec<Tally> = mine.iter().map(|t| tally(t)).collect();
+    let graded: Vec<Tally> = mine.iter().map(|t| graded_tally(t)).collect();
     let mut s = SkillSummary {
         tasks: mine.len(),
         avg_at_k: mean(samples().map(|x| x.reward)),
         ci95: stats::bootstrap(&[tallies], |g| stats::pooled(&g[0])),
+        graded: mean(samples().map(|x| x.score.graded)),
+        graded_ci95: stats::bootstrap(&[graded], |g| stats::pooled(&g[0])),
         pass_at_k: mean(
             mine.iter()
                 .map(|t| f64::from(u8::from(t.samples.iter().any(|x| x.reward >= 1.0)))),
@@ -655,27 +685,28 @@ fn skill_summary(skill: SkillId, mine: &[&TaskResult]) -> SkillSummary {
     s
 }
 
-/// Each task's mean reward, by task id (tasks with samples only).
-fn task_means(r: &Report) -> BTreeMap<&str, (&TaskResult, f64)> {
+/// Each task's mean reward (by `of`, a sample's binary or graded reward), by
+/// task id (tasks with samples only).
+fn task_means(r: &Report, of: fn(&TaskResult) -> Tally) -> BTreeMap<&str, (&TaskResult, f64)> {
     r.tasks
         .iter()
         .filter(|t| !t.samples.is_empty())
-        .map(|t| (t.id.as_str(), (t, tally(t).sum / t.samples.len() as f64)))
+        .map(|t| (t.id.as_str(), (t, of(t).sum / t.samples.len() as f64)))
         .collect()
 }
 
-/// `after` against `before` on the tasks both scored: per skill, the mean over
-/// tasks of (a task's mean reward in `after` − its mean in `before`); the mean
-/// of those over the skills; review's balanced accuracy likewise.
-pub fn compare(before: &Report, after: &Report) -> Comparison {
-    let b = task_means(before);
+/// Per skill, the paired differences of `before` and `after` (by `of`), and
+/// their mean over the skills.
+fn paired_differences(
+    before: &Report,
+    after: &Report,
+    of: fn(&TaskResult) -> Tally,
+) -> (BTreeMap<String, Difference>, Option<Difference>) {
+    let b = task_means(before, of);
     let mut pairs: BTreeMap<SkillId, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut reviews = Vec::new();
-    for (id, (t, a)) in task_means(after) {
-        let Some((old, x)) = b.get(id) else { continue };
-        pairs.entry(t.skill).or_default().push((*x, a));
-        if t.skill == SkillId::Review {
-            reviews.push((*old, t));
+    for (id, (t, a)) in task_means(after, of) {
+        if let Some((_, x)) = b.get(id) {
+            pairs.entry(t.skill).or_default().push((*x, a));
         }
     }
     let per_skill = pairs
@@ -683,10 +714,28 @@ pub fn compare(before: &Report, after: &Report) -> Comparison {
         .filter_map(|(skill, p)| Some((skill.as_str().to_string(), Difference::paired(p)?)))
         .collect();
     let skills: Vec<Vec<(f64, f64)>> = pairs.into_values().collect();
+    (per_skill, Difference::over_skills(&skills))
+}
+
+/// `after` against `before` on the tasks both scored: per skill, the mean over
+/// tasks of (a task's mean reward in `after` − its mean in `before`); the mean
+/// of those over the skills; the same for the graded reward; review's balanced
+/// accuracy likewise.
+pub fn compare(before: &Report, after: &Report) -> Comparison {
+    let b = task_means(before, tally);
+    let reviews: Vec<(&TaskResult, &TaskResult)> = task_means(after, tally)
+        .into_values()
+        .filter(|(t, _)| t.skill == SkillId::Review)
+        .filter_map(|(t, _)| Some((b.get(t.id.as_str())?.0, t)))
+        .collect();
+    let (per_skill, mean) = paired_differences(before, after, tally);
+    let (graded_per_skill, graded_mean) = paired_differences(before, after, graded_tally);
     Comparison {
         against: before.model.clone(),
         per_skill,
-        mean: Difference::over_skills(&skills),
+        mean,
+        graded_per_skill,
+        graded_mean,
         review_balanced_accuracy: balanced_accuracy_change(&reviews),
     }
 }
@@ -748,26 +797,30 @@ pub fn markdown(report: &Report) -> String {
         report.model.name, report.model.version, report.temperature
     );
     out.push_str(&format!(
-        "| skill | tasks | Avg@{k} | 95% interval | Pass@{k} | latency (s) | tokens |\n|---|---|---|---|---|---|---|\n"
+        "| skill | tasks | Avg@{k} | 95% interval | graded | 95% interval | Pass@{k} | latency (s) | tokens |\n|---|---|---|---|---|---|---|---|---|\n"
     ));
     for (skill, s) in ordered(&report.per_skill) {
         out.push_str(&format!(
-            "| {skill} | {} | {:.3} | {} | {:.3} | {:.2} | {:.0} |\n",
+            "| {skill} | {} | {:.3} | {} | {:.3} | {} | {:.3} | {:.2} | {:.0} |\n",
             s.tasks,
             s.avg_at_k,
             interval(s.ci95),
+            s.graded,
+            interval(s.graded_ci95),
             s.pass_at_k,
             s.mean_latency_ms / 1000.0,
             s.mean_tokens
         ));
     }
     out.push_str(&format!(
-        "| **mean** | | **{:.3}** | {} | | | |\n",
+        "| **mean** | | **{:.3}** | {} | **{:.3}** | {} | | | |\n",
         report.mean,
-        interval(report.mean_ci95)
+        interval(report.mean_ci95),
+        report.graded_mean,
+        interval(report.graded_mean_ci95)
     ));
     out.push_str(&format!(
-        "\nIntervals: 95%, from {} resamples of the tasks (a task's samples kept together).\n",
+        "\nAvg@{k} is the binary reward (the paper's), graded the partial credit each skill gives (docs/design.md). Intervals: 95%, from {} resamples of the tasks (a task's samples kept together).\n",
         stats::RESAMPLES
     ));
     if let Some(l) = report.per_skill.get("localize") {
@@ -866,6 +919,19 @@ pub fn compare_markdown(report: &Report) -> String {
         }
     }
     if let Some(d) = &c.mean {
+        out.push_str(&row("**mean over skills**", d));
+    }
+    out.push_str(&format!(
+        "\nGraded:\n\n| skill | tasks | {} graded | {} graded | difference | 95% interval |\n|---|---|---|---|---|---|\n",
+        this.version, other.version
+    ));
+    for (skill, s) in ordered(&report.per_skill) {
+        match c.graded_per_skill.get(skill) {
+            Some(d) => out.push_str(&row(skill, d)),
+            None => out.push_str(&format!("| {skill} | 0 | {:.3} | n/a | | |\n", s.graded)),
+        }
+    }
+    if let Some(d) = &c.graded_mean {
         out.push_str(&row("**mean over skills**", d));
     }
     out.push_str(&format!(
@@ -1005,16 +1071,27 @@ mod tests {
         );
     }
 
+    /// A task whose samples earned `rewards`, binary and graded alike.
     fn task(id: &str, skill: SkillId, rewards: &[f64]) -> TaskResult {
+        let pairs: Vec<(f64, f64)> = rewards.iter().map(|&r| (r, r)).collect();
+        graded_task(id, skill, &pairs)
+    }
+
+    /// A task whose samples earned these (binary, graded) rewards.
+    fn graded_task(id: &str, skill: SkillId, rewards: &[(f64, f64)]) -> TaskResult {
         TaskResult {
             id: id.into(),
             skill,
             split: "heldout".into(),
             samples: rewards
                 .iter()
-                .map(|&reward| Sample {
+                .map(|&(reward, graded)| Sample {
                     reward,
-                    score: Score::default(),
+                    score: Score {
+                        reward,
+                        graded,
+                        ..Score::default()
+                    },
                     tokens: 1,
                     latency_ms: 1,
                     completion: String::new(),
@@ -1022,6 +1099,82 @@ mod tests {
                 .collect(),
             rankings: None,
         }
+    }
+
+    #[test]
+    fn the_graded_reward_is_reported_beside_the_binary_one() {
+        use SkillId::{Edit, Testgen};
+        // Edit: no sample right, partial credit 0.6 and 0.2 on one task and
+        // 0.4 twice on the other; testgen: one right sample (1, 1) and one
+        // half (0, 0.5).
+        let before = report(
+            "v1",
+            vec![
+                graded_task("e1", Edit, &[(0.0, 0.6), (0.0, 0.2)]),
+                graded_task("e2", Edit, &[(0.0, 0.4), (0.0, 0.4)]),
+                graded_task("t1", Testgen, &[(1.0, 1.0), (0.0, 0.5)]),
+            ],
+        );
+        let edit = &before.per_skill["edit"];
+        assert_eq!(edit.avg_at_k, 0.0);
+        assert!((edit.graded - 0.4).abs() < 1e-12, "{}", edit.graded);
+        // Both tasks' means are 0.4: every resample's too.
+        assert_eq!(edit.graded_ci95, Some([0.4, 0.4]));
+        let testgen = &before.per_skill["testgen"];
+        assert_eq!((testgen.avg_at_k, testgen.graded), (0.5, 0.75));
+        assert_eq!(testgen.graded_ci95, Some([0.75, 0.75]));
+        // Over the skills: (0.4 + 0.75) / 2 graded, (0 + 0.5) / 2 binary.
+        assert!((before.graded_mean - 0.575).abs() < 1e-12);
+        assert_eq!(before.mean, 0.25);
+        let [lo, hi] = before.graded_mean_ci95.unwrap();
+        assert!((lo - 0.575).abs() < 1e-9 && (hi - 0.575).abs() < 1e-9);
+        let md = markdown(&before);
+        assert!(
+            md.contains(
+                "| skill | tasks | Avg@1 | 95% interval | graded | 95% interval | Pass@1 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| edit | 2 | 0.000 | [0.000, 0.000] | 0.400 | [0.400, 0.400] | 0.000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **mean** | | **0.250** | [0.250, 0.250] | **0.575** | [0.575, 0.575] |"),
+            "{md}"
+        );
+        let json = serde_json::to_value(&before).unwrap();
+        assert_eq!(json["per_skill"]["testgen"]["graded"], 0.75);
+        assert_eq!(json["tasks"][0]["samples"][0]["graded"], 0.6);
+        // Compared: edit's graded reward up by 0.2 on e1 and 0.4 on e2, where
+        // the binary one does not move.
+        let after = report(
+            "v2",
+            vec![
+                graded_task("e1", Edit, &[(0.0, 0.6), (0.0, 0.6)]),
+                graded_task("e2", Edit, &[(0.0, 0.8), (0.0, 0.8)]),
+                graded_task("t1", Testgen, &[(1.0, 1.0), (0.0, 0.5)]),
+            ],
+        );
+        let c = compare(&before, &after);
+        assert_eq!(c.per_skill["edit"].difference, 0.0);
+        let graded = &c.graded_per_skill["edit"];
+        assert_eq!(graded.tasks, 2);
+        assert!((graded.difference - 0.3).abs() < 1e-12, "{graded:?}");
+        let [lo, hi] = graded.ci95.unwrap();
+        assert!(
+            (lo - 0.2).abs() < 1e-9 && (hi - 0.4).abs() < 1e-9,
+            "{lo}..{hi}"
+        );
+        let mean = c.graded_mean.as_ref().unwrap();
+        assert!((mean.difference - 0.15).abs() < 1e-12, "{mean:?}");
+        let mut after = after;
+        after.comparison = Some(c);
+        let md = compare_markdown(&after);
+        assert!(
+            md.contains("| edit | 2 | 0.700 | 0.400 | +0.300 | [+0.200, +0.400] |"),
+            "{md}"
+        );
     }
 
     /// `ones` tasks whose K samples are all right and `zeros` all wrong.
@@ -1053,9 +1206,10 @@ mod tests {
         // One skill: the mean over skills is that skill, resampled the same way.
         assert_eq!((r.mean, r.mean_ci95), (0.3, s.ci95));
         let md = markdown(&r);
+        // The graded reward is the binary one here, with the same interval.
         assert!(
             md.contains(&format!(
-                "| edit | 100 | 0.300 | [{lo:.3}, {hi:.3}] | 0.300 |"
+                "| edit | 100 | 0.300 | [{lo:.3}, {hi:.3}] | 0.300 | [{lo:.3}, {hi:.3}] | 0.300 |"
             )),
             "{md}"
         );
