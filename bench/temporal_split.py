@@ -16,6 +16,12 @@ held-out task is dropped. Files are shared across the split; commits are not.
 
 Held-out review tasks are taken half YES, half NO, so that answering one
 verdict every time scores 0.5. The choice among the newest tasks is seeded.
+
+`basis tasks mine` now falls back to a split by time by itself where the split
+by files leaves a side short (commits apart, the newest held out; the tasks
+mined from the tests, all at one commit, apart by function). This script stays
+for the experiment in BENCHMARKS.md, whose training tasks come from a checkout
+of an older commit.
 """
 import argparse
 import collections

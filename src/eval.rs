@@ -1,7 +1,8 @@
 //! `basis eval --tasks FILE`: how good a model is at each skill, on tasks with
 //! known answers. It runs each task K times through exactly the skill code the
 //! server runs, scores every answer with the skill's verifier (in the sandbox),
-//! prints a table per skill and writes `report.json`, `report.md` and
+//! prints a table per skill (the binary Avg@K, and the graded reward beside
+//! it) and writes `report.json`, `report.md` and
 //! `answers.jsonl` (every sample's completion, in the format `--answers` reads).
 //! Every score has a 95% interval (a bootstrap over tasks). With `--compare
 //! VERSION`, the same tasks with another version of the model; with `--adapter`,
@@ -41,7 +42,7 @@ pub struct EvalArgs {
     /// Only these skills (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skills: Vec<String>,
-    /// Only tasks of this split (train, heldout).
+    /// Only tasks of this split (train, validation, heldout).
     #[arg(long)]
     split: Option<String>,
     /// At most this many tasks per skill (in file order).

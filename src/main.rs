@@ -76,7 +76,8 @@ enum Command {
     CheckDevice(check_device::CheckDeviceArgs),
     /// Train the model on a task file with joint reinforcement learning (GRPO)
     /// over the skills; `basis train plot RUN_DIR` draws a run's reward curves.
-    Train(train::TrainArgs),
+    // Boxed: its many settings would make every command as large.
+    Train(Box<train::TrainArgs>),
     /// Inspect, export or purge the feedback store.
     Feedback {
         /// The store's file (default: $BASIS_HOME/feedback/feedback.sqlite3).
@@ -118,9 +119,6 @@ enum ModelCommand {
         /// Publish whatever the evaluation says (and say so).
         #[arg(long)]
         force: bool,
-        /// A skill may drop by at most this many standard errors.
-        #[arg(long, default_value_t = 2.0)]
-        gate_sigmas: f64,
         /// Samples per held-out task.
         #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         gate_samples: usize,
@@ -172,14 +170,12 @@ fn main() -> ExitCode {
             ModelCommand::Publish {
                 run,
                 force,
-                gate_sigmas,
                 gate_samples,
                 limit,
-            } => ok(versions::publish_run(
-                &run,
-                &versions::options(force, gate_sigmas, gate_samples, limit),
-            )
-            .map(|_| ())),
+            } => ok(
+                versions::publish_run(&run, &versions::options(force, gate_samples, limit))
+                    .map(|_| ()),
+            ),
             ModelCommand::ExportAdapter {
                 version,
                 out,
@@ -200,7 +196,7 @@ fn main() -> ExitCode {
         Command::Review(args) => skills::run_review(args),
         Command::Tasks { command } => ok(tasks::run_tasks(command)),
         Command::Eval(args) => ok(eval::run_eval(args)),
-        Command::Train(args) => ok(train::run_train(args)),
+        Command::Train(args) => ok(train::run_train(*args)),
         Command::CheckDevice(args) => ok(check_device::run_check_device(args)),
         Command::Feedback { db, command } => ok(feedback::run_feedback(command, db)),
     };

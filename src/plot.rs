@@ -1,5 +1,7 @@
 //! `basis train plot RUN_DIR`: a run's mean reward per skill against the step,
-//! drawn with plotters into `RUN_DIR/rewards.svg` and `RUN_DIR/rewards.png`.
+//! and beside it the validation score of a run with `--eval-every` (marked at
+//! each step it was scored), drawn with plotters into `RUN_DIR/rewards.svg`
+//! and `RUN_DIR/rewards.png`.
 //!
 //! Text needs a font: plotters' `ab_glyph` backend draws with one registered at
 //! run time, taken from the usual system places (DejaVu Sans, Liberation Sans,
@@ -45,11 +47,17 @@ fn register_font() -> bool {
 /// Each skill's reward per step: (skill, [(step, reward)]).
 pub type Curves = Vec<(String, Vec<(f64, f64)>)>;
 
-/// The reward curves of a run's metrics (plus the mean over skills).
+/// The name of the validation curve.
+const VALIDATION: &str = "validation";
+
+/// The reward curves of a run's metrics (plus the mean over skills, and the
+/// validation score where the run has one).
 pub fn curves(run: &Path) -> Result<Curves> {
     let lines = basis_trainer::train::read_metrics(run)
         .with_context(|| format!("reading the metrics of {}", run.display()))?;
-    if lines.is_empty() {
+    let validation = basis_trainer::validation::read(run)
+        .with_context(|| format!("reading the metrics of {}", run.display()))?;
+    if lines.is_empty() && validation.is_empty() {
         bail!("{} has no metrics yet", run.join("metrics.jsonl").display());
     }
     let mut per_skill: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
@@ -76,6 +84,13 @@ pub fn curves(run: &Path) -> Result<Curves> {
         })
         .collect();
     out.push(("mean".into(), mean));
+    if !validation.is_empty() {
+        let points = validation
+            .iter()
+            .map(|p| (p.step as f64, p.score))
+            .collect();
+        out.push((VALIDATION.into(), points));
+    }
     Ok(out)
 }
 
@@ -96,7 +111,14 @@ where
     builder.margin(16);
     if labels {
         builder
-            .caption("reward per skill", ("sans-serif", 22))
+            .caption(
+                if curves.iter().any(|(n, _)| n == VALIDATION) {
+                    "training reward per skill, and the validation score"
+                } else {
+                    "reward per skill"
+                },
+                ("sans-serif", 22),
+            )
             .x_label_area_size(36)
             .y_label_area_size(44);
     }
@@ -115,13 +137,15 @@ where
     mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
     for (i, (name, points)) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let style = if name == "mean" {
-            BLACK.stroke_width(3)
-        } else {
-            color.stroke_width(2)
+        let style = match name.as_str() {
+            "mean" => BLACK.stroke_width(3),
+            // Scored every few steps: its points marked.
+            VALIDATION => RED.stroke_width(3),
+            _ => color.stroke_width(2),
         };
+        let marks = if name == VALIDATION { 4 } else { 0 };
         let series = chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .draw_series(LineSeries::new(points.iter().copied(), style).point_size(marks))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if labels {
             series

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use basis_skills::sandbox::Sandbox;
 use basis_skills::SkillId;
+use basis_trainer::mine::split;
 use basis_trainer::task::{self, Task};
 use clap::{Args, Subcommand};
 
@@ -33,6 +34,9 @@ pub enum TasksCommand {
         /// commits on one side).
         #[arg(long, default_value_t = 0.0)]
         holdout: f64,
+        /// Put this share in the validation split, likewise apart.
+        #[arg(long, default_value_t = 0.0)]
+        validation: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -58,6 +62,10 @@ pub struct MineArgs {
     /// The share of tasks held out for evaluation (whole files and commits).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
+    /// The share of tasks a training run picks its checkpoint on (`basis
+    /// train --eval-every`), apart from both others likewise.
+    #[arg(long, default_value_t = 0.1)]
+    validation: f64,
     /// The test command (default: detected: pytest or unittest, cargo test).
     #[arg(long)]
     test_command: Option<String>,
@@ -112,16 +120,18 @@ pub fn run_tasks(command: TasksCommand) -> Result<()> {
             file,
             out,
             holdout,
+            validation,
             seed,
-        } => import_swebench(&file, out.as_deref(), holdout, seed),
+        } => {
+            let shares = check_shares(holdout, validation)?;
+            import_swebench(&file, out.as_deref(), shares, seed)
+        }
     }
 }
 
 fn mine(args: MineArgs) -> Result<()> {
     let repo = crate::skill_cli::repo(&args.repo)?;
-    if !(0.0..1.0).contains(&args.holdout) {
-        bail!("--holdout {} is not a share in [0, 1)", args.holdout);
-    }
+    let shares = check_shares(args.holdout, args.validation)?;
     let out_dir = match args.out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -132,7 +142,8 @@ fn mine(args: MineArgs) -> Result<()> {
         skills: parse_skills(&args.skills)?,
         max_per_skill: args.max,
         seed: args.seed,
-        holdout: args.holdout,
+        holdout: shares.heldout,
+        validation: shares.validation,
         test_command: args.test_command,
         max_commits: args.max_commits,
         repo_path_in_tasks: relative(&out_dir, &repo),
@@ -162,6 +173,25 @@ fn mine(args: MineArgs) -> Result<()> {
     print_stats(&mined.tasks)
 }
 
+/// `--holdout` and `--validation` as shares, or why they are not: each in
+/// [0, 1), and something left to train on.
+fn check_shares(holdout: f64, validation: f64) -> Result<split::Shares> {
+    for (flag, share) in [("--holdout", holdout), ("--validation", validation)] {
+        if !(0.0..1.0).contains(&share) {
+            bail!("{flag} {share} is not a share in [0, 1)");
+        }
+    }
+    if holdout + validation >= 1.0 {
+        bail!(
+            "--holdout {holdout} and --validation {validation} leave nothing to train on: together they must be under 1"
+        );
+    }
+    Ok(split::Shares {
+        validation,
+        heldout: holdout,
+    })
+}
+
 fn stats(file: &Path) -> Result<()> {
     let read = task::read(file).with_context(|| format!("reading {}", file.display()))?;
     for e in &read.errors {
@@ -189,11 +219,29 @@ fn print_stats(tasks: &[Task]) -> Result<()> {
     for ((rank, language, split), n) in &counts {
         writeln!(out, "{}\t{language}\t{split}\t{n}", SkillId::ALL[*rank])?;
     }
+    // Each split's total, in the order train, validation, heldout (then any
+    // other name a hand-made file uses).
+    let mut per_split: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+    for t in tasks {
+        let rank = [split::TRAIN, split::VALIDATION, split::HELDOUT]
+            .iter()
+            .position(|s| *s == t.split())
+            .unwrap_or(3);
+        *per_split.entry((rank, t.split())).or_default() += 1;
+    }
+    for ((_, split), n) in &per_split {
+        writeln!(out, "total\t\t{split}\t{n}")?;
+    }
     writeln!(out, "total\t\t\t{}", tasks.len())?;
     Ok(())
 }
 
-fn import_swebench(file: &Path, out: Option<&Path>, holdout: f64, seed: u64) -> Result<()> {
+fn import_swebench(
+    file: &Path,
+    out: Option<&Path>,
+    shares: split::Shares,
+    seed: u64,
+) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (instances, errors) = basis_trainer::swebench::read_instances(file, &text);
@@ -201,8 +249,11 @@ fn import_swebench(file: &Path, out: Option<&Path>, holdout: f64, seed: u64) -> 
         eprintln!("{e}");
     }
     let mut tasks = basis_trainer::swebench::tasks(&instances);
-    if holdout > 0.0 {
-        basis_trainer::mine::split::assign(&mut tasks, holdout, seed);
+    if shares.heldout > 0.0 || shares.validation > 0.0 {
+        let outcome = split::assign(&mut tasks, shares, seed, &BTreeMap::new());
+        for note in &outcome.notes {
+            eprintln!("note: {note}");
+        }
     }
     if tasks.is_empty() {
         bail!(

@@ -1,6 +1,7 @@
 //! `basis train --tasks FILE`: joint reinforcement learning over the skills
 //! (the trainer crate's GRPO loop) on the command line, with a progress bar,
-//! a run folder (metrics, checkpoints, the adapter), `--resume`, and with
+//! a run folder (metrics, checkpoints, the adapter), `--resume`, with
+//! `--eval-every` a validation curve and the best checkpoint on it, and with
 //! `--publish` the evaluation gate and the registry. `basis train plot RUN_DIR`
 //! draws the reward curves.
 
@@ -9,12 +10,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use basis_model::{LoraConfig, Precision};
 use basis_skills::sandbox::Sandbox;
+use basis_trainer::episode::Episode;
+use basis_trainer::episode::RewardKind;
 use basis_trainer::feedback::OffPolicy;
 use basis_trainer::grpo::Clip;
+use basis_trainer::mine::split;
 use basis_trainer::policy::{Policy, PolicyConfig};
 use basis_trainer::task::{self, Task};
 use basis_trainer::train::{self, Event, Sampler, TrainConfig};
-use clap::{Args, Subcommand};
+use basis_trainer::validation::{self, Validation};
+use basis_trainer::workspace::Workspaces;
+use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -146,18 +152,46 @@ pub struct RunArgs {
     /// The weight of feedback episodes against the verifiable tasks.
     #[arg(long, default_value_t = 0.5)]
     feedback_weight: f64,
+    /// The reward to optimise.
+    #[arg(long, value_enum, default_value_t = Reward::Graded)]
+    reward: Reward,
     /// What relative `repo.path`s are relative to (default: the task file's folder).
     #[arg(long)]
     repo_root: Option<PathBuf>,
     /// Scoring threads (default: the number of cores).
     #[arg(long, value_parser = crate::at_least_one)]
     jobs: Option<usize>,
-    /// The publish gate: a skill may drop by at most this many standard errors.
-    #[arg(long, default_value_t = 2.0)]
-    gate_sigmas: f64,
     /// Samples per held-out task in the publish evaluation.
     #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
     gate_samples: usize,
+    /// Score the task file's validation split at the start, every N steps and
+    /// at the end (a line in metrics.jsonl each), and keep the best weights in
+    /// RUN_DIR/best: what --publish and `basis model publish` then judge.
+    #[arg(long, value_name = "N", value_parser = crate::at_least_one)]
+    eval_every: Option<usize>,
+    /// Samples per validation task (the K of `basis eval --samples`; greedy
+    /// with one, temperature 0.7 with more).
+    #[arg(long, default_value_t = 1, value_parser = crate::at_least_one)]
+    eval_samples: usize,
+}
+
+/// `--reward`: the trainer's [`RewardKind`] on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum Reward {
+    /// The paper's: 1 for a right answer, else 0.
+    Binary,
+    /// Partial credit per skill, review's YES and NO tasks weighed alike
+    /// (docs/design.md).
+    Graded,
+}
+
+impl From<Reward> for RewardKind {
+    fn from(r: Reward) -> Self {
+        match r {
+            Reward::Binary => RewardKind::Binary,
+            Reward::Graded => RewardKind::Graded,
+        }
+    }
 }
 
 /// `cpu`, `cuda`, `cuda:N`, `auto` → a device, or why not.
@@ -206,6 +240,102 @@ fn read_tasks(path: &Path, skills: &[basis_skills::SkillId], split: &str) -> Res
         .map(|l| l.task)
         .filter(|t| skills.contains(&t.skill()) && t.split() == split)
         .collect())
+}
+
+/// The validation tasks of the skills trained, for `--eval-every`, or an
+/// error that says what to do where the file has none.
+fn validation_tasks(path: &Path, skills: &[basis_skills::SkillId]) -> Result<Vec<Task>> {
+    let read = task::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let all: Vec<Task> = read.tasks.into_iter().map(|l| l.task).collect();
+    let mut splits: Vec<&str> = all.iter().map(Task::split).collect();
+    splits.sort_unstable();
+    splits.dedup();
+    let validation: Vec<&Task> = all
+        .iter()
+        .filter(|t| t.split() == split::VALIDATION)
+        .collect();
+    if validation.is_empty() {
+        bail!(
+            "--eval-every: {} has no validation split (its tasks are {}): mine the repository again with `basis tasks mine`, which writes train, validation and heldout splits (--validation sets its share), or leave out --eval-every",
+            path.display(),
+            splits.join(", ")
+        );
+    }
+    let mine: Vec<Task> = validation
+        .iter()
+        .filter(|t| skills.contains(&t.skill()))
+        .map(|t| (*t).clone())
+        .collect();
+    if mine.is_empty() {
+        let mut theirs: Vec<&str> = validation.iter().map(|t| t.skill().as_str()).collect();
+        theirs.dedup();
+        bail!(
+            "--eval-every: the validation split of {} has no task of the skills trained ({}), only of {}; train those too, or mine with a larger --validation share",
+            path.display(),
+            skills.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            theirs.join(", ")
+        );
+    }
+    Ok(mine)
+}
+
+/// Refuses validation tasks none of which can be made ready (the curve would
+/// be empty) before the run starts; warns of those that cannot.
+fn check_validation(workspaces: &Workspaces, tasks: &[Task]) -> Result<()> {
+    let missing = workspaces.check_repos(tasks.iter().map(|t| &t.repo))?;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let ready = workspaces
+            .open(&t.repo)
+            .map_err(|e| e.to_string())
+            .and_then(|tree| Episode::prepare(t, &tree).map_err(|e| e.to_string()));
+        if let Err(e) = ready {
+            failed.push(format!("{}: {e}", t.id));
+        }
+    }
+    if failed.len() == tasks.len() {
+        bail!(
+            "--eval-every: none of the {} validation tasks can be prepared ({}{})",
+            tasks.len(),
+            failed
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            if missing.is_empty() {
+                ""
+            } else {
+                "; is --repo-root right?"
+            }
+        );
+    }
+    for f in &failed {
+        eprintln!("warning: validation task {f}; it is left out");
+    }
+    Ok(())
+}
+
+/// What a validation prints.
+fn validation_line(p: &basis_trainer::validation::Point) -> String {
+    let mut line = format!(
+        "validation after step {}: score {:.3} (mean Avg@{} {:.3}{}) on {} tasks",
+        p.step,
+        p.score,
+        p.samples,
+        p.mean,
+        p.review_balanced_accuracy
+            .map(|b| format!(", review's balanced accuracy {b:.3}"))
+            .unwrap_or_default(),
+        p.tasks
+    );
+    if p.skipped > 0 {
+        line += &format!(", {} skipped", p.skipped);
+    }
+    if p.best {
+        line += ", the best so far (kept)";
+    }
+    line
 }
 
 fn feedback_episodes(spec: &str, model: &str) -> Result<Vec<OffPolicy>> {
@@ -311,6 +441,21 @@ fn train(a: RunArgs) -> Result<()> {
             tasks_path.display()
         );
     }
+    let validation = match a.eval_every {
+        Some(every) => Some(Validation {
+            tasks: validation_tasks(&tasks_path, &skills)?,
+            config: basis_trainer::eval::Config {
+                samples: a.eval_samples,
+                temperature: if a.eval_samples > 1 { 0.7 } else { 0.0 },
+                jobs: a
+                    .jobs
+                    .unwrap_or(basis_trainer::eval::Config::default().jobs),
+                ..basis_trainer::eval::Config::default()
+            },
+            every,
+        }),
+        None => None,
+    };
     let device = device(&a.device)?;
     let loaded = crate::skill_cli::load_model(a.model.as_deref())?;
     let lora = (!a.full).then(|| {
@@ -338,6 +483,7 @@ fn train(a: RunArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         jobs: a.jobs.unwrap_or(TrainConfig::default().jobs),
         feedback_weight: a.feedback_weight,
+        reward: a.reward.into(),
         policy: PolicyConfig {
             lora,
             lr: a.lr,
@@ -414,7 +560,7 @@ fn train(a: RunArgs) -> Result<()> {
         policy.reference = Some(Box::new(reference));
     }
     eprintln!(
-        "training {} {} ({}), {} trainable numbers, on {} tasks of {}",
+        "training {} {} ({}), {} trainable numbers, on {} tasks of {}, for the {} reward",
         loaded.name,
         loaded.version,
         if a.full { "every weight" } else { "LoRA" },
@@ -424,7 +570,8 @@ fn train(a: RunArgs) -> Result<()> {
             .iter()
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        cfg.reward.as_str()
     );
     let mut start = 0;
     if a.resume {
@@ -446,6 +593,9 @@ fn train(a: RunArgs) -> Result<()> {
     }
     let repo_root = crate::eval::repo_root(&tasks_path, a.repo_root.as_deref());
     let workspaces = crate::eval::open_workspaces(&repo_root, &tasks)?;
+    if let Some(v) = &validation {
+        check_validation(&workspaces, &v.tasks)?;
+    }
     let sandbox = Sandbox::detect();
     std::fs::create_dir_all(&a.run).with_context(|| format!("creating {}", a.run.display()))?;
     crate::versions::RunInfo {
@@ -528,6 +678,13 @@ fn train(a: RunArgs) -> Result<()> {
     } else {
         Sampler::Served(Box::new(loaded.lm))
     };
+    // Steps already scored (a resumed run), and the first validation that
+    // failed: the run goes on without the curve and ends with the error.
+    let mut validated: std::collections::BTreeSet<usize> = validation::read(&a.run)?
+        .into_iter()
+        .map(|p| p.step)
+        .collect();
+    let mut validation_failed: Option<anyhow::Error> = None;
     let metrics = train::train(
         &mut policy,
         &mut sampler,
@@ -544,6 +701,30 @@ fn train(a: RunArgs) -> Result<()> {
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
                 bar.println(step_line(m));
+            }
+            Event::Trained { step, lm } => {
+                let Some(v) = &validation else { return };
+                if !v.due(step, a.steps) || validated.contains(&step) || validation_failed.is_some()
+                {
+                    return;
+                }
+                let label = basis_trainer::eval::ModelLabel {
+                    name: loaded.name.clone(),
+                    version: format!("{} after step {step}", a.run.display()),
+                };
+                let scored = v.run(&a.run, step, lm, label, &workspaces, &sandbox, &mut |p| {
+                    bar.set_message(format!("validation {}/{}", p.done, p.total))
+                });
+                match scored {
+                    Ok(p) => {
+                        bar.println(validation_line(&p));
+                        validated.insert(step);
+                    }
+                    Err(e) => {
+                        bar.println(format!("warning: validation after step {step} failed: {e}"));
+                        validation_failed = Some(anyhow::Error::new(e));
+                    }
+                }
             }
         },
     )?;
@@ -565,12 +746,23 @@ fn train(a: RunArgs) -> Result<()> {
     for note in train::signal_notes(&metrics) {
         eprintln!("note: {note}");
     }
+    if let Some(e) = validation_failed {
+        return Err(e.context("the validation curve is incomplete (the run's weights are saved)"));
+    }
+    if let Some(b) = validation::best(&a.run).filter(|_| validation.is_some()) {
+        eprintln!(
+            "the best validation score, {:.3}, was after step {}: its weights are in {} (what publishing judges)",
+            b.score,
+            b.step,
+            validation::best_dir(&a.run).display()
+        );
+    }
     if a.publish {
         // The evaluation decodes with a model of its own: give back the
         // training's memory, the freed memory kept for reuse included.
         drop((policy, sampler));
         basis_model::alloc::give_back_freed_memory();
-        let opts = crate::versions::options(a.force, a.gate_sigmas, a.gate_samples, None);
+        let opts = crate::versions::options(a.force, a.gate_samples, None);
         crate::versions::publish_run(&a.run, &opts)?;
     }
     Ok(())

@@ -2,11 +2,13 @@
 //! (promote or roll back), `publish RUN_DIR` (the evaluation gate, then the
 //! registry) and `export-adapter` (a version as a PEFT adapter folder).
 //!
-//! Publishing evaluates the run's adapter and the served version on the task
-//! file's held-out split, judges them with the trainer's gate
-//! (`basis_trainer::gate`), and only then publishes the adapter as the next
-//! version, whose manifest records its parent, the tasks, the steps and the
-//! before/after table. A running `basis lsp` watches `current` and swaps.
+//! Publishing evaluates the run's adapter (the best on the validation split,
+//! where the run kept one with `--eval-every`; else its last) and the served
+//! version on the task file's held-out split, judges them with the trainer's
+//! gate (`basis_trainer::gate`: paired differences and their 95% intervals),
+//! and only then publishes the adapter as the next version, whose manifest
+//! records its parent, the tasks, the steps and the before/after table. A
+//! running `basis lsp` watches `current` and swaps.
 
 use std::path::{Path, PathBuf};
 
@@ -84,7 +86,12 @@ fn evaluate(
 /// why it was not published.
 pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
     let info = RunInfo::read(run)?;
-    let adapter = run.join("adapter");
+    // The best on the validation split, where the run kept one.
+    let best = basis_trainer::validation::best(run);
+    let adapter = match best {
+        Some(_) => basis_trainer::validation::best_dir(run).join("adapter"),
+        None => run.join("adapter"),
+    };
     if info.full {
         bail!(
             "{} is a full fine-tuning run: the registry's versions are LoRA adapters on the base weights, \
@@ -139,6 +146,17 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
         "held_out_tasks": held.len(),
     });
     let mut summary = format!("{} steps on {}", info.steps, info.tasks.display());
+    if let Some(b) = best {
+        eprintln!(
+            "judging the run's best validation checkpoint: after step {} (score {:.3})",
+            b.step, b.score
+        );
+        details["checkpoint"] = serde_json::json!({
+            "best_validation_step": b.step,
+            "validation_score": b.score,
+        });
+        summary.push_str(&format!(" (the best on validation: step {})", b.step));
+    }
     if held.is_empty() {
         if !opts.force {
             bail!(
@@ -182,8 +200,12 @@ pub fn publish_run(run: &Path, opts: &PublishOptions) -> Result<Version> {
         let verdict = gate::judge(&before, &after, &opts.gate);
         let table = gate::markdown(&verdict, &format!("{served}"), "trained");
         let report = format!(
-            "# Publishing {}\n\nHeld-out tasks of {}, {} sample(s) each.\n\n{table}\n{}\n",
+            "# Publishing {}\n\n{}: held-out tasks of {}, {} sample(s) each.\n\n{table}\n{}\n",
             run.display(),
+            match best {
+                Some(b) => format!("The run's best checkpoint on validation (step {})", b.step),
+                None => "The run's adapter".into(),
+            },
             info.tasks.display(),
             opts.samples,
             if verdict.passed {
@@ -319,13 +341,10 @@ pub fn export_adapter(spec_text: &str, out: &Path, base_model: Option<&str>) -> 
 }
 
 /// The default publish options of the command line.
-pub fn options(force: bool, sigmas: f64, samples: usize, limit: Option<usize>) -> PublishOptions {
+pub fn options(force: bool, samples: usize, limit: Option<usize>) -> PublishOptions {
     PublishOptions {
         force,
-        gate: Gate {
-            sigmas,
-            ..Gate::default()
-        },
+        gate: Gate::default(),
         samples: samples.max(1),
         limit,
     }

@@ -1,8 +1,9 @@
 //! `basis tasks` end to end on repositories with known answers: the example
 //! repository's fix commits become exactly their localize tasks, a function no
-//! test covers gives no task, the held-out split shares no file or commit with
-//! training, the same seed gives the same file byte for byte, bad task lines are
-//! reported line by line, and SWE-bench instances become tasks.
+//! test covers gives no task, the train, validation and held-out splits share
+//! no commit (the example's history clusters in few files, so it is split by
+//! time) and no function, the same seed gives the same file byte for byte, bad
+//! task lines are reported line by line, and SWE-bench instances become tasks.
 
 mod support;
 
@@ -86,29 +87,61 @@ fn mining_the_example_gives_known_tasks_a_clean_split_and_the_same_bytes_twice()
             .count()
     };
     assert_eq!(verdicts("YES"), verdicts("NO"));
-    // No file or commit is on both sides of the split.
+    // The example's fixes touch a few files, joined by the review tasks made
+    // with another commit's diff: too few groups for three sides that share no
+    // file, so it is split by time. No commit is on two sides, nor a function
+    // of the tasks mined from the tests; every skill is on every side.
+    assert!(
+        stderr(&o).contains("note: split by time: "),
+        "{}",
+        stderr(&o)
+    );
     let mut side: std::collections::BTreeMap<String, String> = Default::default();
     for t in &tasks {
         let split = t["meta"]["split"].as_str().unwrap().to_string();
-        let mut keys: Vec<String> = t["meta"]["files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|f| format!("file:{}", f.as_str().unwrap()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for k in ["commit", "other_commit"] {
-            if let Some(c) = t["meta"][k].as_str() {
-                keys.push(format!("commit:{c}"));
-            }
+        let mut keys: Vec<String> = ["commit", "other_commit"]
+            .iter()
+            .filter_map(|k| t["meta"][k].as_str())
+            .map(|c| format!("commit:{c}"))
+            .collect();
+        if let Some(symbol) = t["meta"]["symbol"].as_str() {
+            keys.push(format!("function:{}::{symbol}", t["meta"]["files"][0]));
         }
+        assert!(!keys.is_empty(), "{t}");
         for k in keys {
             let s = side.entry(k.clone()).or_insert(split.clone());
-            assert_eq!(*s, split, "{k} is on both sides");
+            assert_eq!(*s, split, "{k} is on two sides");
         }
     }
-    assert!(tasks.iter().any(|t| t["meta"]["split"] == "heldout"));
+    for split in ["train", "validation", "heldout"] {
+        for skill in ["localize", "edit", "testgen", "reproduce", "review"] {
+            assert!(
+                tasks
+                    .iter()
+                    .any(|t| t["skill"] == skill && t["meta"]["split"] == split),
+                "no {split} task for {skill}"
+            );
+        }
+        let n = tasks.iter().filter(|t| t["meta"]["split"] == split).count();
+        assert!(
+            stdout(&o).contains(&format!("total\t\t{split}\t{n}\n")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    // The held-out side takes the newest fixes that fit its share: the
+    // parse_amount fix (the newest, "Handle discounts over 100%", joins two
+    // older fixes through review tasks made with their diffs: too many tasks
+    // for the share), not the oldest, the bulk-discount fix.
+    let newest_fix = "706b7dbea6949a7cdd91a9c3720c505775ce26d8";
+    let split_of = |commit: &str| {
+        tasks
+            .iter()
+            .find(|t| t["skill"] == "localize" && t["meta"]["commit"] == commit)
+            .map(|t| t["meta"]["split"].clone())
+    };
+    assert_eq!(split_of(newest_fix), Some("heldout".into()));
+    assert_ne!(split_of(BULK_FIX), Some("heldout".into()));
     // A Python reproduction carries the repository's own test that caught the
     // bug (the miner checked that it fails before the fix and passes after);
     // a Rust one has none.
@@ -208,6 +241,52 @@ fn a_function_no_test_catches_gives_no_task() {
         .unwrap()
         .to_lowercase();
     assert!(!issue.contains("test"), "{issue}");
+    // Shares that leave nothing to train on are refused, and nothing written.
+    let none_left = dir.path().join("none-left.jsonl");
+    for (shares, says) in [
+        (
+            ["--holdout", "0.5", "--validation", "0.5"],
+            "--holdout 0.5 and --validation 0.5 leave nothing to train on",
+        ),
+        (
+            ["--holdout", "0.2", "--validation", "1.5"],
+            "--validation 1.5 is not a share in [0, 1)",
+        ),
+    ] {
+        let o = mine(&repo, &none_left, &shares);
+        assert!(!o.status.success(), "{shares:?}");
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert!(!none_left.exists());
+    }
+}
+
+#[test]
+fn a_task_file_of_two_splits_still_reads() {
+    // A file mined before the validation split: train and heldout only.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.jsonl");
+    let task = |id: &str, split: &str| {
+        format!(
+            r#"{{"schema":"basis.task/1","id":"{id}","skill":"localize","repo":{{"path":"."}},"input":{{"issue":"the total is wrong"}},"reference":{{"files":["a.py"]}},"meta":{{"source":"mined:history","split":"{split}"}}}}"#
+        )
+    };
+    let text = [task("a", "train"), task("b", "train"), task("c", "heldout")].join("\n");
+    std::fs::write(&file, text).unwrap();
+    let o = support::run(&["tasks", "stats", file.to_str().unwrap()]);
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+    let table = stdout(&o);
+    assert!(
+        table.contains("localize\t-\theldout\t1\nlocalize\t-\ttrain\t2\n"),
+        "{table}"
+    );
+    assert!(
+        table.ends_with("total\t\ttrain\t2\ntotal\t\theldout\t1\ntotal\t\t\t3\n"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! plot` draws the curves; `basis model use` rolls back; `basis model
 //! export-adapter` writes a PEFT folder. Records of another base model are
 //! refused. The warm start (`--sft`) fits the reference answers and leaves an
-//! adapter.
+//! adapter. `--eval-every` scores the validation split as the run goes, keeps
+//! the best weights, and publishing judges those; without a validation split
+//! it is refused before anything is written.
 
 mod support;
 
@@ -306,7 +308,10 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
     );
     let err = support::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not published: "), "{err}");
+    assert!(
+        err.contains("not published: the mean over the skills did not improve beyond noise"),
+        "{err}"
+    );
     assert!(!home.join("models/m/versions/v2").exists());
 
     let manifest: Value = serde_json::from_str(
@@ -419,7 +424,8 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
 fn a_run_without_signal_says_so() {
     // Eight new tokens cannot hold an edit: every rollout scores 0, the one
     // group is skipped, and nothing is learned. The run must say that rather
-    // than end as if it had trained.
+    // than end as if it had trained. (The binary reward: graded, a cut-off
+    // edit still earns the share of the tests it does not break.)
     let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
     let err = train_ok(
@@ -438,9 +444,12 @@ fn a_run_without_signal_says_so() {
             "2",
             "--max-new-tokens",
             "8",
+            "--reward",
+            "binary",
         ],
     );
     assert!(err.contains("step 1: reward 0.000"), "{err}");
+    assert_eq!(metrics(&run)[0]["reward_kind"], "binary");
     assert!(
         err.contains("note: no rollout of edit earned a reward in 1 step(s)"),
         "{err}"
@@ -494,6 +503,8 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
     let metrics = metrics(&run);
     assert_eq!(metrics.len(), 2);
     for m in &metrics {
+        // The graded reward unless told otherwise.
+        assert_eq!(m["reward_kind"], "graded", "{m}");
         assert_eq!(m["unready_tasks"], 1, "{m}");
         assert_eq!(m["unscored"], 0, "{m}");
         assert_eq!(m["groups"], 1, "{m}");
@@ -551,6 +562,34 @@ fn settings_under_which_grpo_cannot_learn_are_refused() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!run.exists(), "{args:?} made a run folder");
     }
+}
+
+#[test]
+fn an_unknown_reward_is_refused_with_the_rewards_there_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let tasks = tasks();
+    let out = basis(
+        &tmp.path().join("home"),
+        &[
+            "train",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+            "--reward",
+            "nonsense",
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("invalid value 'nonsense' for '--reward <REWARD>'"),
+        "{err}"
+    );
+    assert!(err.contains("[possible values: binary, graded]"), "{err}");
+    assert!(!run.exists(), "a run folder was made");
+    assert!(!tmp.path().join("home").exists(), "the store was touched");
 }
 
 #[test]
@@ -636,6 +675,186 @@ fn feedback_of_another_base_model_is_refused() {
         assert!(err.contains(says), "{err}");
     }
     assert!(!tmp.path().join("typo.sqlite3").exists());
+}
+
+/// The bundled tasks with each task's split changed by `split`, written to
+/// `dir/tasks.jsonl`.
+fn resplit(dir: &Path, split: impl Fn(&Value) -> &'static str) -> PathBuf {
+    let file = dir.join("tasks.jsonl");
+    let lines: Vec<String> = task_values()
+        .into_iter()
+        .map(|mut t| {
+            t["meta"]["split"] = json!(split(&t));
+            t.to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    file
+}
+
+#[test]
+fn eval_every_without_validation_tasks_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let run = tmp.path().join("run");
+    let refused = |tasks: &Path, skills: &str, every: &str, says: &str| {
+        let out = basis(
+            &home,
+            &[
+                "train",
+                "--tasks",
+                tasks.to_str().unwrap(),
+                "--skills",
+                skills,
+                "--eval-every",
+                every,
+                "--run",
+                run.to_str().unwrap(),
+            ],
+        );
+        let err = support::stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!run.exists(), "a run folder was made");
+        assert!(!home.exists(), "the store was touched");
+    };
+    // A file mined before the validation split: train and heldout only.
+    let two = resplit(tmp.path(), |t| {
+        if t["meta"]["split"] == "heldout" {
+            "heldout"
+        } else {
+            "train"
+        }
+    });
+    refused(
+        &two,
+        "review",
+        "1",
+        "has no validation split (its tasks are heldout, train): mine the repository again",
+    );
+    // Validation tasks, but none of the skills trained.
+    let review_only = resplit(tmp.path(), |t| match t["meta"]["split"].as_str() {
+        Some("validation") if t["skill"] != "review" => "train",
+        Some("heldout") => "heldout",
+        Some("validation") => "validation",
+        _ => "train",
+    });
+    refused(
+        &review_only,
+        "edit,localize",
+        "1",
+        "has no task of the skills trained (edit, localize), only of review",
+    );
+    // --eval-every 0 would never score anything.
+    refused(
+        &tasks(),
+        "review",
+        "0",
+        "invalid value '0' for '--eval-every <N>'",
+    );
+}
+
+#[test]
+fn eval_every_draws_the_validation_curve_and_publishing_judges_the_best_weights() {
+    // Two steps at a learning rate of 0: the weights never move, so the
+    // validation score is the same at steps 0 and 2 and the best stays the
+    // start's (a later step must score higher). Its adapter is the fresh one,
+    // which changes nothing: the gate refuses it.
+    let (tmp, home) = with_shopkit();
+    let run = tmp.path().join("run");
+    let err = train_ok(
+        &home,
+        &tasks(),
+        tmp.path(),
+        &run,
+        &[
+            "--skills",
+            "review",
+            "--steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--tasks-per-step",
+            "1",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--lr",
+            "0",
+        ],
+    );
+    let validation_reviews = task_values()
+        .into_iter()
+        .filter(|t| t["skill"] == "review" && t["meta"]["split"] == "validation")
+        .count();
+    assert!(validation_reviews >= 2, "{validation_reviews}");
+    let first = err
+        .lines()
+        .find(|l| l.contains("validation after step 0: score "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        first.contains(&format!("on {validation_reviews} tasks"))
+            && first.ends_with("the best so far (kept)"),
+        "{first}"
+    );
+    let lines = metrics(&run);
+    let validations: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "validation").collect();
+    let steps: Vec<u64> = validations
+        .iter()
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![0, 2], "{validations:?}");
+    for v in &validations {
+        assert_eq!(v["tasks"], validation_reviews, "{v}");
+        assert_eq!(v["samples"], 1, "{v}");
+        assert!(v["per_skill"]["review"].is_number(), "{v}");
+    }
+    assert_eq!(validations[0]["score"], validations[1]["score"]);
+    assert_eq!(
+        (&validations[0]["best"], &validations[1]["best"]),
+        (&json!(true), &json!(false))
+    );
+    // The step lines are still one a step.
+    assert_eq!(lines.iter().filter(|l| l.get("kind").is_none()).count(), 2);
+    let best: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best/best.json")).unwrap())
+            .unwrap();
+    assert_eq!(best["step"], 0);
+    assert!(run.join("best/adapter/adapter_model.safetensors").is_file());
+    assert!(
+        err.contains("was after step 0: its weights are in "),
+        "{err}"
+    );
+
+    let plot = basis(&home, &["train", "plot", run.to_str().unwrap()]);
+    assert!(plot.status.success(), "{}", support::stderr(&plot));
+    let svg = std::fs::read_to_string(run.join("rewards.svg")).unwrap();
+    assert!(
+        svg.contains("validation") && svg.contains("review"),
+        "{svg}"
+    );
+
+    let out = basis(
+        &home,
+        &["model", "publish", run.to_str().unwrap(), "--limit", "1"],
+    );
+    let err = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("judging the run's best validation checkpoint: after step 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not published: the mean over the skills did not improve beyond noise"),
+        "{err}"
+    );
+    assert!(!home.join("models/m/versions/v1").exists());
+    let report = std::fs::read_to_string(run.join("publish.md")).unwrap();
+    assert!(
+        report.contains("The run's best checkpoint on validation (step 0)"),
+        "{report}"
+    );
 }
 
 #[test]

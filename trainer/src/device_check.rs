@@ -151,6 +151,7 @@ pub fn run(
             prompt: prompt.clone(),
             samples: completions.iter().cloned().zip(old).collect(),
             rewards: vec![1.0, 0.0, 0.0, 0.0],
+            verdict: None,
         };
         optimize(&mut policy, vec![rollout], &[], &train_cfg, step, &mut last)?;
     }

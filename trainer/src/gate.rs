@@ -1,20 +1,24 @@
-//! The publish gate: is a trained version better than the one served?
+//! The publish gate: is a trained version better than the one served, beyond
+//! noise?
 //!
-//! Both versions are evaluated on the same held-out tasks ([`crate::eval`]).
-//! Per skill, the paired difference of each task's mean reward (after − before)
-//! has a mean and a standard error; the skill got worse beyond noise when its
-//! mean difference is below `−sigmas × SE` (with no spread at all, any drop
-//! counts). The gate passes when no skill got worse beyond noise and the mean
-//! over the skills improved by more than `min_gain`.
+//! Both versions are evaluated on the same held-out tasks ([`crate::eval`]) and
+//! paired task by task ([`crate::eval::compare`]): per skill, the mean over the
+//! tasks of each task's mean reward after minus before, with its 95% interval
+//! from a bootstrap over the tasks ([`crate::stats`]). The gate passes when
+//!
+//! - no skill is worse beyond noise: no skill's interval lies below 0 (its
+//!   upper end under 0), and
+//! - the mean over the skills is better beyond noise: its interval lies above
+//!   0 (its lower end over 0; each skill's tasks resampled within the skill).
 //!
 //! Review is judged by balanced accuracy, not by its mean reward: a model that
 //! learns to answer YES every time scores the share of YES tasks in the mean
 //! reward (0.5 on a balanced split, more on a split of mostly YES), and RL finds
-//! that answer first (BENCHMARKS.md, "more-itertools with a split by time"). Each
-//! review task's reward is weighted by `n / (2 × tasks with its verdict)`, so the
-//! weighted mean is the mean of the share right on YES tasks and on NO tasks, and
-//! the paired differences keep their standard error. A split with one verdict
-//! only keeps plain weights.
+//! that answer first (BENCHMARKS.md, "more-itertools with a split by time").
+//! Balanced accuracy, the mean of the share right on YES tasks and on NO tasks,
+//! is 0.5 for any constant answer; its change is resampled with the YES and NO
+//! tasks apart. Where the tasks have one verdict only it is not defined, and
+//! review counts by its mean reward.
 
 use std::collections::BTreeMap;
 
@@ -22,24 +26,14 @@ use serde::Serialize;
 
 use basis_skills::SkillId;
 
-use crate::eval::Report;
+use crate::eval::{self, Difference, Report, TaskResult};
+use crate::stats::{self, Tally};
 
 /// The gate's settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Gate {
-    /// A skill may drop by at most this many standard errors.
-    pub sigmas: f64,
-    /// The mean over the skills must rise by more than this.
+    /// The mean's interval must lie above this (0: above no change).
     pub min_gain: f64,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Self {
-            sigmas: 2.0,
-            min_gain: 0.0,
-        }
-    }
 }
 
 /// One skill before and after.
@@ -48,9 +42,11 @@ pub struct SkillChange {
     pub tasks: usize,
     pub before: f64,
     pub after: f64,
-    /// The standard error of the paired per-task difference.
-    pub stderr: f64,
-    /// Worse beyond noise.
+    /// `after − before`, the mean of the paired per-task differences.
+    pub difference: f64,
+    /// Its 95% interval.
+    pub ci95: Option<[f64; 2]>,
+    /// Worse beyond noise: the interval lies below 0.
     pub worse: bool,
     /// Scored by balanced accuracy (review over tasks of both verdicts).
     pub balanced: bool,
@@ -63,125 +59,197 @@ pub struct Verdict {
     pub per_skill: BTreeMap<String, SkillChange>,
     pub mean_before: f64,
     pub mean_after: f64,
+    /// The 95% interval of `mean_after − mean_before`.
+    pub mean_ci95: Option<[f64; 2]>,
     /// Why it failed (empty when it passed).
     pub reasons: Vec<String>,
 }
 
-/// One task's score in one report.
-struct TaskScore {
-    skill: String,
-    mean: f64,
-    /// Review: the verdict that was right, where a sample recorded it.
-    expected: Option<bool>,
+/// A unit the mean's bootstrap resamples: a task's paired difference, or for
+/// review by balanced accuracy, a task's right verdicts before and after.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    difference: f64,
+    before: Tally,
+    after: Tally,
 }
 
-/// Each task's mean reward, by task id.
-fn per_task(r: &Report) -> BTreeMap<&str, TaskScore> {
-    r.tasks
+/// A review task's samples: how many gave the right verdict, of how many.
+fn verdict_tally(t: &TaskResult) -> Option<(bool, Tally)> {
+    let calls: Vec<_> = t.samples.iter().filter_map(|s| s.score.verdict).collect();
+    let expected = calls.first()?.expected;
+    let right = calls.iter().filter(|c| c.said == Some(c.expected)).count();
+    Some((
+        expected,
+        Tally {
+            sum: right as f64,
+            n: calls.len() as f64,
+        },
+    ))
+}
+
+fn task_mean(t: &TaskResult) -> f64 {
+    t.samples.iter().map(|s| s.reward).sum::<f64>() / t.samples.len() as f64
+}
+
+/// The tasks scored in both reports, per skill: (before, after).
+fn pairs<'a>(
+    before: &'a Report,
+    after: &'a Report,
+) -> BTreeMap<SkillId, Vec<(&'a TaskResult, &'a TaskResult)>> {
+    let b: BTreeMap<&str, &TaskResult> = before
+        .tasks
         .iter()
         .filter(|t| !t.samples.is_empty())
-        .map(|t| {
-            let mean = t.samples.iter().map(|s| s.reward).sum::<f64>() / t.samples.len() as f64;
-            let expected = t
-                .samples
-                .iter()
-                .find_map(|s| s.score.verdict.map(|v| v.expected));
-            let skill = t.skill.as_str().to_string();
-            (
-                t.id.as_str(),
-                TaskScore {
-                    skill,
-                    mean,
-                    expected,
-                },
-            )
-        })
-        .collect()
+        .map(|t| (t.id.as_str(), t))
+        .collect();
+    let mut out: BTreeMap<SkillId, Vec<_>> = BTreeMap::new();
+    let mut scored: Vec<&TaskResult> = after
+        .tasks
+        .iter()
+        .filter(|t| !t.samples.is_empty())
+        .collect();
+    scored.sort_by(|x, y| x.id.cmp(&y.id));
+    for a in scored {
+        if let Some(b) = b.get(a.id.as_str()) {
+            out.entry(a.skill).or_default().push((*b, a));
+        }
+    }
+    out
 }
 
-/// One weight per task (see the module docs): balanced over the two verdicts
-/// where every task has one and both occur, 1 otherwise.
-fn weights(expected: &[Option<bool>]) -> (Vec<f64>, bool) {
-    let n = expected.len() as f64;
-    let yes = expected.iter().filter(|e| **e == Some(true)).count() as f64;
-    let no = expected.iter().filter(|e| **e == Some(false)).count() as f64;
-    if yes == 0.0 || no == 0.0 || yes + no < n {
-        return (vec![1.0; expected.len()], false);
+/// Review's tasks as two groups, YES and NO, when every task has a verdict
+/// and both occur; `None` otherwise.
+fn review_groups(tasks: &[(&TaskResult, &TaskResult)]) -> Option<[Vec<Unit>; 2]> {
+    let mut groups: [Vec<Unit>; 2] = [Vec::new(), Vec::new()];
+    for (b, a) in tasks {
+        let ((expected, before), (_, after)) = (verdict_tally(b)?, verdict_tally(a)?);
+        groups[usize::from(!expected)].push(Unit {
+            difference: 0.0,
+            before,
+            after,
+        });
     }
-    let w = expected
+    (!groups[0].is_empty() && !groups[1].is_empty()).then_some(groups)
+}
+
+/// The mean over skills of each skill's change (see the module docs) on
+/// resampled groups: `plain` groups of paired differences, then, where
+/// `review` is set, review's YES and NO groups as the last two.
+fn mean_change(groups: &[Vec<Unit>], review: bool) -> Option<f64> {
+    let plain = if review {
+        groups.len() - 2
+    } else {
+        groups.len()
+    };
+    let mut changes: Vec<f64> = groups[..plain]
         .iter()
-        .map(|e| n / (2.0 * if *e == Some(true) { yes } else { no }))
-        .collect();
-    (w, true)
+        .map(|g| stats::mean(&g.iter().map(|u| u.difference).collect::<Vec<_>>()))
+        .collect::<Option<_>>()?;
+    if review {
+        changes.push(balanced_change(&groups[plain..])?);
+    }
+    stats::mean(&changes)
+}
+
+/// Balanced accuracy after minus before, from the YES and NO groups.
+fn balanced_change(yes_no: &[Vec<Unit>]) -> Option<f64> {
+    let side = |after: bool| -> Option<f64> {
+        let share = |g: &Vec<Unit>| {
+            let t: Vec<Tally> = g
+                .iter()
+                .map(|u| if after { u.after } else { u.before })
+                .collect();
+            stats::pooled(&t)
+        };
+        Some((share(&yes_no[0])? + share(&yes_no[1])?) / 2.0)
+    };
+    Some(side(true)? - side(false)?)
+}
+
+/// A skill's change from a paired difference.
+fn change(d: &Difference, balanced: bool) -> SkillChange {
+    SkillChange {
+        tasks: d.tasks,
+        before: d.before,
+        after: d.after,
+        difference: d.difference,
+        ci95: d.ci95,
+        worse: d.ci95.is_some_and(|[_, hi]| hi < 0.0),
+        balanced,
+    }
+}
+
+/// An interval, signed, or `n/a`.
+fn interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(|| "n/a".into(), |[lo, hi]| format!("[{lo:+.3}, {hi:+.3}]"))
 }
 
 /// Judges `after` against `before` (see the module docs). Only tasks scored in
 /// both count.
 pub fn judge(before: &Report, after: &Report, gate: &Gate) -> Verdict {
-    let b = per_task(before);
-    let a = per_task(after);
-    let mut paired: BTreeMap<String, Vec<(f64, f64, Option<bool>)>> = BTreeMap::new();
-    for (id, x) in &b {
-        if let Some(y) = a.get(id) {
-            paired.entry(x.skill.clone()).or_default().push((
-                x.mean,
-                y.mean,
-                x.expected.or(y.expected),
-            ));
-        }
-    }
+    let comparison = eval::compare(before, after);
+    let paired = pairs(before, after);
     let mut per_skill = BTreeMap::new();
-    let mut reasons = Vec::new();
-    for (skill, scored) in paired {
-        let (w, balanced) = if skill == SkillId::Review.as_str() {
-            weights(&scored.iter().map(|p| p.2).collect::<Vec<_>>())
-        } else {
-            (vec![1.0; scored.len()], false)
-        };
-        let pairs: Vec<(f64, f64)> = scored
-            .iter()
-            .zip(&w)
-            .map(|(p, w)| (p.0 * w, p.1 * w))
-            .collect();
-        let n = pairs.len() as f64;
-        let before = pairs.iter().map(|p| p.0).sum::<f64>() / n;
-        let after = pairs.iter().map(|p| p.1).sum::<f64>() / n;
-        let d: Vec<f64> = pairs.iter().map(|p| p.1 - p.0).collect();
-        let dm = after - before;
-        let var = if d.len() > 1 {
-            d.iter().map(|x| (x - dm) * (x - dm)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
-        let stderr = (var / n).sqrt();
-        let worse = dm < -gate.sigmas * stderr - 1e-12;
-        if worse {
-            reasons.push(format!(
-                "{skill} got worse: {before:.3} -> {after:.3} (more than {} standard errors of {stderr:.3})",
-                gate.sigmas
-            ));
+    let mut groups: Vec<Vec<Unit>> = Vec::new();
+    let mut review = None;
+    for (skill, tasks) in &paired {
+        let name = skill.as_str().to_string();
+        let by_verdict = (*skill == SkillId::Review)
+            .then(|| review_groups(tasks))
+            .flatten();
+        let balanced = comparison.review_balanced_accuracy.as_ref();
+        match (by_verdict, balanced) {
+            (Some(yes_no), Some(d)) => {
+                per_skill.insert(name, change(d, true));
+                review = Some(yes_no);
+            }
+            _ => {
+                let Some(d) = comparison.per_skill.get(&name) else {
+                    continue;
+                };
+                per_skill.insert(name, change(d, false));
+                groups.push(
+                    tasks
+                        .iter()
+                        .map(|(b, a)| Unit {
+                            difference: task_mean(a) - task_mean(b),
+                            before: Tally { sum: 0.0, n: 0.0 },
+                            after: Tally { sum: 0.0, n: 0.0 },
+                        })
+                        .collect(),
+                );
+            }
         }
-        per_skill.insert(
-            skill,
-            SkillChange {
-                tasks: pairs.len(),
-                before,
-                after,
-                stderr,
-                worse,
-                balanced,
-            },
-        );
     }
+    let has_review = review.is_some();
+    groups.extend(review.into_iter().flatten());
     let mean = |f: fn(&SkillChange) -> f64| {
-        per_skill.values().map(f).sum::<f64>() / per_skill.len().max(1) as f64
+        stats::mean(&per_skill.values().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
     };
     let (mean_before, mean_after) = (mean(|c| c.before), mean(|c| c.after));
+    let mean_ci95 = stats::bootstrap(&groups, |g| mean_change(g, has_review));
+    let mut reasons = Vec::new();
+    for (skill, c) in &per_skill {
+        if c.worse {
+            reasons.push(format!(
+                "{skill}{} got worse: {:.3} -> {:.3}, a difference of {:+.3} whose 95% interval {} lies below 0",
+                if c.balanced { " (balanced accuracy)" } else { "" },
+                c.before,
+                c.after,
+                c.difference,
+                interval(c.ci95)
+            ));
+        }
+    }
     if per_skill.is_empty() {
         reasons.push("no held-out task was scored for both versions".into());
-    } else if mean_after - mean_before <= gate.min_gain {
+    } else if !mean_ci95.is_some_and(|[lo, _]| lo > gate.min_gain) {
         reasons.push(format!(
-            "the mean did not improve: {mean_before:.3} -> {mean_after:.3}"
+            "the mean over the skills did not improve beyond noise: {mean_before:.3} -> {mean_after:.3}, a difference of {:+.3} whose 95% interval {} does not lie above {}",
+            mean_after - mean_before,
+            interval(mean_ci95),
+            gate.min_gain
         ));
     }
     Verdict {
@@ -189,6 +257,7 @@ pub fn judge(before: &Report, after: &Report, gate: &Gate) -> Verdict {
         per_skill,
         mean_before,
         mean_after,
+        mean_ci95,
         reasons,
     }
 }
@@ -196,30 +265,37 @@ pub fn judge(before: &Report, after: &Report, gate: &Gate) -> Verdict {
 /// The verdict as a markdown table.
 pub fn markdown(v: &Verdict, before: &str, after: &str) -> String {
     let mut out = format!(
-        "| skill | tasks | {before} | {after} | change | stderr | worse beyond noise |\n|---|---|---|---|---|---|---|\n"
+        "| skill | tasks | {before} | {after} | difference | 95% interval | worse beyond noise |\n|---|---|---|---|---|---|---|\n"
     );
-    for (skill, c) in &v.per_skill {
+    let ordered = SkillId::ALL
+        .iter()
+        .filter_map(|s| v.per_skill.get_key_value(s.as_str()));
+    for (skill, c) in ordered {
         let skill = if c.balanced {
             format!("{skill} (balanced accuracy)")
         } else {
             skill.clone()
         };
         out.push_str(&format!(
-            "| {skill} | {} | {:.3} | {:.3} | {:+.3} | {:.3} | {} |\n",
+            "| {skill} | {} | {:.3} | {:.3} | {:+.3} | {} | {} |\n",
             c.tasks,
             c.before,
             c.after,
-            c.after - c.before,
-            c.stderr,
+            c.difference,
+            interval(c.ci95),
             if c.worse { "yes" } else { "no" }
         ));
     }
     out.push_str(&format!(
-        "| **mean** | | {:.3} | {:.3} | {:+.3} | | |\n",
+        "| **mean** | | {:.3} | {:.3} | {:+.3} | {} | |\n",
         v.mean_before,
         v.mean_after,
-        v.mean_after - v.mean_before
+        v.mean_after - v.mean_before,
+        interval(v.mean_ci95)
     ));
+    out.push_str(
+        "\nThe gate passes when no skill's interval lies below 0 and the mean's lies above 0.\n",
+    );
     out
 }
 
@@ -227,39 +303,48 @@ pub fn markdown(v: &Verdict, before: &str, after: &str) -> String {
 mod tests {
     use super::*;
     use crate::episode::{ReviewCall, Score};
-    use crate::eval::{summarize, Config, ModelLabel, Sample, TaskResult};
+    use crate::eval::{summarize, Config, ModelLabel, Sample};
 
-    fn report(rewards: &[(&str, SkillId, f64)]) -> Report {
-        scored(
-            rewards
-                .iter()
-                .map(|(id, skill, r)| (*id, *skill, *r, Score::default())),
-        )
+    /// Tasks of `skill` named `{prefix}{i}`, one sample each, rewarded `rewards`.
+    fn tasks(prefix: &str, skill: SkillId, rewards: &[f64]) -> Vec<(String, SkillId, f64, Score)> {
+        rewards
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{prefix}{i}"), skill, *r, Score::default()))
+            .collect()
     }
 
-    /// Review tasks: (id, the right verdict, the verdict said), one sample each.
-    fn reviews(calls: &[(&str, bool, bool)]) -> Report {
-        scored(calls.iter().map(|(id, expected, said)| {
-            let score = Score {
-                verdict: Some(ReviewCall {
-                    expected: *expected,
-                    said: Some(*said),
-                }),
-                ..Score::default()
-            };
-            (*id, SkillId::Review, f64::from(expected == said), score)
-        }))
+    /// Review tasks: (the right verdict, the verdict said), one sample each,
+    /// named `r0`, `r1`, ….
+    fn reviews(calls: &[(bool, bool)]) -> Vec<(String, SkillId, f64, Score)> {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, (expected, said))| {
+                let score = Score {
+                    verdict: Some(ReviewCall {
+                        expected: *expected,
+                        said: Some(*said),
+                    }),
+                    ..Score::default()
+                };
+                let reward = f64::from(expected == said);
+                (format!("r{i}"), SkillId::Review, reward, score)
+            })
+            .collect()
     }
 
-    fn scored<'a>(tasks: impl Iterator<Item = (&'a str, SkillId, f64, Score)>) -> Report {
-        let tasks = tasks
+    fn report(parts: &[Vec<(String, SkillId, f64, Score)>]) -> Report {
+        let tasks = parts
+            .iter()
+            .flatten()
             .map(|(id, skill, reward, score)| TaskResult {
-                id: id.to_string(),
-                skill,
+                id: id.clone(),
+                skill: *skill,
                 split: "heldout".into(),
                 samples: vec![Sample {
-                    reward,
-                    score,
+                    reward: *reward,
+                    score: score.clone(),
                     tokens: 1,
                     latency_ms: 1,
                     completion: String::new(),
@@ -274,89 +359,159 @@ mod tests {
         summarize(label, &Config::default(), tasks, Vec::new())
     }
 
+    fn judged(before: &Report, after: &Report) -> Verdict {
+        judge(before, after, &Gate::default())
+    }
+
     #[test]
-    fn a_better_mean_with_no_skill_worse_passes() {
+    fn a_mean_better_beyond_noise_with_no_skill_worse_passes() {
         use SkillId::*;
-        let before = report(&[("a", Edit, 0.0), ("b", Edit, 0.0), ("c", Review, 1.0)]);
-        let after = report(&[("a", Edit, 1.0), ("b", Edit, 0.0), ("c", Review, 1.0)]);
-        let v = judge(&before, &after, &Gate::default());
+        // Edit: five tasks from 0 to 1; review (one verdict only, so by its
+        // mean reward): the same. Differences +1 and 0: the mean's interval is
+        // [0.5, 0.5].
+        let before = report(&[tasks("e", Edit, &[0.0; 5]), tasks("r", Review, &[1.0; 3])]);
+        let after = report(&[tasks("e", Edit, &[1.0; 5]), tasks("r", Review, &[1.0; 3])]);
+        let v = judged(&before, &after);
         assert!(v.passed, "{:?}", v.reasons);
-        assert!((v.mean_after - 0.75).abs() < 1e-12 && (v.mean_before - 0.5).abs() < 1e-12);
+        assert_eq!((v.mean_before, v.mean_after), (0.5, 1.0));
+        assert_eq!(v.mean_ci95, Some([0.5, 0.5]));
+        assert_eq!(v.per_skill["edit"].ci95, Some([1.0, 1.0]));
+        assert!(!v.per_skill["review"].balanced);
+        let md = markdown(&v, "v1", "trained");
+        assert!(
+            md.contains("| edit | 5 | 0.000 | 1.000 | +1.000 | [+1.000, +1.000] | no |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **mean** | | 0.500 | 1.000 | +0.500 | [+0.500, +0.500] | |"),
+            "{md}"
+        );
     }
 
     #[test]
-    fn a_skill_that_drops_without_spread_fails_and_no_gain_fails() {
+    fn a_skill_worse_beyond_noise_fails_even_when_the_mean_rises() {
         use SkillId::*;
-        let before = report(&[("a", Edit, 0.0), ("c", Review, 1.0), ("d", Review, 1.0)]);
-        let after = report(&[("a", Edit, 1.0), ("c", Review, 0.0), ("d", Review, 0.0)]);
-        let v = judge(&before, &after, &Gate::default());
-        assert!(!v.passed);
-        assert!(v.per_skill["review"].worse && !v.per_skill["edit"].worse);
-        let same = judge(&before, &before, &Gate::default());
-        assert!(!same.passed && same.reasons[0].contains("did not improve"));
-    }
-
-    #[test]
-    fn a_noisy_drop_within_the_sigmas_is_not_worse() {
-        use SkillId::*;
-        // Differences +1, -1, -1, 0: mean -0.25, stderr ~0.48.
+        // Edit and testgen up on every task, localize down on every task: the
+        // mean rises by 1/3, beyond noise, but localize's interval is below 0.
         let before = report(&[
-            ("a", Edit, 0.0),
-            ("b", Edit, 1.0),
-            ("c", Edit, 1.0),
-            ("d", Edit, 0.0),
+            tasks("e", Edit, &[0.0; 4]),
+            tasks("t", Testgen, &[0.0; 4]),
+            tasks("l", Localize, &[1.0; 3]),
         ]);
         let after = report(&[
-            ("a", Edit, 1.0),
-            ("b", Edit, 0.0),
-            ("c", Edit, 0.0),
-            ("d", Edit, 0.0),
+            tasks("e", Edit, &[1.0; 4]),
+            tasks("t", Testgen, &[1.0; 4]),
+            tasks("l", Localize, &[0.0; 3]),
         ]);
-        let v = judge(&before, &after, &Gate::default());
-        assert!(!v.per_skill["edit"].worse);
-        let strict = judge(
-            &before,
-            &after,
-            &Gate {
-                sigmas: 0.0,
-                min_gain: 0.0,
-            },
+        let v = judged(&before, &after);
+        assert!(!v.passed);
+        assert!(v.mean_ci95.is_some_and(|[lo, _]| lo > 0.0), "{v:?}");
+        assert!(v.per_skill["localize"].worse && !v.per_skill["edit"].worse);
+        assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].starts_with("localize got worse: 1.000 -> 0.000"),
+            "{}",
+            v.reasons[0]
         );
-        assert!(strict.per_skill["edit"].worse);
     }
 
     #[test]
-    fn review_is_judged_by_balanced_accuracy_so_a_constant_yes_does_not_pass() {
-        // Three YES tasks and one NO. Before: right on one YES task and on the NO
-        // task (mean reward 0.50, balanced accuracy (1/3 + 1) / 2 = 0.667).
-        // After: YES every time (mean reward 0.75, balanced accuracy 0.50).
-        let before = reviews(&[
-            ("a", true, true),
-            ("b", true, false),
-            ("c", true, false),
-            ("d", false, false),
-        ]);
-        let after = reviews(&[
-            ("a", true, true),
-            ("b", true, true),
-            ("c", true, true),
-            ("d", false, true),
-        ]);
-        assert_eq!(after.per_skill["review"].avg_at_k, 0.75);
-        let v = judge(&before, &after, &Gate::default());
+    fn changes_within_noise_neither_fail_a_skill_nor_pass_the_mean() {
+        use SkillId::*;
+        // Differences +1, -1, -1, 0, +1, +1: a mean of +1/6 whose interval
+        // holds 0 both ways. The old rule (the mean rose, no drop beyond two
+        // standard errors) passed this.
+        let before = report(&[tasks("e", Edit, &[0.0, 1.0, 1.0, 0.0, 0.0, 0.0])]);
+        let after = report(&[tasks("e", Edit, &[1.0, 0.0, 0.0, 0.0, 1.0, 1.0])]);
+        let v = judged(&before, &after);
+        let [lo, hi] = v.per_skill["edit"].ci95.unwrap();
+        assert!(lo < 0.0 && hi > 0.0, "{lo}..{hi}");
+        assert!(!v.per_skill["edit"].worse);
+        assert!(!v.passed);
+        assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].starts_with(
+                "the mean over the skills did not improve beyond noise: 0.333 -> 0.500"
+            ),
+            "{}",
+            v.reasons[0]
+        );
+        // The same model against itself: no change, and no gain.
+        let same = judged(&before, &before);
+        assert!(!same.passed && same.mean_ci95 == Some([0.0, 0.0]));
+        // Nothing in common: nothing to judge on.
+        let other = report(&[tasks("x", Edit, &[1.0])]);
+        let none = judged(&before, &other);
+        assert!(!none.passed && none.reasons[0].starts_with("no held-out task was scored"));
+    }
+
+    #[test]
+    fn a_model_that_always_answers_yes_is_refused() {
+        // Six YES tasks and two NO tasks. Before: right on three YES tasks and
+        // on both NO tasks (mean reward 5/8, balanced accuracy (1/2 + 1) / 2 =
+        // 3/4). After: YES every time, a better mean reward (6/8) and a
+        // balanced accuracy of 1/2.
+        let yes_no = |said: [bool; 8]| {
+            let expected = [true, true, true, true, true, true, false, false];
+            reviews(&expected.into_iter().zip(said).collect::<Vec<_>>())
+        };
+        let before = report(&[yes_no([
+            true, true, true, false, false, false, false, false,
+        ])]);
+        let always_yes = report(&[yes_no([true; 8])]);
+        assert_eq!(
+            (
+                before.per_skill["review"].avg_at_k,
+                always_yes.per_skill["review"].avg_at_k
+            ),
+            (0.625, 0.75)
+        );
+        let v = judged(&before, &always_yes);
         let r = &v.per_skill["review"];
         assert!(r.balanced);
-        assert!((r.before - 2.0 / 3.0).abs() < 1e-12, "{}", r.before);
-        assert!((r.after - 0.5).abs() < 1e-12, "{}", r.after);
-        assert!(!v.passed && v.reasons[0].contains("did not improve"));
-        assert!(markdown(&v, "v1", "trained").contains("| review (balanced accuracy) | 4 |"));
-        // Telling the NO task apart from the YES ones is what passes.
-        let v = judge(&after, &before, &Gate::default());
+        assert_eq!((r.before, r.after, r.difference), (0.75, 0.5, -0.25));
+        assert!(r.worse, "{r:?}");
+        assert!(!v.passed);
+        assert!(
+            v.reasons[0].starts_with("review (balanced accuracy) got worse: 0.750 -> 0.500"),
+            "{:?}",
+            v.reasons
+        );
+        assert!(v.reasons[1].starts_with("the mean over the skills did not improve"));
+        assert!(markdown(&v, "v1", "trained")
+            .contains("| review (balanced accuracy) | 8 | 0.750 | 0.500 | -0.250 |"));
+        // Against a model that already said YES every time it is no better.
+        let v = judged(&always_yes, &always_yes);
+        assert!(!v.passed);
+        // Telling the NO tasks apart from the YES ones is what passes: both NO
+        // tasks right where they were wrong, every YES task still right.
+        let reviewer = report(&[yes_no([true, true, true, true, true, true, false, false])]);
+        let v = judged(&always_yes, &reviewer);
         assert!(v.passed, "{:?}", v.reasons);
-        // One verdict only on the split: plain mean reward.
-        let yes_only = reviews(&[("a", true, true), ("b", true, false)]);
-        let v = judge(&yes_only, &yes_only, &Gate::default());
+        assert_eq!(v.mean_ci95, Some([0.5, 0.5]));
+        // One verdict only on the split: review counts by its mean reward.
+        let yes_only = report(&[reviews(&[(true, true), (true, false)])]);
+        let v = judged(&yes_only, &yes_only);
         assert!(!v.per_skill["review"].balanced);
         assert_eq!(v.per_skill["review"].before, 0.5);
+    }
+
+    #[test]
+    fn the_mean_counts_review_by_balanced_accuracy_beside_the_other_skills() {
+        use SkillId::*;
+        // Edit up by 1 on every task; review from a reviewer to YES every time
+        // (balanced accuracy 1 -> 1/2): the mean over the skills moves by
+        // (1 - 0.5) / 2 = +0.25 and review's drop fails the gate on its own.
+        let expected = [true, true, false, false];
+        let calls = |said: [bool; 4]| reviews(&expected.into_iter().zip(said).collect::<Vec<_>>());
+        let before = report(&[
+            tasks("e", Edit, &[0.0; 4]),
+            calls([true, true, false, false]),
+        ]);
+        let after = report(&[tasks("e", Edit, &[1.0; 4]), calls([true; 4])]);
+        let v = judged(&before, &after);
+        assert_eq!((v.mean_before, v.mean_after), (0.5, 0.75));
+        assert_eq!(v.mean_ci95, Some([0.25, 0.25]));
+        assert!(!v.passed && v.per_skill["review"].worse, "{v:?}");
     }
 }

@@ -7,7 +7,8 @@
 //! on a task file and reports per skill, with intervals from [`stats`];
 //! [`train`] is GRPO over the skills ([`grpo`] its arithmetic, [`policy`] the
 //! model and optimizer, [`checkpoint`] its checkpoints, [`sft`] the warm start,
-//! [`feedback`] editor feedback as off-policy episodes).
+//! [`feedback`] editor feedback as off-policy episodes, [`validation`] its
+//! held-out curve and best checkpoint); [`gate`] decides what is published.
 //!
 //! Architecture invariant: this crate runs the skills only through
 //! `basis_skills` (the same prompts, parsers and verifiers as the server), runs
@@ -27,6 +28,7 @@ pub mod stats;
 pub mod swebench;
 pub mod task;
 pub mod train;
+pub mod validation;
 pub mod workspace;
 
 pub use task::{Spec, Task, TASK_SCHEMA};

@@ -54,7 +54,8 @@ pub struct Meta {
     /// e.g. `mined:history`, `mined:mutation`, `swebench:<instance>`, `hand`.
     #[serde(default)]
     pub source: String,
-    /// `train` or `heldout`; none when the file was not split.
+    /// `train`, `validation` or `heldout` (files mined before the validation
+    /// split have the first and the last only); none when the file was not split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
     #[serde(flatten)]

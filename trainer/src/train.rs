@@ -11,6 +11,11 @@
 //! with the behaviour log-probs kept from sampling. Editor feedback, when
 //! given, joins each batch as off-policy episodes ([`crate::feedback`]).
 //!
+//! The reward is the skills' graded one by default, the paper's binary one
+//! with [`RewardKind::Binary`]; graded, a batch's review groups are weighed so
+//! that the YES and the NO tasks carry half of it each
+//! ([`basis_skills::review::class_weights`]).
+//!
 //! Every step appends one JSON line to `RUN_DIR/metrics.jsonl`; every
 //! `checkpoint_every` steps, and at the end, a checkpoint is written
 //! ([`crate::checkpoint`]). Randomness comes from the seed and the step only.
@@ -32,7 +37,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint;
-use crate::episode::{Answer, Episode, ScoreCache};
+use crate::episode::{Answer, Episode, RewardKind, ScoreCache};
 use crate::feedback::OffPolicy;
 use crate::grpo::{self, Clip, LossParts};
 use crate::policy::{Policy, PolicyConfig};
@@ -77,6 +82,8 @@ pub struct TrainConfig {
     pub jobs: usize,
     /// The weight of editor-feedback episodes against the verifiable tasks.
     pub feedback_weight: f64,
+    /// The reward optimised.
+    pub reward: RewardKind,
     pub policy: PolicyConfig,
 }
 
@@ -98,6 +105,7 @@ impl Default for TrainConfig {
             checkpoint_every: 5,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             feedback_weight: 0.5,
+            reward: RewardKind::default(),
             policy: PolicyConfig::default(),
         }
     }
@@ -106,7 +114,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// A digest of what decides the weights (a resumed run must match it).
     pub fn digest(&self) -> String {
-        let text = format!(
+        let mut text = format!(
             "{:?}|{}|{}|{}|{}|{}|{}|{:?}|{}|{:?}|{}|{}|{}|{:?}",
             self.skills,
             self.steps,
@@ -123,6 +131,10 @@ impl TrainConfig {
             self.feedback_weight,
             self.policy
         );
+        // Runs from before the choice were binary: theirs keep their digest.
+        if self.reward != RewardKind::Binary {
+            text.push_str(&format!("|{}", self.reward.as_str()));
+        }
         let d = Sha256::digest(text.as_bytes());
         d.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
@@ -142,6 +154,8 @@ pub struct StepMetrics {
     pub step: usize,
     pub reward: f64,
     pub reward_per_skill: BTreeMap<String, f64>,
+    /// What `reward` is: the skills' graded reward or the paper's binary one.
+    pub reward_kind: RewardKind,
     pub loss: f64,
     pub kl: f64,
     pub clip_fraction: f64,
@@ -192,6 +206,31 @@ pub enum Event<'a> {
         epochs: usize,
         loss: f64,
     },
+    /// The weights after `step` steps (first those the run starts or resumes
+    /// from), in the model that samples the rollouts: for a caller that scores
+    /// them on held-out tasks ([`crate::validation`]).
+    Trained {
+        step: usize,
+        lm: &'a LanguageModel,
+    },
+}
+
+/// Shows the caller the sampling model with the policy's current weights.
+fn trained(policy: &mut Policy, sampler: &Sampler, step: usize, on: &mut dyn FnMut(Event<'_>)) {
+    match sampler {
+        Sampler::Served(lm) => on(Event::Trained { step, lm }),
+        Sampler::Policy => {
+            policy.lm.model.set_op_mode(basis_model::OpMode::Fused);
+            on(Event::Trained {
+                step,
+                lm: &policy.lm,
+            });
+            policy
+                .lm
+                .model
+                .set_op_mode(basis_model::OpMode::Differentiable);
+        }
+    }
 }
 
 /// A scored group: G samples of one prompt, with the behaviour log-probs of
@@ -203,6 +242,35 @@ pub struct Rollout {
     /// (completion token ids, behaviour log-probs), one per sample.
     pub samples: Vec<(Vec<u32>, Vec<f32>)>,
     pub rewards: Vec<f64>,
+    /// A review task's right verdict (YES: `true`), which the graded reward
+    /// balances the batch by; `None` for the other skills.
+    pub verdict: Option<bool>,
+}
+
+/// Each group's weight in the update: 1, except under the graded reward for
+/// review groups, weighed so that the batch's YES tasks and NO tasks carry
+/// half of the review groups' weight each ([`basis_skills::review::class_weights`]).
+/// Otherwise a batch of mostly YES tasks pushes a policy that leans to YES
+/// further toward it, more on the YES tasks than it pushes back on the NO
+/// ones, until it says YES every time.
+pub fn group_weights(groups: &[Rollout], reward: RewardKind) -> Vec<f64> {
+    let mut weights = vec![1.0; groups.len()];
+    if reward != RewardKind::Graded {
+        return weights;
+    }
+    let reviews: Vec<(usize, bool)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| Some((i, g.verdict?)))
+        .collect();
+    let verdicts: Vec<bool> = reviews.iter().map(|&(_, v)| v).collect();
+    for ((i, _), w) in reviews
+        .iter()
+        .zip(basis_skills::review::class_weights(&verdicts))
+    {
+        weights[*i] = w;
+    }
+    weights
 }
 
 /// One completion in the update: its tokens, behaviour log-probs, advantage
@@ -350,6 +418,7 @@ pub fn train(
     let cache = ScoreCache::default();
     let mut all = Vec::new();
     sync(policy, sampler)?;
+    trained(policy, sampler, start, on);
     for step in start..cfg.steps {
         let t0 = Instant::now();
         let mut m = StepMetrics {
@@ -382,6 +451,7 @@ pub fn train(
             )?;
         }
         on(Event::Step(&m));
+        trained(policy, sampler, step + 1, on);
         all.push(m);
     }
     Ok(all)
@@ -411,9 +481,11 @@ pub fn optimize(
         .collect();
     let rewards: Vec<f64> = per_skill.values().flatten().copied().collect();
     m.reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+    m.reward_kind = cfg.reward;
     m.groups = groups.len();
+    let weights = group_weights(&groups, cfg.reward);
     let mut update_groups = Vec::new();
-    for g in groups {
+    for (g, weight) in groups.into_iter().zip(weights) {
         if grpo::no_signal(&g.rewards) {
             m.skipped_groups += 1;
             continue;
@@ -438,7 +510,7 @@ pub fn optimize(
                 completion,
                 old,
                 advantage,
-                weight: 1.0,
+                weight,
             })
             .collect();
         if !seqs.is_empty() {
@@ -614,6 +686,10 @@ fn rollouts(
             prompt: r.prompt.fitted.ids.clone(),
             samples,
             rewards: Vec::new(),
+            verdict: match &r.episode {
+                Episode::Review { verdict, .. } => Some(*verdict),
+                _ => None,
+            },
         }));
         pending.push((slot, answers));
     }
@@ -641,7 +717,7 @@ fn rollouts(
                 let rewards = answers
                     .iter()
                     .map(|a| match cache.score(sandbox, &r.tree, &r.episode, id, a) {
-                        Ok(s) => s.reward,
+                        Ok(s) => cfg.reward.of(&s),
                         Err(e) => {
                             failed
                                 .lock()
@@ -782,8 +858,8 @@ fn append_metrics(run: &Path, m: &StepMetrics) -> Result<(), TrainError> {
         })
 }
 
-/// The metrics lines of a run (the last line of each step, when a resumed run
-/// wrote one twice).
+/// The step lines of a run's metrics (the last line of each step, when a
+/// resumed run wrote one twice); lines of another `kind` (validation) aside.
 pub fn read_metrics(run: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
     let path = run.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
@@ -793,7 +869,7 @@ pub fn read_metrics(run: &Path) -> Result<Vec<serde_json::Value>, TrainError> {
     let mut by_step: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if let Some(s) = v["step"].as_u64() {
+            if let (Some(s), None) = (v["step"].as_u64(), v.get("kind")) {
                 by_step.insert(s, v);
             }
         }
@@ -906,6 +982,85 @@ mod tests {
                 .map(|s| batch(&tasks, &skills, 4, 4, s))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// A group of a review task whose right verdict is `verdict`, its samples'
+    /// verdicts `said` (YES: `true`), each rewarded 1 when right.
+    fn review_group(verdict: bool, said: &[bool]) -> Rollout {
+        Rollout {
+            skill: SkillId::Review,
+            prompt: vec![1],
+            samples: said.iter().map(|_| (vec![2], vec![-1.0])).collect(),
+            rewards: said
+                .iter()
+                .map(|&s| f64::from(u8::from(s == verdict)))
+                .collect(),
+            verdict: Some(verdict),
+        }
+    }
+
+    /// How far a step pushes the policy toward YES: the weighted advantages of
+    /// the samples that said YES, over the batch.
+    fn push_toward_yes(groups: &[Rollout], weights: &[f64], said: &[bool], scale: bool) -> f64 {
+        groups
+            .iter()
+            .zip(weights)
+            .map(|(g, w)| {
+                let adv = grpo::advantages(&g.rewards, scale);
+                w * adv
+                    .iter()
+                    .zip(said)
+                    .filter(|(_, &yes)| yes)
+                    .map(|(a, _)| a)
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn review_weights_leave_a_constant_answer_no_advantage() {
+        // A batch of 3 YES tasks and 1 NO: each class carries half, so 2/3
+        // for each YES group and 2 for the NO one (4 in all, as unweighted).
+        let yes_tasks = [true, true, true, false];
+        let always = [true; 4];
+        let batch: Vec<Rollout> = yes_tasks
+            .iter()
+            .map(|&v| review_group(v, &always))
+            .collect();
+        let w = group_weights(&batch, RewardKind::Graded);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(
+            w[..3].iter().all(|&x| close(x, 2.0 / 3.0)) && close(w[3], 2.0),
+            "{w:?}"
+        );
+        assert_eq!(group_weights(&batch, RewardKind::Binary), [1.0; 4]);
+        // The always-YES policy: every group's rewards agree, so every group
+        // is skipped and nothing is learned, weights or not.
+        assert!(batch.iter().all(|g| grpo::no_signal(&g.rewards)));
+        // A policy that says YES three times in four whatever the patch: on
+        // each YES task its YES samples get +1/4 each (reward 1 against a mean
+        // of 3/4), on the NO task -1/4 each. Unweighted, the batch pushes it
+        // toward YES by 3 × 3/4 - 3/4 = 3/2; weighted, 2/3 × 9/4 - 2 × 3/4 = 0.
+        let leaning = [true, true, true, false];
+        let batch: Vec<Rollout> = yes_tasks
+            .iter()
+            .map(|&v| review_group(v, &leaning))
+            .collect();
+        let w = group_weights(&batch, RewardKind::Graded);
+        for scale in [false, true] {
+            let push = push_toward_yes(&batch, &w, &leaning, scale);
+            assert!(push.abs() < 1e-9, "scale {scale}: {push}");
+        }
+        let unweighted = push_toward_yes(&batch, &[1.0; 4], &leaning, false);
+        assert!(close(unweighted, 1.5), "{unweighted}");
+        // Groups of other skills keep weight 1 beside them.
+        let mut mixed = batch;
+        mixed.push(Rollout {
+            skill: SkillId::Edit,
+            verdict: None,
+            ..review_group(true, &leaning)
+        });
+        assert_eq!(group_weights(&mixed, RewardKind::Graded)[4], 1.0);
     }
 
     #[test]

@@ -203,6 +203,7 @@ fn toy_rollout(
         prompt: prompt.to_vec(),
         samples,
         rewards,
+        verdict: None,
     }
 }
 
@@ -514,6 +515,7 @@ fn a_group_longer_than_the_training_limit_is_left_out_and_counted() {
             (vec![11, 12], vec![-1.0, -1.0]),
         ],
         rewards: vec![1.0, 0.0],
+        verdict: None,
     };
     let weights = |p: &Policy| -> Vec<Vec<f32>> {
         p.vars()

@@ -13,7 +13,11 @@
 //! - a **review** task → NO: the same message with one of, chosen by the seed
 //!   among those the commit allows: the diff of another commit (at that commit's
 //!   parent), the diff with one hunk reverted, or the diff with a bug planted in
-//!   a function it touches (a tree-sitter mutant).
+//!   a function it touches (a tree-sitter mutant);
+//! - an **edit** task at its parent commit for each source file whose changes all
+//!   fall inside one function: that function's lines → the function as the commit
+//!   left it, with the message as the instruction. It has no test command: its
+//!   binary reward is the reference itself, its graded reward the closeness to it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,10 +26,11 @@ use basis_code::Language;
 use basis_skills::diff::{parse_patch, render_patch, FileChange};
 use serde_json::json;
 
+use super::mutation::{functions, Function};
 use super::{is_test_path, shuffled, task_id, Config, MineError, Mined, Progress};
 use crate::task::{
-    LocalizeInput, LocalizeReference, Meta, RepoRef, ReviewInput, ReviewReference, Spec, Task,
-    Verdict, TASK_SCHEMA,
+    EditInput, EditReference, LocalizeInput, LocalizeReference, Meta, RepoRef, ReviewInput,
+    ReviewReference, Spec, Task, Verdict, TASK_SCHEMA,
 };
 use crate::workspace::git_text;
 
@@ -262,6 +267,75 @@ fn task(
     }
 }
 
+/// The 0-based row of byte `at` in `text`.
+fn row_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// Rows `from..=to` of `text`, each with its line end.
+fn rows(text: &str, from: usize, to: usize) -> String {
+    text.split_inclusive('\n')
+        .skip(from)
+        .take(to + 1 - from)
+        .collect()
+}
+
+/// The rows a function spans in `text`, first and last (0-based, inclusive).
+fn span_rows(f: &Function, text: &str) -> (usize, usize) {
+    (
+        row_of(text, f.start_byte),
+        row_of(text, f.end_byte.saturating_sub(1)),
+    )
+}
+
+/// The edit a fix made to `path`, if every change of that file falls inside one
+/// function: the function's rows before (1-based, inclusive) and its text after.
+fn function_edit(repo: &Path, fix: &Fix, path: &str) -> Option<(EditInput, EditReference)> {
+    let language = Language::from_path(Path::new(path))?;
+    let old = show(repo, &fix.parent, path)?;
+    let new = show(repo, &fix.sha, path)?;
+    // The changed rows of the old text (a deletion holds the row after it).
+    let changed = basis_skills::diff::hunks(&new, &old);
+    let before = functions(path, language, &old);
+    let touched: Vec<&Function> = before
+        .iter()
+        .filter(|f| {
+            let (a, b) = span_rows(f, &old);
+            changed.iter().any(|h| (a..=b).any(|r| h.contains(r)))
+        })
+        .collect();
+    let [f] = touched[..] else {
+        return None;
+    };
+    let (a, b) = span_rows(f, &old);
+    if changed.is_empty() || !changed.iter().all(|h| h.start >= a && h.end <= b + 1) {
+        return None;
+    }
+    let after = functions(path, language, &new)
+        .into_iter()
+        .find(|g| g.symbol == f.symbol)?;
+    let (c, d) = span_rows(&after, &new);
+    let replacement = rows(&new, c, d);
+    if replacement == rows(&old, a, b) {
+        return None;
+    }
+    Some((
+        EditInput {
+            instruction: fix.issue.clone(),
+            file: path.to_string(),
+            start_line: a + 1,
+            end_line: b + 1,
+        },
+        EditReference {
+            replacement,
+            test_command: None,
+        },
+    ))
+}
+
 /// The diff with its `drop`-th hunk (counted over all files) left out.
 fn without_hunk(diff: &str, drop: usize) -> Option<String> {
     let mut patch = parse_patch(diff).ok()?;
@@ -367,7 +441,7 @@ pub fn mine(
     }
     // The seed decides which fixes make tasks (up to the maximum) and how.
     let fixes = shuffled(fixes, config.seed, "history");
-    let (mut localize, mut review) = (0usize, 0usize);
+    let (mut localize, mut review, mut edit) = (0usize, 0usize, 0usize);
     for (i, fix) in fixes.iter().enumerate() {
         let meta = |extra: &[(&str, serde_json::Value)]| {
             let mut m = BTreeMap::new();
@@ -394,6 +468,23 @@ pub fn mine(
                 &fix.parent,
                 meta(&[]),
             ));
+        }
+        if config.skills.contains(&basis_skills::SkillId::Edit) {
+            for path in &fix.sources {
+                if edit >= config.max_per_skill {
+                    break;
+                }
+                if let Some((input, reference)) = function_edit(repo, fix, path) {
+                    edit += 1;
+                    out.tasks.push(task(
+                        config,
+                        task_id("edit-h", &[&fix.sha, path]),
+                        Spec::Edit { input, reference },
+                        &fix.parent,
+                        meta(&[("variant", json!("the function as the fix left it"))]),
+                    ));
+                }
+            }
         }
         if review + 2 > config.max_per_skill {
             continue;
@@ -486,6 +577,67 @@ pub fn mine(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository with `before` committed, then `after` committed as a fix;
+    /// returns the repository and the fix.
+    fn fixed(before: &str, after: &str) -> (tempfile::TempDir, Fix) {
+        let repo = tempfile::tempdir().unwrap();
+        let sh = |args: &[&str]| {
+            let out = crate::workspace::git(
+                repo.path(),
+                &[&["-c", "user.name=t", "-c", "user.email=t@t"], args].concat(),
+                &[],
+            )
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(&["init", "-q"]);
+        std::fs::write(repo.path().join("calc.py"), before).unwrap();
+        sh(&["add", "."]);
+        sh(&["commit", "-qm", "start"]);
+        std::fs::write(repo.path().join("calc.py"), after).unwrap();
+        sh(&["commit", "-qam", "Fix the count of an empty list of items"]);
+        let sha = git(repo.path(), &["rev-parse", "HEAD"]).unwrap();
+        let fix = read_fix(repo.path(), sha.trim())
+            .unwrap()
+            .expect("a fix commit");
+        (repo, fix)
+    }
+
+    const BEFORE: &str = "import os\n\n\ndef count(items):\n    n = 0\n    for i in items:\n        n += 1\n    return n - 1\n\n\ndef total(items):\n    s = 0\n    for i in items:\n        s += i\n    return s\n";
+
+    #[test]
+    fn a_fix_inside_one_function_is_an_edit_of_that_function() {
+        let after = BEFORE.replace(
+            "    return n - 1\n",
+            "    # every item counts\n    return n\n",
+        );
+        let (repo, fix) = fixed(BEFORE, &after);
+        let (input, reference) = function_edit(repo.path(), &fix, "calc.py").unwrap();
+        assert_eq!(input.instruction, "Fix the count of an empty list of items");
+        assert_eq!((input.start_line, input.end_line), (4, 8));
+        assert_eq!(
+            reference.replacement,
+            "def count(items):\n    n = 0\n    for i in items:\n        n += 1\n    # every item counts\n    return n\n"
+        );
+        assert_eq!(reference.test_command, None);
+    }
+
+    #[test]
+    fn a_fix_across_two_functions_or_outside_any_is_no_edit_task() {
+        let both = BEFORE
+            .replace("return n - 1", "return n")
+            .replace("return s\n", "return s or 0\n");
+        let (repo, fix) = fixed(BEFORE, &both);
+        assert!(function_edit(repo.path(), &fix, "calc.py").is_none());
+        let import = BEFORE.replace("import os", "import sys");
+        let (repo, fix) = fixed(BEFORE, &import);
+        assert!(function_edit(repo.path(), &fix, "calc.py").is_none());
+    }
 
     #[test]
     fn fix_messages_and_their_issues() {

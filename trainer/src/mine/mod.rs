@@ -8,8 +8,9 @@
 //!   of them makes the test command fail, in the sandbox) give edit tasks (fix
 //!   the mutant), testgen tasks (catch the mutants) and reproduction tasks (show
 //!   the mutant's bug).
-//! - [`split`]: a deterministic train/held-out split that keeps every file and
-//!   commit on one side.
+//! - [`split`]: a deterministic train/validation/held-out split that keeps
+//!   every file and commit on one side (or, for a history that clusters in few
+//!   files, every commit, the newest held out).
 //!
 //! The same repository, options and seed give the same task file, byte for byte.
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub seed: u64,
     /// The share of tasks held out (whole files and commits at a time).
     pub holdout: f64,
+    /// The share of tasks a run picks its checkpoint on, likewise apart.
+    pub validation: f64,
     /// The test command (`python3 -m pytest -q`, ...) instead of the detected one.
     pub test_command: Option<String>,
     /// How many commits back the history miner looks.
@@ -55,6 +58,7 @@ impl Default for Config {
             max_per_skill: 50,
             seed: 0,
             holdout: 0.2,
+            validation: 0.1,
             test_command: None,
             max_commits: 1000,
             mutants_per_function: 6,
@@ -96,7 +100,7 @@ pub fn mine(
 ) -> Result<Mined, MineError> {
     let mut out = Mined::default();
     let wants = |s: SkillId| config.skills.contains(&s);
-    if wants(SkillId::Localize) || wants(SkillId::Review) {
+    if wants(SkillId::Localize) || wants(SkillId::Review) || wants(SkillId::Edit) {
         let h = history::mine(repo, config, progress)?;
         out.tasks.extend(h.tasks);
         out.notes.extend(h.notes);
@@ -110,12 +114,40 @@ pub fn mine(
     out.tasks
         .sort_by(|a, b| (skill_rank(a.skill()), &a.id).cmp(&(skill_rank(b.skill()), &b.id)));
     out.tasks.dedup_by(|a, b| a.id == b.id);
-    if config.holdout > 0.0 {
-        split::assign(&mut out.tasks, config.holdout, config.seed);
-        out.notes
-            .extend(split::shortfall_note(&out.tasks, config.holdout));
+    if config.holdout > 0.0 || config.validation > 0.0 {
+        let shares = split::Shares {
+            validation: config.validation,
+            heldout: config.holdout,
+        };
+        let times = commit_times(repo, &out.tasks);
+        let outcome = split::assign(&mut out.tasks, shares, config.seed, &times);
+        out.notes.extend(outcome.notes);
     }
     Ok(out)
+}
+
+/// When the commits the tasks name were made (committer time, Unix seconds),
+/// for a split by time; empty if git cannot say.
+fn commit_times(repo: &Path, tasks: &[Task]) -> std::collections::BTreeMap<String, i64> {
+    let commits: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .flat_map(|t| ["commit", "other_commit"].map(|k| t.meta.extra.get(k)))
+        .filter_map(|v| v.and_then(|v| v.as_str()))
+        .collect();
+    if commits.is_empty() {
+        return Default::default();
+    }
+    let mut args = vec!["show", "-s", "--format=%H %ct"];
+    args.extend(commits);
+    let Ok(text) = crate::workspace::git_text(repo, &args) else {
+        return Default::default();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (sha, time) = l.split_once(' ')?;
+            Some((sha.to_string(), time.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn skill_rank(s: SkillId) -> usize {

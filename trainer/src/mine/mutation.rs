@@ -44,12 +44,12 @@ const MUTANTS_PER_TESTGEN_TASK: usize = 4;
 
 /// A function the miner may plant bugs in.
 #[derive(Debug, Clone)]
-struct Function {
+pub(super) struct Function {
     file: String,
     language: Language,
-    symbol: String,
-    start_byte: usize,
-    end_byte: usize,
+    pub(super) symbol: String,
+    pub(super) start_byte: usize,
+    pub(super) end_byte: usize,
     doc: Option<String>,
 }
 
@@ -146,6 +146,73 @@ fn quote(words: &[String]) -> String {
         .join(" ")
 }
 
+/// `suite` narrowed to the tests whose names hold the function's name (pytest's
+/// and unittest's `-k`, cargo's name filter); `None` where the runner has no such
+/// filter or the name is too short or generic to find its tests by.
+fn narrowed(suite: &Suite, func: &Function) -> Option<Suite> {
+    let name = func.symbol.rsplit('.').next()?.trim_matches('_');
+    if name.len() < 4 || name == "init" || name == "new" {
+        return None;
+    }
+    let mut argv = Tests::command(&suite.command).and_then(|t| match t {
+        Tests::Command(argv) => Some(argv),
+        _ => None,
+    })?;
+    let has = |w: &str| argv.iter().any(|a| a == w);
+    if has("pytest") {
+        argv.extend(["-k".to_string(), name.to_string()]);
+    } else if has("unittest") {
+        // unittest's patterns are case-sensitive: `chunked` and `ChunkedTests`.
+        let camel: String = name
+            .split('_')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                    .unwrap_or_default()
+            })
+            .collect();
+        argv.extend(["-k", name, "-k", &camel].map(String::from));
+    } else if argv.first().is_some_and(|a| a == "cargo") && has("test") {
+        argv.push(name.to_string());
+    } else {
+        return None;
+    }
+    Some(Suite {
+        language: suite.language,
+        command: quote(&argv),
+        tests: Tests::Command(argv),
+    })
+}
+
+/// Whether a passing run ran at least one test (a name filter can match none).
+fn ran_some(r: &runner::TestReport) -> bool {
+    let out = format!("{}\n{}", r.outcome.stdout, r.outcome.stderr);
+    let count_before = |marker: &str| {
+        out.lines().any(|l| {
+            l.split(marker).next().is_some_and(|head| {
+                head.split_whitespace()
+                    .last()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n > 0)
+            }) && l.contains(marker)
+        })
+    };
+    let count_after = |marker: &str| {
+        out.lines().any(|l| {
+            l.split_once(marker).is_some_and(|(_, tail)| {
+                tail.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    };
+    // unittest: "Ran 3 tests"; pytest: "3 passed"; cargo: "running 3 tests".
+    count_after("Ran ") || count_before(" passed") || count_after("running ")
+}
+
 /// The test suites the repository has, per language (or the user's command).
 fn suites(root: &Path, files: &[String], config: &Config) -> Vec<Suite> {
     let has = |lang: Language| {
@@ -207,7 +274,7 @@ fn suites(root: &Path, files: &[String], config: &Config) -> Vec<Suite> {
 }
 
 /// Functions and methods of a file, with their documentation.
-fn functions(file: &str, language: Language, text: &str) -> Vec<Function> {
+pub(super) fn functions(file: &str, language: Language, text: &str) -> Vec<Function> {
     fn walk(symbols: &[Symbol], out: &mut Vec<(Symbol, Option<String>)>, container: Option<&str>) {
         for s in symbols {
             // Tests are not what bugs are planted in (Rust keeps them in `mod tests`).
@@ -569,6 +636,16 @@ pub fn mine(
             done: n,
             total: budget,
         });
+        // The tests named after the function, when they run and pass: a whole
+        // suite per mutant takes minutes on a real repository.
+        let targeted = narrowed(suite, func);
+        let suite = match &targeted {
+            Some(t) => match runner::run(sandbox, &root, &HashMap::new(), t.language, &t.tests) {
+                Ok(r) if r.passed() && ran_some(&r) => t,
+                _ => suite,
+            },
+            None => suite,
+        };
         let mutants = basis_code::mutants(
             func.language,
             text,
@@ -781,5 +858,82 @@ mod tests {
             .as_deref()
             .unwrap_or("")
             .contains("sum of the prices"));
+    }
+
+    fn suite(command: &str) -> Suite {
+        Suite {
+            language: Language::Python,
+            tests: Tests::command(command).unwrap(),
+            command: command.to_string(),
+        }
+    }
+
+    fn func(symbol: &str) -> Function {
+        Function {
+            file: "m.py".into(),
+            language: Language::Python,
+            symbol: symbol.into(),
+            start_byte: 0,
+            end_byte: 0,
+            doc: None,
+        }
+    }
+
+    #[test]
+    fn a_suite_is_narrowed_to_the_tests_named_after_the_function() {
+        let unittest = suite("python3 -m unittest discover -v -s .");
+        assert_eq!(
+            narrowed(&unittest, &func("Splitter.split_at"))
+                .unwrap()
+                .command,
+            "python3 -m unittest discover -v -s . -k split_at -k SplitAt"
+        );
+        let pytest = suite("python3 -m pytest -q");
+        assert_eq!(
+            narrowed(&pytest, &func("chunked")).unwrap().command,
+            "python3 -m pytest -q -k chunked"
+        );
+        let cargo = suite("cargo test --offline --quiet --manifest-path a/Cargo.toml");
+        assert_eq!(
+            narrowed(&cargo, &func("Version.parse_loose"))
+                .unwrap()
+                .command,
+            "cargo test --offline --quiet --manifest-path a/Cargo.toml parse_loose"
+        );
+        // Too generic a name to find its tests by, or a runner with no filter.
+        assert!(narrowed(&unittest, &func("Cart.__init__")).is_none());
+        assert!(narrowed(&unittest, &func("add")).is_none());
+        assert!(narrowed(&suite("make test"), &func("chunked")).is_none());
+    }
+
+    #[test]
+    fn a_run_that_matched_no_test_is_told_from_one_that_ran_some() {
+        let report = |stdout: &str, stderr: &str| runner::TestReport {
+            command: vec![],
+            outcome: basis_skills::sandbox::Outcome {
+                code: Some(0),
+                timed_out: false,
+                cancelled: false,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                truncated: 0,
+                elapsed: std::time::Duration::ZERO,
+            },
+        };
+        assert!(ran_some(&report(
+            "",
+            "test_x (t.T.test_x) ... ok\n\nRan 3 tests in 0.01s\n\nOK\n"
+        )));
+        assert!(!ran_some(&report("", "\nRan 0 tests in 0.000s\n\nOK\n")));
+        assert!(ran_some(&report("2 passed, 40 deselected in 0.12s\n", "")));
+        assert!(!ran_some(&report("40 deselected in 0.12s\n", "")));
+        assert!(ran_some(&report(
+            "\nrunning 0 tests\n\nrunning 2 tests\n..\ntest result: ok. 2 passed\n",
+            ""
+        )));
+        assert!(!ran_some(&report(
+            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed\n",
+            ""
+        )));
     }
 }
