@@ -78,6 +78,18 @@ pub struct RunArgs {
     /// Tasks per step.
     #[arg(long, default_value_t = 5, value_parser = crate::at_least_one)]
     tasks_per_step: usize,
+    /// Samples for a task the policy has never earned a reward on (default:
+    /// twice --group-size), where one lucky sample is likelier.
+    #[arg(long)]
+    max_group_size: Option<usize>,
+    /// More draws of tasks a step may take while fewer than --tasks-per-step
+    /// groups have samples with different rewards (0: none).
+    #[arg(long, default_value_t = 2)]
+    draw_rounds: usize,
+    /// Draw tasks in the seeded balanced order only, without preferring those
+    /// whose samples earned different rewards.
+    #[arg(long)]
+    no_curriculum: bool,
     /// Optimizer steps per batch of rollouts.
     #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     epochs: usize,
@@ -395,6 +407,11 @@ fn step_line(m: &train::StepMetrics) -> String {
             m.unready_tasks,
             "task(s) that could not be prepared, left out",
         ),
+        (
+            m.extra_draws,
+            "more draw(s) of tasks: too few groups had different rewards",
+        ),
+        (m.grown_groups, "larger group(s) for tasks never rewarded"),
     ] {
         if n > 0 {
             line += &format!(", {n} {what}");
@@ -412,6 +429,13 @@ fn check_settings(a: &RunArgs) -> Result<()> {
     if a.group_size < 2 {
         bail!(
             "--group-size {} is too small: GRPO scores each sample against the others of its task's group, so it needs at least 2",
+            a.group_size
+        );
+    }
+    if a.max_group_size.is_some_and(|m| m < a.group_size) {
+        bail!(
+            "--max-group-size {} is below --group-size {}: it is the larger group a never-rewarded task gets",
+            a.max_group_size.unwrap_or(0),
             a.group_size
         );
     }
@@ -484,6 +508,9 @@ fn train(a: RunArgs) -> Result<()> {
         jobs: a.jobs.unwrap_or(TrainConfig::default().jobs),
         feedback_weight: a.feedback_weight,
         reward: a.reward.into(),
+        curriculum: !a.no_curriculum,
+        draw_rounds: a.draw_rounds,
+        max_group_size: a.max_group_size.unwrap_or(2 * a.group_size),
         policy: PolicyConfig {
             lora,
             lr: a.lr,
@@ -608,19 +635,26 @@ fn train(a: RunArgs) -> Result<()> {
         steps: a.steps,
         full: a.full,
         config_digest: cfg.digest(),
+        reward: Some(cfg.reward.as_str().to_string()),
     }
     .write(&a.run)?;
     let bar = crate::progress::Bar::new("train", "{bar:30} step {pos}/{len} {msg}", a.steps as u64);
     bar.set_position(start as u64);
     if a.sft && start == 0 {
-        let (examples, too_long): (Vec<_>, Vec<_>) = tasks
+        let (fit, too_long): (Vec<_>, Vec<_>) = tasks
             .iter()
             .filter_map(|t| {
                 let tree = workspaces.open(&t.repo).ok()?;
                 let ep = basis_trainer::episode::Episode::prepare(t, &tree).ok()?;
-                basis_trainer::sft::example(&loaded.lm, t, &ep)
+                Some((t.skill(), basis_trainer::sft::example(&loaded.lm, t, &ep)?))
             })
-            .partition(|(prompt, answer)| prompt.len() + answer.len() <= a.max_train_tokens);
+            .partition(|(_, (prompt, answer))| prompt.len() + answer.len() <= a.max_train_tokens);
+        // How many reference answers each skill gave the warm start.
+        let mut per_skill: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (skill, _) in &fit {
+            *per_skill.entry(skill.as_str()).or_default() += 1;
+        }
+        let examples: Vec<_> = fit.into_iter().map(|(_, e)| e).collect();
         if !too_long.is_empty() {
             eprintln!(
                 "warm start: {} of {} answers left out, longer than {} tokens with their prompt (--max-train-tokens)",
@@ -655,12 +689,18 @@ fn train(a: RunArgs) -> Result<()> {
             },
         )?;
         eprintln!(
-            "warm start: {} answers, loss per epoch {:?}",
+            "warm start: {} answers ({}), loss per epoch {:?}",
             examples.len(),
+            per_skill
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             losses.iter().map(|l| format!("{l:.3}")).collect::<Vec<_>>()
         );
         let record = serde_json::json!({
             "examples": examples.len(),
+            "per_skill": per_skill,
             "left_out_too_long": too_long.len(),
             "epochs": a.sft_epochs,
             "lr": sft_lr,

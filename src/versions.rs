@@ -36,6 +36,10 @@ pub struct RunInfo {
     pub steps: usize,
     pub full: bool,
     pub config_digest: String,
+    /// The reward the run optimised (`graded`, `binary`); runs from before the
+    /// choice have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<String>,
 }
 
 pub const RUN_SCHEMA: &str = "basis.run/1";

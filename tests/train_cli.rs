@@ -197,6 +197,9 @@ fn train_publish_and_the_running_server_switches_to_the_new_version() {
         "3",
         "--tasks-per-step",
         "2",
+        // The first draw only (the draws have a test of their own): two groups a step.
+        "--draw-rounds",
+        "0",
         "--max-new-tokens",
         "40",
         "--checkpoint-every",
@@ -403,6 +406,17 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
             .unwrap();
     assert_eq!(record["examples"], train_reviews, "{record}");
     assert_eq!(
+        record["per_skill"],
+        json!({"review": train_reviews}),
+        "{record}"
+    );
+    assert!(
+        err.contains(&format!(
+            "warm start: {train_reviews} answers (review {train_reviews})"
+        )),
+        "{err}"
+    );
+    assert_eq!(
         (record["epochs"].as_u64(), record["lr"].as_f64()),
         (Some(3), Some(1e-3))
     );
@@ -458,6 +472,71 @@ fn a_run_without_signal_says_so() {
 }
 
 #[test]
+fn tasks_without_any_signal_end_the_run_after_the_bounded_draws() {
+    // Two localize tasks whose answer names a file that does not exist: no
+    // sample can earn anything, graded or not. Each step draws once more (the
+    // one extra round allowed), grows the groups of the tasks never rewarded,
+    // and after three such steps the run stops and says why instead of going on.
+    let (tmp, home) = with_shopkit();
+    let mut loc: Vec<Value> = task_values()
+        .into_iter()
+        .filter(|t| t["skill"] == "localize" && t["meta"]["split"] == "train")
+        .take(2)
+        .collect();
+    assert_eq!(loc.len(), 2);
+    for t in &mut loc {
+        t["reference"]["files"] = json!(["nowhere/none.py"]);
+    }
+    let file = tmp.path().join("tasks.jsonl");
+    std::fs::write(&file, format!("{}\n{}\n", loc[0], loc[1])).unwrap();
+    let run = tmp.path().join("run");
+    let out = basis(
+        &home,
+        &[
+            "train",
+            "--tasks",
+            file.to_str().unwrap(),
+            "--repo-root",
+            tmp.path().to_str().unwrap(),
+            "--model",
+            "m",
+            "--run",
+            run.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--tasks-per-step",
+            "1",
+            "--group-size",
+            "2",
+            "--max-group-size",
+            "3",
+            "--draw-rounds",
+            "1",
+            "--max-new-tokens",
+            "8",
+        ],
+    );
+    let err = support::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("3 steps in a row had no task whose samples earned different rewards"),
+        "{err}"
+    );
+    let m = metrics(&run);
+    assert_eq!(m.len(), 3, "{m:?}");
+    for (i, step) in m.iter().enumerate() {
+        assert_eq!(step["signal_groups"], 0, "{step}");
+        assert_eq!(step["extra_draws"], 1, "{step}");
+        assert_eq!(step["drawn_tasks"], 2, "{step}");
+        assert_eq!(step["outcomes"].as_array().unwrap().len(), 2, "{step}");
+        // Step 1 knows nothing yet; later both tasks are known unrewarded.
+        let grown = if i == 0 { 0 } else { 2 };
+        assert_eq!(step["grown_groups"], grown, "{step}");
+    }
+    assert_eq!(m[1]["outcomes"][0]["samples"], 3, "{}", m[1]);
+}
+
+#[test]
 fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
     // One good edit task and a copy of it about a file that is not in the
     // repository. The copy must be reported each step, not pass for a group
@@ -490,6 +569,9 @@ fn a_task_that_cannot_be_prepared_is_reported_and_an_answer_is_scored_once() {
             "8",
             "--temperature",
             "0.01",
+            // Two samples each time: no larger group for the unrewarded task.
+            "--max-group-size",
+            "2",
         ],
     );
     for step in ["step 1: ", "step 2: "] {

@@ -23,6 +23,7 @@ pub mod gate;
 pub mod grpo;
 pub mod mine;
 pub mod policy;
+pub mod sampling;
 pub mod sft;
 pub mod stats;
 pub mod swebench;

@@ -41,6 +41,7 @@ use crate::episode::{Answer, Episode, RewardKind, ScoreCache};
 use crate::feedback::OffPolicy;
 use crate::grpo::{self, Clip, LossParts};
 use crate::policy::{Policy, PolicyConfig};
+use crate::sampling::{self, History, Outcome};
 use crate::task::Task;
 use crate::workspace::{TaskTree, Workspaces};
 use crate::TrainError;
@@ -84,6 +85,12 @@ pub struct TrainConfig {
     pub feedback_weight: f64,
     /// The reward optimised.
     pub reward: RewardKind,
+    /// Prefer tasks whose groups had reward variance ([`crate::sampling`]).
+    pub curriculum: bool,
+    /// More draws a step may take while too few groups have variance.
+    pub draw_rounds: usize,
+    /// Samples for a task never rewarded yet (at least `group_size`).
+    pub max_group_size: usize,
     pub policy: PolicyConfig,
 }
 
@@ -106,6 +113,9 @@ impl Default for TrainConfig {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             feedback_weight: 0.5,
             reward: RewardKind::default(),
+            curriculum: true,
+            draw_rounds: 2,
+            max_group_size: 16,
             policy: PolicyConfig::default(),
         }
     }
@@ -134,6 +144,13 @@ impl TrainConfig {
         // Runs from before the choice were binary: theirs keep their digest.
         if self.reward != RewardKind::Binary {
             text.push_str(&format!("|{}", self.reward.as_str()));
+        }
+        // Likewise runs from before the sampling choices, which had none.
+        if self.curriculum || self.draw_rounds > 0 || self.max_group_size > self.group_size {
+            text.push_str(&format!(
+                "|{}|{}|{}",
+                self.curriculum, self.draw_rounds, self.max_group_size
+            ));
         }
         let d = Sha256::digest(text.as_bytes());
         d.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -182,8 +199,22 @@ pub struct StepMetrics {
     /// What went wrong with those, each message once (at most [`MAX_ERRORS`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Tasks rolled out, in how many draws beyond the first (dynamic sampling),
+    /// how many of their groups had reward variance, and how many got the
+    /// larger group of a task never rewarded ([`crate::sampling`]).
+    pub drawn_tasks: usize,
+    pub extra_draws: usize,
+    pub signal_groups: usize,
+    pub grown_groups: usize,
+    /// What each group showed of its task (the curriculum's history).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<Outcome>,
     pub seconds: f64,
 }
+
+/// Steps in a row without one group with reward variance, after every draw,
+/// that end a run: its tasks hold nothing this policy can learn from.
+pub const STEPS_WITHOUT_SIGNAL: usize = 3;
 
 /// Distinct error messages kept in a step's metrics.
 pub const MAX_ERRORS: usize = 5;
@@ -417,6 +448,12 @@ pub fn train(
     let mut ready: HashMap<usize, Result<Ready, String>> = HashMap::new();
     let cache = ScoreCache::default();
     let mut all = Vec::new();
+    let mut history = if start > 0 {
+        History::from_metrics(&read_metrics(run).unwrap_or_default(), start)
+    } else {
+        History::default()
+    };
+    let mut without_signal = 0usize;
     sync(policy, sampler)?;
     trained(policy, sampler, start, on);
     for step in start..cfg.steps {
@@ -426,11 +463,18 @@ pub fn train(
             ..StepMetrics::default()
         };
         on(Event::Phase("rollouts"));
-        let chosen = batch(tasks, &cfg.skills, cfg.tasks_per_step, cfg.seed, step);
-        let groups = rollouts(
-            policy, sampler, tasks, &chosen, &mut ready, workspaces, sandbox, &cache, cfg, step,
+        let groups = draw(
+            policy, sampler, tasks, &history, &mut ready, workspaces, sandbox, &cache, cfg, step,
             &mut m,
         )?;
+        for o in &m.outcomes {
+            history.observe(o);
+        }
+        without_signal = if m.signal_groups == 0 {
+            without_signal + 1
+        } else {
+            0
+        };
         on(Event::Phase("update"));
         optimize(policy, groups, feedback, cfg, step, &mut m)?;
         sync(policy, sampler)?;
@@ -453,8 +497,71 @@ pub fn train(
         on(Event::Step(&m));
         trained(policy, sampler, step + 1, on);
         all.push(m);
+        if without_signal >= STEPS_WITHOUT_SIGNAL && step + 1 < cfg.steps {
+            return Err(TrainError::Input(format!(
+                "{without_signal} steps in a row had no task whose samples earned different \
+                 rewards, after {} more draws each: there is nothing to learn from in these \
+                 tasks for this model (see RUN_DIR/metrics.jsonl); try --reward graded, more \
+                 tasks, a warm start (--sft), or a higher --temperature",
+                cfg.draw_rounds
+            )));
+        }
     }
     Ok(all)
+}
+
+/// The step's groups: the first draw of tasks, then more while fewer than
+/// the quota have reward variance, at most `cfg.draw_rounds` more times
+/// ([`crate::sampling`]). Counts go into `m`.
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    policy: &mut Policy,
+    sampler: &mut Sampler,
+    tasks: &[Task],
+    history: &History,
+    ready: &mut HashMap<usize, Result<Ready, String>>,
+    workspaces: &Workspaces,
+    sandbox: &Sandbox,
+    cache: &ScoreCache,
+    cfg: &TrainConfig,
+    step: usize,
+    m: &mut StepMetrics,
+) -> Result<Vec<Rollout>, TrainError> {
+    let mut taken = std::collections::HashSet::new();
+    let mut groups: Vec<Rollout> = Vec::new();
+    for round in 0..=cfg.draw_rounds {
+        let have = sampling::with_signal(groups.iter().map(|g| g.rewards.as_slice()));
+        let need = if round == 0 {
+            cfg.tasks_per_step
+        } else {
+            cfg.tasks_per_step.saturating_sub(have)
+        };
+        if need == 0 {
+            break;
+        }
+        let chosen = sampling::pick(tasks, cfg, step, round, need, history, &taken);
+        if chosen.is_empty() {
+            break;
+        }
+        m.extra_draws += usize::from(round > 0);
+        m.drawn_tasks += chosen.len();
+        taken.extend(chosen.iter().copied());
+        let sizes: Vec<usize> = chosen
+            .iter()
+            .map(|&i| history.group_size(&tasks[i].id, cfg.group_size, cfg.max_group_size))
+            .collect();
+        m.grown_groups += sizes.iter().filter(|&&n| n > cfg.group_size).count();
+        let drawn = rollouts(
+            policy, sampler, tasks, &chosen, &sizes, round, ready, workspaces, sandbox, cache, cfg,
+            step, m,
+        )?;
+        for (i, g) in drawn {
+            m.outcomes.push(Outcome::of(&tasks[i].id, &g.rewards));
+            groups.push(g);
+        }
+    }
+    m.signal_groups = sampling::with_signal(groups.iter().map(|g| g.rewards.as_slice()));
+    Ok(groups)
 }
 
 /// The learning half of a step: rewards per skill into `m`, group-centred
@@ -617,11 +724,14 @@ fn sync(policy: &mut Policy, sampler: &mut Sampler) -> Result<(), TrainError> {
 
 /// Samples and scores the groups of one step.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn rollouts(
     policy: &mut Policy,
     sampler: &mut Sampler,
     tasks: &[Task],
     chosen: &[usize],
+    sizes: &[usize],
+    round: usize,
     ready: &mut HashMap<usize, Result<Ready, String>>,
     workspaces: &Workspaces,
     sandbox: &Sandbox,
@@ -629,7 +739,7 @@ fn rollouts(
     cfg: &TrainConfig,
     step: usize,
     m: &mut StepMetrics,
-) -> Result<Vec<Rollout>, TrainError> {
+) -> Result<Vec<(usize, Rollout)>, TrainError> {
     let sampling_start = Instant::now();
     let lm: &LanguageModel = match sampler {
         Sampler::Served(lm) => lm,
@@ -669,9 +779,15 @@ fn rollouts(
         if let Some(n) = cfg.max_new_tokens {
             p.sampling.max_tokens = p.sampling.max_tokens.min(n);
         }
-        let mut seed_rng = rng(cfg.seed, step, &format!("sample-{slot}"));
+        // Round 0 keeps the seeds runs had before dynamic sampling.
+        let salt = if round == 0 {
+            format!("sample-{slot}")
+        } else {
+            format!("sample-{round}-{slot}")
+        };
+        let mut seed_rng = rng(cfg.seed, step, &salt);
         p.sampling.seed = rand::Rng::random::<u64>(&mut seed_rng);
-        let gens = complete_group(lm, &p, cfg.group_size, &mut |_| {}, &|| false)?;
+        let gens = complete_group(lm, &p, sizes[slot], &mut |_| {}, &|| false)?;
         m.rollout_tokens += gens.iter().map(|g| g.token_ids.len()).sum::<usize>();
         let samples = gens
             .iter()
@@ -746,7 +862,7 @@ fn rollouts(
         .filter_map(|(slot, g)| {
             let mut g = g?;
             g.rewards = scored.remove(&slot)?;
-            Some(g)
+            Some((chosen[slot], g))
         })
         .collect())
 }
