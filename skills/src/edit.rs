@@ -588,18 +588,7 @@ mod tests {
     }
 
     fn report(code: i32, stdout: &str, stderr: &str) -> TestReport {
-        TestReport {
-            command: vec![],
-            outcome: crate::sandbox::Outcome {
-                code: Some(code),
-                timed_out: false,
-                cancelled: false,
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-                truncated: 0,
-                elapsed: std::time::Duration::ZERO,
-            },
-        }
+        TestReport::of_output(code, stdout, stderr)
     }
 
     #[test]

@@ -24,6 +24,23 @@ pub struct TestReport {
 }
 
 impl TestReport {
+    /// A finished run's report from what it printed (for reading recorded runs
+    /// again, and for tests of the readers).
+    pub fn of_output(code: i32, stdout: &str, stderr: &str) -> TestReport {
+        TestReport {
+            command: Vec::new(),
+            outcome: Outcome {
+                code: Some(code),
+                timed_out: false,
+                cancelled: false,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                truncated: 0,
+                elapsed: std::time::Duration::ZERO,
+            },
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.outcome.success()
     }
@@ -875,21 +892,9 @@ fn node_errors(out: &str) -> Vec<RaisedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::Outcome;
 
     fn report(stdout: &str, stderr: &str) -> TestReport {
-        TestReport {
-            command: vec![],
-            outcome: Outcome {
-                code: Some(1),
-                timed_out: false,
-                cancelled: false,
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-                truncated: 0,
-                elapsed: std::time::Duration::ZERO,
-            },
-        }
+        TestReport::of_output(1, stdout, stderr)
     }
 
     #[test]

@@ -297,23 +297,30 @@ impl Workspaces {
     }
 }
 
+/// Runs git in `dir` as a test's committer; its trimmed output, failing the
+/// test when git fails.
+#[cfg(test)]
+pub(crate) fn test_git(dir: &Path, args: &[&str]) -> String {
+    let out = git(
+        dir,
+        &[&["-c", "user.name=t", "-c", "user.email=t@t"], args].concat(),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sh(dir: &Path, args: &[&str]) -> String {
-        let out = git(
-            dir,
-            &[&["-c", "user.name=t", "-c", "user.email=t@t"], args].concat(),
-            &[],
-        )
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        test_git(dir, args)
     }
 
     #[test]

@@ -582,19 +582,7 @@ mod tests {
     /// returns the repository and the fix.
     fn fixed(before: &str, after: &str) -> (tempfile::TempDir, Fix) {
         let repo = tempfile::tempdir().unwrap();
-        let sh = |args: &[&str]| {
-            let out = crate::workspace::git(
-                repo.path(),
-                &[&["-c", "user.name=t", "-c", "user.email=t@t"], args].concat(),
-                &[],
-            )
-            .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let sh = |args: &[&str]| crate::workspace::test_git(repo.path(), args);
         sh(&["init", "-q"]);
         std::fs::write(repo.path().join("calc.py"), before).unwrap();
         sh(&["add", "."]);

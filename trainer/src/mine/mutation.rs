@@ -908,18 +908,7 @@ mod tests {
 
     #[test]
     fn a_run_that_matched_no_test_is_told_from_one_that_ran_some() {
-        let report = |stdout: &str, stderr: &str| runner::TestReport {
-            command: vec![],
-            outcome: basis_skills::sandbox::Outcome {
-                code: Some(0),
-                timed_out: false,
-                cancelled: false,
-                stdout: stdout.into(),
-                stderr: stderr.into(),
-                truncated: 0,
-                elapsed: std::time::Duration::ZERO,
-            },
-        };
+        let report = |stdout: &str, stderr: &str| runner::TestReport::of_output(0, stdout, stderr);
         assert!(ran_some(&report(
             "",
             "test_x (t.T.test_x) ... ok\n\nRan 3 tests in 0.01s\n\nOK\n"
