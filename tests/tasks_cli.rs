@@ -261,6 +261,38 @@ fn a_function_no_test_catches_gives_no_task() {
 }
 
 #[test]
+fn a_test_command_that_runs_no_test_is_said_and_no_mutant_is_tried() {
+    // pytest-style tests that unittest (all the sandbox has) finds none of: the
+    // suite "passes" with 0 tests, and mutating every function against it would
+    // take minutes and catch nothing (a real repository's case).
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("calc");
+    std::fs::create_dir_all(repo.join("tests")).unwrap();
+    std::fs::write(
+        repo.join("calc.py"),
+        "def covered(a, b):\n    total = a + b\n    return total\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("tests/test_calc.py"),
+        "from calc import covered\n\n\ndef test_covered():\n    assert covered(2, 3) == 5\n",
+    )
+    .unwrap();
+    support::git_commit_all(&repo);
+    let out = dir.path().join("tasks.jsonl");
+    let o = mine(&repo, &out, &["--skills", "edit,testgen,reproduce"]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the python test command ran no test")
+            && stderr(&o).contains("mining: 0 mutating functions")
+            && stderr(&o).contains("no tasks were mined"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn a_task_file_of_two_splits_still_reads() {
     // A file mined before the validation split: train and heldout only.
     let dir = tempfile::tempdir().unwrap();

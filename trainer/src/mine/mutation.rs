@@ -571,6 +571,11 @@ pub fn mine(
             &suite.tests,
         );
         match baseline {
+            Ok(r) if r.passed() && !ran_some(&r) => out.notes.push(format!(
+                "mutation: the {} test command ran no test ({}): no mutant could be caught; give the command that runs them with --test-command",
+                suite.language.name(),
+                quote(&r.command)
+            )),
             Ok(r) if r.passed() => {
                 let mut s = suite.clone();
                 s.command = if s.command.is_empty() {
