@@ -149,6 +149,8 @@ fn localize_request_command_and_cli_agree_and_are_recorded() {
         "5",
         "--candidates",
         "8",
+        "--use-model",
+        "always",
         ISSUE,
     ]);
     assert!(out.status.success(), "{}", support::stderr(&out));
@@ -208,6 +210,29 @@ fn by_default_the_model_reorders_only_where_an_evaluation_found_it_better() {
         c.call("basis/debug/stats", Value::Null)["generationsStarted"],
         0
     );
+    let retrieval: Vec<String> = r["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| relative(l["uri"].as_str().unwrap(), &root))
+        .collect();
+    // The CLI decides the same way, and prints retrieval's ranking.
+    let cli = |verbose_says: &str| {
+        let out = support::basis()
+            .args(["localize", "--repo", root.to_str().unwrap()])
+            .args(["--model", "m", "--verbose", ISSUE])
+            .env("BASIS_HOME", home_str)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", support::stderr(&out));
+        let err = support::stderr(&out);
+        assert!(err.contains(verbose_says), "{err}");
+        support::stdout(&out)
+            .lines()
+            .map(|r| r.rsplit_once(':').unwrap().0.to_string())
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(cli("retrieval's ranking"), retrieval);
     let registry = basis_model::registry::Registry::new(home.path().join("models/m"));
     let repo = root.canonicalize().unwrap().display().to_string();
     // An evaluation where retrieval did better changes nothing.
@@ -238,6 +263,7 @@ fn by_default_the_model_reorders_only_where_an_evaluation_found_it_better() {
         c.call("basis/debug/stats", Value::Null)["generationsStarted"],
         1
     );
+    cli("model answer:");
     // `never` overrides it.
     c.notify(
         "workspace/didChangeConfiguration",

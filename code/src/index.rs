@@ -1,12 +1,18 @@
 //! The workspace index: every file the repository does not ignore, its symbols,
-//! and two BM25 corpora over them (files, and symbols) for retrieval.
+//! and three BM25 corpora over them for retrieval: file texts, file paths, and
+//! symbols.
 //!
-//! A file document's terms are its path (counted three times), its symbols' names
-//! (twice), and the identifiers, comments and docstrings of its text. A symbol
-//! document's terms are its name (three times), its container, its doc and the
-//! identifiers of its body. A file's score for a query is its own BM25 score plus
-//! half the score of its best symbol, so a file whose one function matches the
-//! issue ranks high even when the rest of the file is about other things.
+//! A file's text document holds the identifiers, comments and docstrings of its
+//! text; its path document the words of its path. A symbol document's terms are
+//! its name (three times), its container, its doc and the identifiers of its
+//! body. [`WorkspaceIndex::search`] fuses the three ([`Fusion`]): a file's text
+//! score, plus its path's, plus its best symbol's, so that a file whose name or
+//! one function matches the issue ranks high even when the rest of its text is
+//! about other things; test files and files in no language we parse (docs,
+//! changelogs, data) are discounted, since a fix changes code, and the tests
+//! that name the code compete with it for every term. The weights were tuned on
+//! the train split of localization tasks mined from real repositories
+//! (BENCHMARKS.md, "Localization: retrieval against the model").
 //!
 //! Updating a file replaces its documents in place: term frequencies live with the
 //! documents, and the corpus statistics (document frequencies, length sums) are
@@ -19,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::confine::Workspace;
 use crate::lang::Language;
@@ -106,6 +112,58 @@ pub struct SymbolHit {
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
+
+/// How [`WorkspaceIndex::search`] weighs its evidence into one score per file:
+/// `(text·T + path·P + symbol·S) × test × other`, where T, P and S are the
+/// file's BM25 scores in the text, path and symbol corpora (S: its best
+/// symbol's), `test` applies to test files ([`crate::is_test_path`]) and `other`
+/// to files in no language we parse.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fusion {
+    pub text: f32,
+    pub path: f32,
+    pub symbol: f32,
+    pub test: f32,
+    pub other: f32,
+}
+
+impl Default for Fusion {
+    /// The weights tuned on mined tasks' train split (see the module docs).
+    fn default() -> Self {
+        Fusion {
+            text: 1.0,
+            path: 2.0,
+            symbol: 1.0,
+            test: 0.02,
+            other: 0.02,
+        }
+    }
+}
+
+impl Fusion {
+    /// One file's fused score (see [`Fusion`]).
+    pub fn score(&self, e: &Evidence) -> f32 {
+        let sum = self.text * e.text + self.path * e.in_path + self.symbol * e.symbol;
+        sum * if e.test { self.test } else { 1.0 } * if e.code { 1.0 } else { self.other }
+    }
+}
+
+/// What the index knows about one file's match with a query: the parts
+/// [`Fusion`] weighs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub path: String,
+    /// BM25 of the file's text.
+    pub text: f32,
+    /// BM25 of the query's terms in the file's path.
+    pub in_path: f32,
+    /// BM25 of the file's best-matching symbol.
+    pub symbol: f32,
+    /// A test file ([`crate::is_test_path`]).
+    pub test: bool,
+    /// In a language we parse.
+    pub code: bool,
+}
 
 /// Term ids for strings.
 #[derive(Default)]
@@ -233,6 +291,7 @@ struct Entry {
     file: IndexedFile,
     flat: Vec<Symbol>,
     file_doc: u32,
+    path_doc: u32,
     symbol_docs: Vec<u32>,
 }
 
@@ -243,6 +302,7 @@ pub struct WorkspaceIndex {
     terms: Terms,
     files: HashMap<String, Entry>,
     file_corpus: Corpus,
+    path_corpus: Corpus,
     symbol_corpus: Corpus,
 }
 
@@ -251,6 +311,7 @@ struct Analyzed {
     file: IndexedFile,
     flat: Vec<Symbol>,
     file_terms: Counts,
+    path_terms: Counts,
     symbol_terms: Vec<Counts>,
 }
 
@@ -291,7 +352,8 @@ fn analyze(
 ) -> Analyzed {
     let language = Language::from_path(Path::new(rel));
     let mut file_terms = Counts::default();
-    file_terms.add_text(rel, 3);
+    let mut path_terms = Counts::default();
+    path_terms.add_text(rel, 1);
     let (mut symbols, mut flat, mut symbol_terms) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = skipped;
     if let Some(text) = text {
@@ -304,7 +366,6 @@ fn analyze(
             flatten(&symbols, &mut flat);
         }
         for (s, has_children) in &flat {
-            file_terms.add_text(&s.name, 2);
             let mut t = Counts::default();
             t.add_text(&s.name, 3);
             if let Some(c) = &s.container {
@@ -334,6 +395,7 @@ fn analyze(
         },
         flat,
         file_terms,
+        path_terms,
         symbol_terms,
     }
 }
@@ -378,6 +440,7 @@ impl WorkspaceIndex {
             terms: Terms::default(),
             files: HashMap::new(),
             file_corpus: Corpus::default(),
+            path_corpus: Corpus::default(),
             symbol_corpus: Corpus::default(),
         }
     }
@@ -460,9 +523,11 @@ impl WorkspaceIndex {
             c.0.into_iter().map(|(t, n)| (terms.id(&t), n)).collect()
         };
         let file_counts = intern(a.file_terms);
+        let path_counts = intern(a.path_terms);
         let symbol_counts: Vec<Vec<(u32, u32)>> =
             a.symbol_terms.into_iter().map(&mut intern).collect();
         let file_doc = self.file_corpus.add(file_counts, &path, None);
+        let path_doc = self.path_corpus.add(path_counts, &path, None);
         let symbol_docs = symbol_counts
             .into_iter()
             .enumerate()
@@ -474,6 +539,7 @@ impl WorkspaceIndex {
                 file: a.file,
                 flat: a.flat,
                 file_doc,
+                path_doc,
                 symbol_docs,
             },
         );
@@ -546,6 +612,7 @@ impl WorkspaceIndex {
     pub fn remove(&mut self, rel_path: &str) {
         if let Some(e) = self.files.remove(rel_path) {
             self.file_corpus.remove(e.file_doc);
+            self.path_corpus.remove(e.path_doc);
             for d in e.symbol_docs {
                 self.symbol_corpus.remove(d);
             }
@@ -633,52 +700,23 @@ impl WorkspaceIndex {
         out.into_iter().map(|(p, _, s)| (p, s)).collect()
     }
 
-    /// Files for a query, best first, each with its best symbols (module docs).
+    /// Files for a query, best first, each with its best symbols, by the
+    /// default [`Fusion`] (module docs).
     pub fn search(&self, query: &str, limit: usize) -> Vec<FileHit> {
-        let mut q: Vec<u32> = terms(query)
-            .iter()
-            .filter_map(|t| self.terms.get(t))
-            .collect();
-        q.sort_unstable();
-        q.dedup();
-        let file_scores = self.file_corpus.score(&q);
-        let symbol_scores = self.symbol_corpus.score(&q);
-        let mut by_file: HashMap<&str, Vec<(usize, f32)>> = HashMap::new();
-        for (d, s) in &symbol_scores {
-            let doc = &self.symbol_corpus.docs[*d as usize];
-            by_file
-                .entry(doc.path.as_str())
-                .or_default()
-                .push((doc.symbol.unwrap_or(0), *s));
-        }
-        let mut hits: Vec<FileHit> = Vec::new();
-        let mut paths: Vec<&str> = file_scores
-            .keys()
-            .map(|d| self.file_corpus.docs[*d as usize].path.as_str())
-            .collect();
-        paths.extend(by_file.keys().copied());
-        paths.sort_unstable();
-        paths.dedup();
-        let file_score_of: HashMap<&str, f32> = file_scores
-            .iter()
-            .map(|(d, s)| (self.file_corpus.docs[*d as usize].path.as_str(), *s))
-            .collect();
-        for path in paths {
-            let mut syms = by_file.remove(path).unwrap_or_default();
-            syms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let best = syms.first().map(|s| s.1).unwrap_or(0.0);
-            let score = file_score_of.get(path).copied().unwrap_or(0.0) + 0.5 * best;
-            let symbols = syms
-                .iter()
-                .take(3)
-                .filter_map(|(i, s)| self.symbol_hit(path, *i, *s))
-                .collect();
-            hits.push(FileHit {
-                path: path.to_string(),
-                score,
+        self.search_with(query, limit, &Fusion::default())
+    }
+
+    /// [`Self::search`] with other weights.
+    pub fn search_with(&self, query: &str, limit: usize, fusion: &Fusion) -> Vec<FileHit> {
+        let mut hits: Vec<FileHit> = self
+            .matches(query)
+            .into_iter()
+            .map(|(evidence, symbols)| FileHit {
+                score: fusion.score(&evidence),
+                path: evidence.path,
                 symbols,
-            });
-        }
+            })
+            .collect();
         hits.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
@@ -686,6 +724,66 @@ impl WorkspaceIndex {
         });
         hits.truncate(limit);
         hits
+    }
+
+    /// Every file that matches any term of `query`, with the evidence
+    /// [`Fusion`] weighs, sorted by path: what tuning the weights needs.
+    pub fn evidence(&self, query: &str) -> Vec<Evidence> {
+        self.matches(query).into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// The files matching `query`, sorted by path, each with its evidence and
+    /// its best symbols (up to 3, best first).
+    fn matches(&self, query: &str) -> Vec<(Evidence, Vec<SymbolHit>)> {
+        let mut q: Vec<u32> = terms(query)
+            .iter()
+            .filter_map(|t| self.terms.get(t))
+            .collect();
+        q.sort_unstable();
+        q.dedup();
+        fn by_path<'a>(corpus: &'a Corpus, q: &[u32]) -> HashMap<&'a str, f32> {
+            corpus
+                .score(q)
+                .into_iter()
+                .map(|(d, s)| (corpus.docs[d as usize].path.as_str(), s))
+                .collect()
+        }
+        let text = by_path(&self.file_corpus, &q);
+        let in_path = by_path(&self.path_corpus, &q);
+        let mut by_file: HashMap<&str, Vec<(usize, f32)>> = HashMap::new();
+        for (d, s) in self.symbol_corpus.score(&q) {
+            let doc = &self.symbol_corpus.docs[d as usize];
+            by_file
+                .entry(doc.path.as_str())
+                .or_default()
+                .push((doc.symbol.unwrap_or(0), s));
+        }
+        let mut paths: Vec<&str> = text.keys().chain(in_path.keys()).copied().collect();
+        paths.extend(by_file.keys().copied());
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+            .into_iter()
+            .map(|path| {
+                let mut syms = by_file.remove(path).unwrap_or_default();
+                syms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let file = self.files.get(path);
+                let evidence = Evidence {
+                    path: path.to_string(),
+                    text: text.get(path).copied().unwrap_or(0.0),
+                    in_path: in_path.get(path).copied().unwrap_or(0.0),
+                    symbol: syms.first().map(|s| s.1).unwrap_or(0.0),
+                    test: crate::is_test_path(path),
+                    code: file.is_some_and(|e| e.file.language.is_some()),
+                };
+                let symbols = syms
+                    .iter()
+                    .take(3)
+                    .filter_map(|(i, s)| self.symbol_hit(path, *i, *s))
+                    .collect();
+                (evidence, symbols)
+            })
+            .collect()
     }
 
     /// Symbols whose names match `query`: exact, then prefix, then substring, then
@@ -799,6 +897,96 @@ pub(crate) mod tests {
         let hits = idx.search("saving a user", 1);
         assert_eq!(hits[0].path, "db/models.py");
         assert!(idx.search("zebra quantum", 5).is_empty());
+    }
+
+    /// The files of a workspace made of `files`, ranked for `query` by `fusion`.
+    fn ranked(files: &[(&str, &str)], query: &str, fusion: &Fusion) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            write(dir.path(), path, text);
+        }
+        let idx = build(dir.path());
+        idx.search_with(query, 10, fusion)
+            .into_iter()
+            .map(|h| h.path)
+            .collect()
+    }
+
+    #[test]
+    fn the_path_decides_between_files_of_the_same_text() {
+        let body = "def total(items):\n    return sum(items)\n";
+        let files = [("alpha/other.py", body), ("zeta/invoice.py", body)];
+        let query = "the invoice total is wrong";
+        assert_eq!(
+            ranked(&files, query, &Fusion::default())[0],
+            "zeta/invoice.py"
+        );
+        // Without the path's evidence the two tie, and the tie goes by path.
+        let no_path = Fusion {
+            path: 0.0,
+            ..Fusion::default()
+        };
+        assert_eq!(ranked(&files, query, &no_path)[0], "alpha/other.py");
+    }
+
+    #[test]
+    fn the_best_symbol_decides_against_a_short_file_that_mentions_the_terms() {
+        // The refund function is one of many in a long module; the note is short,
+        // so its text scores higher on its own.
+        let mut long = String::from("def refund_order(order):\n    return order.refund()\n");
+        for i in 0..30 {
+            long.push_str(&format!("def helper_{i}(x):\n    return x + {i}\n"));
+        }
+        let files = [
+            ("shop/orders.py", long.as_str()),
+            ("shop/note.py", "# refund order\nVALUE = 1\n"),
+        ];
+        let query = "the refund of an order fails";
+        let text_only = Fusion {
+            path: 0.0,
+            symbol: 0.0,
+            ..Fusion::default()
+        };
+        assert_eq!(ranked(&files, query, &text_only)[0], "shop/note.py");
+        assert_eq!(
+            ranked(&files, query, &Fusion::default())[0],
+            "shop/orders.py"
+        );
+    }
+
+    #[test]
+    fn tests_and_files_in_no_language_are_discounted() {
+        let files = [
+            (
+                "tests/test_pricing.py",
+                "def test_discount():\n    assert discount(5) == discount(5)\n    discount(200)\n",
+            ),
+            ("CHANGES.rst", "Fixed the discount of prices, the discount discount.\n"),
+            (
+                "shop/pricing.py",
+                "def price(p, d):\n    return p - discount(d)\n\n\ndef other(a, b, c, e, f):\n    return a + b + c + e + f\n",
+            ),
+        ];
+        // The test names `discount` most often, and only the changelog says
+        // `prices`: each would come first if it were not discounted.
+        let query = "the discount of prices is wrong";
+        assert_eq!(
+            ranked(&files, query, &Fusion::default())[0],
+            "shop/pricing.py"
+        );
+        let tests_counted = Fusion {
+            test: 1.0,
+            ..Fusion::default()
+        };
+        assert_eq!(
+            ranked(&files, query, &tests_counted)[0],
+            "tests/test_pricing.py"
+        );
+        let others_counted = Fusion {
+            other: 1.0,
+            ..Fusion::default()
+        };
+        assert_eq!(ranked(&files, query, &others_counted)[0], "CHANGES.rst");
     }
 
     #[test]

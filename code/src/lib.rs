@@ -16,7 +16,7 @@ mod symbols;
 mod terms;
 
 pub use confine::{path_of_uri, Inside, Refused, Workspace};
-pub use index::{FileHit, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
+pub use index::{Evidence, FileHit, Fusion, IndexedFile, Progress, SymbolHit, WorkspaceIndex};
 pub use lang::Language;
 pub use mutate::{mutants, Mutant, MutationKind};
 pub use parse::{looks_binary, Limits, ParsedFile, Point, Span, TextEdit};

@@ -8,8 +8,15 @@
 //! ranking. The reward is the paper's: the predicted file set equals the reference
 //! set exactly; recall@k and F1 are reported beside it. The graded reward is the
 //! F1 of the predicted set.
+//!
+//! Retrieval alone is the floor: the server and the CLI ask the model only where
+//! an evaluation measured its ranking better than retrieval's on the repository
+//! ([`model_measured_better`]), and answer with retrieval's ranking elsewhere.
+
+use std::path::Path;
 
 use basis_code::{FileHit, Span, WorkspaceIndex};
+use basis_model::registry::{Registry, Version};
 use basis_model::{LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +229,24 @@ pub fn candidates(index: &WorkspaceIndex, issue: &str, n: usize) -> Vec<FileHit>
     index.search(issue, n)
 }
 
+/// Whether the model's choice is measured to help on the repository at `root`:
+/// `basis eval` of this `version` there found the model's ranking better than
+/// retrieval's alone (exact at |reference|; the figures the registry keeps per
+/// version and repository). Without such figures the answer is no: retrieval
+/// is the floor, and the model has to be shown to beat it.
+pub fn model_measured_better(registry: &Registry, version: Version, root: &Path) -> bool {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let evals = registry.evals(version);
+    let figures = &evals["localize"][root.display().to_string()];
+    match (
+        figures["model_exact_at_ref"].as_f64(),
+        figures["retrieval_exact_at_ref"].as_f64(),
+    ) {
+        (Some(model), Some(retrieval)) => model > retrieval,
+        _ => false,
+    }
+}
+
 /// Everything a localization produced: what the user sees and what the feedback
 /// store and the trainer need.
 #[derive(Debug, Clone)]
@@ -385,6 +410,33 @@ mod tests {
         assert_eq!(graded(&["./b.py", "a.py"], &["a.py", "b.py"]), 1.0);
         assert_eq!(graded(&["c.py"], &["a.py"]), 0.0);
         assert_eq!(graded(&[], &["a.py"]), 0.0);
+    }
+
+    #[test]
+    fn the_model_is_used_only_where_an_evaluation_measured_it_better() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("model"));
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let key = repo.canonicalize().unwrap().display().to_string();
+        let record = |model: f64, retrieval: f64| {
+            let figures = serde_json::json!({"tasks": 10, "model_exact_at_ref": model, "retrieval_exact_at_ref": retrieval});
+            registry
+                .record_eval(Version::Base, "localize", &key, figures)
+                .unwrap();
+        };
+        let better = || model_measured_better(&registry, Version::Base, &repo);
+        assert!(!better(), "no evaluation: retrieval");
+        record(0.3, 0.3);
+        assert!(!better(), "a tie: retrieval");
+        record(0.4, 0.3);
+        assert!(better());
+        assert!(!model_measured_better(
+            &registry,
+            Version::Numbered(1),
+            &repo
+        ));
+        assert!(!model_measured_better(&registry, Version::Base, dir.path()));
     }
 
     #[test]

@@ -724,7 +724,6 @@ fn sync(policy: &mut Policy, sampler: &mut Sampler) -> Result<(), TrainError> {
 
 /// Samples and scores the groups of one step.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn rollouts(
     policy: &mut Policy,
     sampler: &mut Sampler,

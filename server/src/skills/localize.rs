@@ -116,19 +116,10 @@ pub async fn request(cx: &Ctx, params: LocalizeParams) -> Result<LocalizeResult>
 /// Whether an evaluation of the served version on the repository at `root`
 /// found the model's ranking better than retrieval's (see the module docs).
 fn evaluated_better(served: &Served, root: &std::path::Path) -> bool {
-    let Some(registry) = served.spec.registry() else {
-        return false;
-    };
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-    let evals = registry.evals(served.version);
-    let figures = &evals["localize"][root.display().to_string()];
-    let (Some(model), Some(retrieval)) = (
-        figures["model_exact_at_ref"].as_f64(),
-        figures["retrieval_exact_at_ref"].as_f64(),
-    ) else {
-        return false;
-    };
-    model > retrieval
+    served
+        .spec
+        .registry()
+        .is_some_and(|registry| localize::model_measured_better(&registry, served.version, root))
 }
 
 /// `basis.localize`: arguments `["query"]` or `[{query, limit?}]`.
