@@ -438,8 +438,8 @@ fn the_warm_start_fits_the_reference_answers_and_leaves_an_adapter() {
 fn a_run_without_signal_says_so() {
     // Eight new tokens cannot hold an edit: every rollout scores 0, the one
     // group is skipped, and nothing is learned. The run must say that rather
-    // than end as if it had trained. (The binary reward: graded, a cut-off
-    // edit still earns the share of the tests it does not break.)
+    // than end as if it had trained. (With the binary reward, which a run
+    // records as such.)
     let (tmp, home) = with_shopkit();
     let run = tmp.path().join("run");
     let err = train_ok(
