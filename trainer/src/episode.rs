@@ -6,7 +6,7 @@
 //! | skill | the skill's input | reward | graded reward |
 //! |---|---|---|---|
 //! | localize | the issue and retrieval's candidates from the task tree's index | the files the model named equal the reference set | their F1 |
-//! | edit | the file and the byte range of the task's lines | the task's test command passes after the edit (else: the reference up to layout) | the share of its tests that pass (else: token similarity to the reference) |
+//! | edit | the file and the byte range of the task's lines | the task's test command passes after the edit (else: the reference up to layout) | the share of the tests failing on the starting code that now pass (else: the share of the way from the starting code to the reference, by token similarity) |
 //! | testgen | the file and the symbol | the tests pass on the task's code and fail on every listed mutant | they pass × the share of mutants killed |
 //! | reproduce | the issue and the files retrieval finds for it | the test fails on the task's code and passes with the fix | half for each |
 //! | review | the intent and the patch applied to the task's tree | the verdict equals the reference | the same (the trainer weighs YES and NO tasks apart) |

@@ -17,7 +17,8 @@
 //! - an **edit** task at its parent commit for each source file whose changes all
 //!   fall inside one function: that function's lines → the function as the commit
 //!   left it, with the message as the instruction. It has no test command: its
-//!   binary reward is the reference itself, its graded reward the closeness to it.
+//!   binary reward is the reference itself, its graded reward how far the answer
+//!   went from the starting function toward it.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -186,31 +186,10 @@ fn narrowed(suite: &Suite, func: &Function) -> Option<Suite> {
     })
 }
 
-/// Whether a passing run ran at least one test (a name filter can match none).
+/// Whether a passing run ran at least one test (a name filter can match none),
+/// by the runner's own summary counts.
 fn ran_some(r: &runner::TestReport) -> bool {
-    let out = format!("{}\n{}", r.outcome.stdout, r.outcome.stderr);
-    let count_before = |marker: &str| {
-        out.lines().any(|l| {
-            l.split(marker).next().is_some_and(|head| {
-                head.split_whitespace()
-                    .last()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .is_some_and(|n| n > 0)
-            }) && l.contains(marker)
-        })
-    };
-    let count_after = |marker: &str| {
-        out.lines().any(|l| {
-            l.split_once(marker).is_some_and(|(_, tail)| {
-                tail.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .is_some_and(|n| n > 0)
-            })
-        })
-    };
-    // unittest: "Ran 3 tests"; pytest: "3 passed"; cargo: "running 3 tests".
-    count_after("Ran ") || count_before(" passed") || count_after("running ")
+    r.counts().is_some_and(|c| c.total() > 0)
 }
 
 /// The test suites the repository has, per language (or the user's command).
