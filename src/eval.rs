@@ -7,7 +7,9 @@
 //! Every score has a 95% interval (a bootstrap over tasks). With `--compare
 //! VERSION`, the same tasks with another version of the model; with `--adapter`,
 //! with the base weights alone: side by side, with the paired difference per
-//! skill and its interval (in `report.json`'s `comparison` and `report.md`). A
+//! skill and its interval (in `report.json`'s `comparison` and `report.md`);
+//! with `--baseline-answers FILE`, against answers recorded earlier (an
+//! experiment's base run, scored again rather than sampled again). A
 //! stored model's localization figures are also kept in its registry, per
 //! repository, for the server's `localize.useModel: "auto"`.
 
@@ -70,6 +72,12 @@ pub struct EvalArgs {
     /// `{"id": TASK_ID, "completion": TEXT}` (several lines per task make K).
     #[arg(long)]
     answers: Option<PathBuf>,
+    /// The other side of the comparison from recorded answers instead of
+    /// sampling it again: e.g. the `answers.jsonl` of an earlier `basis eval` of
+    /// the base model on the same tasks, with the same K. Scored here, then the
+    /// paired difference per skill, as with `--compare` or `--adapter`.
+    #[arg(long, conflicts_with = "compare")]
+    baseline_answers: Option<PathBuf>,
 }
 
 /// Recorded answers: task id → its completions, in file order.
@@ -132,13 +140,14 @@ fn selected(args: &EvalArgs) -> Result<Vec<Task>> {
     Ok(tasks)
 }
 
-/// Evaluates `model` on `tasks`. With `--adapter`, on the base weights: with
-/// the adapter when `with_adapter`, else alone (what the adapter is compared
-/// against).
+/// Evaluates `model` on `tasks`, or scores `recorded` answers instead when
+/// given. With `--adapter`, on the base weights: with the adapter when
+/// `with_adapter`, else alone (what the adapter is compared against).
 fn run_one(
     args: &EvalArgs,
     model: Option<&str>,
     with_adapter: bool,
+    recorded: Option<&Path>,
     tasks: &[Task],
     workspaces: &Workspaces,
     sandbox: &Sandbox,
@@ -156,7 +165,7 @@ fn run_one(
             loaded.version = format!("base+{}", dir.display());
         }
     }
-    let answers = match &args.answers {
+    let answers = match recorded {
         Some(p) => Some(read_answers(p)?),
         None => None,
     };
@@ -253,7 +262,9 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     let workspaces = open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();
     let model = args.model.as_deref();
-    let (mut report, loaded) = run_one(&args, model, true, &tasks, &workspaces, &sandbox)?;
+    let recorded = args.answers.as_deref();
+    let (mut report, loaded) =
+        run_one(&args, model, true, recorded, &tasks, &workspaces, &sandbox)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     write_report(&args.out, &report)?;
@@ -262,19 +273,26 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         keep_localization(&loaded, &report, &tasks, &workspaces);
     }
     drop(loaded);
-    // What this report is compared against: another version, or the base
-    // weights without the adapter.
+    // What this report is compared against: recorded answers, another
+    // version, or the base weights without the adapter.
     let other = match (&args.compare, &args.adapter) {
+        _ if args.baseline_answers.is_some() => {
+            let base = args.baseline_answers.as_deref();
+            let mut b = run_one(&args, model, false, base, &tasks, &workspaces, &sandbox)?.0;
+            let file = base.and_then(Path::file_name).unwrap_or_default();
+            b.model.version = format!("recorded ({})", file.to_string_lossy());
+            Some(b)
+        }
         (Some(version), _) => {
             let name = model
                 .map(|m| m.rsplit_once('@').map_or(m, |(n, _)| n))
                 .unwrap_or(crate::store::DEFAULT_MODEL);
             let spec = format!("{name}@{version}");
-            Some(run_one(&args, Some(&spec), false, &tasks, &workspaces, &sandbox)?.0)
+            Some(run_one(&args, Some(&spec), false, None, &tasks, &workspaces, &sandbox)?.0)
         }
         // Recorded answers are the same whatever the weights: nothing to compare.
         (None, Some(_)) if args.answers.is_none() => {
-            Some(run_one(&args, model, false, &tasks, &workspaces, &sandbox)?.0)
+            Some(run_one(&args, model, false, None, &tasks, &workspaces, &sandbox)?.0)
         }
         _ => None,
     };

@@ -271,6 +271,67 @@ fn recorded_right_and_wrong_answers_score_one_and_zero_for_every_skill() {
 }
 
 #[test]
+fn recorded_baseline_answers_are_scored_and_paired_without_sampling() {
+    // An arm of an experiment against the base model's earlier answers: the
+    // base is scored from its answers.jsonl, not sampled again.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = support::shopkit(dir.path(), "shopkit");
+    let tasks = dir.path().join("tasks.jsonl");
+    write_lines(&tasks, &pricing_tasks(&repo).tasks);
+    let after = dir.path().join("after.jsonl");
+    write_answers(
+        &after,
+        &[
+            ("loc", "shopkit/pricing.py\n".to_string()),
+            ("loc", "shopkit/pricing.py\n".to_string()),
+            ("rev", " YES".to_string()),
+            ("rev", " NO".to_string()),
+        ],
+    );
+    let before = dir.path().join("before.jsonl");
+    write_answers(
+        &before,
+        &[
+            ("loc", "shopkit/cart.py\n".to_string()),
+            ("loc", "shopkit/pricing.py\nshopkit/cart.py\n".to_string()),
+            ("rev", " NO".to_string()),
+            ("rev", " NO".to_string()),
+        ],
+    );
+    let report = eval(
+        dir.path(),
+        &tasks,
+        &[
+            "--skills",
+            "localize,review",
+            "--answers",
+            after.to_str().unwrap(),
+            "--baseline-answers",
+            before.to_str().unwrap(),
+        ],
+    );
+    let c = &report["comparison"];
+    // Localize: 1 against 0 (neither of the baseline's sets is exact); graded
+    // 1 against (0 + 2/3) / 2.
+    assert_eq!(c["per_skill"]["localize"]["before"], 0.0, "{c}");
+    assert_eq!(c["per_skill"]["localize"]["after"], 1.0, "{c}");
+    let g = c["graded_per_skill"]["localize"]["difference"].as_f64().unwrap();
+    assert!((g - (1.0 - 1.0 / 3.0)).abs() < 1e-9, "{c}");
+    // Review (a YES task): one right verdict in two against none.
+    assert_eq!(c["per_skill"]["review"]["difference"], 0.5, "{c}");
+    assert_eq!(c["mean"]["difference"], 0.75, "{c}");
+    // The baseline's scores are written beside the report.
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report/compare.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(base["samples"], 2);
+    assert!(std::fs::read_to_string(dir.path().join("report/report.md"))
+        .unwrap()
+        .contains("recorded (before.jsonl)"));
+}
+
+#[test]
 fn partly_right_answers_earn_graded_credit_beside_a_binary_zero() {
     let dir = tempfile::tempdir().unwrap();
     let repo = support::shopkit(dir.path(), "shopkit");
