@@ -288,7 +288,18 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
                 .map(|m| m.rsplit_once('@').map_or(m, |(n, _)| n))
                 .unwrap_or(crate::store::DEFAULT_MODEL);
             let spec = format!("{name}@{version}");
-            Some(run_one(&args, Some(&spec), false, None, &tasks, &workspaces, &sandbox)?.0)
+            Some(
+                run_one(
+                    &args,
+                    Some(&spec),
+                    false,
+                    None,
+                    &tasks,
+                    &workspaces,
+                    &sandbox,
+                )?
+                .0,
+            )
         }
         // Recorded answers are the same whatever the weights: nothing to compare.
         (None, Some(_)) if args.answers.is_none() => {

@@ -315,7 +315,9 @@ fn recorded_baseline_answers_are_scored_and_paired_without_sampling() {
     // 1 against (0 + 2/3) / 2.
     assert_eq!(c["per_skill"]["localize"]["before"], 0.0, "{c}");
     assert_eq!(c["per_skill"]["localize"]["after"], 1.0, "{c}");
-    let g = c["graded_per_skill"]["localize"]["difference"].as_f64().unwrap();
+    let g = c["graded_per_skill"]["localize"]["difference"]
+        .as_f64()
+        .unwrap();
     assert!((g - (1.0 - 1.0 / 3.0)).abs() < 1e-9, "{c}");
     // Review (a YES task): one right verdict in two against none.
     assert_eq!(c["per_skill"]["review"]["difference"], 0.5, "{c}");
