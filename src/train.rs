@@ -675,17 +675,23 @@ fn train(a: RunArgs) -> Result<()> {
             4,
             sft_lr,
             a.seed,
-            &mut |e| {
-                if let Event::Epoch {
+            &mut |e| match e {
+                Event::Fitted {
+                    epoch,
+                    epochs,
+                    done,
+                    of,
+                } => bar.set_message(format!(
+                    "warm start: epoch {epoch}/{epochs}, {done}/{of} answers"
+                )),
+                Event::Epoch {
                     epoch,
                     epochs,
                     loss,
-                } = e
-                {
-                    bar.println(format!(
-                        "warm start: epoch {epoch}/{epochs}, loss {loss:.3}"
-                    ));
-                }
+                } => bar.println(format!(
+                    "warm start: epoch {epoch}/{epochs}, loss {loss:.3}"
+                )),
+                _ => {}
             },
         )?;
         eprintln!(
@@ -737,7 +743,7 @@ fn train(a: RunArgs) -> Result<()> {
         start,
         &mut |e| match e {
             Event::Phase(p) => bar.set_message(p),
-            Event::Epoch { .. } => {}
+            Event::Epoch { .. } | Event::Fitted { .. } => {}
             Event::Step(m) => {
                 bar.set_position(m.step as u64);
                 bar.println(step_line(m));

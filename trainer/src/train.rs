@@ -231,6 +231,13 @@ impl StepMetrics {
 pub enum Event<'a> {
     Phase(&'a str),
     Step(&'a StepMetrics),
+    /// A warm-start batch was fitted: `done` of the epoch's `of` answers.
+    Fitted {
+        epoch: usize,
+        epochs: usize,
+        done: usize,
+        of: usize,
+    },
     /// A warm-start epoch ended (1-based), with its mean loss.
     Epoch {
         epoch: usize,
@@ -693,6 +700,12 @@ pub fn warm_start(
             }
             policy.step(acc)?;
             n += 1;
+            on(Event::Fitted {
+                epoch: epoch + 1,
+                epochs,
+                done: (n * batch.max(1)).min(examples.len()),
+                of: examples.len(),
+            });
         }
         losses.push(sum / n.max(1) as f64);
         on(Event::Epoch {
