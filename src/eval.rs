@@ -9,7 +9,8 @@
 //! with the base weights alone: side by side, with the paired difference per
 //! skill and its interval (in `report.json`'s `comparison` and `report.md`);
 //! with `--baseline-answers FILE`, against answers recorded earlier (an
-//! experiment's base run, scored again rather than sampled again). A
+//! experiment's base run, scored again rather than sampled again); with any of
+//! the three, what the publish gate would decide (`gate.json`). A
 //! stored model's localization figures are also kept in its registry, per
 //! repository, for the server's `localize.useModel: "auto"`.
 
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use basis_skills::sandbox::Sandbox;
 use basis_trainer::eval::{self, ModelLabel, Report};
+use basis_trainer::gate::{self, Gate};
 use basis_trainer::task::{self, Task};
 use basis_trainer::workspace::Workspaces;
 use clap::Args;
@@ -318,6 +320,27 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         report.comparison = Some(eval::compare(&b, &report));
         write_report(&args.out, &report)?;
         md.push_str(&eval::compare_markdown(&report));
+        // What `basis model publish` would decide on these two.
+        let verdict = gate::judge(&b, &report, &Gate::default());
+        write(
+            &args.out,
+            "gate.json",
+            &serde_json::to_string_pretty(&verdict)?,
+        )?;
+        md.push_str(&format!(
+            "
+## What the publish gate would say
+
+{}
+{}
+",
+            gate::markdown(&verdict, &b.model.version, &report.model.version),
+            if verdict.passed {
+                "It would publish.".to_string()
+            } else {
+                format!("It would refuse: {}.", verdict.reasons.join("; "))
+            }
+        ));
     }
     write(&args.out, "report.md", &md)?;
     std::io::stdout().lock().write_all(md.as_bytes())?;

@@ -322,15 +322,27 @@ fn recorded_baseline_answers_are_scored_and_paired_without_sampling() {
     // Review (a YES task): one right verdict in two against none.
     assert_eq!(c["per_skill"]["review"]["difference"], 0.5, "{c}");
     assert_eq!(c["mean"]["difference"], 0.75, "{c}");
+    // What the publish gate would decide: review by balanced accuracy is not
+    // defined on one YES task, so by its mean; the mean's interval (one task a
+    // skill) is the point +0.75, above 0.
+    let gate: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report/gate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gate["passed"], true, "{gate}");
     // The baseline's scores are written beside the report.
     let base: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("report/compare.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(base["samples"], 2);
-    assert!(std::fs::read_to_string(dir.path().join("report/report.md"))
-        .unwrap()
-        .contains("recorded (before.jsonl)"));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(
+        md.contains("recorded (before.jsonl)")
+            && md.contains("What the publish gate would say")
+            && md.contains("It would publish."),
+        "{md}"
+    );
 }
 
 #[test]
