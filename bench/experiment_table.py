@@ -58,6 +58,18 @@ def base_cell(key, skill=None):
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
+def gate_cell(name):
+    p = os.path.join(out, f"eval-{name}", "gate.json")
+    if not os.path.exists(p):
+        return "n/a"
+    g = json.load(open(p))
+    ci = g["mean_ci95"]
+    d = g["mean_after"] - g["mean_before"]
+    said = "publish" if g["passed"] else "refuse"
+    return (f"{g['mean_after']:.3f} against {g['mean_before']:.3f} ({d:+.3f} "
+            f"{'[n/a]' if not ci else f'[{ci[0]:+.3f}, {ci[1]:+.3f}]'}): would {said}")
+
+
 print(f"Held-out tasks of `{os.path.basename(tasks)}`; {settings}.")
 print("A cell is the run's score (its difference from the base, paired by task, and the")
 print("difference's 95% interval); ↑ / ↓: the interval lies above / below 0.\n")
@@ -72,6 +84,10 @@ for title, key, mean_key in [("binary (the paper's)", "per_skill", "mean"),
         print(f"| {s} | {n} | {base_cell(key, s)} | " + " | ".join(row) + " |")
     row = [cell(r, mean_key) for _, _, r in arms]
     print(f"| **mean** | | {base_cell(mean_key)} | " + " | ".join(row) + " | |")
+    if key == "per_skill":
+        # The publish gate's mean: review by balanced accuracy (`basis eval`'s gate.json).
+        row = [gate_cell(name) for name, _, _ in arms]
+        print(f"| **mean as the gate judges it** (review by balanced accuracy) | | | " + " | ".join(row) + " | |")
     print()
 
 if "review" in skills:
@@ -91,17 +107,20 @@ if "review" in skills:
     print()
 
 if "localize" in skills:
-    print("**localize: the model's named files against retrieval alone** (exact at |reference|;"
-          " `basis localize` answers with retrieval unless the model is measured better)\n")
-    print("| run | the model | retrieval | model − retrieval [95%] |")
-    print("|---|---|---|---|")
+    print("**localize against retrieval alone**: the files the model named (exact set, the skill's"
+          " reward), its ranking (the files it named first, then retrieval's) and retrieval's"
+          " ranking, exact at |reference|; `basis localize` answers with retrieval's ranking"
+          " unless an evaluation measured the model's better\n")
+    print("| run | named by the model | the model's ranking | retrieval's ranking | ranking difference [95%] |")
+    print("|---|---|---|---|---|")
     for name, label, r in [("base", "base", base)] + arms + [("single-localize", "single-skill RL", single.get("localize"))]:
         s = (r or {}).get("per_skill", {}).get("localize")
         if not s or not s.get("rankings"):
             continue
         rk, d = s["rankings"], s.get("model_minus_retrieval")
         diff = f"{d['difference']:+.3f} {interval(d)}" if d else ""
-        print(f"| {label} | {rk['model_exact_at_ref']:.3f} | {rk['retrieval_exact_at_ref']:.3f} | {diff} |")
+        print(f"| {label} | {s['avg_at_k']:.3f} | {rk['model_exact_at_ref']:.3f} | "
+              f"{rk['retrieval_exact_at_ref']:.3f} | {diff} |")
     print()
 
 print("**the runs** (a group is a task's samples; one whose rewards are all equal carries no advantage)\n")

@@ -30,6 +30,7 @@
 #   LR=2e-4 SFT_EPOCHS=3 (0: no warm start, RL from the base model) SFT_LR=$LR SEED=0
 #   SFT_TASKS=$TASKS (the task file whose training answers the warm start fits)
 #   LIMIT= (at most this many held-out tasks a skill, in file order; default: all)
+#   TEMPERATURE= (the rollouts' sampling temperature; default: `basis train`'s)
 #   EVAL_EVERY=4 (0: no validation; the run's last weights are evaluated)
 #   EVAL_SAMPLES=1 (the validation's K: greedy)
 #   SKILLS= (default: every skill with training and held-out tasks)
@@ -109,12 +110,13 @@ train() { # NAME SKILLS
     say "training $name on $skills"
     local init=()
     if [[ "$SFT_EPOCHS" != 0 ]]; then init=(--init-adapter "$OUT/run-sft/adapter"); fi
-    local validate=()
-    if [[ "$EVAL_EVERY" != 0 ]]; then validate=(--eval-every "$EVAL_EVERY" --eval-samples "$EVAL_SAMPLES"); fi
+    local extra=()
+    if [[ -n "${TEMPERATURE:-}" ]]; then extra+=(--temperature "$TEMPERATURE"); fi
+    if [[ "$EVAL_EVERY" != 0 ]]; then extra+=(--eval-every "$EVAL_EVERY" --eval-samples "$EVAL_SAMPLES"); fi
     timed "run-$name" "$BASIS" train --tasks "$TASKS" --repo-root "$REPO_ROOT" --skills "${skills// /,}" \
         "${init[@]}" --steps "$STEPS" --tasks-per-step "$TASKS_PER_STEP" \
         --group-size "$GROUP" --max-new-tokens "$MAX_NEW_TOKENS" --lr "$LR" --seed "$SEED" \
-        "${validate[@]}" --run "$OUT/run-$name" "${MODEL_ARGS[@]}" 2>"$OUT/run-$name.log"
+        "${extra[@]}" --run "$OUT/run-$name" "${MODEL_ARGS[@]}" 2>"$OUT/run-$name.log"
 }
 
 evaluate base "$SKILLS"
@@ -138,5 +140,5 @@ for s in $SINGLE; do
 done
 
 python3 "$ROOT/bench/experiment_table.py" "$OUT" "$SKILLS" "$TASKS" \
-    "K=$K, temperature 0.7; every RL run: $STEPS steps x $TASKS_PER_STEP tasks x $GROUP samples, lr $LR, from $([[ "$SFT_EPOCHS" == 0 ]] && echo 'the base model (no warm start)' || echo "the warm start ($SFT_EPOCHS epochs, lr $SFT_LR)"), checkpoint $([[ "$EVAL_EVERY" == 0 ]] && echo 'the last' || echo "the best on validation (every $EVAL_EVERY steps, K=$EVAL_SAMPLES)")" |
+    "K=$K, temperature 0.7; every RL run: $STEPS steps x $TASKS_PER_STEP tasks x $GROUP samples${TEMPERATURE:+ at temperature $TEMPERATURE}, lr $LR, from $([[ "$SFT_EPOCHS" == 0 ]] && echo 'the base model (no warm start)' || echo "the warm start ($SFT_EPOCHS epochs, lr $SFT_LR)"), checkpoint $([[ "$EVAL_EVERY" == 0 ]] && echo 'the last' || echo "the best on validation (every $EVAL_EVERY steps, K=$EVAL_SAMPLES)")" |
     tee "$OUT/table.md"
