@@ -488,8 +488,15 @@ impl Model {
             .contiguous()?;
         let q = self.rope(&q, cos, sin)?;
         let k = self.rope(&k, cos, sin)?;
+        // Where the cache keeps the keys transposed too (the CPU), attention
+        // reads them there.
+        let mut cached_kt = None;
         let (k, v) = match past_kv {
-            Past::Cache(c) => c.append(layer, &k, &v)?,
+            Past::Cache(c) => {
+                let kv = c.append(layer, &k, &v)?;
+                cached_kt = c.keys_transposed(layer, t)?;
+                kv
+            }
             Past::Nothing => (k, v),
             Past::Record(p) => {
                 p.kv.push((k.clone(), v.clone()));
@@ -517,7 +524,10 @@ impl Model {
             // On the CPU: one pass per query row, the same numbers for a position
             // whatever it is batched with, and a backward that keeps no
             // (rows × keys) tensor (see `ops::causal_attention`).
-            _ if crate::ops::fused(&q) => crate::ops::causal_attention(&q, &k, &v, scale, t)?,
+            _ if crate::ops::fused(&q) => match &cached_kt {
+                Some(kt) => crate::ops::cached_attention(&q, kt, &v, scale, t)?,
+                None => crate::ops::causal_attention(&q, &k, &v, scale, t)?,
+            },
             OpMode::Fused => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = match mask {
