@@ -136,6 +136,7 @@ fn fuzz_one(seed: u64, messages: usize) {
         "seed {seed}: {r}"
     );
 
+    let peak = f.peak_rss_mb();
     let (exited_cleanly, all) = f.finish();
     assert!(
         exited_cleanly,
@@ -169,9 +170,11 @@ fn fuzz_one(seed: u64, messages: usize) {
         *codes.entry(k).or_default() += 1;
     }
     eprintln!(
-        "seed {seed}: {sent} messages, {} requests in {:.1}s; answers by error code: {codes:?}",
+        "seed {seed}: {sent} messages, {} requests in {:.1}s; answers by error code: {codes:?}; \
+         the server's peak resident memory {}",
         requests.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        peak.map_or("unknown".into(), |mb| format!("{mb:.0} MB"))
     );
     let mut wrong: Vec<(i64, usize)> = requests
         .iter()

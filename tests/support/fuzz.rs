@@ -762,6 +762,21 @@ impl Fuzzer {
         self.send_now(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
     }
 
+    /// The server's peak resident memory so far, in MB (Linux's VmHWM; `None`
+    /// where there is no /proc).
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
