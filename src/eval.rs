@@ -260,6 +260,10 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let tasks = selected(&args)?;
+    // A baseline that cannot be read fails now, not after the evaluation.
+    if let Some(p) = &args.baseline_answers {
+        read_answers(p)?;
+    }
     let repo_root = repo_root(&args.tasks, args.repo_root.as_deref());
     let workspaces = open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();

@@ -298,6 +298,28 @@ fn recorded_baseline_answers_are_scored_and_paired_without_sampling() {
             ("rev", " NO".to_string()),
         ],
     );
+    // A baseline file that is not there is refused before anything runs.
+    let missing = dir.path().join("no-such-answers.jsonl");
+    let o = support::run(&[
+        "eval",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--repo-root",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("refused").to_str().unwrap(),
+        "--answers",
+        after.to_str().unwrap(),
+        "--baseline-answers",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no-such-answers.jsonl"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("refused").exists());
     let report = eval(
         dir.path(),
         &tasks,
