@@ -83,10 +83,13 @@ pub struct EvalArgs {
 }
 
 /// Recorded answers: task id → its completions, in file order.
-fn read_answers(path: &Path) -> Result<std::collections::HashMap<String, Vec<String>>> {
+type Answers = std::collections::HashMap<String, Vec<String>>;
+
+/// Reads recorded answers (`--answers`, `--baseline-answers`).
+fn read_answers(path: &Path) -> Result<Answers> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut out = Answers::default();
     for (i, line) in text
         .lines()
         .enumerate()
@@ -149,7 +152,7 @@ fn run_one(
     args: &EvalArgs,
     model: Option<&str>,
     with_adapter: bool,
-    recorded: Option<&Path>,
+    recorded: Option<Answers>,
     tasks: &[Task],
     workspaces: &Workspaces,
     sandbox: &Sandbox,
@@ -167,10 +170,7 @@ fn run_one(
             loaded.version = format!("base+{}", dir.display());
         }
     }
-    let answers = match recorded {
-        Some(p) => Some(read_answers(p)?),
-        None => None,
-    };
+    let answers = recorded;
     // Recorded answers make K: the most any task has.
     let samples = answers
         .as_ref()
@@ -260,15 +260,18 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let tasks = selected(&args)?;
-    // A baseline that cannot be read fails now, not after the evaluation.
-    if let Some(p) = &args.baseline_answers {
-        read_answers(p)?;
-    }
+    // Recorded answers are read before anything runs: a file that cannot be
+    // read fails now, not after the evaluation.
+    let recorded = args.answers.as_deref().map(read_answers).transpose()?;
+    let baseline = args
+        .baseline_answers
+        .as_deref()
+        .map(read_answers)
+        .transpose()?;
     let repo_root = repo_root(&args.tasks, args.repo_root.as_deref());
     let workspaces = open_workspaces(&repo_root, &tasks)?;
     let sandbox = Sandbox::detect();
     let model = args.model.as_deref();
-    let recorded = args.answers.as_deref();
     let (mut report, loaded) =
         run_one(&args, model, true, recorded, &tasks, &workspaces, &sandbox)?;
     std::fs::create_dir_all(&args.out)
@@ -282,10 +285,13 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     // What this report is compared against: recorded answers, another
     // version, or the base weights without the adapter.
     let other = match (&args.compare, &args.adapter) {
-        _ if args.baseline_answers.is_some() => {
-            let base = args.baseline_answers.as_deref();
-            let mut b = run_one(&args, model, false, base, &tasks, &workspaces, &sandbox)?.0;
-            let file = base.and_then(Path::file_name).unwrap_or_default();
+        _ if baseline.is_some() => {
+            let mut b = run_one(&args, model, false, baseline, &tasks, &workspaces, &sandbox)?.0;
+            let file = args
+                .baseline_answers
+                .as_deref()
+                .and_then(Path::file_name)
+                .unwrap_or_default();
             b.model.version = format!("recorded ({})", file.to_string_lossy());
             Some(b)
         }
