@@ -180,6 +180,17 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
             gen.decode_tokens,
             rate(gen.decode_tokens, gen.decode_secs)
         );
+        // The CPU attention kernel's part of each: its arithmetic and time,
+        // for the benchmark's share of peak.
+        for (phase, work) in [("prefill", &gen.prefill_work), ("decode", &gen.decode_work)] {
+            if work.attention_nanos > 0 {
+                eprintln!(
+                    "{phase} attention: {:.3} GFLOP in {:.3} s",
+                    work.attention_flops as f64 / 1e9,
+                    work.attention_nanos as f64 / 1e9
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
 use rayon::prelude::*;
 
+use crate::isa::Isa;
+
 const QK: usize = 32;
 
 /// GGML's Q4_1 block: f16 scale and minimum, 16 bytes of nibbles (low nibbles are
@@ -78,38 +80,22 @@ pub(crate) struct QuantMatrix {
 }
 
 impl QuantMatrix {
-    /// Whether this CPU can run the kernels.
+    /// Whether the kernels run here: this CPU has AVX2 and FMA, and
+    /// `BASIS_KERNELS` does not ask for the portable path (see [`Isa`]).
     pub(crate) fn supported() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        Isa::active() >= Isa::Avx2
     }
 
-    /// Whether this CPU has AVX-512 with VNNI (`vpdpbusd`: 64 byte products summed
-    /// into sixteen lanes in one instruction), which the repacked Q4_1 kernel needs.
+    /// Whether the repacked Q4_1 kernel runs here: AVX-512 with VNNI (`vpdpbusd`:
+    /// 64 byte products summed into sixteen lanes in one instruction), unless
+    /// `BASIS_KERNELS` asks for a lower path.
     fn vnni() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::env::var_os("BASIS_NO_AVX512").is_none()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        Isa::active() >= Isa::Avx512
     }
 
     /// From GGML's raw bytes (row-major, `cols / 32` blocks per row); `None` for a
     /// type the kernels do not cover. Q4_1 with a multiple of 16 rows is repacked
-    /// into [`Group16Q4_1`]s on a CPU with AVX-512 VNNI (`BASIS_NO_AVX512=1` keeps
+    /// into [`Group16Q4_1`]s on a CPU with AVX-512 VNNI (`BASIS_KERNELS=avx2` keeps
     /// the AVX2 kernels, to compare them).
     pub(crate) fn from_ggml(
         dtype: GgmlDType,
@@ -1004,7 +990,7 @@ mod tests {
     /// height (1 to 8 activation rows and a remainder) and several bands.
     #[test]
     fn vnni_tiles_match_the_avx2_kernels() {
-        if !QuantMatrix::vnni() {
+        if Isa::detected() < Isa::Avx512 {
             eprintln!("skipped: this CPU has no AVX-512 VNNI");
             return;
         }

@@ -100,6 +100,10 @@ pub struct Generation {
     /// produced), summed over the group.
     pub decode_tokens: usize,
     pub decode_secs: f64,
+    /// The counters ([`crate::stats`]) over the prefill and over the decode.
+    /// They are process-wide: other work running at the same time counts too.
+    pub prefill_work: crate::stats::Work,
+    pub decode_work: crate::stats::Work,
 }
 
 /// What a streaming callback says about the sequence whose text it received.
@@ -300,6 +304,7 @@ impl Generator {
 
         // Prefill, reusing the cached prefix where there is one.
         let start = Instant::now();
+        let work_start = crate::stats::snapshot();
         let (mut cache, reused) = self.take_prefix(model, prompt)?;
         let rest = &prompt[reused..];
         let ids = Tensor::new(rest, device)?.unsqueeze(0)?;
@@ -307,6 +312,7 @@ impl Generator {
         let first_logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         self.store_prefix(prompt, &cache)?;
         let prefill_secs = start.elapsed().as_secs_f64();
+        let work_prefilled = crate::stats::snapshot();
         // A caller that gave up during the prefill gets no token at all.
         let cancelled_in_prefill = cancelled();
 
@@ -368,6 +374,7 @@ impl Generator {
             }
         }
         let decode_secs = start.elapsed().as_secs_f64();
+        let work_end = crate::stats::snapshot();
         let completions = seqs
             .into_iter()
             .map(|s| Completion {
@@ -384,6 +391,8 @@ impl Generator {
             prefill_secs,
             decode_tokens,
             decode_secs,
+            prefill_work: work_prefilled.since(&work_start),
+            decode_work: work_end.since(&work_prefilled),
         })
     }
 

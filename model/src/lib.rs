@@ -6,11 +6,13 @@
 //! turns token ids into logits and text into token ids, and nothing else.
 
 pub mod alloc;
+mod attention;
 pub mod chat;
 pub mod config;
 mod cpu_quant;
 pub mod error;
 pub mod generate;
+pub mod isa;
 mod gguf_check;
 pub mod kv_cache;
 pub mod lora;

@@ -29,6 +29,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::attention::{attention, Dims, Kv};
+use crate::isa::Isa;
 use crate::stats;
 
 /// `x Wᵀ` with a backward that skips a frozen weight's gradient.
@@ -474,56 +476,8 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
-/// The rows of causal attention, one pass each: query row `r` (of `rows` a
-/// head, `hd` numbers; blocks of `t` after `past` cached positions) sees keys
-/// `0..=past + r % t`, its scores grow by one multiply-add of the transposed
-/// keys' row `d` per head dimension, in order, then softmax and the weighted
-/// sum of the values in key order. `kt(head, d)` is a head's keys' dimension
-/// `d` across the keys, `values(head)` its values, keys × hd.
-fn attention_rows<'a>(
-    q: &[f32],
-    (rows, hd, keys): (usize, usize, usize),
-    (past, t): (usize, usize),
-    scale: f32,
-    kt: impl Fn(usize, usize) -> &'a [f32] + Sync,
-    values: impl Fn(usize) -> &'a [f32] + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0f32; q.len()];
-    out.par_chunks_mut(hd)
-        .zip(q.par_chunks(hd))
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; keys],
-            |scores, (r, (o, qr))| {
-                let head = r / rows;
-                let n = (past + (r % rows) % t + 1).min(keys);
-                let s = &mut scores[..n];
-                s.fill(0.0);
-                for (d, &qd) in qr.iter().enumerate() {
-                    for (s, &kd) in s.iter_mut().zip(kt(head, d)) {
-                        *s += qd * kd;
-                    }
-                }
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0f32;
-                for x in s.iter_mut() {
-                    *x = ((*x - max) * scale).exp();
-                    sum += *x;
-                }
-                for (&p, value) in s.iter().zip(values(head).chunks_exact(hd)) {
-                    for (o, &x) in o.iter_mut().zip(value) {
-                        *o += p * x;
-                    }
-                }
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|x| *x *= inv);
-            },
-        );
-    out
-}
-
 /// Causal attention over the KV cache, for inference: [`causal_attention`]'s
-/// numbers (the same [`attention_rows`]) from keys the cache keeps transposed
+/// numbers (the same [`crate::attention`] kernel) from keys the cache keeps transposed
 /// (b, kv_heads, hd, keys) and its values (b, kv_heads, keys, hd), both read
 /// where the cache holds them: nothing the size of the cache is copied or
 /// transposed at a step.
@@ -583,13 +537,26 @@ impl candle_core::CustomOp3 for CachedAttention {
         }
         let (q, kt, v) = (f32s(q, ql)?, kt.as_slice::<f32>()?, v.as_slice::<f32>()?);
         let (k0, v0) = (ktl.start_offset(), vl.start_offset());
-        let out = attention_rows(
+        if self.t == 0 || rows % self.t != 0 {
+            candle_core::bail!("attention: {rows} query rows are not groups of {}", self.t);
+        }
+        let shape = Dims {
+            groups: rows / self.t,
+            t: self.t,
+            hd,
+            keys,
+            past: self.past,
+        };
+        let out = attention(
             q,
-            (rows, hd, keys),
-            (self.past, self.t),
+            shape,
             self.scale,
-            |head, d| &kt[k0 + head / h * ks[0] + head % h * ks[1] + d * ks[2]..][..keys],
-            |head| &v[v0 + head / h * vs[0] + head % h * vs[1]..][..keys * hd],
+            |blk| Kv {
+                kt: &kt[k0 + blk / h * ks[0] + blk % h * ks[1]..][..(hd - 1) * ks[2] + keys],
+                ld: ks[2],
+                v: &v[v0 + blk / h * vs[0] + blk % h * vs[1]..][..keys * hd],
+            },
+            Isa::active(),
         );
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -648,13 +615,26 @@ impl candle_core::CustomOp3 for CausalAttention {
                     }
                 }
             });
-        let out = attention_rows(
+        if self.t == 0 || rows % self.t != 0 {
+            candle_core::bail!("attention: {rows} query rows are not groups of {}", self.t);
+        }
+        let shape = Dims {
+            groups: rows / self.t,
+            t: self.t,
+            hd,
+            keys,
+            past: self.past,
+        };
+        let out = attention(
             q,
-            (rows, hd, keys),
-            (self.past, self.t),
+            shape,
             self.scale,
-            |blk, d| &kt[(blk * hd + d) * keys..][..keys],
-            |blk| &v[blk * keys * hd..][..keys * hd],
+            |blk| Kv {
+                kt: &kt[blk * hd * keys..][..hd * keys],
+                ld: keys,
+                v: &v[blk * keys * hd..][..keys * hd],
+            },
+            Isa::active(),
         );
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
