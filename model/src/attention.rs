@@ -34,13 +34,52 @@ const MAX_ROWS: usize = 8;
 /// Lanes of the sum (see the module docs).
 const LANES: usize = 8;
 
+/// What keys and values are stored as: f32, or f16 (each read as the f32 it
+/// is exactly, so the arithmetic above is unchanged).
+pub(crate) trait Elem: Copy + Send + Sync {
+    fn f32(self) -> f32;
+    /// Eight elements from `p`, as f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C; `p` points at eight elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Elem for half::f16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
 /// Where one head's keys and values are held.
-pub(crate) struct Kv<'a> {
+pub(crate) struct Kv<'a, T> {
     /// Keys transposed: dimension `d` of key `j` at `kt[d * ld + j]`.
-    pub kt: &'a [f32],
+    pub kt: &'a [T],
     pub ld: usize,
     /// Values: key `j`'s at `v[j * hd..][..hd]`.
-    pub v: &'a [f32],
+    pub v: &'a [T],
 }
 
 /// The queries: `blocks` (batch × key/value heads) of `groups × t` rows of
@@ -58,11 +97,11 @@ pub(crate) struct Dims {
 /// Causal attention of `q` (laid out as [`Dims`] says) over each block's keys
 /// and values (`kv(block)`): position `p` sees keys `0..=past + p`. The output
 /// has q's layout.
-pub(crate) fn attention<'a>(
+pub(crate) fn attention<'a, T: Elem + 'a>(
     q: &[f32],
     shape: Dims,
     scale: f32,
-    kv: impl Fn(usize) -> Kv<'a> + Sync,
+    kv: impl Fn(usize) -> Kv<'a, T> + Sync,
     isa: Isa,
 ) -> Vec<f32> {
     let Dims {
@@ -125,10 +164,10 @@ pub(crate) fn attention<'a>(
 
 /// Up to [`MAX_ROWS`] query rows `q` over the first `n` keys of `kv`, into
 /// `out` (row after row); `scores` is room for at least `q.len() × n` numbers.
-fn block(
+fn block<T: Elem>(
     isa: Isa,
     q: &[&[f32]],
-    kv: &Kv,
+    kv: &Kv<T>,
     n: usize,
     scale: f32,
     scores: &mut [f32],
@@ -212,9 +251,9 @@ mod portable {
     use super::*;
 
     /// [`super::block`] in plain Rust, loops the compiler can vectorise.
-    pub(super) fn block(
+    pub(super) fn block<T: Elem>(
         q: &[&[f32]],
-        kv: &Kv,
+        kv: &Kv<T>,
         n: usize,
         scale: f32,
         scores: &mut [f32],
@@ -225,14 +264,14 @@ mod portable {
             s.fill(0.0);
             for (d, &qd) in q.iter().enumerate() {
                 for (s, &k) in s.iter_mut().zip(&kv.kt[d * kv.ld..][..n]) {
-                    *s = qd.mul_add(k, *s);
+                    *s = qd.mul_add(k.f32(), *s);
                 }
             }
             let inv = softmax(s, scale);
             o.fill(0.0);
             for (&p, v) in s.iter().zip(kv.v.chunks_exact(hd)) {
                 for (o, &v) in o.iter_mut().zip(v) {
-                    *o = p.mul_add(v, *o);
+                    *o = p.mul_add(v.f32(), *o);
                 }
             }
             o.iter_mut().for_each(|o| *o *= inv);
@@ -269,13 +308,13 @@ mod avx2 {
     /// keys or eight dimensions a vector.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `kv.kt` holds `(hd − 1) · kv.ld + n` numbers,
+    /// The CPU has AVX2, FMA and F16C; `kv.kt` holds `(hd − 1) · kv.ld + n` numbers,
     /// `kv.v` `n · hd`, `scores` `R · n`, `out` `R · hd` (`hd` each query's
     /// length).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn block<const R: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn block<T: Elem, const R: usize>(
         q: &[&[f32]; R],
-        kv: &Kv,
+        kv: &Kv<T>,
         n: usize,
         scale: f32,
         scores: &mut [f32],
@@ -290,14 +329,14 @@ mod avx2 {
         // registers hold 2R sums, in registers across the head dimension.
         let mut j = 0;
         if R <= 6 {
-            j = score_keys::<R, 2>(&qp, &sp, kv, hd, j, n);
+            j = score_keys::<T, R, 2>(&qp, &sp, kv, hd, j, n);
         }
-        j = score_keys::<R, 1>(&qp, &sp, kv, hd, j, n);
+        j = score_keys::<T, R, 1>(&qp, &sp, kv, hd, j, n);
         for j in j..n {
             for r in 0..R {
                 let (mut acc, mut k) = (0f32, kv.kt.as_ptr().add(j));
                 for d in 0..hd {
-                    acc = (*qp[r].add(d)).mul_add(*k, acc);
+                    acc = (*qp[r].add(d)).mul_add((*k).f32(), acc);
                     k = k.add(kv.ld);
                 }
                 *sp[r].add(j) = acc;
@@ -312,14 +351,14 @@ mod avx2 {
         let op: [*mut f32; R] = std::array::from_fn(|r| out.as_mut_ptr().add(r * hd));
         let mut c = 0;
         if R <= 6 {
-            c = outputs::<R, 2>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
+            c = outputs::<T, R, 2>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
         }
-        c = outputs::<R, 1>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
+        c = outputs::<T, R, 1>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
         for d in c..hd {
             for r in 0..R {
                 let (mut acc, mut vj) = (0f32, kv.v.as_ptr().add(d));
                 for j in 0..n {
-                    acc = (*sp[r].add(j)).mul_add(*vj, acc);
+                    acc = (*sp[r].add(j)).mul_add((*vj).f32(), acc);
                     vj = vj.add(hd);
                 }
                 *op[r].add(d) = acc * inv[r];
@@ -329,11 +368,11 @@ mod avx2 {
 
     /// The scores of keys `j..` in blocks of `8 C` while whole ones remain;
     /// returns the first key not done.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn score_keys<const R: usize, const C: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn score_keys<T: Elem, const R: usize, const C: usize>(
         qp: &[*const f32; R],
         sp: &[*mut f32; R],
-        kv: &Kv,
+        kv: &Kv<T>,
         hd: usize,
         mut j: usize,
         n: usize,
@@ -342,7 +381,7 @@ mod avx2 {
             let mut acc = [[_mm256_setzero_ps(); C]; R];
             let mut k = kv.kt.as_ptr().add(j);
             for d in 0..hd {
-                let kd: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(k.add(8 * c)));
+                let kd: [__m256; C] = std::array::from_fn(|c| T::load8(k.add(8 * c)));
                 for r in 0..R {
                     let qd = _mm256_set1_ps(*qp[r].add(d));
                     for c in 0..C {
@@ -363,12 +402,12 @@ mod avx2 {
 
     /// The outputs' dimensions `c..` in blocks of `8 C` while whole ones
     /// remain, times `inv`; returns the first dimension not done.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn outputs<const R: usize, const C: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn outputs<T: Elem, const R: usize, const C: usize>(
         sp: &[*mut f32; R],
         op: &[*mut f32; R],
         inv: &[f32; R],
-        v: *const f32,
+        v: *const T,
         hd: usize,
         n: usize,
         mut c: usize,
@@ -377,7 +416,7 @@ mod avx2 {
             let mut acc = [[_mm256_setzero_ps(); C]; R];
             let mut vj = v.add(c);
             for j in 0..n {
-                let x: [__m256; C] = std::array::from_fn(|i| _mm256_loadu_ps(vj.add(8 * i)));
+                let x: [__m256; C] = std::array::from_fn(|i| T::load8(vj.add(8 * i)));
                 for r in 0..R {
                     let p = _mm256_set1_ps(*sp[r].add(j));
                     for i in 0..C {
@@ -433,7 +472,10 @@ mod avx2 {
     /// [`super::exp`] of eight lanes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)),
+            _mm256_set1_ps(EXP_MAX),
+        );
         let k = _mm256_round_ps(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -488,13 +530,23 @@ mod tests {
 
     /// Attention in f64 from its definition, for one block.
     fn reference(q: &[f32], shape: Dims, scale: f32, kt: &[f32], ld: usize, v: &[f32]) -> Vec<f64> {
-        let Dims { groups, t, hd, keys, past } = shape;
+        let Dims {
+            groups,
+            t,
+            hd,
+            keys,
+            past,
+        } = shape;
         let mut out = vec![0f64; groups * t * hd];
         for (r, o) in out.chunks_mut(hd).enumerate() {
             let n = (past + r % t + 1).min(keys);
             let qr = &q[r * hd..][..hd];
             let s: Vec<f64> = (0..n)
-                .map(|j| (0..hd).map(|d| qr[d] as f64 * kt[d * ld + j] as f64).sum::<f64>())
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| qr[d] as f64 * kt[d * ld + j] as f64)
+                        .sum::<f64>()
+                })
                 .collect();
             let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| ((x - max) * scale as f64).exp()).collect();
@@ -535,38 +587,67 @@ mod tests {
         ] {
             let keys = past + t;
             let ld = keys + 5;
-            let shape = Dims { groups, t, hd, keys, past };
+            let shape = Dims {
+                groups,
+                t,
+                hd,
+                keys,
+                past,
+            };
             let q = numbers(2 * groups * t * hd, 1);
             let kt = numbers(2 * hd * ld, 2);
             let v = numbers(2 * keys * hd, 3);
-            let kv = |blk: usize| Kv {
-                kt: &kt[blk * hd * ld..][..hd * ld],
-                ld,
-                v: &v[blk * keys * hd..][..keys * hd],
-            };
             let scale = 1.0 / (hd as f32).sqrt();
-            let portable = attention(&q, shape, scale, kv, Isa::Portable);
-            for blk in 0..2 {
-                let want = reference(
-                    &q[blk * groups * t * hd..][..groups * t * hd],
-                    shape,
-                    scale,
-                    &kt[blk * hd * ld..],
-                    ld,
-                    &v[blk * keys * hd..],
-                );
-                let got = &portable[blk * groups * t * hd..][..groups * t * hd];
-                for (g, w) in got.iter().zip(&want) {
-                    assert!((*g as f64 - w).abs() < 1e-5, "{shape:?}: {g} against {w}");
-                }
+            check_paths(&q, shape, scale, &kt, ld, &v);
+            // Keys and values stored in f16: the same arithmetic on the
+            // rounded numbers.
+            let half = |x: &[f32]| -> Vec<half::f16> {
+                x.iter().map(|&x| half::f16::from_f32(x)).collect()
+            };
+            check_paths(&q, shape, scale, &half(&kt), ld, &half(&v));
+        }
+    }
+
+    /// Every path against the f64 definition over the same numbers, and all
+    /// paths to the same bits.
+    fn check_paths<T: Elem>(q: &[f32], shape: Dims, scale: f32, kt: &[T], ld: usize, v: &[T]) {
+        let Dims {
+            groups,
+            t,
+            hd,
+            keys,
+            ..
+        } = shape;
+        let kv = |blk: usize| Kv {
+            kt: &kt[blk * hd * ld..][..hd * ld],
+            ld,
+            v: &v[blk * keys * hd..][..keys * hd],
+        };
+        let portable = attention(q, shape, scale, kv, Isa::Portable);
+        let f32s = |x: &[T]| -> Vec<f32> { x.iter().map(|x| x.f32()).collect() };
+        let (kt32, v32) = (f32s(kt), f32s(v));
+        for blk in 0..2 {
+            let want = reference(
+                &q[blk * groups * t * hd..][..groups * t * hd],
+                shape,
+                scale,
+                &kt32[blk * hd * ld..],
+                ld,
+                &v32[blk * keys * hd..],
+            );
+            let got = &portable[blk * groups * t * hd..][..groups * t * hd];
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-5, "{shape:?}: {g} against {w}");
             }
-            for isa in Isa::available() {
-                let got = attention(&q, shape, scale, kv, isa);
-                assert!(
-                    got.iter().zip(&portable).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa:?} differs from the portable path at {shape:?}"
-                );
-            }
+        }
+        for isa in Isa::available() {
+            let got = attention(q, shape, scale, kv, isa);
+            assert!(
+                got.iter()
+                    .zip(&portable)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa:?} differs from the portable path at {shape:?}"
+            );
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - `portable`: plain Rust, any CPU. The attention kernel's portable path gives
 //!   the same bits as its AVX2 one (see [`crate::attention`]).
-//! - `avx2`: AVX2 with FMA, which the build already assumes (`.cargo/config.toml`).
+//! - `avx2`: AVX2 with FMA and F16C, which the build already assumes
+//!   (`.cargo/config.toml`).
 //! - `avx512`: AVX-512 F and BW with VNNI, for the repacked Q4_1 matmul.
 //!
 //! `BASIS_NO_AVX512=1`, the older switch, still means `avx2`.
@@ -24,10 +25,15 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("fma") {
+            if has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vnni")
+                && has!("fma")
+                && has!("f16c")
+            {
                 return Isa::Avx512;
             }
-            if has!("avx2") && has!("fma") {
+            if has!("avx2") && has!("fma") && has!("f16c") {
                 return Isa::Avx2;
             }
         }

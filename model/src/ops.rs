@@ -480,7 +480,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// numbers (the same [`crate::attention`] kernel) from keys the cache keeps transposed
 /// (b, kv_heads, hd, keys) and its values (b, kv_heads, keys, hd), both read
 /// where the cache holds them: nothing the size of the cache is copied or
-/// transposed at a step.
+/// transposed at a step. Keys and values are both f32 or both f16.
 pub fn cached_attention(
     q: &Tensor,
     kt: &Tensor,
@@ -535,11 +535,11 @@ impl candle_core::CustomOp3 for CachedAttention {
         if (keys > 1 && (ks[3] != 1 || vs[2] != hd)) || (hd > 1 && vs[3] != 1) {
             candle_core::bail!("cached attention: the cache's rows are not contiguous");
         }
-        let (q, kt, v) = (f32s(q, ql)?, kt.as_slice::<f32>()?, v.as_slice::<f32>()?);
-        let (k0, v0) = (ktl.start_offset(), vl.start_offset());
         if self.t == 0 || rows % self.t != 0 {
             candle_core::bail!("attention: {rows} query rows are not groups of {}", self.t);
         }
+        let q = f32s(q, ql)?;
+        let (k0, v0) = (ktl.start_offset(), vl.start_offset());
         let shape = Dims {
             groups: rows / self.t,
             t: self.t,
@@ -547,17 +547,38 @@ impl candle_core::CustomOp3 for CachedAttention {
             keys,
             past: self.past,
         };
-        let out = attention(
-            q,
-            shape,
-            self.scale,
-            |blk| Kv {
-                kt: &kt[k0 + blk / h * ks[0] + blk % h * ks[1]..][..(hd - 1) * ks[2] + keys],
-                ld: ks[2],
-                v: &v[v0 + blk / h * vs[0] + blk % h * vs[1]..][..keys * hd],
-            },
-            Isa::active(),
-        );
+        fn run<T: crate::attention::Elem>(
+            q: &[f32],
+            (kt, v): (&[T], &[T]),
+            (k0, ks, v0, vs): (usize, &[usize], usize, &[usize]),
+            (h, hd, keys): (usize, usize, usize),
+            shape: Dims,
+            scale: f32,
+        ) -> Vec<f32> {
+            attention(
+                q,
+                shape,
+                scale,
+                |blk| Kv {
+                    kt: &kt[k0 + blk / h * ks[0] + blk % h * ks[1]..][..(hd - 1) * ks[2] + keys],
+                    ld: ks[2],
+                    v: &v[v0 + blk / h * vs[0] + blk % h * vs[1]..][..keys * hd],
+                },
+                Isa::active(),
+            )
+        }
+        let at = (k0, ks, v0, vs);
+        let out = match (kt, v) {
+            (CpuStorage::F32(kt), CpuStorage::F32(v)) => {
+                run(q, (kt, v), at, (h, hd, keys), shape, self.scale)
+            }
+            (CpuStorage::F16(kt), CpuStorage::F16(v)) => {
+                run(q, (kt, v), at, (h, hd, keys), shape, self.scale)
+            }
+            _ => {
+                candle_core::bail!("cached attention: keys and values must both be f32 or both f16")
+            }
+        };
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }

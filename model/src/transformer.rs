@@ -339,9 +339,15 @@ impl Model {
         self.op_mode = mode;
     }
 
-    /// A fresh KV cache for `batch` sequences.
+    /// A fresh KV cache. The quantized serving path keeps keys and values in
+    /// f16 (see [`KvCache::half`]); f32 weights (training, the references) keep
+    /// them in f32, so the trainer's numbers are those of its own forward pass.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers)
+        let cache = KvCache::new(self.cfg.num_layers);
+        match self.precision {
+            Precision::Quantized => cache.half(),
+            Precision::F32 => cache,
+        }
     }
 
     /// Runs the transformer on `ids` (batch, seq). With a cache, the new tokens are
