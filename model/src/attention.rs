@@ -21,7 +21,9 @@
 //!   times `1 / sum`.
 //!
 //! The portable path does exactly these operations, so it gives the AVX2 path's
-//! bits; the tests hold every path this CPU has to that (see [`crate::isa`]).
+//! bits, and the AVX-512 one's (sixteen keys or dimensions a vector where the
+//! AVX2 path has eight); the tests hold every path this CPU has to that (see
+//! [`crate::isa`]).
 
 #![allow(unsafe_code)] // SIMD intrinsics; each unsafe block states why it is sound.
 
@@ -44,6 +46,12 @@ pub(crate) trait Elem: Copy + Send + Sync {
     /// The CPU has AVX2 and F16C; `p` points at eight elements.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Sixteen elements from `p`, as f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `p` points at sixteen elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl Elem for f32 {
@@ -56,6 +64,12 @@ impl Elem for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_loadu_ps(p)
     }
 }
 
@@ -70,6 +84,13 @@ impl Elem for half::f16 {
     unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const half::f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
     }
 }
 
@@ -194,7 +215,7 @@ fn block<T: Elem>(
                         // SAFETY: `isa` is at most what this CPU runs (see
                         // `Isa`), and the bounds the kernel reads within are
                         // asserted above.
-                        unsafe { avx2::block(q, kv, n, scale, scores, out) }
+                        unsafe { avx2::block(q, kv, n, scale, scores, out, isa >= Isa::Avx512) }
                     })*
                     _ => unreachable!("asserted above"),
                 }
@@ -305,10 +326,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// [`super::block`] for `R` rows: the portable path's operations, eight
-    /// keys or eight dimensions a vector.
+    /// keys or eight dimensions a vector; sixteen first where `wide` (the CPU
+    /// has AVX-512: [`avx512`]).
     ///
     /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `kv.kt` holds `(hd − 1) · kv.ld + n` numbers,
+    /// The CPU has AVX2, FMA and F16C, and AVX-512 F where `wide`; `kv.kt` holds `(hd − 1) · kv.ld + n` numbers,
     /// `kv.v` `n · hd`, `scores` `R · n`, `out` `R · hd` (`hd` each query's
     /// length).
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -319,6 +341,7 @@ mod avx2 {
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
+        wide: bool,
     ) {
         let hd = q[0].len();
         // Pointer steps rather than index products: no overflow checks in the
@@ -328,6 +351,9 @@ mod avx2 {
         // Scores: eight keys a vector, two vectors at a time while the
         // registers hold 2R sums, in registers across the head dimension.
         let mut j = 0;
+        if wide {
+            j = avx512::score_keys::<T, R>(&qp, &sp, kv, hd, j, n);
+        }
         if R <= 6 {
             j = score_keys::<T, R, 2>(&qp, &sp, kv, hd, j, n);
         }
@@ -350,6 +376,9 @@ mod avx2 {
         // registers across the keys.
         let op: [*mut f32; R] = std::array::from_fn(|r| out.as_mut_ptr().add(r * hd));
         let mut c = 0;
+        if wide {
+            c = avx512::outputs::<T, R>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
+        }
         if R <= 6 {
             c = outputs::<T, R, 2>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
         }
@@ -494,6 +523,111 @@ mod avx2 {
     }
 }
 
+/// The score and output loops in sixteen lanes, for [`avx2::block`] on a CPU
+/// with AVX-512: the same operations on each key and dimension, so the same
+/// bits (the softmax stays in eight lanes, where its sum is defined).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // indices over register arrays read clearer
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Keys in a block: two vectors of sixteen.
+    const C: usize = 2;
+
+    /// `avx2::score_keys` over blocks of 32 keys.
+    ///
+    /// # Safety
+    /// As `avx2::block`'s, and the CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn score_keys<T: Elem, const R: usize>(
+        qp: &[*const f32; R],
+        sp: &[*mut f32; R],
+        kv: &Kv<T>,
+        hd: usize,
+        mut j: usize,
+        n: usize,
+    ) -> usize {
+        while j + 16 * C <= n {
+            let mut acc = [[_mm512_setzero_ps(); C]; R];
+            let mut k = kv.kt.as_ptr().add(j);
+            for d in 0..hd {
+                let kd: [__m512; C] = std::array::from_fn(|c| T::load16(k.add(16 * c)));
+                for r in 0..R {
+                    let qd = _mm512_set1_ps(*qp[r].add(d));
+                    for c in 0..C {
+                        acc[r][c] = _mm512_fmadd_ps(qd, kd[c], acc[r][c]);
+                    }
+                }
+                k = k.add(kv.ld);
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    _mm512_storeu_ps(sp[r].add(j + 16 * c), acc[r][c]);
+                }
+            }
+            j += 16 * C;
+        }
+        j
+    }
+
+    /// `avx2::outputs` over blocks of 16 dimensions, four at a time where the
+    /// registers hold them.
+    ///
+    /// # Safety
+    /// As `avx2::block`'s, and the CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn outputs<T: Elem, const R: usize>(
+        sp: &[*mut f32; R],
+        op: &[*mut f32; R],
+        inv: &[f32; R],
+        v: *const T,
+        hd: usize,
+        n: usize,
+        c: usize,
+    ) -> usize {
+        if R <= 6 {
+            wide_outputs::<T, R, 4>(sp, op, inv, v, hd, n, c)
+        } else {
+            wide_outputs::<T, R, 2>(sp, op, inv, v, hd, n, c)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn wide_outputs<T: Elem, const R: usize, const W: usize>(
+        sp: &[*mut f32; R],
+        op: &[*mut f32; R],
+        inv: &[f32; R],
+        v: *const T,
+        hd: usize,
+        n: usize,
+        mut c: usize,
+    ) -> usize {
+        while c + 16 * W <= hd {
+            let mut acc = [[_mm512_setzero_ps(); W]; R];
+            let mut vj = v.add(c);
+            for j in 0..n {
+                let x: [__m512; W] = std::array::from_fn(|i| T::load16(vj.add(16 * i)));
+                for r in 0..R {
+                    let p = _mm512_set1_ps(*sp[r].add(j));
+                    for i in 0..W {
+                        acc[r][i] = _mm512_fmadd_ps(p, x[i], acc[r][i]);
+                    }
+                }
+                vj = vj.add(hd);
+            }
+            for r in 0..R {
+                let inv = _mm512_set1_ps(inv[r]);
+                for i in 0..W {
+                    _mm512_storeu_ps(op[r].add(c + 16 * i), _mm512_mul_ps(acc[r][i], inv));
+                }
+            }
+            c += 16 * W;
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,6 +718,7 @@ mod tests {
             (3, 5, 12, 9),
             (9, 4, 8, 3),
             (1, 1, 5, 0),
+            (2, 3, 80, 40),
         ] {
             let keys = past + t;
             let ld = keys + 5;
