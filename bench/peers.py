@@ -6,8 +6,12 @@ way, on the same GGUF and thread count, and the markdown report that compares th
   training peer. Every measurement subcommand appends one JSON line to --out (and
   prints it); `report` turns those lines into the table.
 
-  infer-basis  --basis BIN MODEL      prefill and decode tok/s of `basis generate`
-  infer-llama  MODEL                  the same measured in llama.cpp
+  infer-basis  --basis BIN MODEL      prefill and decode tok/s of `basis generate`, on a
+                                      128-token prompt and on skill-sized ones (1.5k and
+                                      4k tokens: prefill, then decode after it), with the
+                                      attention kernel's share of the prefill
+  infer-llama  MODEL                  the same measured in llama.cpp (one llama_decode
+                                      per generated token, greedy from the last logits)
   train-basis  --bench-train BIN [--mode full|lora] MODEL BATCH SEQ STEPS
                the trainer's update step (trainer/examples/bench_update.rs)
   train-torch  [--mode full|lora] MODEL BATCH SEQ STEPS
@@ -52,6 +56,29 @@ import sys
 def walk_tree(root):
     """Yield every file below root, depth first."""'''
 
+# Skill-sized prompts: the made-up Python module of the long-prompt reference
+# (model/tests/reference/make_long_reference.py), cut after as many functions as
+# reach each target; both sides tokenize the same text and report their counts.
+LONG_TARGETS = (1500, 4000)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "model", "tests", "reference"))
+from make_long_reference import module_text  # noqa: E402
+
+
+def long_prompt(count_tokens, target):
+    """The shortest cut of the module with at least `target` tokens."""
+    lo, hi = 1, 1
+    while count_tokens(module_text(hi)) < target:
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(module_text(mid)) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return module_text(lo)
+
+
 # The token ids of trainer/examples/bench_update.rs: (i * 2654435761) % vocab in
 # wrapping u32 arithmetic, over a (batch, seq + 1) grid.
 ID_MULTIPLIER = 2654435761
@@ -88,10 +115,12 @@ def emit(args, rec):
 BASIS_ENV = {k: v for k, v in os.environ.items() if k != "RUST_BACKTRACE"}
 
 STATS_RE = re.compile(r"^(prefill|decode): (\d+) tokens, ([0-9.]+) tok/s$")
+ATTENTION_RE = re.compile(r"^(prefill|decode) attention: ([0-9.]+) GFLOP in ([0-9.]+) s$")
 
 
 def basis_generate(args, prompt, max_tokens, binary=None):
-    """One `basis generate` run; returns {"prefill": (n, rate), "decode": (n, rate)}."""
+    """One `basis generate` run; returns {"prefill": (n, rate), "decode": (n, rate)}
+    and, where the CPU attention kernel ran, {"prefill_attention": (GFLOP, s)}."""
     cmd = [
         binary or args.basis, "generate", "--model", args.model, "--raw", "--temperature", "0",
         "--max-tokens", str(max_tokens), "--stats", "--prompt", prompt,
@@ -105,7 +134,10 @@ def basis_generate(args, prompt, max_tokens, binary=None):
         m = STATS_RE.match(line.strip())
         if m:
             stats[m.group(1)] = (int(m.group(2)), float(m.group(3)))
-    if set(stats) != {"prefill", "decode"}:
+        m = ATTENTION_RE.match(line.strip())
+        if m:
+            stats[f"{m.group(1)}_attention"] = (float(m.group(2)), float(m.group(3)))
+    if not {"prefill", "decode"} <= set(stats):
         log(p.stderr)
         raise Failure("no --stats lines in the stderr of basis generate")
     return stats
@@ -140,6 +172,7 @@ def cmd_infer_basis(args):
             n, rate = basis_generate(args, DECODE_PROMPT, args.decode_tokens + 1, binary)["decode"]
             log(f"{name} decode run {i + 1}: {n} tokens, {rate:.1f} tok/s")
             runs[name]["decode"].append((n, rate))
+    infer_long_basis(args, binaries)
     for name, _ in binaries:
         prefill, decode = runs[name]["prefill"], runs[name]["decode"]
         best_prefill = max(prefill, key=lambda x: x[1])
@@ -156,6 +189,41 @@ def cmd_infer_basis(args):
         else:
             rec["rev"] = args.baseline_rev
         emit(args, rec)
+
+
+def infer_long_basis(args, binaries):
+    """Prefill and decode after each skill-sized prompt, binaries taking turns;
+    one `infer-long` record per binary and target."""
+    def count_tokens(text):
+        p = subprocess.run([args.basis, "tokenize", "--model", args.model, "--text", text],
+                           capture_output=True, text=True, env=BASIS_ENV)
+        if p.returncode != 0:
+            raise Failure(f"basis tokenize exited with {p.returncode}: {error_line(p.stderr)}")
+        return len(json.loads(p.stdout))
+
+    for target in LONG_TARGETS:
+        prompt = long_prompt(count_tokens, target)
+        runs = {name: [] for name, _ in binaries}
+        for i in range(args.repeats):
+            for name, binary in binaries:
+                st = basis_generate(args, prompt, args.decode_tokens + 1, binary)
+                log(f"{name} {target}-token prompt run {i + 1}: prefill {st['prefill'][0]} tokens "
+                    f"{st['prefill'][1]:.1f} tok/s, decode {st['decode'][1]:.1f} tok/s")
+                runs[name].append(st)
+        for name, _ in binaries:
+            best_p = max(runs[name], key=lambda st: st["prefill"][1])
+            best_d = max(runs[name], key=lambda st: st["decode"][1])
+            rec = {
+                "impl": name, "what": "infer-long", "target": target,
+                "prefill_tokens": best_p["prefill"][0], "prefill_tok_s": best_p["prefill"][1],
+                "decode_tokens": best_d["decode"][0], "decode_tok_s": best_d["decode"][1],
+            }
+            if "prefill_attention" in best_p:
+                gflop, secs = best_p["prefill_attention"]
+                rec.update(prefill_attention_gflop=gflop, prefill_attention_s=secs)
+            if name != "basis":
+                rec["rev"] = args.baseline_rev
+            emit(args, rec)
 
 
 def cmd_train_basis(args):
@@ -187,7 +255,7 @@ def cmd_infer_llama(args):
 
     llm = Llama(
         model_path=args.model,
-        n_ctx=2048,
+        n_ctx=8192,
         n_threads=args.threads,
         n_threads_batch=args.threads,
         n_batch=512,
@@ -249,6 +317,32 @@ def cmd_infer_llama(args):
         with open(args.basis_ids) as f:
             rec["prefill_ids_equal_basis"] = json.load(f) == prefill_ids
     emit(args, rec)
+
+    # Skill-sized prompts: prefill, then decode after it, as above.
+    for target in LONG_TARGETS:
+        ids = tokenize(long_prompt(lambda text: len(tokenize(text)), target))
+        prefill, decode = [], []
+        for i in range(args.repeats):
+            llm.reset()
+            start = time.perf_counter()
+            llm.eval(ids)
+            prefill.append(len(ids) / (time.perf_counter() - start))
+            tok = argmax_last()
+            start = time.perf_counter()
+            for _ in range(args.decode_tokens):
+                llm.eval([tok])
+                tok = argmax_last()
+            decode.append(args.decode_tokens / (time.perf_counter() - start))
+            log(f"llama.cpp {target}-token prompt run {i + 1}: prefill {len(ids)} tokens "
+                f"{prefill[-1]:.1f} tok/s, decode {decode[-1]:.1f} tok/s")
+        emit(args, {
+            "impl": "llama.cpp", "what": "infer-long", "target": target,
+            "version": getattr(llama_cpp, "__version__", "?"),
+            "prefill_tokens": len(ids), "prefill_tok_s": max(prefill),
+            "decode_tokens": args.decode_tokens, "decode_tok_s": max(decode),
+        })
+
+
 
 
 # ------------------------------------------------------------------ PyTorch --
@@ -389,6 +483,38 @@ def cmd_report(args):
                          + (f"; its int8 multiply-add peak ({peak['int8_simd']}, the instruction "
                             f"basis's quantized prefill runs on): {peak['int8_gops']:.1f} G op/s"
                             if peak.get("int8_gops") else ""))
+    params = gguf_parameters(args.model_path) if args.model_path else None
+    for target in LONG_TARGETS:
+        lb, ll = find("basis", "infer-long", target=target), find("llama.cpp", "infer-long", target=target)
+        lbase = find("baseline", "infer-long", target=target)
+        if not (lb or ll):
+            continue
+        nb = (lb or {}).get("prefill_tokens", "?")
+        nl = (ll or {}).get("prefill_tokens", "?")
+        count = f"{nb}" if nb == nl else f"{nb} (basis) / {nl} (llama.cpp)"
+        rows.append((f"prefill, {count}-token prompt (tok/s, best of 3)",
+                     lb, ll, "prefill_tok_s", "llama.cpp"))
+        rows.append((f"decode after the {count}-token prompt, {(lb or ll).get('decode_tokens', '?')} "
+                     "greedy tokens (tok/s, best of 3)", lb, ll, "decode_tok_s", "llama.cpp"))
+        if lbase:
+            rev = lbase.get("rev", "?")
+            rows.append((f"prefill, {nb}-token prompt, vs basis at `{rev}`", lb, lbase,
+                         "prefill_tok_s", f"basis@{rev}"))
+            rows.append((f"decode after it vs basis at `{rev}`", lb, lbase,
+                         "decode_tok_s", f"basis@{rev}"))
+        if lb and "prefill_attention_s" in lb and peak and params:
+            secs = lb["prefill_tokens"] / lb["prefill_tok_s"]
+            att_s, att_gflop = lb["prefill_attention_s"], lb["prefill_attention_gflop"]
+            att_rate = att_gflop / att_s
+            rest_rate = 2 * params * lb["prefill_tokens"] / 1e9 / max(secs - att_s, 1e-9)
+            text = (f"prefill of {nb} tokens in basis: {secs:.2f} s, of which attention "
+                    f"{att_s:.2f} s ({100 * att_s / secs:.0f}%) at {att_gflop:.1f} GFLOP -> "
+                    f"{att_rate:.1f} GFLOP/s = {100 * att_rate / peak['gflops']:.0f}% of the f32 peak; "
+                    f"the rest (matmuls, 2 x parameters x tokens in the remaining "
+                    f"{secs - att_s:.2f} s) {rest_rate:.1f} GFLOP/s")
+            if peak.get("int8_gops"):
+                text += f" = {100 * rest_rate / peak['int8_gops']:.0f}% of the int8 peak"
+            notes.append(text)
     base = find("baseline", "infer")
     if base:
         rev = base.get("rev", "?")

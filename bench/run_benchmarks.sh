@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Basis against its peers, in one run, on the same GGUF and the same thread count:
-#   inference  basis generate   vs llama.cpp (llama-cpp-python): prefill and decode tok/s
+#   inference  basis generate   vs llama.cpp (llama-cpp-python): prefill and decode tok/s,
+#                               on a 128-token prompt and on skill-sized ones (1.5k, 4k
+#                               tokens), with attention's and the matmuls' share of peak
 #   training   bench_update     vs PyTorch (transformers, PEFT): the trainer's update
 #                               step, full fine-tuning and LoRA, tok/s
 #   peak       fma_peak         the machine's f32 FMA GFLOP/s, beside prefill's
@@ -106,7 +108,8 @@ say "model $MODEL, $THREADS threads, $([[ $QUICK == 1 ]] && echo quick || echo f
 say "FMA peak on $THREADS threads"
 "$ROOT/target/release/examples/fma_peak" "$THREADS" | tee -a "$RESULTS" >&2 || FAILED=1
 
-# ---- inference: prefill (128-token prompt) and decode (128 greedy tokens)
+# ---- inference: prefill (128-token prompt) and decode (128 greedy tokens), then
+#      prefill and decode after 1.5k- and 4k-token prompts
 say "inference: basis"
 BASELINE_ARGS=()
 if [[ -n "$BASELINE_BIN" ]]; then

@@ -151,7 +151,11 @@ fn long_prompts_match_transformers_logits() {
     // cached positions), then the 4,096th as a decoding step.
     let end = prompt.len() - 1;
     let mut cache = lm.model.new_cache();
-    check("1500 tokens".into(), last(&prompt[..1500], Some(&mut cache)), 1499);
+    check(
+        "1500 tokens".into(),
+        last(&prompt[..1500], Some(&mut cache)),
+        1499,
+    );
     last(&prompt[1500..end], Some(&mut cache));
     let step = last(&prompt[end..], Some(&mut cache));
     check(format!("a decoding step after {end} tokens"), step, end);
@@ -169,14 +173,21 @@ fn every_kernel_path_matches_the_long_reference() {
         let name = format!("{isa:?}").to_lowercase();
         #[allow(clippy::disallowed_methods)] // this test binary itself, on one path
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "long_prompts_match_transformers_logits", "--nocapture"])
+            .args([
+                "--exact",
+                "long_prompts_match_transformers_logits",
+                "--nocapture",
+            ])
             .env("BASIS_KERNELS", &name)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr);
         eprintln!("BASIS_KERNELS={name}:\n{text}");
         assert!(out.status.success(), "BASIS_KERNELS={name} failed");
-        assert!(text.contains("a decoding step after 4095 tokens"), "the test did not run");
+        assert!(
+            text.contains("a decoding step after 4095 tokens"),
+            "the test did not run"
+        );
     }
 }
 
@@ -273,4 +284,3 @@ fn greedy_continuations_equal_llama_cpp_where_confident() {
     }
     assert!(compared >= 40, "only {compared} confident tokens compared");
 }
-
