@@ -7,12 +7,21 @@
 # unittest, and cargo test after an edit), warm. Prints the JSON report and
 # writes it to bench/skills-results-latest.json.
 #
-# Usage: bench/skills_bench.sh [RUNS]      (default 5)
+# Usage: bench/skills_bench.sh [RUNS [REPO FILE SYMBOL]]      (RUNS default 5)
+#   With REPO FILE SYMBOL the skills run on that checkout (e.g. flask,
+#   src/flask/helpers.py, get_root_path) instead of the fixture, and the report
+#   goes to bench/skills-results-repo-latest.json.
 # Environment: SKIP_BUILD=1 uses the release binaries already in target/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 RUNS="${1:-5}"
+OUT=bench/skills-results-latest.json
+TARGET=()
+if [[ $# -ge 4 ]]; then
+    TARGET=("$(realpath "$2")" "$3" "$4")
+    OUT=bench/skills-results-repo-latest.json
+fi
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "== building release binaries" >&2
     cargo build --release --quiet --bin basis --example bench_skills
@@ -21,4 +30,4 @@ echo "== pulling the default model (if missing)" >&2
 ./target/release/basis model pull >&2
 MODEL="$(./target/release/basis model list | awk -F'\t' '$1 == "smollm2-135m-instruct" {print $3}')"
 echo "== $(nproc) cores, model $MODEL, $RUNS runs" >&2
-./target/release/examples/bench_skills "$MODEL" "$RUNS" | tee bench/skills-results-latest.json
+./target/release/examples/bench_skills "$MODEL" "$RUNS" "${TARGET[@]}" | tee "$OUT"

@@ -10,7 +10,13 @@
 //! fresh copy rebuilds the crate, so the direct run must too).
 //! Prints one JSON object on stdout.
 //!
-//! Usage: bench_skills MODEL.gguf [RUNS]
+//! With REPO, FILE and SYMBOL the skills run on that repository instead (a
+//! checkout of real size: prompts of real length): localize and reproduce on an
+//! issue naming SYMBOL, edit on the first two lines of SYMBOL's body, testgen
+//! on SYMBOL, review on a change to those lines. The sandbox figures stay on
+//! the fixtures.
+//!
+//! Usage: bench_skills MODEL.gguf [RUNS [REPO FILE SYMBOL]]
 #![allow(clippy::print_stdout)] // the report goes to stdout
 
 use std::collections::HashMap;
@@ -79,13 +85,13 @@ fn direct(dir: &Path, argv: &[&str], env: &[(&str, &str)], clean: bool) -> Durat
     start.elapsed()
 }
 
-/// Runs skill `S` once on `input` with its default options; the tokens it wrote.
 /// One timed request: total, prefill (to the first generated token) and
 /// decode milliseconds, and the tokens generated.
 struct Timed {
     total: f64,
     prefill: f64,
     tokens: usize,
+    prompt_tokens: usize,
 }
 
 fn timed<S: Skill>(lm: &LanguageModel, input: &S::Input) -> Timed {
@@ -104,10 +110,12 @@ fn timed<S: Skill>(lm: &LanguageModel, input: &S::Input) -> Timed {
     )
     .unwrap();
     let total = ms(t.elapsed());
+    let generated = S::generated(&outcome);
     Timed {
         total,
         prefill: first.unwrap_or(total),
-        tokens: S::generated(&outcome).token_count,
+        tokens: generated.token_count,
+        prompt_tokens: generated.prompt_ids.len(),
     }
 }
 
@@ -132,6 +140,138 @@ fn summary(runs: &[Timed]) -> serde_json::Value {
     })
 }
 
+/// Where the skills run and what they are asked.
+struct Target {
+    repo: PathBuf,
+    file: String,
+    symbol: String,
+    issue: String,
+    /// The lines edit rewrites (and review sees changed), found in `file`.
+    selection: String,
+    instruction: String,
+    intent: String,
+    /// `file` after the change review is asked about.
+    changed: String,
+}
+
+/// The inputs of each skill for one [`Target`].
+struct Inputs {
+    localize: localize::Input,
+    edit: edit::Input,
+    testgen: testgen::Input,
+    reproduce: reproduce::Input,
+    review: review::Input,
+}
+
+impl Target {
+    /// The Python fixture and its known bug.
+    fn fixture() -> Target {
+        let repo = fixture("py_shop");
+        let text = std::fs::read_to_string(repo.join("shop/pricing.py")).unwrap();
+        Target {
+            changed: text.replace("quantity > BULK_QUANTITY", "quantity >= BULK_QUANTITY"),
+            repo,
+            file: "shop/pricing.py".into(),
+            symbol: "clamp_quantity".into(),
+            issue: ISSUE.into(),
+            selection: "    if quantity > BULK_QUANTITY:\n        total = total * 0.9\n".into(),
+            instruction: "give the discount from BULK_QUANTITY items on".into(),
+            intent: "Give the bulk discount from ten items on".into(),
+        }
+    }
+
+    /// A repository's function: its first two body lines are edited and
+    /// reviewed (a guard added before them), the issue names it.
+    fn derived(repo: &Path, file: &str, symbol: &str) -> Target {
+        let text = std::fs::read_to_string(repo.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", repo.join(file).display()));
+        let def = [format!("def {symbol}("), format!("fn {symbol}(")]
+            .iter()
+            .find_map(|d| text.find(d.as_str()))
+            .unwrap_or_else(|| panic!("no function {symbol} in {file}"));
+        // The body starts on the line after the signature's colon or brace.
+        let body = def
+            + text[def..]
+                .find([':', '{'])
+                .and_then(|i| text[def + i..].find('\n').map(|j| i + j + 1))
+                .expect("a function body");
+        let end = text[body..]
+            .match_indices('\n')
+            .nth(1)
+            .map_or(text.len(), |(i, _)| body + i + 1);
+        let selection = text[body..end].to_string();
+        let indent: String = selection
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .collect();
+        let guard = format!("{indent}if not args:\n{indent}    return None\n");
+        Target {
+            repo: repo.to_path_buf(),
+            file: file.into(),
+            symbol: symbol.into(),
+            issue: format!(
+                "{symbol} fails with an exception when it is called with empty arguments; \
+                 it should return None instead"
+            ),
+            changed: format!("{}{guard}{}", &text[..body], &text[body..]),
+            selection,
+            instruction: "return None early when the arguments are empty".into(),
+            intent: format!("{symbol} returns None for empty arguments"),
+        }
+    }
+
+    fn inputs(&self) -> Inputs {
+        let stop = AtomicBool::new(false);
+        let index = basis_code::WorkspaceIndex::build(
+            self.repo.clone(),
+            basis_code::Limits::default(),
+            &mut |_| {},
+            &stop,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(self.repo.join(&self.file)).unwrap();
+        let start = text
+            .find(&self.selection)
+            .expect("the selection is in the file");
+        let read = |p: &str| std::fs::read_to_string(self.repo.join(p)).ok();
+        // With the context from other files the server would add.
+        let mut edit = edit::Input {
+            path: self.file.clone(),
+            text: text.clone(),
+            start_byte: start,
+            end_byte: start + self.selection.len(),
+            instruction: self.instruction.clone(),
+            related: Vec::new(),
+        };
+        edit.find_related(&index, &read);
+        let mut testgen = testgen::Input {
+            path: self.file.clone(),
+            text: text.clone(),
+            symbol: self.symbol.clone(),
+            related: Vec::new(),
+        };
+        testgen.find_related(&index, &read);
+        Inputs {
+            localize: localize::Input {
+                issue: self.issue.clone(),
+                candidates: localize::candidates(&index, &self.issue, localize::CANDIDATES),
+                limit: 10,
+            },
+            edit,
+            testgen,
+            reproduce: reproduce::input_for(&index, &self.repo, &self.issue, 3, &read),
+            review: review::Input {
+                intent: self.intent.clone(),
+                changes: vec![FileChange {
+                    path: self.file.clone(),
+                    old: text,
+                    new: self.changed.clone(),
+                }],
+            },
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let model = args.get(1).expect("usage: bench_skills MODEL.gguf [RUNS]");
@@ -145,50 +285,11 @@ fn main() {
     .unwrap();
 
     // The inputs, one per skill.
-    let repo = fixture("py_shop");
-    let pricing = std::fs::read_to_string(repo.join("shop/pricing.py")).unwrap();
-    let stop = AtomicBool::new(false);
-    let index = basis_code::WorkspaceIndex::build(
-        repo.clone(),
-        basis_code::Limits::default(),
-        &mut |_| {},
-        &stop,
-    )
-    .unwrap();
-    let localize_input = localize::Input {
-        issue: ISSUE.into(),
-        candidates: localize::candidates(&index, ISSUE, localize::CANDIDATES),
-        limit: 10,
+    let subject = match args.get(3..6) {
+        Some([repo, file, symbol]) => Target::derived(Path::new(repo), file, symbol),
+        _ => Target::fixture(),
     };
-    let sel = "    if quantity > BULK_QUANTITY:\n        total = total * 0.9\n";
-    let start = pricing.find(sel).unwrap();
-    let read = |p: &str| std::fs::read_to_string(repo.join(p)).ok();
-    // With the context from other files the server would add.
-    let mut edit_input = edit::Input {
-        path: "shop/pricing.py".into(),
-        text: pricing.clone(),
-        start_byte: start,
-        end_byte: start + sel.len(),
-        instruction: "give the discount from BULK_QUANTITY items on".into(),
-        related: Vec::new(),
-    };
-    edit_input.find_related(&index, &read);
-    let mut testgen_input = testgen::Input {
-        path: "shop/pricing.py".into(),
-        text: pricing.clone(),
-        symbol: "clamp_quantity".into(),
-        related: Vec::new(),
-    };
-    testgen_input.find_related(&index, &read);
-    let reproduce_input = reproduce::input_for(&index, &repo, ISSUE, 3, &read);
-    let review_input = review::Input {
-        intent: "Give the bulk discount from ten items on".into(),
-        changes: vec![FileChange {
-            path: "shop/pricing.py".into(),
-            old: pricing.clone(),
-            new: pricing.replace("quantity > BULK_QUANTITY", "quantity >= BULK_QUANTITY"),
-        }],
-    };
+    let inputs = subject.inputs();
 
     // Round robin; each request first with an empty prefix cache, then the same
     // request again at once (the user asking twice, review on every save).
@@ -201,17 +302,17 @@ fn main() {
             repeat.entry(name).or_default().push(f());
         };
         time("localize", &mut || {
-            timed::<localize::LocalizeSkill>(&lm, &localize_input)
+            timed::<localize::LocalizeSkill>(&lm, &inputs.localize)
         });
-        time("edit", &mut || timed::<edit::EditSkill>(&lm, &edit_input));
+        time("edit", &mut || timed::<edit::EditSkill>(&lm, &inputs.edit));
         time("testgen", &mut || {
-            timed::<testgen::TestgenSkill>(&lm, &testgen_input)
+            timed::<testgen::TestgenSkill>(&lm, &inputs.testgen)
         });
         time("reproduce", &mut || {
-            timed::<reproduce::ReproduceSkill>(&lm, &reproduce_input)
+            timed::<reproduce::ReproduceSkill>(&lm, &inputs.reproduce)
         });
         time("review", &mut || {
-            timed::<review::ReviewSkill>(&lm, &review_input)
+            timed::<review::ReviewSkill>(&lm, &inputs.review)
         });
     }
     let mut skills = serde_json::Map::new();
@@ -224,6 +325,7 @@ fn main() {
                 "repeat": summary(r),
                 "mean_tokens": f.iter().map(|t| t.tokens as f64).sum::<f64>() / f.len() as f64,
                 "repeat_mean_tokens": r.iter().map(|t| t.tokens as f64).sum::<f64>() / r.len() as f64,
+                "prompt_tokens": f[0].prompt_tokens,
             }),
         );
     }
@@ -278,6 +380,9 @@ fn main() {
 
     let out = json!({
         "runs": runs,
+        "repository": subject.repo.display().to_string(),
+        "file": subject.file,
+        "symbol": subject.symbol,
         "isolation": format!("{:?}", sandbox.isolation),
         "skills": skills,
         "sandbox": {
