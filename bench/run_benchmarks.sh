@@ -20,7 +20,7 @@
 #                  ~/.cache/basis-bench/baselines/<commit> and its runs alternate with
 #                  the current binary's, so a regression shows as a ratio below 1.
 #                  BENCH_BASELINE=none skips it.
-#   BENCH_PYTHON   a Python that has llama-cpp-python, torch, transformers, accelerate, gguf, numpy
+#   BENCH_PYTHON   a Python that has llama-cpp-python, torch, transformers, accelerate, peft, gguf, numpy
 #   BENCH_VENV     where to create that Python otherwise
 #                  (default ~/.cache/basis-bench-venv; reused when present)
 set -euo pipefail
@@ -83,16 +83,16 @@ if [[ -n "${BENCH_PYTHON:-}" ]]; then
 else
     VENV="${BENCH_VENV:-$HOME/.cache/basis-bench-venv}"
     PY="$VENV/bin/python"
-    if ! { [[ -x "$PY" ]] && "$PY" -c 'import llama_cpp, torch, transformers, accelerate, gguf, numpy' 2>/dev/null; }; then
+    if ! { [[ -x "$PY" ]] && "$PY" -c 'import llama_cpp, torch, transformers, accelerate, peft, gguf, numpy' 2>/dev/null; }; then
         say "creating $VENV (llama-cpp-python compiles from source: ~12 min on 2 cores)"
         python3 -m venv "$VENV"
         "$PY" -m pip install --upgrade pip >&2
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install \
-            llama-cpp-python==0.3.36 torch transformers accelerate gguf numpy >&2
+            llama-cpp-python==0.3.36 torch transformers accelerate peft gguf numpy >&2
     fi
 fi
-"$PY" -c 'import llama_cpp, torch, transformers, accelerate, gguf, numpy' \
-    || { echo "$PY lacks llama-cpp-python, torch, transformers, accelerate, gguf or numpy" >&2; exit 1; }
+"$PY" -c 'import llama_cpp, torch, transformers, accelerate, peft, gguf, numpy' \
+    || { echo "$PY lacks llama-cpp-python, torch, transformers, accelerate, peft, gguf or numpy" >&2; exit 1; }
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
