@@ -319,6 +319,91 @@ mod portable {
     }
 }
 
+/// The score and output loops of [`avx2::block`] for one vector width (the
+/// AVX2 and the AVX-512 module each instantiate them): the target features, the
+/// vector type, its lanes, [`Elem`]'s load for it, and the intrinsics.
+#[cfg(target_arch = "x86_64")]
+macro_rules! lane_loops {
+    ($features:literal, $vec:ty, $lanes:literal, $load:ident, $zero:ident, $set1:ident,
+     $fma:ident, $mul:ident, $store:ident) => {
+        /// The scores of keys `j..` in blocks of `lanes · C` while whole ones
+        /// remain; returns the first key not done.
+        ///
+        /// # Safety
+        /// As `avx2::block`'s, and the CPU has the features named.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn score_keys<T: Elem, const R: usize, const C: usize>(
+            qp: &[*const f32; R],
+            sp: &[*mut f32; R],
+            kv: &Kv<T>,
+            hd: usize,
+            mut j: usize,
+            n: usize,
+        ) -> usize {
+            while j + $lanes * C <= n {
+                let mut acc = [[$zero(); C]; R];
+                let mut k = kv.kt.as_ptr().add(j);
+                for d in 0..hd {
+                    let kd: [$vec; C] = std::array::from_fn(|c| T::$load(k.add($lanes * c)));
+                    for r in 0..R {
+                        let qd = $set1(*qp[r].add(d));
+                        for c in 0..C {
+                            acc[r][c] = $fma(qd, kd[c], acc[r][c]);
+                        }
+                    }
+                    k = k.add(kv.ld);
+                }
+                for r in 0..R {
+                    for c in 0..C {
+                        $store(sp[r].add(j + $lanes * c), acc[r][c]);
+                    }
+                }
+                j += $lanes * C;
+            }
+            j
+        }
+
+        /// The outputs' dimensions `c..` in blocks of `lanes · C` while whole
+        /// ones remain, times `inv`; returns the first dimension not done.
+        ///
+        /// # Safety
+        /// As `avx2::block`'s, and the CPU has the features named.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn outputs<T: Elem, const R: usize, const C: usize>(
+            sp: &[*mut f32; R],
+            op: &[*mut f32; R],
+            inv: &[f32; R],
+            v: *const T,
+            hd: usize,
+            n: usize,
+            mut c: usize,
+        ) -> usize {
+            while c + $lanes * C <= hd {
+                let mut acc = [[$zero(); C]; R];
+                let mut vj = v.add(c);
+                for j in 0..n {
+                    let x: [$vec; C] = std::array::from_fn(|i| T::$load(vj.add($lanes * i)));
+                    for r in 0..R {
+                        let p = $set1(*sp[r].add(j));
+                        for i in 0..C {
+                            acc[r][i] = $fma(p, x[i], acc[r][i]);
+                        }
+                    }
+                    vj = vj.add(hd);
+                }
+                for r in 0..R {
+                    let inv = $set1(inv[r]);
+                    for i in 0..C {
+                        $store(op[r].add(c + $lanes * i), $mul(acc[r][i], inv));
+                    }
+                }
+                c += $lanes * C;
+            }
+            c
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // indices over register arrays read clearer
 mod avx2 {
@@ -352,7 +437,7 @@ mod avx2 {
         // registers hold 2R sums, in registers across the head dimension.
         let mut j = 0;
         if wide {
-            j = avx512::score_keys::<T, R>(&qp, &sp, kv, hd, j, n);
+            j = avx512::score_keys::<T, R, 2>(&qp, &sp, kv, hd, j, n);
         }
         if R <= 6 {
             j = score_keys::<T, R, 2>(&qp, &sp, kv, hd, j, n);
@@ -377,7 +462,13 @@ mod avx2 {
         let op: [*mut f32; R] = std::array::from_fn(|r| out.as_mut_ptr().add(r * hd));
         let mut c = 0;
         if wide {
-            c = avx512::outputs::<T, R>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
+            // Four vectors of sixteen dimensions while the registers hold
+            // them all, two otherwise.
+            c = if R <= 6 {
+                avx512::outputs::<T, R, 4>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c)
+            } else {
+                avx512::outputs::<T, R, 2>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c)
+            };
         }
         if R <= 6 {
             c = outputs::<T, R, 2>(&sp, &op, &inv, kv.v.as_ptr(), hd, n, c);
@@ -395,75 +486,17 @@ mod avx2 {
         }
     }
 
-    /// The scores of keys `j..` in blocks of `8 C` while whole ones remain;
-    /// returns the first key not done.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn score_keys<T: Elem, const R: usize, const C: usize>(
-        qp: &[*const f32; R],
-        sp: &[*mut f32; R],
-        kv: &Kv<T>,
-        hd: usize,
-        mut j: usize,
-        n: usize,
-    ) -> usize {
-        while j + 8 * C <= n {
-            let mut acc = [[_mm256_setzero_ps(); C]; R];
-            let mut k = kv.kt.as_ptr().add(j);
-            for d in 0..hd {
-                let kd: [__m256; C] = std::array::from_fn(|c| T::load8(k.add(8 * c)));
-                for r in 0..R {
-                    let qd = _mm256_set1_ps(*qp[r].add(d));
-                    for c in 0..C {
-                        acc[r][c] = _mm256_fmadd_ps(qd, kd[c], acc[r][c]);
-                    }
-                }
-                k = k.add(kv.ld);
-            }
-            for r in 0..R {
-                for c in 0..C {
-                    _mm256_storeu_ps(sp[r].add(j + 8 * c), acc[r][c]);
-                }
-            }
-            j += 8 * C;
-        }
-        j
-    }
-
-    /// The outputs' dimensions `c..` in blocks of `8 C` while whole ones
-    /// remain, times `inv`; returns the first dimension not done.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn outputs<T: Elem, const R: usize, const C: usize>(
-        sp: &[*mut f32; R],
-        op: &[*mut f32; R],
-        inv: &[f32; R],
-        v: *const T,
-        hd: usize,
-        n: usize,
-        mut c: usize,
-    ) -> usize {
-        while c + 8 * C <= hd {
-            let mut acc = [[_mm256_setzero_ps(); C]; R];
-            let mut vj = v.add(c);
-            for j in 0..n {
-                let x: [__m256; C] = std::array::from_fn(|i| T::load8(vj.add(8 * i)));
-                for r in 0..R {
-                    let p = _mm256_set1_ps(*sp[r].add(j));
-                    for i in 0..C {
-                        acc[r][i] = _mm256_fmadd_ps(p, x[i], acc[r][i]);
-                    }
-                }
-                vj = vj.add(hd);
-            }
-            for r in 0..R {
-                let inv = _mm256_set1_ps(inv[r]);
-                for i in 0..C {
-                    _mm256_storeu_ps(op[r].add(c + 8 * i), _mm256_mul_ps(acc[r][i], inv));
-                }
-            }
-            c += 8 * C;
-        }
-        c
-    }
+    lane_loops!(
+        "avx2,fma,f16c",
+        __m256,
+        8,
+        load8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_mul_ps,
+        _mm256_storeu_ps
+    );
 
     /// [`portable::softmax`], eight keys a vector.
     #[target_feature(enable = "avx2,fma")]
@@ -532,100 +565,17 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Keys in a block: two vectors of sixteen.
-    const C: usize = 2;
-
-    /// `avx2::score_keys` over blocks of 32 keys.
-    ///
-    /// # Safety
-    /// As `avx2::block`'s, and the CPU has AVX-512 F.
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn score_keys<T: Elem, const R: usize>(
-        qp: &[*const f32; R],
-        sp: &[*mut f32; R],
-        kv: &Kv<T>,
-        hd: usize,
-        mut j: usize,
-        n: usize,
-    ) -> usize {
-        while j + 16 * C <= n {
-            let mut acc = [[_mm512_setzero_ps(); C]; R];
-            let mut k = kv.kt.as_ptr().add(j);
-            for d in 0..hd {
-                let kd: [__m512; C] = std::array::from_fn(|c| T::load16(k.add(16 * c)));
-                for r in 0..R {
-                    let qd = _mm512_set1_ps(*qp[r].add(d));
-                    for c in 0..C {
-                        acc[r][c] = _mm512_fmadd_ps(qd, kd[c], acc[r][c]);
-                    }
-                }
-                k = k.add(kv.ld);
-            }
-            for r in 0..R {
-                for c in 0..C {
-                    _mm512_storeu_ps(sp[r].add(j + 16 * c), acc[r][c]);
-                }
-            }
-            j += 16 * C;
-        }
-        j
-    }
-
-    /// `avx2::outputs` over blocks of 16 dimensions, four at a time where the
-    /// registers hold them.
-    ///
-    /// # Safety
-    /// As `avx2::block`'s, and the CPU has AVX-512 F.
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn outputs<T: Elem, const R: usize>(
-        sp: &[*mut f32; R],
-        op: &[*mut f32; R],
-        inv: &[f32; R],
-        v: *const T,
-        hd: usize,
-        n: usize,
-        c: usize,
-    ) -> usize {
-        if R <= 6 {
-            wide_outputs::<T, R, 4>(sp, op, inv, v, hd, n, c)
-        } else {
-            wide_outputs::<T, R, 2>(sp, op, inv, v, hd, n, c)
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn wide_outputs<T: Elem, const R: usize, const W: usize>(
-        sp: &[*mut f32; R],
-        op: &[*mut f32; R],
-        inv: &[f32; R],
-        v: *const T,
-        hd: usize,
-        n: usize,
-        mut c: usize,
-    ) -> usize {
-        while c + 16 * W <= hd {
-            let mut acc = [[_mm512_setzero_ps(); W]; R];
-            let mut vj = v.add(c);
-            for j in 0..n {
-                let x: [__m512; W] = std::array::from_fn(|i| T::load16(vj.add(16 * i)));
-                for r in 0..R {
-                    let p = _mm512_set1_ps(*sp[r].add(j));
-                    for i in 0..W {
-                        acc[r][i] = _mm512_fmadd_ps(p, x[i], acc[r][i]);
-                    }
-                }
-                vj = vj.add(hd);
-            }
-            for r in 0..R {
-                let inv = _mm512_set1_ps(inv[r]);
-                for i in 0..W {
-                    _mm512_storeu_ps(op[r].add(c + 16 * i), _mm512_mul_ps(acc[r][i], inv));
-                }
-            }
-            c += 16 * W;
-        }
-        c
-    }
+    lane_loops!(
+        "avx512f,avx2,fma,f16c",
+        __m512,
+        16,
+        load16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_mul_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(test)]

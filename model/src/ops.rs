@@ -476,6 +476,21 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
+/// The attention kernel's dimensions for `rows` query rows that are the
+/// groups' blocks of `t` new positions after `past` cached ones.
+fn attention_dims(rows: usize, t: usize, hd: usize, keys: usize, past: usize) -> Result<Dims> {
+    if t == 0 || !rows.is_multiple_of(t) {
+        candle_core::bail!("attention: {rows} query rows are not groups of {t}");
+    }
+    Ok(Dims {
+        groups: rows / t,
+        t,
+        hd,
+        keys,
+        past,
+    })
+}
+
 /// Causal attention over the KV cache, for inference: [`causal_attention`]'s
 /// numbers (the same [`crate::attention`] kernel) from keys the cache keeps transposed
 /// (b, kv_heads, hd, keys) and its values (b, kv_heads, keys, hd), both read
@@ -535,18 +550,9 @@ impl candle_core::CustomOp3 for CachedAttention {
         if (keys > 1 && (ks[3] != 1 || vs[2] != hd)) || (hd > 1 && vs[3] != 1) {
             candle_core::bail!("cached attention: the cache's rows are not contiguous");
         }
-        if self.t == 0 || rows % self.t != 0 {
-            candle_core::bail!("attention: {rows} query rows are not groups of {}", self.t);
-        }
+        let shape = attention_dims(rows, self.t, hd, keys, self.past)?;
         let q = f32s(q, ql)?;
         let (k0, v0) = (ktl.start_offset(), vl.start_offset());
-        let shape = Dims {
-            groups: rows / self.t,
-            t: self.t,
-            hd,
-            keys,
-            past: self.past,
-        };
         fn run<T: crate::attention::Elem>(
             q: &[f32],
             (kt, v): (&[T], &[T]),
@@ -636,16 +642,7 @@ impl candle_core::CustomOp3 for CausalAttention {
                     }
                 }
             });
-        if self.t == 0 || rows % self.t != 0 {
-            candle_core::bail!("attention: {rows} query rows are not groups of {}", self.t);
-        }
-        let shape = Dims {
-            groups: rows / self.t,
-            t: self.t,
-            hd,
-            keys,
-            past: self.past,
-        };
+        let shape = attention_dims(rows, self.t, hd, keys, self.past)?;
         let out = attention(
             q,
             shape,

@@ -20,11 +20,14 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 POSITIONS = [0, 16, 1499, 4095]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_reference import position_record  # noqa: E402  (one record format for both)
 TOKENS = POSITIONS[-1] + 1
 
 
@@ -43,10 +46,6 @@ def module_text(functions):
             f'    return json.dumps(values[:limit] + ["{chr(97 + i % 26)}" * {i % 3 + 1}])\n\n\n'
         )
     return "".join(parts)
-
-
-def r(x, nd=5):
-    return round(float(x), nd)
 
 
 def main():
@@ -74,18 +73,9 @@ def main():
     model.eval()
     with torch.no_grad():
         logits = model(torch.tensor([ids[:TOKENS]], dtype=torch.long)).logits[0].float()
-    positions = []
-    for pos in POSITIONS:
-        row = logits[pos]
-        vals, idx = torch.topk(row, 10)
-        positions.append({
-            "pos": pos,
-            "top10_ids": [int(i) for i in idx],
-            "top10_logits": [r(v) for v in vals],
-            "logsumexp": r(torch.logsumexp(row.double(), 0)),
-            "first32": [r(v) for v in row[:32]],
-        })
-        print(f"  pos {pos}: top {positions[-1]['top10_ids'][:3]}")
+    positions = [position_record(logits[pos], pos) for pos in POSITIONS]
+    for p in positions:
+        print(f"  pos {p['pos']}: top {p['top10_ids'][:3]}")
     with open(gguf_path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     out = {
@@ -97,6 +87,7 @@ def main():
         "ids": ids[:TOKENS],
         "positions": positions,
     }
+    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "logits_long_f32.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)

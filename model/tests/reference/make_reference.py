@@ -194,22 +194,27 @@ def make_tokenizer_json(args, vocab, hf_tok, versions, digest):
     dump(out, os.path.join(args.out, "tokenizer.json"), {"cases"})
 
 
+def position_record(row, pos):
+    """What the tests compare at one position of a logits row (a torch tensor):
+    the top-10 ids and logits, the logsumexp and the logits of ids 0..31."""
+    import torch
+
+    vals, idx = torch.topk(row, 10)
+    return {
+        "pos": pos,
+        "top10_ids": [int(i) for i in idx],
+        "top10_logits": [r(v) for v in vals],
+        "logsumexp": r(torch.logsumexp(row.double(), 0)),
+        "first32": [r(v) for v in row[:32]],
+    }
+
+
 def make_logits_json(args, model, prompt_ids, versions, digest):
     import torch
 
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids], dtype=torch.long)).logits[0].float()
-    positions = []
-    for pos in range(logits.shape[0]):
-        row = logits[pos]
-        vals, idx = torch.topk(row, 10)
-        positions.append({
-            "pos": pos,
-            "top10_ids": [int(i) for i in idx],
-            "top10_logits": [r(v) for v in vals],
-            "logsumexp": r(torch.logsumexp(row.double(), 0)),
-            "first32": [r(v) for v in row[:32]],
-        })
+    positions = [position_record(logits[pos], pos) for pos in range(logits.shape[0])]
     print("logits_f32: first positions")
     for p in positions[:3]:
         print(f"  pos {p['pos']}: {list(zip(p['top10_ids'][:5], p['top10_logits'][:5]))} lse={p['logsumexp']}")
