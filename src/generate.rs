@@ -185,7 +185,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         for (phase, work) in [("prefill", &gen.prefill_work), ("decode", &gen.decode_work)] {
             if work.attention_nanos > 0 {
                 eprintln!(
-                    "{phase} attention: {:.3} GFLOP in {:.3} s",
+                    "{phase} attention: {:.6} GFLOP in {:.4} s",
                     work.attention_flops as f64 / 1e9,
                     work.attention_nanos as f64 / 1e9
                 );

@@ -28,7 +28,8 @@ fn generate_prints_only_the_text_and_stats_go_to_stderr() {
     assert!(stdout(&out).starts_with(" Paris"), "{:?}", stdout(&out));
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
+    // Two rate lines, then the CPU attention kernel's work in each phase.
+    assert_eq!(lines.len(), 4, "{err}");
     let check = |line: &str, phase: &str, tokens: usize| {
         let rest = line
             .strip_prefix(&format!("{phase}: "))
@@ -40,6 +41,14 @@ fn generate_prints_only_the_text_and_stats_go_to_stderr() {
     };
     check(lines[0], "prefill", 5);
     check(lines[1], "decode", 7);
+    for (line, phase) in lines[2..].iter().zip(["prefill", "decode"]) {
+        let rest = line
+            .strip_prefix(&format!("{phase} attention: "))
+            .unwrap_or_else(|| panic!("{line}"));
+        let (gflop, secs) = rest.split_once(" GFLOP in ").unwrap();
+        assert!(gflop.parse::<f64>().unwrap() > 0.0, "{line}");
+        assert!(secs.strip_suffix(" s").unwrap().parse::<f64>().unwrap() >= 0.0);
+    }
 }
 
 #[test]
