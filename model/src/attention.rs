@@ -4,7 +4,7 @@
 //!
 //! The work is split by (key/value head, query position). The `groups` query
 //! heads that share a key/value head see the same keys, so they run together:
-//! each block of eight keys is loaded once for all of them, their scores stay in
+//! each block of 8 to 32 keys is loaded once for all of them, their scores stay in
 //! registers while the head dimension is summed, and each value row is loaded
 //! once for all of their outputs.
 //!
@@ -194,9 +194,14 @@ fn block<T: Elem>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    assert!(
+        (1..=MAX_ROWS).contains(&q.len()),
+        "attention block: {} rows",
+        q.len()
+    );
     let hd = out.len() / q.len();
     assert!(
-        (1..=MAX_ROWS).contains(&q.len())
+        hd > 0
             && n > 0
             && q.iter().all(|q| q.len() == hd)
             && kv.ld >= n
@@ -205,6 +210,8 @@ fn block<T: Elem>(
             && scores.len() >= q.len() * n,
         "attention block: inputs do not fit"
     );
+    // Never a path this CPU lacks, whatever the caller asked for.
+    let isa = isa.min(Isa::detected());
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
         macro_rules! rows {
@@ -212,8 +219,8 @@ fn block<T: Elem>(
                 match q.len() {
                     $($r => {
                         let q: &[&[f32]; $r] = q.try_into().expect("matched length");
-                        // SAFETY: `isa` is at most what this CPU runs (see
-                        // `Isa`), and the bounds the kernel reads within are
+                        // SAFETY: `isa` is at most what this CPU runs (capped
+                        // above), and the bounds the kernel reads within are
                         // asserted above.
                         unsafe { avx2::block(q, kv, n, scale, scores, out, isa >= Isa::Avx512) }
                     })*

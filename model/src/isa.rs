@@ -21,8 +21,13 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best set this CPU runs.
+    /// The best set this CPU runs (asked once per process).
     pub fn detected() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(Isa::detect)
+    }
+
+    fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;

@@ -25,14 +25,16 @@ pub struct Work {
 }
 
 impl Work {
-    /// What was counted between `earlier` and this snapshot.
+    /// What was counted between `earlier` and this snapshot (0 for a counter
+    /// that [`reset`] cleared in between).
     pub fn since(&self, earlier: &Work) -> Work {
         Work {
-            weight_grads: self.weight_grads - earlier.weight_grads,
-            frozen_weight_grads_skipped: self.frozen_weight_grads_skipped
-                - earlier.frozen_weight_grads_skipped,
-            attention_flops: self.attention_flops - earlier.attention_flops,
-            attention_nanos: self.attention_nanos - earlier.attention_nanos,
+            weight_grads: self.weight_grads.saturating_sub(earlier.weight_grads),
+            frozen_weight_grads_skipped: self
+                .frozen_weight_grads_skipped
+                .saturating_sub(earlier.frozen_weight_grads_skipped),
+            attention_flops: self.attention_flops.saturating_sub(earlier.attention_flops),
+            attention_nanos: self.attention_nanos.saturating_sub(earlier.attention_nanos),
         }
     }
 }
