@@ -136,9 +136,12 @@ if [[ $QUICK == 1 ]]; then QUICK_FLAG=(--quick); fi
 built() { date -u -r "$1" '+%Y-%m-%d %H:%M UTC'; }
 REV="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 CPU="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
+# The SIMD flags the kernels choose between (see model/src/isa.rs).
+FLAGS="$(grep -m1 -o -w -E 'avx2|fma|f16c|avx512f|avx512bw|avx512_vnni' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ' || true)"
+CPU="${CPU:-unknown}, flags: ${FLAGS:-unknown}"
 "$PY" "$ROOT/bench/peers.py" report "$RESULTS" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --cpu "${CPU:-unknown}" \
+    --cpu "$CPU" \
     --threads "$THREADS" \
     --model-name "$MODEL" \
     --model-path "$MODEL" \
