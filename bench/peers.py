@@ -158,9 +158,9 @@ def cmd_infer_basis(args):
 
     # With a baseline, the two binaries take turns (baseline, current, baseline,
     # ...), so a slow minute on this shared machine hits both alike.
-    binaries = [("basis", args.basis)]
+    binaries = [(args.label, args.basis)]
     if args.baseline:
-        binaries = [("baseline", args.baseline), ("basis", args.basis)]
+        binaries = [("baseline", args.baseline), (args.label, args.basis)]
     runs = {name: {"prefill": [], "decode": []} for name, _ in binaries}
     for i in range(args.repeats):
         for name, binary in binaries:
@@ -184,7 +184,7 @@ def cmd_infer_basis(args):
             "decode_tokens": best_decode[0], "decode_tok_s": best_decode[1],
             "decode_runs": [r for _, r in decode],
         }
-        if name == "basis":
+        if name != "baseline":
             rec["tokenized_prefill_tokens"] = len(ids)
         else:
             rec["rev"] = args.baseline_rev
@@ -221,7 +221,7 @@ def infer_long_basis(args, binaries):
             if "prefill_attention" in best_p:
                 gflop, secs = best_p["prefill_attention"]
                 rec.update(prefill_attention_gflop=gflop, prefill_attention_s=secs)
-            if name != "basis":
+            if name == "baseline":
                 rec["rev"] = args.baseline_rev
             emit(args, rec)
 
@@ -306,7 +306,7 @@ def cmd_infer_llama(args):
         decode.append(rate)
 
     rec = {
-        "impl": "llama.cpp", "what": "infer",
+        "impl": args.label, "what": "infer",
         "version": getattr(llama_cpp, "__version__", "?"),
         "prefill_tokens": len(prefill_ids), "prefill_tok_s": max(prefill),
         "prefill_runs": prefill,
@@ -336,7 +336,7 @@ def cmd_infer_llama(args):
             log(f"llama.cpp {target}-token prompt run {i + 1}: prefill {len(ids)} tokens "
                 f"{prefill[-1]:.1f} tok/s, decode {decode[-1]:.1f} tok/s")
         emit(args, {
-            "impl": "llama.cpp", "what": "infer-long", "target": target,
+            "impl": args.label, "what": "infer-long", "target": target,
             "version": getattr(llama_cpp, "__version__", "?"),
             "prefill_tokens": len(ids), "prefill_tok_s": max(prefill),
             "decode_tokens": args.decode_tokens, "decode_tok_s": max(decode),
@@ -515,6 +515,23 @@ def cmd_report(args):
             if peak.get("int8_gops"):
                 text += f" = {100 * rest_rate / peak['int8_gops']:.0f}% of the int8 peak"
             notes.append(text)
+    # The AVX2 path on an AVX-512 machine: basis with BASIS_KERNELS=avx2 against
+    # llama.cpp built without AVX-512, the laptops' case.
+    ab, al = find("basis-avx2", "infer"), find("llama.cpp-avx2", "infer")
+    if ab or al:
+        rows.append(("AVX2 path: prefill, 128-token prompt", ab, al, "prefill_tok_s",
+                     "llama.cpp without AVX-512"))
+        rows.append(("AVX2 path: decode, 128 tokens", ab, al, "decode_tok_s",
+                     "llama.cpp without AVX-512"))
+    for target in LONG_TARGETS:
+        ab = find("basis-avx2", "infer-long", target=target)
+        al = find("llama.cpp-avx2", "infer-long", target=target)
+        if ab or al:
+            n = (ab or al).get("prefill_tokens", "?")
+            rows.append((f"AVX2 path: prefill, {n}-token prompt", ab, al, "prefill_tok_s",
+                         "llama.cpp without AVX-512"))
+            rows.append(("AVX2 path: decode after it", ab, al, "decode_tok_s",
+                         "llama.cpp without AVX-512"))
     base = find("baseline", "infer")
     if base:
         rev = base.get("rev", "?")
@@ -600,12 +617,16 @@ def main():
     s.add_argument("--ids-out", help="write basis's ids for the prefill prompt here")
     s.add_argument("--baseline", help="a basis binary built from an earlier commit, measured in turn")
     s.add_argument("--baseline-rev", help="the commit the baseline was built from")
+    s.add_argument("--label", default="basis",
+                   help="the records' name (basis-avx2 for the run with BASIS_KERNELS=avx2)")
 
     s = measure("infer-llama", cmd_infer_llama)
     s.add_argument("--threads", type=int, required=True)
     s.add_argument("--decode-tokens", type=int, default=128)
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--basis-ids", help="basis's ids for the prefill prompt, to compare")
+    s.add_argument("--label", default="llama.cpp",
+                   help="the records' name (llama.cpp-avx2 for a build without AVX-512)")
 
     for name, func in (("train-basis", cmd_train_basis), ("train-torch", cmd_train_torch)):
         s = measure(name, func)

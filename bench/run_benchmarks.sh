@@ -23,6 +23,9 @@
 #   BENCH_PYTHON   a Python that has llama-cpp-python, torch, transformers, accelerate, peft, gguf, numpy
 #   BENCH_VENV     where to create that Python otherwise
 #                  (default ~/.cache/basis-bench-venv; reused when present)
+#   BENCH_AVX2=0   on an AVX-512 CPU, skip the AVX2 path's rows (basis with
+#                  BASIS_KERNELS=avx2 against llama.cpp built without AVX-512, whose
+#                  venv is BENCH_VENV_AVX2, default ~/.cache/basis-bench-venv-avx2)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -119,6 +122,27 @@ peers infer-basis "$MODEL" --basis "$BASIS" --ids-out "$WORK/basis-ids.json" --o
     "${BASELINE_ARGS[@]}"
 say "inference: llama.cpp"
 peers infer-llama "$MODEL" --threads "$THREADS" --basis-ids "$WORK/basis-ids.json" --out "$RESULTS"
+
+# ---- the AVX2 path, where the CPU has AVX-512: basis with BASIS_KERNELS=avx2 against
+#      llama.cpp built without AVX-512 (a venv of its own), as on an AVX2-only laptop
+if grep -q -w avx512f /proc/cpuinfo 2>/dev/null && [[ "${BENCH_AVX2:-1}" == 1 ]]; then
+    VENV2="${BENCH_VENV_AVX2:-$HOME/.cache/basis-bench-venv-avx2}"
+    PY2="$VENV2/bin/python"
+    if ! { [[ -x "$PY2" ]] && "$PY2" -c 'import llama_cpp, numpy' 2>/dev/null; }; then
+        say "creating $VENV2 (llama-cpp-python without AVX-512, from source: ~12 min on 2 cores)"
+        python3 -m venv "$VENV2"
+        "$PY2" -m pip install --upgrade pip >&2
+        # No wheel cache: the one built above has AVX-512 compiled in.
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_BF16=OFF" \
+            "$PY2" -m pip install --no-cache-dir llama-cpp-python==0.3.36 numpy >&2
+    fi
+    say "inference, AVX2 path: basis (BASIS_KERNELS=avx2)"
+    BASIS_KERNELS=avx2 peers infer-basis "$MODEL" --basis "$BASIS" --label basis-avx2 --out "$RESULTS"
+    say "inference, AVX2 path: llama.cpp without AVX-512"
+    "$PY2" "$ROOT/bench/peers.py" infer-llama "$MODEL" --threads "$THREADS" \
+        --label llama.cpp-avx2 --out "$RESULTS" >&2 || FAILED=1
+fi
 
 # ---- training: the update step, full and LoRA, batch x seq = 1 x SEQ and 4 x SEQ
 for MODE in full lora; do
