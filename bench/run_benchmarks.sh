@@ -81,6 +81,16 @@ fi
 [[ -f "$MODEL" ]] || { echo "no model file at '$MODEL'" >&2; exit 1; }
 
 # ---- the peers' Python
+# make_venv DIR PACKAGE...: a venv at DIR with the packages, built from source where
+# they must be (CMAKE_ARGS from the environment), with no wheel cache: llama.cpp is
+# built twice with different flags.
+make_venv() {
+    local dir="$1"
+    shift
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --upgrade pip >&2
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$dir/bin/python" -m pip install --no-cache-dir "$@" >&2
+}
 if [[ -n "${BENCH_PYTHON:-}" ]]; then
     PY="$BENCH_PYTHON"
 else
@@ -88,10 +98,7 @@ else
     PY="$VENV/bin/python"
     if ! { [[ -x "$PY" ]] && "$PY" -c 'import llama_cpp, torch, transformers, accelerate, peft, gguf, numpy' 2>/dev/null; }; then
         say "creating $VENV (llama-cpp-python compiles from source: ~12 min on 2 cores)"
-        python3 -m venv "$VENV"
-        "$PY" -m pip install --upgrade pip >&2
-        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install \
-            llama-cpp-python==0.3.36 torch transformers accelerate peft gguf numpy >&2
+        make_venv "$VENV" llama-cpp-python==0.3.36 torch transformers accelerate peft gguf numpy
     fi
 fi
 "$PY" -c 'import llama_cpp, torch, transformers, accelerate, peft, gguf, numpy' \
@@ -130,12 +137,8 @@ if grep -q -w avx512f /proc/cpuinfo 2>/dev/null && [[ "${BENCH_AVX2:-1}" == 1 ]]
     PY2="$VENV2/bin/python"
     if ! { [[ -x "$PY2" ]] && "$PY2" -c 'import llama_cpp, numpy' 2>/dev/null; }; then
         say "creating $VENV2 (llama-cpp-python without AVX-512, from source: ~12 min on 2 cores)"
-        python3 -m venv "$VENV2"
-        "$PY2" -m pip install --upgrade pip >&2
-        # No wheel cache: the one built above has AVX-512 compiled in.
-        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
         CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_BF16=OFF" \
-            "$PY2" -m pip install --no-cache-dir llama-cpp-python==0.3.36 numpy >&2
+            make_venv "$VENV2" llama-cpp-python==0.3.36 numpy
     fi
     say "inference, AVX2 path: basis (BASIS_KERNELS=avx2)"
     BASIS_KERNELS=avx2 peers infer-basis "$MODEL" --basis "$BASIS" --label basis-avx2 --out "$RESULTS"
