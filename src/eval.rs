@@ -145,14 +145,14 @@ fn selected(args: &EvalArgs) -> Result<Vec<Task>> {
     Ok(tasks)
 }
 
-/// Evaluates `model` on `tasks`, or scores `recorded` answers instead when
+/// Evaluates `model` on `tasks`, or scores recorded `answers` instead when
 /// given. With `--adapter`, on the base weights: with the adapter when
 /// `with_adapter`, else alone (what the adapter is compared against).
 fn run_one(
     args: &EvalArgs,
     model: Option<&str>,
     with_adapter: bool,
-    recorded: Option<Answers>,
+    answers: Option<Answers>,
     tasks: &[Task],
     workspaces: &Workspaces,
     sandbox: &Sandbox,
@@ -170,7 +170,6 @@ fn run_one(
             loaded.version = format!("base+{}", dir.display());
         }
     }
-    let answers = recorded;
     // Recorded answers make K: the most any task has.
     let samples = answers
         .as_ref()

@@ -151,11 +151,14 @@ pub(crate) fn attention<'a, T: Elem + 'a>(
                 let n = (past + p + 1).min(keys);
                 let kv = kv(blk);
                 for (c, out) in out.chunks_mut(MAX_ROWS * hd).enumerate() {
-                    let first = c * MAX_ROWS;
-                    let q: Vec<&[f32]> = (first..first + out.len() / hd)
-                        .map(|g| &q[(blk * rows + g * t + p) * hd..][..hd])
-                        .collect();
-                    block(isa, &q, &kv, n, scale, scores, out);
+                    // The block's query rows, without an allocation per task.
+                    let mut rows_here: [&[f32]; MAX_ROWS] = [&[]; MAX_ROWS];
+                    let m = out.len() / hd;
+                    for (i, r) in rows_here[..m].iter_mut().enumerate() {
+                        let g = c * MAX_ROWS + i;
+                        *r = &q[(blk * rows + g * t + p) * hd..][..hd];
+                    }
+                    block(isa, &rows_here[..m], &kv, n, scale, scores, out);
                 }
             },
         );
