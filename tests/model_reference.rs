@@ -165,28 +165,66 @@ fn long_prompts_match_transformers_logits() {
     );
 }
 
-/// [`long_prompts_match_transformers_logits`] on every kernel path this CPU
-/// runs, each in its own process (the path is chosen once per process).
-#[test]
-fn every_kernel_path_matches_the_long_reference() {
+/// Runs the test `name` of this binary once per kernel path this CPU has, each in
+/// its own process (the path is chosen once per process), and returns each path's
+/// stderr. Every run must pass and print `ran`.
+fn on_every_kernel_path(name: &str, ran: &str) -> Vec<(basis_model::isa::Isa, String)> {
+    let mut runs = Vec::new();
     for isa in basis_model::isa::Isa::available() {
-        let name = format!("{isa:?}").to_lowercase();
+        let kernels = format!("{isa:?}").to_lowercase();
         #[allow(clippy::disallowed_methods)] // this test binary itself, on one path
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "long_prompts_match_transformers_logits",
-                "--nocapture",
-            ])
-            .env("BASIS_KERNELS", &name)
+            .args(["--exact", name, "--nocapture"])
+            .env("BASIS_KERNELS", &kernels)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
-        eprintln!("BASIS_KERNELS={name}:\n{text}");
-        assert!(out.status.success(), "BASIS_KERNELS={name} failed");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("BASIS_KERNELS={kernels}:\n{text}");
+        assert!(out.status.success(), "BASIS_KERNELS={kernels} failed");
         assert!(
-            text.contains("a decoding step after 4095 tokens"),
-            "the test did not run"
+            text.contains(ran),
+            "BASIS_KERNELS={kernels}: the test did not run"
+        );
+        runs.push((isa, text));
+    }
+    runs
+}
+
+/// [`long_prompts_match_transformers_logits`] on every kernel path this CPU runs.
+#[test]
+fn every_kernel_path_matches_the_long_reference() {
+    on_every_kernel_path(
+        "long_prompts_match_transformers_logits",
+        "a decoding step after 4095 tokens",
+    );
+}
+
+/// [`quantized_path_agrees_with_llama_cpp_top1`] on every kernel path this CPU
+/// runs. The AVX2 and AVX-512 paths compute the same integer sums and the same
+/// float steps after them (`cpu_quant.rs`, attention.rs), so their logits are
+/// the same bits; the portable path is candle's own kernels and only agrees.
+#[test]
+fn every_kernel_path_agrees_with_llama_cpp() {
+    let runs = on_every_kernel_path(
+        "quantized_path_agrees_with_llama_cpp_top1",
+        "top-1 agreement with llama.cpp",
+    );
+    let digest = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("logits digest: "))
+            .expect("the test prints its logits' digest")
+            .to_string()
+    };
+    let simd: Vec<_> = runs
+        .iter()
+        .filter(|(isa, _)| *isa >= basis_model::isa::Isa::Avx2)
+        .map(|(isa, text)| (isa, digest(text)))
+        .collect();
+    for pair in simd.windows(2) {
+        assert_eq!(
+            pair[0].1, pair[1].1,
+            "{:?} and {:?} differ",
+            pair[0].0, pair[1].0
         );
     }
 }
@@ -201,6 +239,14 @@ fn quantized_path_agrees_with_llama_cpp_top1() {
         text_ids
     );
     let logits = logits_all(&lm.model, &text_ids);
+    // FNV-1a over every logit's bits, for `every_kernel_path_agrees_with_llama_cpp`.
+    let digest = logits
+        .iter()
+        .flatten()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+            (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)
+        });
+    eprintln!("logits digest: {digest:016x}");
     let want = ids(&r["top1"]);
     let same = logits
         .iter()

@@ -41,12 +41,14 @@ struct BlockQ8_0 {
     qs: [i8; 32],
 }
 
-/// Sixteen consecutive Q4_1 weight rows' blocks at one block index, interleaved
-/// for AVX-512 VNNI: `qs[64u + 4l + c]` is byte `4u + c` of row `l`'s nibbles, so
-/// one 64-byte load holds four bytes of each of the sixteen rows and one
-/// `vpdpbusd` against four broadcast activation bytes advances sixteen dot
-/// products at once (the idea of llama.cpp's repacked CPU layouts, applied to Q4_1).
-/// The same 20 bytes per row and block as GGML's, so decode reads no more.
+/// Sixteen consecutive Q4_1 weight rows' blocks at one block index, interleaved:
+/// `qs[64u + 4l + c]` is byte `4u + c` of row `l`'s nibbles, so one 64-byte load
+/// holds four bytes of each of the sixteen rows and one AVX-512 `vpdpbusd`
+/// against four broadcast activation bytes advances sixteen dot products at once
+/// (the idea of llama.cpp's repacked CPU layouts, applied to Q4_1). Each 32-byte
+/// half of such a load is the same for rows 0-7 and 8-15, which is what the AVX2
+/// tile reads. The same 20 bytes per row and block as GGML's, so decode reads no
+/// more.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Group16Q4_1 {
@@ -86,24 +88,16 @@ impl QuantMatrix {
         Isa::active() >= Isa::Avx2
     }
 
-    /// Whether the repacked Q4_1 kernel runs here: AVX-512 with VNNI (`vpdpbusd`:
-    /// 64 byte products summed into sixteen lanes in one instruction), unless
-    /// `BASIS_KERNELS` asks for a lower path.
-    fn vnni() -> bool {
-        Isa::active() >= Isa::Avx512
-    }
-
     /// From GGML's raw bytes (row-major, `cols / 32` blocks per row); `None` for a
     /// type the kernels do not cover. Q4_1 with a multiple of 16 rows is repacked
-    /// into [`Group16Q4_1`]s on a CPU with AVX-512 VNNI (`BASIS_KERNELS=avx2` keeps
-    /// the AVX2 kernels, to compare them).
+    /// into [`Group16Q4_1`]s, which both the AVX-512 VNNI and the AVX2 tiles read.
     pub(crate) fn from_ggml(
         dtype: GgmlDType,
         bytes: &[u8],
         rows: usize,
         cols: usize,
     ) -> Option<Self> {
-        Self::from_ggml_as(dtype, bytes, rows, cols, Self::vnni())
+        Self::from_ggml_as(dtype, bytes, rows, cols, true)
     }
 
     /// [`Self::from_ggml`], repacking Q4_1 (when its rows allow) iff `repack`.
@@ -627,20 +621,21 @@ unsafe fn dot4_q8_0_avx2(w: &[BlockQ8_0], rows: [usize; 4], x: &Q8Row<'_>) -> [f
 }
 
 /// Sixteen repacked Q4_1 weight rows (`groups`: their `bpr` blocks) against `MR`
-/// activation rows: `out[j][l]` is activation row `j` with weight row `l`. Per
-/// block, the nibbles are unpacked once for all `MR` rows, and each activation row
-/// costs eight `vpdpbusd`, one conversion and three multiply-adds for 512 products.
+/// activation rows from `first`: `out[j][l]` is activation row `first + j` with
+/// weight row `l`. Per block, the nibbles are unpacked once for all `MR` rows, and
+/// each activation row costs eight `vpdpbusd`, one conversion and three
+/// multiply-adds for 512 products.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_q4_1_vnni<const MR: usize>(
     groups: &[Group16Q4_1],
     xs: &Q8Rows,
     first: usize,
-    out: &mut [[f32; GROUP]; 8],
+    out: &mut [[f32; GROUP]],
 ) {
     use std::arch::x86_64::*;
     let bpr = xs.bpr;
-    assert!(MR <= 8 && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
+    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
     // Row `first + j`'s block `i` is at offset `j * bpr + i` from these.
     let at = first * bpr;
     let (qp, dp, sp) = (
@@ -681,31 +676,103 @@ unsafe fn tile_q4_1_vnni<const MR: usize>(
     }
 }
 
-/// `x Wᵀ` for repacked Q4_1 weights: each task takes four groups (64 weight rows)
-/// and runs every activation row against them, eight at a time.
-fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize) -> Vec<f32> {
-    const MR: usize = 8;
+/// [`tile_q4_1_vnni`] in AVX2, eight weight rows (one half of each 64-byte load)
+/// at a time. `vpmaddubsw` multiplies the nibbles by four broadcast activation
+/// bytes and adds pairs into i16; the block's eight such products are summed in
+/// i16 (at most 8 · 2 · 15 · 127 = 30,480, so nothing saturates) and `vpmaddwd`
+/// finishes the sums in i32. The integer sums are thus exactly the VNNI tile's,
+/// and the float steps after them are the same, so both tiles give the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_1_avx2<const MR: usize>(
+    groups: &[Group16Q4_1],
+    xs: &Q8Rows,
+    first: usize,
+    out: &mut [[f32; GROUP]],
+) {
+    use std::arch::x86_64::*;
+    let bpr = xs.bpr;
+    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
+    let at = first * bpr;
+    let (qp, dp, sp) = (
+        xs.qs[at..].as_ptr(),
+        xs.d[at..].as_ptr(),
+        xs.s[at..].as_ptr(),
+    );
+    let low_mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); MR];
+        for (i, b) in groups.iter().enumerate() {
+            // SAFETY: as in `tile_q4_1_vnni`; each 64-byte run of `qs` is 64-byte
+            // aligned, so its halves are 32-byte aligned, and `d`, `m` hold 16 f16
+            // of which eight are read from `8 * half`.
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr().add(8 * half) as *const __m128i));
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr().add(8 * half) as *const __m128i));
+            let mut sums = [_mm256_setzero_si256(); MR];
+            for u in 0..4 {
+                let packed =
+                    _mm256_load_si256(b.qs.as_ptr().add(64 * u + 32 * half) as *const __m256i);
+                let lo = _mm256_and_si256(packed, low_mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+                for (j, sums) in sums.iter_mut().enumerate() {
+                    // Low nibbles of bytes 4u.. are elements 4u.., high ones 16 + 4u...
+                    let xq = qp.add(j * bpr + i) as *const i32;
+                    let xl = _mm256_set1_epi32(xq.add(u).read_unaligned());
+                    let xh = _mm256_set1_epi32(xq.add(u + 4).read_unaligned());
+                    *sums = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(lo, xl));
+                    *sums = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(hi, xh));
+                }
+            }
+            for (j, (acc, sums)) in acc.iter_mut().zip(sums).enumerate() {
+                let off = j * bpr + i;
+                let sums = _mm256_madd_epi16(sums, ones);
+                let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(*dp.add(off)));
+                *acc = _mm256_fmadd_ps(scaled, dw, *acc);
+                *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sp.add(off)), *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * half), acc);
+        }
+    }
+}
+
+/// `x Wᵀ` for repacked Q4_1 weights with the tile `isa` names (AVX2 or AVX-512;
+/// both give the same bits): each task takes four groups (64 weight rows) and runs
+/// every activation row against them, eight at a time (four for AVX2, whose
+/// sixteen registers hold no more).
+fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
+    assert!(
+        isa >= Isa::Avx2 && isa <= Isa::detected(),
+        "no tile for {isa:?} here"
+    );
+    let mr = if isa >= Isa::Avx512 { 8 } else { 4 };
     let (m, bpr) = (rows.len(), rows.bpr);
     by_bands(m, n, |r0, r1, band| {
         let width = r1 - r0;
-        let mut tile = [[0f32; GROUP]; MR];
+        let mut tile = [[0f32; GROUP]; 8];
         for g in r0 / GROUP..r1 / GROUP {
             let blocks = &groups[g * bpr..(g + 1) * bpr];
-            for i0 in (0..m).step_by(MR) {
-                let take = (m - i0).min(MR);
+            for i0 in (0..m).step_by(mr) {
+                let take = (m - i0).min(mr);
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: repacked weights exist only where `QuantMatrix::vnni()`
-                // said the CPU has AVX-512 F, BW and VNNI.
+                // SAFETY: the assert above: this CPU has the instructions `isa` names.
                 unsafe {
-                    match take {
-                        8 => tile_q4_1_vnni::<8>(blocks, rows, i0, &mut tile),
-                        7 => tile_q4_1_vnni::<7>(blocks, rows, i0, &mut tile),
-                        6 => tile_q4_1_vnni::<6>(blocks, rows, i0, &mut tile),
-                        5 => tile_q4_1_vnni::<5>(blocks, rows, i0, &mut tile),
-                        4 => tile_q4_1_vnni::<4>(blocks, rows, i0, &mut tile),
-                        3 => tile_q4_1_vnni::<3>(blocks, rows, i0, &mut tile),
-                        2 => tile_q4_1_vnni::<2>(blocks, rows, i0, &mut tile),
-                        _ => tile_q4_1_vnni::<1>(blocks, rows, i0, &mut tile),
+                    let t = &mut tile[..];
+                    match (isa, take) {
+                        (Isa::Avx512, 8) => tile_q4_1_vnni::<8>(blocks, rows, i0, t),
+                        (Isa::Avx512, 7) => tile_q4_1_vnni::<7>(blocks, rows, i0, t),
+                        (Isa::Avx512, 6) => tile_q4_1_vnni::<6>(blocks, rows, i0, t),
+                        (Isa::Avx512, 5) => tile_q4_1_vnni::<5>(blocks, rows, i0, t),
+                        (Isa::Avx512, 4) => tile_q4_1_vnni::<4>(blocks, rows, i0, t),
+                        (Isa::Avx512, 3) => tile_q4_1_vnni::<3>(blocks, rows, i0, t),
+                        (Isa::Avx512, 2) => tile_q4_1_vnni::<2>(blocks, rows, i0, t),
+                        (Isa::Avx512, _) => tile_q4_1_vnni::<1>(blocks, rows, i0, t),
+                        (_, 4) => tile_q4_1_avx2::<4>(blocks, rows, i0, t),
+                        (_, 3) => tile_q4_1_avx2::<3>(blocks, rows, i0, t),
+                        (_, 2) => tile_q4_1_avx2::<2>(blocks, rows, i0, t),
+                        (_, _) => tile_q4_1_avx2::<1>(blocks, rows, i0, t),
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -783,7 +850,7 @@ impl CustomOp1 for QuantMatMul {
         let n = w.rows;
         let rows = quantize_rows(x, k);
         let out = if let Blocks::Q4_1x16(groups) = &w.blocks {
-            matmul_q4_1x16(groups, &rows, n)
+            matmul_q4_1x16(groups, &rows, n, Isa::active())
         } else {
             w.matmul_rows(&rows, n)
         };
@@ -986,45 +1053,60 @@ mod tests {
         assert!(matches!(odd.blocks, Blocks::Q4_1(_)));
     }
 
-    /// The VNNI tiles against the AVX2 kernels on GGML's layout, for every tile
-    /// height (1 to 8 activation rows and a remainder) and several bands.
+    /// The repacked tiles (AVX2, and AVX-512 VNNI where this CPU has it) against the
+    /// AVX2 kernels on GGML's layout, for every tile height (1 to 8 activation rows
+    /// and remainders) and several bands: close to them, and the tiles the same bits
+    /// as each other, whatever rows a row is batched with.
     #[test]
-    fn vnni_tiles_match_the_avx2_kernels() {
-        if Isa::detected() < Isa::Avx512 {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+    fn repacked_tiles_match_the_row_kernels_and_each_other() {
+        let tiles: Vec<Isa> = Isa::available()
+            .into_iter()
+            .filter(|&i| i >= Isa::Avx2)
+            .collect();
+        if tiles.is_empty() {
+            eprintln!("skipped: this CPU has no AVX2");
             return;
         }
         let (rows, cols) = (192, 576);
         let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 9);
-        let plain = Arc::new(
-            QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap(),
-        );
-        let packed =
-            Arc::new(QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap());
-        for m in [1, 2, 3, 5, 7, 8, 9, 17, 128] {
+        let plain = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap();
+        let packed = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap();
+        let Blocks::Q4_1x16(groups) = &packed.blocks else {
+            panic!("not repacked")
+        };
+        for m in [1, 2, 3, 4, 5, 7, 8, 9, 17, 128] {
             let x: Vec<f32> = (0..m * cols)
                 .map(|i| ((i * 31 % 41) as f32 - 20.0) / 6.0)
                 .collect();
-            let t =
-                candle_core::Tensor::from_vec(x, (1, m, cols), &candle_core::Device::Cpu).unwrap();
-            let product = |x: &candle_core::Tensor, w: &Arc<QuantMatrix>| -> Vec<f32> {
-                let x = x.contiguous().unwrap();
-                let y = x.apply_op1_no_bwd(&QuantMatMul(w.clone())).unwrap();
-                y.flatten_all().unwrap().to_vec1().unwrap()
-            };
-            let want = product(&t, &plain);
-            let got = product(&t, &packed);
-            assert_eq!(got.len(), m * rows);
-            // Each row's result is the same whatever rows it is batched with.
-            for i in 0..m {
-                let alone = product(&t.narrow(1, i, 1).unwrap(), &packed);
-                assert_eq!(alone, got[i * rows..(i + 1) * rows], "m {m}, row {i}");
-            }
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                    "m {m}, output {i}: {g} vs {w}"
-                );
+            let q = quantize_rows(&x, cols);
+            let want = plain.matmul_rows(&q, rows);
+            let mut first: Option<Vec<f32>> = None;
+            for &isa in &tiles {
+                let got = matmul_q4_1x16(groups, &q, rows, isa);
+                assert_eq!(got.len(), m * rows);
+                for i in 0..m {
+                    let alone = quantize_rows(&x[i * cols..(i + 1) * cols], cols);
+                    let alone = matmul_q4_1x16(groups, &alone, rows, isa);
+                    assert_eq!(
+                        alone,
+                        got[i * rows..(i + 1) * rows],
+                        "{isa:?} m {m}, row {i}"
+                    );
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{isa:?} m {m}, output {i}: {g} vs {w}"
+                    );
+                }
+                match &first {
+                    None => first = Some(got),
+                    Some(f) => assert!(
+                        f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} m {m}: not the bits of {:?}",
+                        tiles[0]
+                    ),
+                }
             }
         }
     }
