@@ -1,6 +1,6 @@
 //! Generation on the real default model: groups sharing one prefill, log-probs that
 //! agree with teacher forcing, the prefix cache, streaming, stop strings,
-//! cancellation; and bad input (broken files, long prompts) answered with errors.
+//! cancellation, several requests decoded together; and bad input (broken files, long prompts) answered with errors.
 
 mod support;
 
@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use basis_model::generate::completion_logprobs;
 use basis_model::transformer::Logits;
 use basis_model::{
-    Device, Error, FinishReason, LanguageModel, Message, Precision, SamplingParams, Tensor,
+    Device, Error, FinishReason, Flow, LanguageModel, Message, Precision, Request, SamplingParams,
+    Tensor,
 };
 use support::default_model;
 
@@ -123,6 +124,18 @@ fn sampled_logprobs_agree_with_teacher_forcing() {
         .generate(&ids, &params, 3, &mut |_| {}, &|| false)
         .unwrap();
     assert_eq!(again.completions, gen.completions);
+    // Each sample draws from its own stream (seed + i): the group is what single
+    // requests give, so callers may batch or split samples freely.
+    for (i, c) in gen.completions.iter().enumerate() {
+        let alone = SamplingParams {
+            seed: params.seed + i as u64,
+            ..params.clone()
+        };
+        let single = lm()
+            .generate(&ids, &alone, 1, &mut |_| {}, &|| false)
+            .unwrap();
+        assert_eq!(&single.completions[0], c, "sample {i}");
+    }
 }
 
 #[test]
@@ -367,4 +380,154 @@ fn broken_model_files_get_clear_errors() {
     });
     let err = load(&no_tokenizer);
     assert!(err.contains("no tokenizer data"), "{err}");
+}
+
+/// Requests of different lengths, sizes and sampling decoded together give what
+/// each gives alone, bit for bit, whether the budget lets them all in at once
+/// or admits them as others finish; a bad request fails alone.
+#[test]
+fn requests_decoded_together_equal_each_alone() {
+    let lm = lm();
+    let greedy = SamplingParams {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        seed: 5,
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let stopped = SamplingParams {
+        temperature: 0.7,
+        seed: 9,
+        max_tokens: 30,
+        stop: vec!["\n".into()],
+        ..Default::default()
+    };
+    let long = prompt(&"Explain what this list is for: apples, pears, plums. ".repeat(12));
+    let asks: Vec<(Vec<u32>, &SamplingParams, usize)> = vec![
+        (
+            prompt("Write a Python function that adds two numbers."),
+            &greedy,
+            1,
+        ),
+        (long, &sampled, 3),
+        (prompt("Name a prime number."), &stopped, 2),
+        (Vec::new(), &greedy, 1),
+        (prompt("Say hello."), &sampled, 1),
+    ];
+    let alone: Vec<_> = asks
+        .iter()
+        .map(|(ids, params, n)| {
+            lm.generate_controlled(ids, params, *n, &mut |_| Flow::Continue, &|| false)
+                .map(|g| g.completions)
+        })
+        .collect();
+    assert!(alone[3].is_err(), "an empty prompt is refused");
+    // Everything at once, then a budget that holds about one request at a time.
+    for budget in [1 << 20, 600] {
+        let mut streamed = vec![String::new(); asks.len()];
+        let mut hearers: Vec<_> = streamed
+            .iter_mut()
+            .map(|s| {
+                move |d: basis_model::TextDelta<'_>| {
+                    if d.index == 0 {
+                        s.push_str(d.text);
+                    }
+                    Flow::Continue
+                }
+            })
+            .collect();
+        let requests = asks
+            .iter()
+            .zip(hearers.iter_mut())
+            .map(|((ids, params, n), hear)| Request {
+                prompt: ids,
+                params,
+                n: *n,
+                on_text: hear,
+            })
+            .collect();
+        let mut done = Vec::new();
+        lm.generate_many(requests, budget, &|| false, &mut |i, r| {
+            done.push((i, r.map(|g| g.completions)))
+        });
+        drop(hearers);
+        done.sort_by_key(|(i, _)| *i);
+        assert_eq!(done.len(), asks.len(), "budget {budget}: each request once");
+        for ((i, got), want) in done.into_iter().zip(&alone) {
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    assert_eq!(&got, want, "budget {budget}, request {i}");
+                    assert_eq!(streamed[i], got[0].text, "budget {budget}, request {i}");
+                }
+                (Err(_), Err(_)) => {}
+                (got, want) => panic!("budget {budget}, request {i}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+}
+
+/// Cancelling [`LanguageModel::generate_many`] reports every request once: those
+/// under way finish as cancelled, those not started have no tokens at all.
+#[test]
+fn cancelled_requests_are_each_reported() {
+    let lm = lm();
+    let params = SamplingParams {
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let ids: Vec<Vec<u32>> = [
+        "Count to ten.",
+        "Name a colour.",
+        "Say hello.",
+        "Spell cat.",
+    ]
+    .iter()
+    .map(|q| prompt(q))
+    .collect();
+    let heard = Cell::new(0usize);
+    let mut hearers: Vec<_> = ids
+        .iter()
+        .map(|_| {
+            |_: basis_model::TextDelta<'_>| {
+                heard.set(heard.get() + 1);
+                Flow::Continue
+            }
+        })
+        .collect();
+    let requests = ids
+        .iter()
+        .zip(hearers.iter_mut())
+        .map(|(ids, hear)| Request {
+            prompt: ids,
+            params: &params,
+            n: 1,
+            on_text: hear,
+        })
+        .collect();
+    let mut done = Vec::new();
+    // Room for one request at a time: the later ones have not started when the
+    // caller gives up.
+    lm.generate_many(requests, 1, &|| heard.get() >= 3, &mut |i, r| {
+        done.push((i, r.unwrap()))
+    });
+    done.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        done.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    let (_, first) = &done[0];
+    assert_eq!(first.completions[0].finish_reason, FinishReason::Cancelled);
+    assert!(!first.completions[0].token_ids.is_empty());
+    for (i, g) in &done[1..] {
+        assert_eq!(g.completions.len(), 1);
+        assert_eq!(
+            g.completions[0].finish_reason,
+            FinishReason::Cancelled,
+            "request {i}"
+        );
+        assert!(g.completions[0].token_ids.is_empty(), "request {i}");
+    }
 }

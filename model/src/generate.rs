@@ -24,6 +24,10 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Keep only the k most likely tokens; 0 disables it.
     pub top_k: usize,
+    /// Sample `i` of a group draws from a random stream of its own, seeded with
+    /// `seed + i` (wrapping): a group of `n` gives what `n` single requests with
+    /// seeds `seed`, `seed + 1`, … give, so a caller may batch or split samples
+    /// without changing them.
     pub seed: u64,
     pub max_tokens: usize,
     /// Generation stops when the text contains one of these (the stop string and
@@ -104,6 +108,29 @@ pub struct Generation {
     /// They are process-wide: other work running at the same time counts too.
     pub prefill_work: crate::stats::Work,
     pub decode_work: crate::stats::Work,
+}
+
+impl Generation {
+    /// The result of a request cancelled before it started: `n` empty
+    /// completions.
+    fn cancelled(prompt_tokens: usize, n: usize) -> Self {
+        let none = Completion {
+            text: String::new(),
+            token_ids: Vec::new(),
+            logprobs: Vec::new(),
+            finish_reason: FinishReason::Cancelled,
+        };
+        Self {
+            completions: vec![none; n],
+            prompt_tokens,
+            reused_prompt_tokens: 0,
+            prefill_secs: 0.0,
+            decode_tokens: 0,
+            decode_secs: 0.0,
+            prefill_work: Default::default(),
+            decode_work: Default::default(),
+        }
+    }
 }
 
 /// What a streaming callback says about the sequence whose text it received.
@@ -266,6 +293,137 @@ impl Generator {
         on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
+        let mut g = self.start(model, tokenizer, prompt, params, n, on_text, cancelled)?;
+        while !g.done() {
+            if cancelled() {
+                g.cancel();
+                break;
+            }
+            let logits = on_pool(|| model.decode_ragged(&g.last_tokens(), &mut [&mut g.cache]))?;
+            g.accept(&logits.squeeze(1)?.to_vec2()?, tokenizer, on_text)?;
+        }
+        Ok(g.finish())
+    }
+
+    /// Generates every request, decoding the sequences of several requests
+    /// together, continuous-batching style: one step runs every active
+    /// sequence's next token through one pass over the weights
+    /// ([`Model::decode_ragged`]); a request is prefilled and joins as soon as
+    /// the sequences under way leave room for it within `budget_tokens` (each
+    /// sequence counts its prompt and its `max_tokens`: about what its KV cache
+    /// can grow to), and leaves when its last sequence finishes. A request too
+    /// big for the budget runs alone. Each request's results are the ones
+    /// [`Generator::generate_controlled`] gives it alone, bit for bit (its
+    /// samples draw from streams of their own: see [`SamplingParams::seed`]).
+    /// `on_done(i, result)` hears request `i`'s result as soon as it is done;
+    /// when `cancelled` turns true the requests under way finish as cancelled
+    /// and the others are not started.
+    pub fn generate_many(
+        &self,
+        model: &Model,
+        tokenizer: &Tokenizer,
+        requests: Vec<Request<'_>>,
+        budget_tokens: usize,
+        cancelled: &dyn Fn() -> bool,
+        on_done: &mut dyn FnMut(usize, Result<Generation>),
+    ) {
+        let mut waiting = requests.into_iter().enumerate().peekable();
+        // (request index, its callback, its group, the tokens it counts)
+        let mut running: Vec<(usize, OnText<'_>, Group<'_>, usize)> = Vec::new();
+        loop {
+            while let Some((_, r)) = waiting.peek() {
+                let need = r.tokens();
+                let in_use: usize = running.iter().map(|r| r.3).sum();
+                if cancelled() || !running.is_empty() && in_use + need > budget_tokens {
+                    break;
+                }
+                let (i, r) = waiting.next().expect("peeked");
+                let Request {
+                    prompt,
+                    params,
+                    n,
+                    on_text,
+                } = r;
+                match self.start(
+                    model,
+                    tokenizer,
+                    prompt,
+                    params,
+                    n,
+                    &mut *on_text,
+                    cancelled,
+                ) {
+                    Ok(g) if g.done() => on_done(i, Ok(g.finish())),
+                    Ok(g) => running.push((i, on_text, g, need)),
+                    Err(e) => on_done(i, Err(e)),
+                }
+            }
+            if running.is_empty() {
+                if cancelled() {
+                    // Those not started get no token at all, as a request
+                    // cancelled during its prefill.
+                    for (i, r) in waiting.by_ref() {
+                        on_done(i, Ok(Generation::cancelled(r.prompt.len(), r.n)));
+                    }
+                }
+                if waiting.peek().is_none() {
+                    break;
+                }
+                continue;
+            }
+            if cancelled() {
+                for (i, _, mut g, _) in running.drain(..) {
+                    g.cancel();
+                    on_done(i, Ok(g.finish()));
+                }
+                continue;
+            }
+            let tokens: Vec<u32> = running.iter().flat_map(|r| r.2.last_tokens()).collect();
+            let mut caches: Vec<&mut KvCache> =
+                running.iter_mut().map(|r| &mut r.2.cache).collect();
+            let step = on_pool(|| model.decode_ragged(&tokens, &mut caches))
+                .and_then(|logits| Ok(logits.squeeze(1)?.to_vec2::<f32>()?));
+            let rows = match step {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // The step failed for every request in it.
+                    let message = format!("decoding failed: {e}");
+                    for (i, _, _, _) in running.drain(..) {
+                        let e = candle_core::Error::Msg(message.clone());
+                        on_done(i, Err(Error::Candle(e)));
+                    }
+                    continue;
+                }
+            };
+            let mut at = 0;
+            let mut still = Vec::with_capacity(running.len());
+            for (i, on_text, mut g, need) in running.drain(..) {
+                let b = g.active.len();
+                let accepted = g.accept(&rows[at..at + b], tokenizer, on_text);
+                at += b;
+                match accepted {
+                    Err(e) => on_done(i, Err(e)),
+                    Ok(()) if g.done() => on_done(i, Ok(g.finish())),
+                    Ok(()) => still.push((i, on_text, g, need)),
+                }
+            }
+            running = still;
+        }
+    }
+
+    /// Checks a request, prefills its prompt (reusing a cached prefix) and
+    /// samples each sequence's first token.
+    #[allow(clippy::too_many_arguments)]
+    fn start<'p>(
+        &self,
+        model: &Model,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        params: &'p SamplingParams,
+        n: usize,
+        on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Group<'p>> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -300,14 +458,12 @@ impl Generator {
             )));
         }
         let max_tokens = params.max_tokens.min(context - prompt.len());
-        let device = model.device();
 
         // Prefill, reusing the cached prefix where there is one.
         let start = Instant::now();
         let work_start = crate::stats::snapshot();
         let (mut cache, reused) = self.take_prefix(model, prompt)?;
-        let rest = &prompt[reused..];
-        let ids = Tensor::new(rest, device)?.unsqueeze(0)?;
+        let ids = Tensor::new(&prompt[reused..], model.device())?.unsqueeze(0)?;
         let logits = on_pool(|| model.forward(&ids, Some(&mut cache), Logits::Last))?;
         let first_logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         self.store_prefix(prompt, &cache)?;
@@ -316,84 +472,44 @@ impl Generator {
         // A caller that gave up during the prefill gets no token at all.
         let cancelled_in_prefill = cancelled();
 
-        let start = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-        let mut seqs: Vec<SeqState> = (0..n).map(|_| SeqState::default()).collect();
-        let mut cache = if n > 1 {
-            cache.fork(n, max_tokens)?
-        } else {
-            cache
+        let mut g = Group {
+            params,
+            max_tokens,
+            rngs: (0..n)
+                .map(|i| rand::rngs::StdRng::seed_from_u64(params.seed.wrapping_add(i as u64)))
+                .collect(),
+            seqs: (0..n).map(|_| SeqState::default()).collect(),
+            active: Vec::new(),
+            cache: if n > 1 {
+                cache.fork(n, max_tokens)?
+            } else {
+                cache
+            },
+            prompt_tokens: prompt.len(),
+            reused,
+            prefill_secs,
+            decode_start: Instant::now(),
+            decode_tokens: 0,
+            work_start,
+            work_prefilled,
         };
         if cancelled_in_prefill {
-            for s in &mut seqs {
+            for s in &mut g.seqs {
                 s.finish = Some(FinishReason::Cancelled);
             }
         } else if max_tokens == 0 {
-            for s in &mut seqs {
+            for s in &mut g.seqs {
                 s.finish = Some(FinishReason::Length);
             }
         } else {
-            for (i, s) in seqs.iter_mut().enumerate() {
-                let (tok, lp) = sample(&first_logits, params, &mut rng);
+            for (i, s) in g.seqs.iter_mut().enumerate() {
+                let (tok, lp) = sample(&first_logits, params, &mut g.rngs[i]);
                 s.push(i, tok, lp, tokenizer, params, max_tokens, on_text)?;
             }
         }
-        // `active[j]` is the sequence in row j of the batch.
-        let mut active: Vec<usize> = (0..n).filter(|&i| seqs[i].finish.is_none()).collect();
-        if active.len() < n && !active.is_empty() {
-            cache.select(&active.iter().map(|&i| i as u32).collect::<Vec<_>>())?;
-        }
-        let mut decode_tokens = 0;
-        while !active.is_empty() {
-            if cancelled() {
-                for &i in &active {
-                    seqs[i].finish = Some(FinishReason::Cancelled);
-                }
-                break;
-            }
-            let last: Vec<u32> = active
-                .iter()
-                .map(|&i| *seqs[i].tokens.last().expect("one token sampled"))
-                .collect();
-            let ids = Tensor::new(last.as_slice(), device)?.unsqueeze(1)?;
-            let logits = on_pool(|| model.forward(&ids, Some(&mut cache), Logits::Last))?;
-            let rows: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
-            decode_tokens += active.len();
-            for (row, &i) in rows.iter().zip(&active) {
-                let (tok, lp) = sample(row, params, &mut rng);
-                seqs[i].push(i, tok, lp, tokenizer, params, max_tokens, on_text)?;
-            }
-            let still: Vec<usize> = (0..active.len())
-                .filter(|&j| seqs[active[j]].finish.is_none())
-                .collect();
-            if still.len() < active.len() {
-                if !still.is_empty() {
-                    cache.select(&still.iter().map(|&j| j as u32).collect::<Vec<_>>())?;
-                }
-                active = still.iter().map(|&j| active[j]).collect();
-            }
-        }
-        let decode_secs = start.elapsed().as_secs_f64();
-        let work_end = crate::stats::snapshot();
-        let completions = seqs
-            .into_iter()
-            .map(|s| Completion {
-                text: s.text,
-                token_ids: s.tokens,
-                logprobs: s.logprobs,
-                finish_reason: s.finish.unwrap_or(FinishReason::Length),
-            })
-            .collect();
-        Ok(Generation {
-            completions,
-            prompt_tokens: prompt.len(),
-            reused_prompt_tokens: reused,
-            prefill_secs,
-            decode_tokens,
-            decode_secs,
-            prefill_work: work_prefilled.since(&work_start),
-            decode_work: work_end.since(&work_prefilled),
-        })
+        g.active = (0..n).collect();
+        g.keep_unfinished()?;
+        Ok(g)
     }
 
     /// A cache holding the longest prefix of `prompt` that a kept entry shares
@@ -535,6 +651,119 @@ impl SeqState {
             self.finish = Some(FinishReason::Length);
         }
         Ok(())
+    }
+}
+
+/// A request's streaming callback.
+type OnText<'a> = &'a mut dyn FnMut(TextDelta<'_>) -> Flow;
+
+/// One request of [`Generator::generate_many`]: `n` completions of `prompt`,
+/// their text streamed to `on_text` as in [`Generator::generate_controlled`].
+pub struct Request<'a> {
+    pub prompt: &'a [u32],
+    pub params: &'a SamplingParams,
+    pub n: usize,
+    pub on_text: OnText<'a>,
+}
+
+impl Request<'_> {
+    /// What the request counts against a batch's token budget: each sequence's
+    /// prompt and new tokens.
+    fn tokens(&self) -> usize {
+        self.n * (self.prompt.len() + self.params.max_tokens)
+    }
+}
+
+/// One request's sequences while they are decoded, alone or beside others'.
+struct Group<'p> {
+    params: &'p SamplingParams,
+    max_tokens: usize,
+    seqs: Vec<SeqState>,
+    /// Sequence `i` samples from `rngs[i]` (see [`SamplingParams::seed`]).
+    rngs: Vec<rand::rngs::StdRng>,
+    /// `active[j]` is the sequence in row `j` of the cache.
+    active: Vec<usize>,
+    cache: KvCache,
+    prompt_tokens: usize,
+    reused: usize,
+    prefill_secs: f64,
+    decode_start: Instant,
+    decode_tokens: usize,
+    work_start: crate::stats::Work,
+    work_prefilled: crate::stats::Work,
+}
+
+impl Group<'_> {
+    fn done(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// The last token of each active sequence, in the cache's row order.
+    fn last_tokens(&self) -> Vec<u32> {
+        self.active
+            .iter()
+            .map(|&i| *self.seqs[i].tokens.last().expect("one token sampled"))
+            .collect()
+    }
+
+    /// Samples the next token of each active sequence from its row of logits.
+    fn accept(
+        &mut self,
+        rows: &[Vec<f32>],
+        tokenizer: &Tokenizer,
+        on_text: &mut dyn FnMut(TextDelta<'_>) -> Flow,
+    ) -> Result<()> {
+        self.decode_tokens += self.active.len();
+        for (row, &i) in rows.iter().zip(&self.active) {
+            let (tok, lp) = sample(row, self.params, &mut self.rngs[i]);
+            self.seqs[i].push(i, tok, lp, tokenizer, self.params, self.max_tokens, on_text)?;
+        }
+        self.keep_unfinished()
+    }
+
+    /// Drops the finished sequences from the batch and their rows from the cache.
+    fn keep_unfinished(&mut self) -> Result<()> {
+        let still: Vec<usize> = (0..self.active.len())
+            .filter(|&j| self.seqs[self.active[j]].finish.is_none())
+            .collect();
+        if still.len() < self.active.len() {
+            if !still.is_empty() {
+                self.cache
+                    .select(&still.iter().map(|&j| j as u32).collect::<Vec<_>>())?;
+            }
+            self.active = still.iter().map(|&j| self.active[j]).collect();
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self) {
+        for &i in &self.active {
+            self.seqs[i].finish = Some(FinishReason::Cancelled);
+        }
+        self.active.clear();
+    }
+
+    fn finish(self) -> Generation {
+        let work_end = crate::stats::snapshot();
+        Generation {
+            completions: self
+                .seqs
+                .into_iter()
+                .map(|s| Completion {
+                    text: s.text,
+                    token_ids: s.tokens,
+                    logprobs: s.logprobs,
+                    finish_reason: s.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+            prompt_tokens: self.prompt_tokens,
+            reused_prompt_tokens: self.reused,
+            prefill_secs: self.prefill_secs,
+            decode_tokens: self.decode_tokens,
+            decode_secs: self.decode_start.elapsed().as_secs_f64(),
+            prefill_work: self.work_prefilled.since(&self.work_start),
+            decode_work: work_end.since(&self.work_prefilled),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub use chat::{ChatTemplate, Message};
 pub use config::{Architecture, ModelConfig};
 pub use error::{Error, Result};
 pub use generate::{
-    Completion, FinishReason, Flow, Generation, Generator, SamplingParams, TextDelta,
+    Completion, FinishReason, Flow, Generation, Generator, Request, SamplingParams, TextDelta,
 };
 pub use lora::LoraConfig;
 pub use tokenizer::Tokenizer;
@@ -188,6 +188,24 @@ impl LanguageModel {
             n,
             on_text,
             cancelled,
+        )
+    }
+
+    /// Several requests decoded together (see [`Generator::generate_many`]).
+    pub fn generate_many(
+        &self,
+        requests: Vec<Request<'_>>,
+        budget_tokens: usize,
+        cancelled: &dyn Fn() -> bool,
+        on_done: &mut dyn FnMut(usize, Result<Generation>),
+    ) {
+        self.generator.generate_many(
+            &self.model,
+            &self.tokenizer,
+            requests,
+            budget_tokens,
+            cancelled,
+            on_done,
         )
     }
 }

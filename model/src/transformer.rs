@@ -412,12 +412,7 @@ impl Model {
                 )));
             }
         }
-        let mut x = match &self.embed_tokens {
-            Embedding::Quantized(q) => q.embedding(ids)?,
-            Embedding::Dense(w) => w
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, ()))?,
-        };
+        let mut x = self.embed(ids)?;
         let cos = self.rope_cos.narrow(0, past, t)?;
         let sin = self.rope_sin.narrow(0, past, t)?;
         let mask = if t > 1 {
@@ -438,12 +433,7 @@ impl Model {
                 &mut past_kv,
             )?;
             let x1 = (residual + h)?;
-            let h = self.rms_norm(&x1, &block.post_attention_layernorm)?;
-            let mlp = &block.mlp;
-            let gate = mlp.gate_proj.forward(&h)?.silu()?;
-            let up = mlp.up_proj.forward(&h)?;
-            let h = mlp.down_proj.forward(&(gate * up)?)?;
-            x = (x1 + h)?;
+            x = self.mlp_residual(block, x1)?;
         }
         if let Past::Cache(c) = past_kv {
             c.advance(t);
@@ -460,6 +450,99 @@ impl Model {
         self.lm_head.forward(&x)
     }
 
+    /// One decoding step for several caches at once, each of its own length:
+    /// `caches[c]` holds `caches[c].batch()` sequences and `tokens` one new token
+    /// per sequence, the caches' rows in order. Every projection runs over all
+    /// the rows together, one pass over the weights for all of them; attention
+    /// runs per cache. Returns the logits, (rows, 1, vocab). A row's numbers are
+    /// the ones [`Model::forward`] gives its cache alone: the kernels compute
+    /// each row on its own, whatever it is batched with.
+    pub fn decode_ragged(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let sizes: Vec<usize> = caches.iter().map(|c| c.batch()).collect();
+        if caches.iter().any(|c| c.is_empty()) {
+            return Err(Error::InvalidArgument(
+                "a ragged decoding step continues caches that hold a prompt".into(),
+            ));
+        }
+        if sizes.iter().sum::<usize>() != tokens.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the caches hold {} sequences but {} tokens were given",
+                sizes.iter().sum::<usize>(),
+                tokens.len()
+            )));
+        }
+        if let Some(c) = caches
+            .iter()
+            .find(|c| c.len() + 1 > self.cfg.context_length)
+        {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: c.len() + 1,
+                context: self.cfg.context_length,
+            });
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+        let mut x = self.embed(&ids)?;
+        let rope = caches
+            .iter()
+            .map(|c| {
+                Ok((
+                    self.rope_cos.narrow(0, c.len(), 1)?,
+                    self.rope_sin.narrow(0, c.len(), 1)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (layer, block) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(&x, &block.input_layernorm)?;
+            let [q, k, v] = self.qkv(&block.self_attn, &h)?;
+            let mut outs = Vec::with_capacity(caches.len());
+            let mut at = 0;
+            for ((cache, &b), (cos, sin)) in caches.iter_mut().zip(&sizes).zip(&rope) {
+                let rows = |t: &Tensor| t.narrow(0, at, b);
+                let mut past = Past::Cache(cache);
+                outs.push(self.attend(
+                    layer,
+                    rows(&q)?,
+                    rows(&k)?,
+                    rows(&v)?,
+                    cos,
+                    sin,
+                    None,
+                    &mut past,
+                )?);
+                at += b;
+            }
+            let h = block.self_attn.o_proj.forward(&Tensor::cat(&outs, 0)?)?;
+            let x1 = (&x + h)?;
+            x = self.mlp_residual(block, x1)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        let x = self.rms_norm(&x, &self.norm)?;
+        self.lm_head.forward(&x)
+    }
+
+    /// The token embeddings of `ids` (b, t): (b, t, hidden).
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(match &self.embed_tokens {
+            Embedding::Quantized(q) => q.embedding(ids)?,
+            Embedding::Dense(w) => w
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, ()))?,
+        })
+    }
+
+    /// `x1` plus the block's MLP of its normalised self: the second half of a block.
+    fn mlp_residual(&self, block: &Block, x1: Tensor) -> Result<Tensor> {
+        let h = self.rms_norm(&x1, &block.post_attention_layernorm)?;
+        let mlp = &block.mlp;
+        let gate = mlp.gate_proj.forward(&h)?.silu()?;
+        let up = mlp.up_proj.forward(&h)?;
+        let h = mlp.down_proj.forward(&(gate * up)?)?;
+        Ok((x1 + h)?)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -471,27 +554,48 @@ impl Model {
         mask: Option<&Tensor>,
         past_kv: &mut Past<'_>,
     ) -> Result<Tensor> {
+        let [q, k, v] = self.qkv(attn, x)?;
+        let out = self.attend(layer, q, k, v, cos, sin, mask, past_kv)?;
+        attn.o_proj.forward(&out)
+    }
+
+    /// The query, key and value projections of `x` (b, t, hidden), each as
+    /// (b, heads, t, head_dim).
+    fn qkv(&self, attn: &Attention, x: &Tensor) -> Result<[Tensor; 3]> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let hd = cfg.head_dim;
-        let q = attn
-            .q_proj
-            .forward(x)?
-            .reshape((b, t, cfg.num_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = attn
-            .k_proj
-            .forward(x)?
-            .reshape((b, t, cfg.num_kv_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = attn
-            .v_proj
-            .forward(x)?
-            .reshape((b, t, cfg.num_kv_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let project = |proj: &Linear, heads: usize| -> Result<Tensor> {
+            Ok(proj
+                .forward(x)?
+                .reshape((b, t, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        Ok([
+            project(&attn.q_proj, cfg.num_heads)?,
+            project(&attn.k_proj, cfg.num_kv_heads)?,
+            project(&attn.v_proj, cfg.num_kv_heads)?,
+        ])
+    }
+
+    /// Attention of projected queries, keys and values (see [`Model::qkv`]) after
+    /// the positions `past_kv` holds: the heads' outputs as (b, t, hidden), before
+    /// the output projection.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        layer: usize,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        past_kv: &mut Past<'_>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, _, t, hd) = q.dims4()?;
         let q = self.rope(&q, cos, sin)?;
         let k = self.rope(&k, cos, sin)?;
         // Where the cache keeps the keys transposed too (the CPU), attention
@@ -549,11 +653,10 @@ impl Model {
                 crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, t, mask)?.matmul(&v)?
             }
         };
-        let out = out
+        Ok(out
             .reshape((b, cfg.num_heads, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, cfg.num_heads * hd))?;
-        attn.o_proj.forward(&out)
+            .reshape((b, t, cfg.num_heads * hd))?)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {

@@ -3,9 +3,12 @@
 //! Every skill generates through [`complete`], so every suggestion carries the
 //! same record, built once by [`Generated::suggestion`].
 
-use std::time::Instant;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
-use basis_model::{FinishReason, Flow, LanguageModel, SamplingParams};
+use basis_model::{
+    FinishReason, Flow, Generation, LanguageModel, Request, SamplingParams, TextDelta,
+};
 
 use crate::prompt::{Budget, FittedPrompt};
 use crate::{SkillError, SkillId};
@@ -221,8 +224,7 @@ fn complete_group_lines(
 ) -> Result<Vec<Generated>, SkillError> {
     let start = Instant::now();
     let mut tokens = 0usize;
-    let mut texts = vec![String::new(); n.max(1)];
-    let mut looped = vec![false; n.max(1)];
+    let mut watch = Watch::new(n);
     let generation = lm.generate_controlled(
         &prompt.fitted.ids,
         &prompt.sampling,
@@ -230,49 +232,126 @@ fn complete_group_lines(
         &mut |delta| {
             tokens += 1;
             on_tokens(tokens);
-            let text = &mut texts[delta.index];
-            text.push_str(delta.text);
-            if delta.index == 0 && delta.text.contains('\n') {
-                if let (Some(on), Some(end)) = (on_lines.as_mut(), text.rfind('\n')) {
-                    on(&text[..=end]);
-                }
-            }
-            if delta.text.contains('\n') && repeats_itself(text) {
-                // Going in circles: this answer is done.
-                looped[delta.index] = true;
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
+            watch.hear(delta, on_lines.as_deref_mut())
         },
         cancelled,
     )?;
     if cancelled() {
         return Err(SkillError::Cancelled);
     }
-    let latency_ms = start.elapsed().as_millis() as u64;
-    Ok(generation
-        .completions
-        .into_iter()
-        .zip(looped)
-        .map(|(c, looped)| Generated {
-            prompt: prompt.fitted.text.clone(),
-            answer_start: prompt.answer_start.clone(),
-            logprob_sum: c.sum_logprob(),
-            token_count: c.token_ids.len(),
-            finished: !looped
-                && !matches!(
-                    c.finish_reason,
-                    FinishReason::Length | FinishReason::Cancelled
-                ),
-            completion: c.text,
-            latency_ms,
-            prompt_ids: prompt.fitted.ids.clone(),
-            token_ids: c.token_ids,
-            token_logprobs: c.logprobs,
-            logprob_temperature: prompt.sampling.logprob_temperature(),
+    let latency = start.elapsed();
+    Ok(watch.finish(prompt, generation, latency))
+}
+
+/// The token budget [`complete_many`] decodes within: each sequence counts its
+/// prompt and its new tokens. 32k tokens of the default model's f16 KV cache
+/// is at most about 750 MB (f32, the trainer's policy: twice that), and 8-16
+/// sequences of skill-sized prompts. (`basis eval --samples 4` on 40 tasks
+/// peaked at 1.4 GB with it, 0.6 GB one sample at a time: BENCHMARKS.md.)
+pub const BATCH_TOKENS: usize = 32 << 10;
+
+/// The completions of several prompts, `prompts[i].1` of prompt `i`, decoded
+/// together ([`LanguageModel::generate_many`]: one pass over the weights per
+/// step for every sequence under way, within [`BATCH_TOKENS`]). Each prompt's
+/// completions are the ones [`complete_group`] gives it alone. `on_done(i,
+/// result)` hears prompt `i`'s as soon as they are done.
+pub fn complete_many(
+    lm: &LanguageModel,
+    prompts: &[(Prompt, usize)],
+    on_done: &mut dyn FnMut(usize, Result<Vec<Generated>, SkillError>),
+) {
+    let watches: Vec<RefCell<Watch>> = prompts
+        .iter()
+        .map(|(_, n)| RefCell::new(Watch::new(*n)))
+        .collect();
+    let mut hearers: Vec<_> = watches
+        .iter()
+        .map(|w| move |delta: TextDelta<'_>| w.borrow_mut().hear(delta, None))
+        .collect();
+    let requests = prompts
+        .iter()
+        .zip(hearers.iter_mut())
+        .map(|((p, n), hear)| Request {
+            prompt: &p.fitted.ids,
+            params: &p.sampling,
+            n: (*n).max(1),
+            on_text: hear,
         })
-        .collect())
+        .collect();
+    lm.generate_many(requests, BATCH_TOKENS, &|| false, &mut |i, r| {
+        let watch = watches[i].replace(Watch::new(0));
+        let answers = r.map(|g| {
+            // An answer's latency: the time its group was under way, from its
+            // prefill on (the steps it shared with other groups included).
+            let latency = Duration::from_secs_f64(g.prefill_secs + g.decode_secs);
+            watch.finish(&prompts[i].0, g, latency)
+        });
+        on_done(i, answers.map_err(SkillError::from));
+    });
+}
+
+/// Watches a group's text as it is decoded: stops a sequence that goes in
+/// circles ([`repeats_itself`]) and passes the first sequence's complete lines on.
+struct Watch {
+    texts: Vec<String>,
+    looped: Vec<bool>,
+}
+
+impl Watch {
+    fn new(n: usize) -> Self {
+        Self {
+            texts: vec![String::new(); n.max(1)],
+            looped: vec![false; n.max(1)],
+        }
+    }
+
+    fn hear<'a>(
+        &mut self,
+        delta: TextDelta<'_>,
+        on_lines: Option<&mut (dyn FnMut(&str) + 'a)>,
+    ) -> Flow {
+        let text = &mut self.texts[delta.index];
+        text.push_str(delta.text);
+        if delta.index == 0 && delta.text.contains('\n') {
+            if let (Some(on), Some(end)) = (on_lines, text.rfind('\n')) {
+                on(&text[..=end]);
+            }
+        }
+        if delta.text.contains('\n') && repeats_itself(text) {
+            // Going in circles: this answer is done.
+            self.looped[delta.index] = true;
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// The group's answers, each with the group's `latency`.
+    fn finish(self, prompt: &Prompt, generation: Generation, latency: Duration) -> Vec<Generated> {
+        let latency_ms = latency.as_millis() as u64;
+        generation
+            .completions
+            .into_iter()
+            .zip(self.looped)
+            .map(|(c, looped)| Generated {
+                prompt: prompt.fitted.text.clone(),
+                answer_start: prompt.answer_start.clone(),
+                logprob_sum: c.sum_logprob(),
+                token_count: c.token_ids.len(),
+                finished: !looped
+                    && !matches!(
+                        c.finish_reason,
+                        FinishReason::Length | FinishReason::Cancelled
+                    ),
+                completion: c.text,
+                latency_ms,
+                prompt_ids: prompt.fitted.ids.clone(),
+                token_ids: c.token_ids,
+                token_logprobs: c.logprobs,
+                logprob_temperature: prompt.sampling.logprob_temperature(),
+            })
+            .collect()
+    }
 }
 
 /// Lines of a window that, seen a third time, means the model is going in circles.
