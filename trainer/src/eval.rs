@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use basis_model::LanguageModel;
-use basis_skills::generate::complete;
+use basis_skills::generate::complete_many;
 use basis_skills::sandbox::Sandbox;
 use basis_skills::{localize, SkillId};
 use serde::Serialize;
@@ -322,6 +322,35 @@ pub struct Report {
     pub tasks: Vec<TaskResult>,
 }
 
+/// A task with its prompt, waiting for its answers.
+struct Prepared<'t> {
+    n: usize,
+    task: &'t Task,
+    tree: TaskTree,
+    episode: Episode,
+    prompt: basis_skills::generate::Prompt,
+}
+
+impl Prepared<'_> {
+    /// The task's job for the scorers, with the answers' rankings for localize.
+    fn into_job(self, answers: Vec<Answer>) -> Job {
+        let rankings = match &self.episode {
+            Episode::Localize { input, reference } => Some(rankings(input, reference, &answers)),
+            _ => None,
+        };
+        Job {
+            n: self.n,
+            id: self.task.id.clone(),
+            skill: self.task.skill(),
+            split: self.task.split().to_string(),
+            tree: self.tree,
+            episode: self.episode,
+            answers,
+            rankings,
+        }
+    }
+}
+
 /// A task's answers, waiting to be scored.
 struct Job {
     n: usize,
@@ -396,12 +425,16 @@ pub fn evaluate(
                 }
             });
         }
+        // Each task's prompt first; then every task's k samples are decoded
+        // together with other tasks' (`complete_many`), and a task goes to the
+        // scorers as soon as its samples are done.
+        let mut prepared: Vec<Option<Prepared>> = Vec::new();
+        progress(Progress {
+            done: 0,
+            total: tasks.len(),
+            task: "",
+        });
         for (n, task) in tasks.iter().enumerate() {
-            progress(Progress {
-                done: n,
-                total: tasks.len(),
-                task: &task.id,
-            });
             let skip = |reason: String| {
                 skipped
                     .lock()
@@ -433,60 +466,78 @@ pub fn evaluate(
                     continue;
                 }
             };
-            let mut answers = Vec::with_capacity(k);
-            let mut failed = None;
+            let mut ready = Prepared {
+                n,
+                task,
+                tree,
+                episode,
+                prompt,
+            };
             if let Some(recorded) = &config.answers {
                 let Some(completions) = recorded.get(&task.id) else {
                     skip("no recorded answer".into());
                     continue;
                 };
-                for c in completions {
-                    let g = basis_skills::generate::Generated {
-                        prompt: prompt.fitted.text.clone(),
-                        answer_start: prompt.answer_start.clone(),
-                        completion: c.clone(),
-                        finished: true,
-                        ..Default::default()
-                    };
-                    answers.push(episode.finish(&prompt, g));
+                let answers = completions
+                    .iter()
+                    .map(|c| {
+                        let g = basis_skills::generate::Generated {
+                            prompt: ready.prompt.fitted.text.clone(),
+                            answer_start: ready.prompt.answer_start.clone(),
+                            completion: c.clone(),
+                            finished: true,
+                            ..Default::default()
+                        };
+                        ready.episode.finish(&ready.prompt, g)
+                    })
+                    .collect();
+                if jobs.send(ready.into_job(answers)).is_err() {
+                    break;
                 }
-            }
-            for i in 0..if config.answers.is_some() { 0 } else { k } {
-                let mut sample_prompt = prompt.clone();
-                sample_prompt.sampling.temperature = config.temperature;
-                sample_prompt.sampling.seed = config.seed.wrapping_add(i as u64);
-                match complete(lm, &sample_prompt, &mut |_| {}, &|| false) {
-                    Ok(g) => answers.push(episode.finish(&prompt, g)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                skip(format!("generation failed: {e}"));
+                progress(Progress {
+                    done: n + 1,
+                    total: tasks.len(),
+                    task: &task.id,
+                });
                 continue;
             }
-            let rankings = match &episode {
-                Episode::Localize { input, reference } => {
-                    Some(rankings(input, reference, &answers))
-                }
-                _ => None,
-            };
-            let job = Job {
-                n,
-                id: task.id.clone(),
-                skill: task.skill(),
-                split: task.split().to_string(),
-                tree,
-                episode,
-                answers,
-                rankings,
-            };
-            if jobs.send(job).is_err() {
-                break;
-            }
+            // Sample i draws from the stream seeded `seed + i`.
+            ready.prompt.sampling.temperature = config.temperature;
+            ready.prompt.sampling.seed = config.seed;
+            prepared.push(Some(ready));
         }
+        let prompts: Vec<(basis_skills::generate::Prompt, usize)> = prepared
+            .iter()
+            .flatten()
+            .map(|p| (p.prompt.clone(), k))
+            .collect();
+        let mut done = tasks.len() - prompts.len();
+        complete_many(lm, &prompts, &mut |i, generated| {
+            let ready = prepared[i].take().expect("each prompt is done once");
+            done += 1;
+            progress(Progress {
+                done,
+                total: tasks.len(),
+                task: &ready.task.id,
+            });
+            match generated {
+                Ok(gs) => {
+                    let answers = gs
+                        .into_iter()
+                        .map(|g| ready.episode.finish(&ready.prompt, g))
+                        .collect();
+                    let _ = jobs.send(ready.into_job(answers));
+                }
+                Err(e) => skipped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Skipped {
+                        id: ready.task.id.clone(),
+                        skill: ready.task.skill(),
+                        reason: format!("generation failed: {e}"),
+                    }),
+            }
+        });
         drop(jobs);
         progress(Progress {
             done: tasks.len(),

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use basis_model::LanguageModel;
-use basis_skills::generate::{complete_group, Prompt};
+use basis_skills::generate::{complete_many, Prompt};
 use basis_skills::sandbox::Sandbox;
 use basis_skills::SkillId;
 use candle_core::{DType, Tensor};
@@ -763,6 +763,9 @@ fn rollouts(
     // Answers to score: (group slot, tree, episode index, answers).
     let mut pending: Vec<(usize, Vec<Answer>)> = Vec::new();
     let mut groups: Vec<Option<Rollout>> = Vec::new();
+    // The prompts to sample, each with its group's size, and their slots.
+    let mut prompts: Vec<(Prompt, usize)> = Vec::new();
+    let mut prompt_slots: Vec<usize> = Vec::new();
     for (slot, &i) in chosen.iter().enumerate() {
         let entry = ready.entry(i).or_insert_with(|| {
             let task = &tasks[i];
@@ -799,7 +802,24 @@ fn rollouts(
         };
         let mut seed_rng = rng(cfg.seed, step, &salt);
         p.sampling.seed = rand::Rng::random::<u64>(&mut seed_rng);
-        let gens = complete_group(lm, &p, sizes[slot], &mut |_| {}, &|| false)?;
+        prompts.push((p, sizes[slot]));
+        prompt_slots.push(slot);
+        groups.push(None);
+    }
+    // Every group's samples are decoded together (one pass over the weights per
+    // step for all of them); each group's are what it would sample alone.
+    let mut failed = None;
+    complete_many(lm, &prompts, &mut |j, generated| {
+        let slot = prompt_slots[j];
+        let i = chosen[slot];
+        let gens = match generated {
+            Ok(gens) => gens,
+            Err(e) => {
+                failed.get_or_insert(e);
+                return;
+            }
+        };
+        let Some(Ok(r)) = ready.get(&i) else { return };
         m.rollout_tokens += gens.iter().map(|g| g.token_ids.len()).sum::<usize>();
         let samples = gens
             .iter()
@@ -809,7 +829,7 @@ fn rollouts(
             .into_iter()
             .map(|g| r.episode.finish(&r.prompt, g))
             .collect();
-        groups.push(Some(Rollout {
+        groups[slot] = Some(Rollout {
             skill: tasks[i].skill(),
             prompt: r.prompt.fitted.ids.clone(),
             samples,
@@ -818,8 +838,11 @@ fn rollouts(
                 Episode::Review { verdict, .. } => Some(*verdict),
                 _ => None,
             },
-        }));
+        });
         pending.push((slot, answers));
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     let sampled_secs = sampling_start.elapsed().as_secs_f64();
     m.rollout_tokens_per_s = m.rollout_tokens as f64 / sampled_secs.max(1e-9);
