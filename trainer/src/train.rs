@@ -186,6 +186,10 @@ pub struct StepMetrics {
     pub skipped_non_finite: usize,
     pub rollout_tokens: usize,
     pub rollout_tokens_per_s: f64,
+    /// The sampled groups' prompt tokens (each prefilled once a group) and the
+    /// seconds the sampling took, prefills included.
+    pub rollout_prompt_tokens: usize,
+    pub rollout_secs: f64,
     pub update_tokens: usize,
     pub update_tokens_per_s: f64,
     pub feedback_episodes: usize,
@@ -821,6 +825,7 @@ fn rollouts(
         };
         let Some(Ok(r)) = ready.get(&i) else { return };
         m.rollout_tokens += gens.iter().map(|g| g.token_ids.len()).sum::<usize>();
+        m.rollout_prompt_tokens += r.prompt.fitted.ids.len();
         let samples = gens
             .iter()
             .map(|g| (g.token_ids.clone(), g.token_logprobs.clone()))
@@ -845,7 +850,9 @@ fn rollouts(
         return Err(e.into());
     }
     let sampled_secs = sampling_start.elapsed().as_secs_f64();
-    m.rollout_tokens_per_s = m.rollout_tokens as f64 / sampled_secs.max(1e-9);
+    // A step may sample in several draws (dynamic sampling): both sums run over all.
+    m.rollout_secs += sampled_secs;
+    m.rollout_tokens_per_s = m.rollout_tokens as f64 / m.rollout_secs.max(1e-9);
     if let Sampler::Policy = sampler {
         policy
             .lm
