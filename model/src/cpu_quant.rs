@@ -57,7 +57,21 @@ struct Group16Q4_1 {
     m: [u16; 16],
 }
 
-/// Rows per [`Group16Q4_1`].
+/// Sixteen consecutive Q8_0 weight rows' blocks at one block index, interleaved
+/// as [`Group16Q4_1`]'s are: `qs[64u + 4l + c]` is quant `4u + c` of row `l`
+/// (eight runs of 64 bytes). `sums[l]` is the sum of row `l`'s 32 quants:
+/// `vpdpbusd` multiplies unsigned by signed bytes, so the VNNI tile feeds it the
+/// activations plus 128 and takes `128 · sums[l]` back off. 36 bytes per row and
+/// block, against GGML's 34.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Group16Q8_0 {
+    qs: [i8; 512],
+    d: [u16; 16],
+    sums: [i16; 16],
+}
+
+/// Rows per [`Group16Q4_1`] and [`Group16Q8_0`].
 const GROUP: usize = 16;
 
 fn f16_to_f32(bits: u16) -> f32 {
@@ -68,9 +82,11 @@ fn f16_to_f32(bits: u16) -> f32 {
 enum Blocks {
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
-    /// Q4_1 repacked for a CPU with AVX-512 VNNI: `groups[g * bpr + i]` holds block
-    /// `i` of rows `16g..16g + 16`.
+    /// Q4_1 repacked for the tiles: `groups[g * bpr + i]` holds block `i` of rows
+    /// `16g..16g + 16`.
     Q4_1x16(Vec<Group16Q4_1>),
+    /// Q8_0 repacked the same way.
+    Q8_0x16(Vec<Group16Q8_0>),
 }
 
 /// A quantized matrix of `rows` × `cols`, unpacked for the kernels: scales as f32
@@ -117,6 +133,37 @@ impl QuantMatrix {
             return None;
         }
         let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+        if dtype == GgmlDType::Q8_0 && rows.is_multiple_of(GROUP) && repack {
+            let bpr = cols / QK;
+            let block = |r: usize, i: usize| &bytes[(r * bpr + i) * block_bytes..][..block_bytes];
+            let mut groups = Vec::with_capacity(rows / GROUP * bpr);
+            for g in 0..rows / GROUP {
+                for i in 0..bpr {
+                    let mut packed = Group16Q8_0 {
+                        qs: [0; 512],
+                        d: [0; 16],
+                        sums: [0; 16],
+                    };
+                    for l in 0..GROUP {
+                        let b = block(g * GROUP + l, i);
+                        packed.d[l] = u16_at(b, 0);
+                        let q = |j: usize| b[2 + j] as i8;
+                        packed.sums[l] = (0..QK).map(|j| q(j) as i16).sum();
+                        for u in 0..8 {
+                            for c in 0..4 {
+                                packed.qs[64 * u + 4 * l + c] = q(4 * u + c);
+                            }
+                        }
+                    }
+                    groups.push(packed);
+                }
+            }
+            return Some(Self {
+                rows,
+                cols,
+                blocks: Blocks::Q8_0x16(groups),
+            });
+        }
         if dtype == GgmlDType::Q4_1 && rows.is_multiple_of(GROUP) && repack {
             let bpr = cols / QK;
             let block = |r: usize, i: usize| &bytes[(r * bpr + i) * block_bytes..][..block_bytes];
@@ -196,6 +243,12 @@ impl QuantMatrix {
                 Blocks::Q8_0(w) => {
                     out.extend(w[b].qs.iter().map(|&q| q as f32 * f16_to_f32(w[b].d)))
                 }
+                Blocks::Q8_0x16(groups) => {
+                    let (g, l, i) = (r / GROUP, r % GROUP, b - r * bpr);
+                    let p = &groups[g * bpr + i];
+                    let d = f16_to_f32(p.d[l]);
+                    out.extend((0..QK).map(|j| p.qs[64 * (j / 4) + 4 * l + j % 4] as f32 * d));
+                }
                 Blocks::Q4_1x16(groups) => {
                     let (g, l, i) = (r / GROUP, r % GROUP, b - r * bpr);
                     let p = &groups[g * bpr + i];
@@ -223,7 +276,9 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot1_q4_1_avx2(w, r, x),
                     Blocks::Q8_0(w) => dot1_q8_0_avx2(w, r, x),
-                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
+                    Blocks::Q4_1x16(_) | Blocks::Q8_0x16(_) => {
+                        unreachable!("repacked weights run in tiles")
+                    }
                 }
             }
         }
@@ -245,7 +300,9 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot4_q4_1_avx2(w, rows, x),
                     Blocks::Q8_0(w) => dot4_q8_0_avx2(w, rows, x),
-                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
+                    Blocks::Q4_1x16(_) | Blocks::Q8_0x16(_) => {
+                        unreachable!("repacked weights run in tiles")
+                    }
                 }
             }
         }
@@ -268,7 +325,9 @@ impl QuantMatrix {
                 match &self.blocks {
                     Blocks::Q4_1(w) => dot4x4_q4_1_avx2(w, rows, xs),
                     Blocks::Q8_0(w) => xs.map(|x| dot4_q8_0_avx2(w, rows, x)),
-                    Blocks::Q4_1x16(_) => unreachable!("repacked weights run in tiles"),
+                    Blocks::Q4_1x16(_) | Blocks::Q8_0x16(_) => {
+                        unreachable!("repacked weights run in tiles")
+                    }
                 }
             }
         }
@@ -298,6 +357,14 @@ impl QuantMatrix {
                         sumi += w[b].qs[j] as i32 * x.qs[i][j] as i32;
                     }
                     sum += f16_to_f32(w[b].d) * x.d[i] * sumi as f32;
+                }
+                Blocks::Q8_0x16(groups) => {
+                    let (g, l) = (r / GROUP, r % GROUP);
+                    let p = &groups[g * bpr + i];
+                    for j in 0..QK {
+                        sumi += p.qs[64 * (j / 4) + 4 * l + j % 4] as i32 * x.qs[i][j] as i32;
+                    }
+                    sum += f16_to_f32(p.d[l]) * x.d[i] * sumi as f32;
                 }
                 Blocks::Q4_1x16(groups) => {
                     let (g, l) = (r / GROUP, r % GROUP);
@@ -738,52 +805,205 @@ unsafe fn tile_q4_1_avx2<const MR: usize>(
     }
 }
 
-/// `x Wᵀ` for repacked Q4_1 weights with the tile `isa` names (AVX2 or AVX-512;
-/// both give the same bits): each task takes four groups (64 weight rows) and runs
-/// every activation row against them, eight at a time (four for AVX2, whose
-/// sixteen registers hold no more).
-fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
-    assert!(
-        isa >= Isa::Avx2 && isa <= Isa::detected(),
-        "no tile for {isa:?} here"
-    );
-    let mr = if isa >= Isa::Avx512 { 8 } else { 4 };
+/// A tile: sixteen repacked weight rows against `take` activation rows from
+/// `first`, written to `out[..take]`.
+type Tile<G> = unsafe fn(&[G], &Q8Rows, usize, &mut [[f32; GROUP]]);
+
+/// `x Wᵀ` for weights repacked in groups of sixteen rows, with tiles of at most
+/// `mr` activation rows (`tile(take)` gives the one for `take` rows): each task
+/// takes four groups (64 weight rows) and runs every activation row against them.
+fn matmul_groups<G: Sync>(
+    groups: &[G],
+    rows: &Q8Rows,
+    n: usize,
+    mr: usize,
+    tile: impl Fn(usize) -> Tile<G> + Sync,
+) -> Vec<f32> {
     let (m, bpr) = (rows.len(), rows.bpr);
     by_bands(m, n, |r0, r1, band| {
         let width = r1 - r0;
-        let mut tile = [[0f32; GROUP]; 8];
+        let mut out = [[0f32; GROUP]; 8];
         for g in r0 / GROUP..r1 / GROUP {
             let blocks = &groups[g * bpr..(g + 1) * bpr];
             for i0 in (0..m).step_by(mr) {
                 let take = (m - i0).min(mr);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the assert above: this CPU has the instructions `isa` names.
-                unsafe {
-                    let t = &mut tile[..];
-                    match (isa, take) {
-                        (Isa::Avx512, 8) => tile_q4_1_vnni::<8>(blocks, rows, i0, t),
-                        (Isa::Avx512, 7) => tile_q4_1_vnni::<7>(blocks, rows, i0, t),
-                        (Isa::Avx512, 6) => tile_q4_1_vnni::<6>(blocks, rows, i0, t),
-                        (Isa::Avx512, 5) => tile_q4_1_vnni::<5>(blocks, rows, i0, t),
-                        (Isa::Avx512, 4) => tile_q4_1_vnni::<4>(blocks, rows, i0, t),
-                        (Isa::Avx512, 3) => tile_q4_1_vnni::<3>(blocks, rows, i0, t),
-                        (Isa::Avx512, 2) => tile_q4_1_vnni::<2>(blocks, rows, i0, t),
-                        (Isa::Avx512, _) => tile_q4_1_vnni::<1>(blocks, rows, i0, t),
-                        (_, 4) => tile_q4_1_avx2::<4>(blocks, rows, i0, t),
-                        (_, 3) => tile_q4_1_avx2::<3>(blocks, rows, i0, t),
-                        (_, 2) => tile_q4_1_avx2::<2>(blocks, rows, i0, t),
-                        (_, _) => tile_q4_1_avx2::<1>(blocks, rows, i0, t),
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("repacked weights exist only on x86_64");
+                // SAFETY: the callers check that this CPU has the instructions of
+                // the tiles they give.
+                unsafe { tile(take)(blocks, rows, i0, &mut out) };
                 let col = g * GROUP - r0;
-                for (j, dots) in tile.iter().take(take).enumerate() {
+                for (j, dots) in out.iter().take(take).enumerate() {
                     band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
                 }
             }
         }
     })
+}
+
+/// Activation rows per tile: sixteen AVX2 registers hold four rows' sums beside
+/// the weights, thirty-two AVX-512 ones eight.
+fn tile_rows(isa: Isa) -> usize {
+    assert!(
+        isa >= Isa::Avx2 && isa <= Isa::detected(),
+        "no tile for {isa:?} here"
+    );
+    if isa >= Isa::Avx512 {
+        8
+    } else {
+        4
+    }
+}
+
+/// Picks the `$tile::<take>` instance for `take` activation rows (1 to `$mr`).
+macro_rules! tile_for {
+    ($take:expr, $tile:ident, 8) => {
+        match $take {
+            8 => $tile::<8> as _,
+            7 => $tile::<7> as _,
+            6 => $tile::<6> as _,
+            5 => $tile::<5> as _,
+            other => tile_for!(other, $tile, 4),
+        }
+    };
+    ($take:expr, $tile:ident, 4) => {
+        match $take {
+            4 => $tile::<4> as _,
+            3 => $tile::<3> as _,
+            2 => $tile::<2> as _,
+            _ => $tile::<1> as _,
+        }
+    };
+}
+
+/// `x Wᵀ` for repacked Q4_1 weights with the tiles `isa` names (AVX2 or
+/// AVX-512; both give the same bits).
+fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
+    let mr = tile_rows(isa);
+    #[cfg(target_arch = "x86_64")]
+    return matmul_groups(groups, rows, n, mr, |take| -> Tile<Group16Q4_1> {
+        if isa >= Isa::Avx512 {
+            tile_for!(take, tile_q4_1_vnni, 8)
+        } else {
+            tile_for!(take, tile_q4_1_avx2, 4)
+        }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "repacked weights exist only on x86_64 ({mr}, {n}, {})",
+        groups.len() + rows.len()
+    )
+}
+
+/// [`matmul_q4_1x16`] for repacked Q8_0 weights.
+fn matmul_q8_0x16(groups: &[Group16Q8_0], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
+    let mr = tile_rows(isa);
+    #[cfg(target_arch = "x86_64")]
+    return matmul_groups(groups, rows, n, mr, |take| -> Tile<Group16Q8_0> {
+        if isa >= Isa::Avx512 {
+            tile_for!(take, tile_q8_0_vnni, 8)
+        } else {
+            tile_for!(take, tile_q8_0_avx2, 4)
+        }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "repacked weights exist only on x86_64 ({mr}, {n}, {})",
+        groups.len() + rows.len()
+    )
+}
+
+/// Sixteen repacked Q8_0 weight rows against `MR` activation rows from `first`,
+/// as [`tile_q4_1_vnni`]: `vpdpbusd` of the activations plus 128 (unsigned) with
+/// the weights, less `128 · Σw`, is the exact integer dot product.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_q8_0_vnni<const MR: usize>(
+    groups: &[Group16Q8_0],
+    xs: &Q8Rows,
+    first: usize,
+    out: &mut [[f32; GROUP]],
+) {
+    use std::arch::x86_64::*;
+    let bpr = xs.bpr;
+    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
+    let at = first * bpr;
+    let (qp, dp) = (xs.qs[at..].as_ptr(), xs.d[at..].as_ptr());
+    let mut acc = [_mm512_setzero_ps(); MR];
+    let flip = _mm512_set1_epi8(-128);
+    for (i, b) in groups.iter().enumerate() {
+        // SAFETY: `Group16Q8_0` is 64-byte aligned with `qs` first (512 bytes),
+        // then `d` and `sums` (32 bytes each). Activation offsets as in
+        // `tile_q4_1_vnni`.
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(b.d.as_ptr() as *const __m256i));
+        let offset = _mm512_slli_epi32(
+            _mm512_cvtepi16_epi32(_mm256_loadu_si256(b.sums.as_ptr() as *const __m256i)),
+            7,
+        );
+        let wq: [__m512i; 8] =
+            std::array::from_fn(|u| _mm512_load_si512(b.qs.as_ptr().add(64 * u) as *const __m512i));
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let off = j * bpr + i;
+            let xq = qp.add(off) as *const i32;
+            let mut sums = _mm512_setzero_si512();
+            for (u, &w) in wq.iter().enumerate() {
+                // x + 128 as unsigned bytes: the sign bit flipped.
+                let x = _mm512_xor_si512(_mm512_set1_epi32(xq.add(u).read_unaligned()), flip);
+                sums = _mm512_dpbusd_epi32(sums, x, w);
+            }
+            let sums = _mm512_sub_epi32(sums, offset);
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(*dp.add(off)));
+            *acc = _mm512_fmadd_ps(scaled, dw, *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), acc);
+    }
+}
+
+/// [`tile_q8_0_vnni`] in AVX2, eight weight rows at a time: `vpmaddubsw` of the
+/// weights' magnitudes with the activations carrying the weights' signs (at most
+/// 2 · 128 · 127 = 32,512 a pair, so nothing saturates), `vpmaddwd` into i32.
+/// The same integer sums as the VNNI tile and the same float steps: the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q8_0_avx2<const MR: usize>(
+    groups: &[Group16Q8_0],
+    xs: &Q8Rows,
+    first: usize,
+    out: &mut [[f32; GROUP]],
+) {
+    use std::arch::x86_64::*;
+    let bpr = xs.bpr;
+    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
+    let at = first * bpr;
+    let (qp, dp) = (xs.qs[at..].as_ptr(), xs.d[at..].as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); MR];
+        for (i, b) in groups.iter().enumerate() {
+            // SAFETY: as in `tile_q8_0_vnni`; each 64-byte run's halves are
+            // 32-byte aligned, and eight of the sixteen scales are read.
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr().add(8 * half) as *const __m128i));
+            let mut sums = [_mm256_setzero_si256(); MR];
+            for u in 0..8 {
+                let w = _mm256_load_si256(b.qs.as_ptr().add(64 * u + 32 * half) as *const __m256i);
+                let magnitude = _mm256_abs_epi8(w);
+                for (j, sums) in sums.iter_mut().enumerate() {
+                    let xq = qp.add(j * bpr + i) as *const i32;
+                    let x = _mm256_sign_epi8(_mm256_set1_epi32(xq.add(u).read_unaligned()), w);
+                    let pairs = _mm256_maddubs_epi16(magnitude, x);
+                    *sums = _mm256_add_epi32(*sums, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+            for (j, (acc, sums)) in acc.iter_mut().zip(sums).enumerate() {
+                let off = j * bpr + i;
+                let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(*dp.add(off)));
+                *acc = _mm256_fmadd_ps(scaled, dw, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * half), acc);
+        }
+    }
 }
 
 /// The `m` × `n` product computed in parallel by bands of [`ROWS_PER_TASK`] weight
@@ -849,10 +1069,10 @@ impl CustomOp1 for QuantMatMul {
         }
         let n = w.rows;
         let rows = quantize_rows(x, k);
-        let out = if let Blocks::Q4_1x16(groups) = &w.blocks {
-            matmul_q4_1x16(groups, &rows, n, Isa::active())
-        } else {
-            w.matmul_rows(&rows, n)
+        let out = match &w.blocks {
+            Blocks::Q4_1x16(groups) => matmul_q4_1x16(groups, &rows, n, Isa::active()),
+            Blocks::Q8_0x16(groups) => matmul_q8_0x16(groups, &rows, n, Isa::active()),
+            _ => w.matmul_rows(&rows, n),
         };
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dim") = n;
@@ -1032,31 +1252,48 @@ mod tests {
     }
 
     #[test]
-    fn repacked_q4_1_holds_the_same_weights() {
+    fn repacked_weights_are_the_same_weights() {
         let (rows, cols) = (48, 96);
-        let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 5);
-        let plain = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap();
-        let packed = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap();
-        assert!(matches!(packed.blocks, Blocks::Q4_1x16(_)));
-        let x: Vec<f32> = (0..cols)
-            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
-            .collect();
-        let q = quantize_rows(&x, cols);
-        let q = q.row(0);
-        for r in 0..rows {
-            assert_eq!(packed.row_f32(r), plain.row_f32(r), "row {r}");
-            assert_eq!(packed.dot_scalar(r, &q), plain.dot_scalar(r, &q), "row {r}");
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let bytes = random_blocks(dtype, rows, cols, 5);
+            let plain = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, false).unwrap();
+            let packed = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, true).unwrap();
+            assert!(matches!(
+                packed.blocks,
+                Blocks::Q4_1x16(_) | Blocks::Q8_0x16(_)
+            ));
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
+                .collect();
+            let q = quantize_rows(&x, cols);
+            let q = q.row(0);
+            for r in 0..rows {
+                assert_eq!(packed.row_f32(r), plain.row_f32(r), "{dtype:?} row {r}");
+                assert_eq!(
+                    packed.dot_scalar(r, &q),
+                    plain.dot_scalar(r, &q),
+                    "{dtype:?} row {r}"
+                );
+            }
+            if let Blocks::Q8_0x16(groups) = &packed.blocks {
+                for (k, g) in groups.iter().enumerate() {
+                    for l in 0..GROUP {
+                        let quants = (0..QK).map(|j| g.qs[64 * (j / 4) + 4 * l + j % 4] as i16);
+                        assert_eq!(g.sums[l], quants.sum::<i16>(), "group {k} row {l}");
+                    }
+                }
+            }
+            // Rows that do not fill groups of sixteen keep GGML's layout.
+            let odd = random_blocks(dtype, 40, cols, 5);
+            let odd = QuantMatrix::from_ggml_as(dtype, &odd, 40, cols, true).unwrap();
+            assert!(matches!(odd.blocks, Blocks::Q4_1(_) | Blocks::Q8_0(_)));
         }
-        // Rows that do not fill groups of sixteen keep GGML's layout.
-        let odd = random_blocks(GgmlDType::Q4_1, 40, cols, 5);
-        let odd = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &odd, 40, cols, true).unwrap();
-        assert!(matches!(odd.blocks, Blocks::Q4_1(_)));
     }
 
-    /// The repacked tiles (AVX2, and AVX-512 VNNI where this CPU has it) against the
-    /// AVX2 kernels on GGML's layout, for every tile height (1 to 8 activation rows
-    /// and remainders) and several bands: close to them, and the tiles the same bits
-    /// as each other, whatever rows a row is batched with.
+    /// The repacked tiles (AVX2, and AVX-512 VNNI where this CPU has it), Q4_1 and
+    /// Q8_0, against the row kernels on GGML's layout, for every tile height (1 to
+    /// 8 activation rows and remainders) and several bands: close to them, and the
+    /// tiles the same bits as each other, whatever rows a row is batched with.
     #[test]
     fn repacked_tiles_match_the_row_kernels_and_each_other() {
         let tiles: Vec<Isa> = Isa::available()
@@ -1068,44 +1305,45 @@ mod tests {
             return;
         }
         let (rows, cols) = (192, 576);
-        let bytes = random_blocks(GgmlDType::Q4_1, rows, cols, 9);
-        let plain = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, false).unwrap();
-        let packed = QuantMatrix::from_ggml_as(GgmlDType::Q4_1, &bytes, rows, cols, true).unwrap();
-        let Blocks::Q4_1x16(groups) = &packed.blocks else {
-            panic!("not repacked")
-        };
-        for m in [1, 2, 3, 4, 5, 7, 8, 9, 17, 128] {
-            let x: Vec<f32> = (0..m * cols)
-                .map(|i| ((i * 31 % 41) as f32 - 20.0) / 6.0)
-                .collect();
-            let q = quantize_rows(&x, cols);
-            let want = plain.matmul_rows(&q, rows);
-            let mut first: Option<Vec<f32>> = None;
-            for &isa in &tiles {
-                let got = matmul_q4_1x16(groups, &q, rows, isa);
-                assert_eq!(got.len(), m * rows);
-                for i in 0..m {
-                    let alone = quantize_rows(&x[i * cols..(i + 1) * cols], cols);
-                    let alone = matmul_q4_1x16(groups, &alone, rows, isa);
-                    assert_eq!(
-                        alone,
-                        got[i * rows..(i + 1) * rows],
-                        "{isa:?} m {m}, row {i}"
-                    );
-                }
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                        "{isa:?} m {m}, output {i}: {g} vs {w}"
-                    );
-                }
-                match &first {
-                    None => first = Some(got),
-                    Some(f) => assert!(
-                        f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{isa:?} m {m}: not the bits of {:?}",
-                        tiles[0]
-                    ),
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let bytes = random_blocks(dtype, rows, cols, 9);
+            let plain = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, false).unwrap();
+            let packed = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, true).unwrap();
+            let product = |q: &Q8Rows, isa: Isa| match &packed.blocks {
+                Blocks::Q4_1x16(groups) => matmul_q4_1x16(groups, q, rows, isa),
+                Blocks::Q8_0x16(groups) => matmul_q8_0x16(groups, q, rows, isa),
+                _ => panic!("{dtype:?} not repacked"),
+            };
+            for m in [1, 2, 3, 4, 5, 7, 8, 9, 17, 128] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 31 % 41) as f32 - 20.0) / 6.0)
+                    .collect();
+                let q = quantize_rows(&x, cols);
+                let want = plain.matmul_rows(&q, rows);
+                let mut first: Option<Vec<f32>> = None;
+                for &isa in &tiles {
+                    let got = product(&q, isa);
+                    assert_eq!(got.len(), m * rows);
+                    for i in 0..m {
+                        let alone =
+                            product(&quantize_rows(&x[i * cols..(i + 1) * cols], cols), isa);
+                        let row = &got[i * rows..(i + 1) * rows];
+                        assert_eq!(alone, row, "{dtype:?} {isa:?} m {m}, row {i}");
+                    }
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "{dtype:?} {isa:?} m {m}, output {i}: {g} vs {w}"
+                        );
+                    }
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) => assert!(
+                            f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{dtype:?} {isa:?} m {m}: not the bits of {:?}",
+                            tiles[0]
+                        ),
+                    }
                 }
             }
         }
