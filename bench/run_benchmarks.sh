@@ -26,6 +26,7 @@
 #   BENCH_AVX2=0   on an AVX-512 CPU, skip the AVX2 path's rows (basis with
 #                  BASIS_KERNELS=avx2 against llama.cpp built without AVX-512, whose
 #                  venv is BENCH_VENV_AVX2, default ~/.cache/basis-bench-venv-avx2)
+#   BENCH_TRAINING=0  skip the training rows (inference only: about 6 minutes)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -148,7 +149,9 @@ if grep -q -w avx512f /proc/cpuinfo 2>/dev/null && [[ "${BENCH_AVX2:-1}" == 1 ]]
 fi
 
 # ---- training: the update step, full and LoRA, batch x seq = 1 x SEQ and 4 x SEQ
-for MODE in full lora; do
+MODES=(full lora)
+if [[ "${BENCH_TRAINING:-1}" == 0 ]]; then MODES=(); fi
+for MODE in "${MODES[@]}"; do
     for BATCH in 1 4; do
         say "training $MODE ${BATCH}x${SEQ}: basis"
         peers train-basis "$MODEL" "$BATCH" "$SEQ" "$STEPS" --mode "$MODE" --bench-train "$BENCH_TRAIN" --out "$RESULTS"

@@ -1,5 +1,12 @@
-//! CPU matrix multiplies for GGML's Q4_1 and Q8_0 weights with AVX2, as a candle
-//! custom op that runs on rayon's pool.
+//! CPU matrix multiplies for GGML's Q4_1 and Q8_0 weights with AVX2 or AVX-512
+//! VNNI, as a candle custom op that runs on rayon's pool.
+//!
+//! A matrix whose rows fill groups of sixteen is repacked at load so that one
+//! vector load holds four quants of each of 8 (AVX2) or 16 (AVX-512) rows, and
+//! tiles run several activation rows against each group: each weight block is
+//! read once per tile, not once per activation row. Both instruction sets'
+//! tiles sum the same exact integers and then take the same float steps, so
+//! they give the same bits. Other matrices run row kernels on GGML's layout.
 //!
 //! candle's own Q4_1 dot product is scalar (its SIMD kernels cover Q4_0, Q8_0 and
 //! the k-quants), which made the default SmolLM2 Q4_1 model about 15x slower than

@@ -5,10 +5,10 @@
 //! - `portable`: plain Rust, any CPU. The attention kernel's portable path gives
 //!   the same bits as its AVX2 one (see [`crate::attention`]).
 //! - `avx2`: AVX2 with FMA and F16C, which the build already assumes
-//!   (`.cargo/config.toml`): the repacked Q4_1 matmul in `vpmaddubsw` tiles.
-//! - `avx512`: AVX-512 F and BW with VNNI: the repacked Q4_1 matmul in `vpdpbusd`
-//!   tiles (the same bits as the AVX2 ones), and attention's loops in sixteen
-//!   lanes.
+//!   (`.cargo/config.toml`): the repacked Q4_1 and Q8_0 matmuls in `vpmaddubsw`
+//!   tiles.
+//! - `avx512`: AVX-512 F and BW with VNNI: those matmuls in `vpdpbusd` tiles (the
+//!   same bits as the AVX2 ones), and attention's loops in sixteen lanes.
 //!
 //! `BASIS_NO_AVX512=1`, the older switch, still means `avx2`.
 
