@@ -420,6 +420,26 @@ impl Q8Rows {
             qs: &self.qs[at],
         }
     }
+
+    /// What a tile of `mr` rows from `first` reads, against a group run of
+    /// `blocks` blocks, writing `out` rows: pointers to row `first`'s quants,
+    /// scales and sums, where row `first + j`'s block `i` is at offset
+    /// `j * bpr + i`. Panics where the tile would read or write out of bounds.
+    fn tile_start(
+        &self,
+        first: usize,
+        mr: usize,
+        blocks: usize,
+        out: usize,
+    ) -> (*const [i8; QK], *const f32, *const f32) {
+        assert!(mr <= out && blocks == self.bpr && (first + mr) * self.bpr <= self.d.len());
+        let at = first * self.bpr;
+        (
+            self.qs[at..].as_ptr(),
+            self.d[at..].as_ptr(),
+            self.s[at..].as_ptr(),
+        )
+    }
 }
 
 /// Quantizes `x` (rows of `k` values), rows in parallel when there are several.
@@ -709,20 +729,13 @@ unsafe fn tile_q4_1_vnni<const MR: usize>(
 ) {
     use std::arch::x86_64::*;
     let bpr = xs.bpr;
-    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
-    // Row `first + j`'s block `i` is at offset `j * bpr + i` from these.
-    let at = first * bpr;
-    let (qp, dp, sp) = (
-        xs.qs[at..].as_ptr(),
-        xs.d[at..].as_ptr(),
-        xs.s[at..].as_ptr(),
-    );
+    let (qp, dp, sp) = xs.tile_start(first, MR, groups.len(), out.len());
     let mut acc = [_mm512_setzero_ps(); MR];
     let low_mask = _mm512_set1_epi8(0x0F);
     for (i, b) in groups.iter().enumerate() {
         // SAFETY: `Group16Q4_1` is 64-byte aligned with `qs` first (256 bytes) and
         // `d`, `m` 32 bytes each. The activation offsets are below `MR * bpr`, in
-        // bounds by the assert; their blocks are 32 bytes read as eight i32.
+        // bounds by `tile_start`'s assert; their blocks are 32 bytes read as eight i32.
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(b.d.as_ptr() as *const __m256i));
         let mw = _mm512_cvtph_ps(_mm256_loadu_si256(b.m.as_ptr() as *const __m256i));
         let mut wq = [_mm512_setzero_si512(); 8];
@@ -766,13 +779,7 @@ unsafe fn tile_q4_1_avx2<const MR: usize>(
 ) {
     use std::arch::x86_64::*;
     let bpr = xs.bpr;
-    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
-    let at = first * bpr;
-    let (qp, dp, sp) = (
-        xs.qs[at..].as_ptr(),
-        xs.d[at..].as_ptr(),
-        xs.s[at..].as_ptr(),
-    );
+    let (qp, dp, sp) = xs.tile_start(first, MR, groups.len(), out.len());
     let low_mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for half in 0..2 {
@@ -931,9 +938,7 @@ unsafe fn tile_q8_0_vnni<const MR: usize>(
 ) {
     use std::arch::x86_64::*;
     let bpr = xs.bpr;
-    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
-    let at = first * bpr;
-    let (qp, dp) = (xs.qs[at..].as_ptr(), xs.d[at..].as_ptr());
+    let (qp, dp, _) = xs.tile_start(first, MR, groups.len(), out.len());
     let mut acc = [_mm512_setzero_ps(); MR];
     let flip = _mm512_set1_epi8(-128);
     for (i, b) in groups.iter().enumerate() {
@@ -980,9 +985,7 @@ unsafe fn tile_q8_0_avx2<const MR: usize>(
 ) {
     use std::arch::x86_64::*;
     let bpr = xs.bpr;
-    assert!(MR <= out.len() && groups.len() == bpr && (first + MR) * bpr <= xs.d.len());
-    let at = first * bpr;
-    let (qp, dp) = (xs.qs[at..].as_ptr(), xs.d[at..].as_ptr());
+    let (qp, dp, _) = xs.tile_start(first, MR, groups.len(), out.len());
     let ones = _mm256_set1_epi16(1);
     for half in 0..2 {
         let mut acc = [_mm256_setzero_ps(); MR];
