@@ -333,6 +333,34 @@ fn cancel_stops_the_work_and_gets_exactly_one_response() {
     assert!(dupes.is_empty(), "a second response: {dupes:?}");
 }
 
+/// Model runs take turns, two at a time: the others wait, and one cancelled
+/// while it waits never starts.
+#[test]
+fn model_runs_take_turns_and_one_cancelled_while_waiting_never_starts() {
+    let ws = workspace();
+    let mut c = LspClient::start(&[]);
+    c.initialize(ws.path(), &["utf-16"], options(ws.path()));
+    let sleep = |c: &mut LspClient| c.send_request("basis/debug/sleep", json!({"ms": 3_600_000}));
+    let running = [sleep(&mut c), sleep(&mut c)];
+    c.wait_stats(|s| s["generationsStarted"] == 2 && s["modelRuns"] == 2);
+    let waiting = [sleep(&mut c), sleep(&mut c)];
+    // The last one gives up while it waits.
+    c.notify("$/cancelRequest", json!({"id": waiting[1]}));
+    assert_eq!(code(&c.wait_response(waiting[1])), -32800);
+    // A running one ends: the other waiting one takes its turn.
+    c.notify("$/cancelRequest", json!({"id": running[0]}));
+    assert_eq!(code(&c.wait_response(running[0])), -32800);
+    c.wait_stats(|s| s["generationsStarted"] == 3 && s["modelRuns"] == 2);
+    for id in [running[1], waiting[0]] {
+        c.notify("$/cancelRequest", json!({"id": id}));
+        assert_eq!(code(&c.wait_response(id)), -32800);
+    }
+    let stats = c.wait_stats(|s| s["generationsCancelled"] == 3 && s["modelRuns"] == 0);
+    assert_eq!(stats["generationsStarted"], 3, "{stats}");
+    assert_eq!(stats["modelRunsPeak"], 2, "{stats}");
+    assert!(c.shutdown());
+}
+
 #[test]
 fn an_edit_during_a_request_gives_content_modified() {
     let ws = workspace();

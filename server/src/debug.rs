@@ -36,6 +36,8 @@ pub fn stats(shared: &Shared) -> Value {
         "requestsRefused": n(&c.requests_refused),
         "waitsTimedOut": n(&c.waits_timed_out),
         "indexUpdatesApplied": n(&c.index_updates_applied),
+        "modelRuns": n(&c.model_runs),
+        "modelRunsPeak": n(&c.model_runs_peak),
         "indexUpdatesPending": shared.index_updates.pending(),
         "indexReady": *shared.index_ready.borrow(),
         "indexedFiles": shared.index.read().file_count(),
@@ -65,15 +67,16 @@ pub fn panic(shared: &Shared) -> Result<Value> {
 }
 
 /// Test hook: a request that takes `ms` milliseconds of blocking work, polling
-/// its cancellation flag like a generation does; with `untilEdited`, the work
-/// also ends as soon as a document changes (a test need not guess how long an
-/// edit takes to arrive).
+/// its cancellation flag like a generation does and waiting for a turn at the
+/// model as one does; with `untilEdited`, the work also ends as soon as a
+/// document changes (a test need not guess how long an edit takes to arrive).
 pub async fn sleep(cx: &Ctx, params: Value) -> Result<Value> {
     needs_hooks(&cx.shared, "basis/debug/sleep")?;
     let ms = params.get("ms").and_then(Value::as_u64).unwrap_or(1000);
     let until_edited = params.get("untilEdited").and_then(Value::as_bool) == Some(true);
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
+    let turn = cx.model_turn(|| {}).await?;
     let shared = cx.shared.clone();
     // Seen before the work counts as started: an edit a test sends once it sees
     // the start is an edit during the work.
@@ -83,6 +86,7 @@ pub async fn sleep(cx: &Ctx, params: Value) -> Result<Value> {
         .generations_started
         .fetch_add(1, Ordering::Release);
     let finished = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let end = Instant::now() + Duration::from_millis(ms);
         while Instant::now() < end {
             if until_edited && shared.edits.load(Ordering::Acquire) != edits_before {

@@ -35,6 +35,10 @@ pub struct Counters {
     pub waits_timed_out: AtomicU64,
     /// Index updates (saves, watched-file changes) applied.
     pub index_updates_applied: AtomicU64,
+    /// Model runs under way now, and the most there have been at once (at most
+    /// [`MODEL_RUNS`]).
+    pub model_runs: AtomicU64,
+    pub model_runs_peak: AtomicU64,
 }
 
 /// The diagnostics the skills left in the editor, per document URI: the last
@@ -99,7 +103,16 @@ pub struct Shared {
     /// Edits offered for preview (`preview: true`), by suggestion id, until the
     /// client answers `basis.accept` or `basis.reject`.
     pub previews: Mutex<HashMap<String, crate::skills::run::PendingEdit>>,
+    /// Permits to run the model ([`MODEL_RUNS`] at a time): each run holds a KV
+    /// cache and the activations of its prompt, and on a laptop's few cores runs
+    /// beyond these finish no sooner, so the others wait their turn (and one
+    /// cancelled while waiting never allocates anything).
+    pub model_runs: Arc<tokio::sync::Semaphore>,
 }
+
+/// Model runs at once (see [`Shared::model_runs`]): two, so that a quick
+/// request need not wait for the whole of a long one.
+pub const MODEL_RUNS: usize = 2;
 
 impl Shared {
     pub fn new(options: ServerOptions) -> Arc<Self> {
@@ -128,6 +141,7 @@ impl Shared {
             diagnostics: Mutex::new(SkillDiagnostics::default()),
             review_on_save: Mutex::new(None),
             previews: Mutex::new(HashMap::new()),
+            model_runs: Arc::new(tokio::sync::Semaphore::new(MODEL_RUNS)),
         });
         crate::indexing::spawn_update_worker(&shared, queue);
         shared

@@ -117,6 +117,48 @@ pub fn skill_error(e: SkillError) -> Error {
     }
 }
 
+/// A turn at the model ([`Shared::model_runs`]), counted in
+/// `Counters::model_runs` while it lives. It moves into the blocking work, so
+/// that it ends with the work and not with the request: a cancelled run still
+/// finishes its step before another takes its place.
+pub struct ModelTurn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ModelTurn {
+    fn drop(&mut self) {
+        self.shared
+            .counters
+            .model_runs
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ctx {
+    /// Waits for a turn at the model; `waiting` is called first when none is
+    /// free. A request cancelled while it waits allocates nothing.
+    pub async fn model_turn(&self, waiting: impl FnOnce()) -> Result<ModelTurn> {
+        let runs = self.shared.model_runs.clone();
+        let permit = match runs.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                waiting();
+                runs.acquire_owned()
+                    .await
+                    .map_err(|e| proto::internal(format!("no turn at the model: {e}")))?
+            }
+        };
+        let c = &self.shared.counters;
+        let now = c.model_runs.fetch_add(1, Ordering::AcqRel) + 1;
+        c.model_runs_peak.fetch_max(now, Ordering::AcqRel);
+        Ok(ModelTurn {
+            _permit: permit,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
 /// `$/progress` of one long step; nothing is sent when the client does not
 /// support it or has not answered the create request yet. A progress dropped
 /// before [`StepProgress::end`] (its request was cancelled) ends as "cancelled",
@@ -430,6 +472,13 @@ impl Ctx {
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         let progress = StepProgress::start(self, title, cancel.clone());
+        let turn = self
+            .model_turn(|| progress.report("waiting for another request to finish".into()))
+            .await?;
+        if cancel.load(Ordering::Acquire) {
+            progress.end("cancelled".into()).await;
+            return Err(skill_error(SkillError::Cancelled));
+        }
         let counters = &self.shared.counters;
         counters.generations_started.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -437,6 +486,7 @@ impl Ctx {
         let flag = cancel.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let task = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut last = 0usize;
             let r = work(
                 &model.lm,
