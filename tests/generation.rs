@@ -76,6 +76,48 @@ fn a_prefill_cut_anywhere_gives_the_logits_of_one_pass() {
     }
 }
 
+/// The generator prefills a long prompt in chunks (to bound the memory held):
+/// its first token and that token's log-prob are those of one whole pass.
+#[test]
+fn a_long_prompt_prefilled_in_chunks_starts_as_one_pass_does() {
+    let ids = prompt(&"Sort these names and explain the order: Ada, Grace, Alan. ".repeat(90));
+    assert!(ids.len() > 1024, "{} tokens: not several chunks", ids.len());
+    let lm = LanguageModel::load(default_model(), Precision::Quantized, &Device::Cpu).unwrap();
+    let whole = lm
+        .model
+        .forward(
+            &Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            Some(&mut lm.model.new_cache()),
+            Logits::Last,
+        )
+        .unwrap();
+    let whole: Vec<f32> = whole.flatten_all().unwrap().to_vec1().unwrap();
+    let best = (0..whole.len())
+        .max_by(|&a, &b| whole[a].total_cmp(&whole[b]))
+        .unwrap();
+    let max = whole[best];
+    let log_sum: f32 = whole.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+    let params = SamplingParams {
+        max_tokens: 1,
+        ..Default::default()
+    };
+    let g = lm
+        .generate(&ids, &params, 1, &mut |_| {}, &|| false)
+        .unwrap();
+    assert_eq!(g.reused_prompt_tokens, 0);
+    let c = &g.completions[0];
+    assert_eq!(c.token_ids, [best as u32]);
+    assert!(
+        (c.logprobs[0] - (-log_sum)).abs() < 1e-5,
+        "{} vs {}",
+        c.logprobs[0],
+        -log_sum
+    );
+}
+
 #[test]
 fn sampled_logprobs_agree_with_teacher_forcing() {
     let ids = prompt("Name three sorting algorithms.");
