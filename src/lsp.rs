@@ -62,6 +62,8 @@ pub fn init_logging(file: Option<&PathBuf>) -> Result<()> {
 
 pub fn run_lsp(args: LspArgs) -> Result<()> {
     let _ = args.stdio;
+    // Before any thread starts: what each thread frees stays usable by the others.
+    basis_model::alloc::limit_arenas(2);
     init_logging(args.log_file.as_ref())?;
     let store = Store::open()?;
     let options = basis_server::ServerOptions {

@@ -18,8 +18,8 @@
 //! by size until 2026-12-01, and that cost memory and time wherever sizes did
 //! not repeat). The peak is what the process used at once, as before; what
 //! it frees is not given back until [`give_back_freed_memory`]. A server
-//! does not call it and keeps glibc's defaults. With another C library both
-//! do nothing.
+//! does not call it; it caps the arenas instead ([`limit_arenas`]). With
+//! another C library these do nothing.
 //!
 //! What it does not reach: a thread other than the main one allocates from an
 //! arena of its own, whose heaps hold at most 64 MiB, so a larger block there
@@ -35,6 +35,20 @@ pub fn keep_freed_memory() -> bool {
         return false;
     }
     glibc::keep()
+}
+
+/// Caps glibc's malloc arenas at `n` (unless `MALLOC_ARENA_MAX` is set): a
+/// server's threads (tokio's blocking pool parses, runs the model and writes
+/// the feedback store) each take an arena of their own, up to eight per core,
+/// and an arena keeps what its threads freed for them alone. Under #29's
+/// 40,000-message fuzz two arenas instead of sixteen took `basis lsp`'s peak
+/// from 1,060-1,118 MB to 732-871 MB (BENCHMARKS.md). Call it before threads
+/// start. Returns whether it did.
+pub fn limit_arenas(n: u16) -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
+    glibc::limit_arenas(n)
 }
 
 /// Hands the heap's free pages back to the kernel (after a training run,
@@ -88,6 +102,14 @@ mod glibc {
         // SAFETY: malloc_trim releases only free memory, under malloc's lock.
         unsafe { malloc_trim(0) };
     }
+
+    /// mallopt(3): the most arenas malloc makes.
+    const M_ARENA_MAX: c_int = -8;
+
+    pub fn limit_arenas(n: u16) -> bool {
+        // SAFETY: as in `keep`.
+        unsafe { mallopt(M_ARENA_MAX, c_int::from(n)) == 1 }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -97,4 +119,8 @@ mod glibc {
     }
 
     pub fn give_back() {}
+
+    pub fn limit_arenas(_: u16) -> bool {
+        false
+    }
 }
