@@ -823,16 +823,66 @@ unsafe fn tile_q4_1_avx2<const MR: usize>(
 /// `first`, written to `out[..take]`.
 type Tile<G> = unsafe fn(&[G], &Q8Rows, usize, &mut [[f32; GROUP]]);
 
-/// `x Wᵀ` for weights repacked in groups of sixteen rows, with tiles of at most
-/// `mr` activation rows (`tile(take)` gives the one for `take` rows): each task
-/// takes four groups (64 weight rows) and runs every activation row against them.
-fn matmul_groups<G: Sync>(
-    groups: &[G],
-    rows: &Q8Rows,
-    n: usize,
-    mr: usize,
-    tile: impl Fn(usize) -> Tile<G> + Sync,
-) -> Vec<f32> {
+/// Picks the `$tile::<take>` instance for `take` activation rows (1 to `$mr`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile_for {
+    ($take:expr, $tile:ident, 8) => {
+        match $take {
+            8 => $tile::<8> as _,
+            7 => $tile::<7> as _,
+            6 => $tile::<6> as _,
+            5 => $tile::<5> as _,
+            other => tile_for!(other, $tile, 4),
+        }
+    };
+    ($take:expr, $tile:ident, 4) => {
+        match $take {
+            4 => $tile::<4> as _,
+            3 => $tile::<3> as _,
+            2 => $tile::<2> as _,
+            _ => $tile::<1> as _,
+        }
+    };
+}
+
+/// A group of sixteen repacked weight rows, and the tiles that read it.
+trait Tiled: Sized + Sync {
+    /// The tile of `isa` (AVX2 or AVX-512; both give the same bits) for `take`
+    /// activation rows, 1 to [`tile_rows`]`(isa)`.
+    fn tile(isa: Isa, take: usize) -> Tile<Self>;
+}
+
+impl Tiled for Group16Q4_1 {
+    fn tile(isa: Isa, take: usize) -> Tile<Self> {
+        #[cfg(target_arch = "x86_64")]
+        return if isa >= Isa::Avx512 {
+            tile_for!(take, tile_q4_1_vnni, 8)
+        } else {
+            tile_for!(take, tile_q4_1_avx2, 4)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("repacked weights exist only on x86_64 ({isa:?}, {take})")
+    }
+}
+
+impl Tiled for Group16Q8_0 {
+    fn tile(isa: Isa, take: usize) -> Tile<Self> {
+        #[cfg(target_arch = "x86_64")]
+        return if isa >= Isa::Avx512 {
+            tile_for!(take, tile_q8_0_vnni, 8)
+        } else {
+            tile_for!(take, tile_q8_0_avx2, 4)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("repacked weights exist only on x86_64 ({isa:?}, {take})")
+    }
+}
+
+/// `x Wᵀ` for weights repacked in groups of sixteen rows, with the tiles `isa`
+/// names: each task takes four groups (64 weight rows) and runs every
+/// activation row against them, [`tile_rows`] at a time.
+fn matmul_tiled<G: Tiled>(groups: &[G], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
+    let mr = tile_rows(isa);
     let (m, bpr) = (rows.len(), rows.bpr);
     by_bands(m, n, |r0, r1, band| {
         let width = r1 - r0;
@@ -841,9 +891,8 @@ fn matmul_groups<G: Sync>(
             let blocks = &groups[g * bpr..(g + 1) * bpr];
             for i0 in (0..m).step_by(mr) {
                 let take = (m - i0).min(mr);
-                // SAFETY: the callers check that this CPU has the instructions of
-                // the tiles they give.
-                unsafe { tile(take)(blocks, rows, i0, &mut out) };
+                // SAFETY: `tile_rows` checked that this CPU has `isa`'s instructions.
+                unsafe { G::tile(isa, take)(blocks, rows, i0, &mut out) };
                 let col = g * GROUP - r0;
                 for (j, dots) in out.iter().take(take).enumerate() {
                     band[(i0 + j) * width + col..][..GROUP].copy_from_slice(dots);
@@ -865,64 +914,6 @@ fn tile_rows(isa: Isa) -> usize {
     } else {
         4
     }
-}
-
-/// Picks the `$tile::<take>` instance for `take` activation rows (1 to `$mr`).
-macro_rules! tile_for {
-    ($take:expr, $tile:ident, 8) => {
-        match $take {
-            8 => $tile::<8> as _,
-            7 => $tile::<7> as _,
-            6 => $tile::<6> as _,
-            5 => $tile::<5> as _,
-            other => tile_for!(other, $tile, 4),
-        }
-    };
-    ($take:expr, $tile:ident, 4) => {
-        match $take {
-            4 => $tile::<4> as _,
-            3 => $tile::<3> as _,
-            2 => $tile::<2> as _,
-            _ => $tile::<1> as _,
-        }
-    };
-}
-
-/// `x Wᵀ` for repacked Q4_1 weights with the tiles `isa` names (AVX2 or
-/// AVX-512; both give the same bits).
-fn matmul_q4_1x16(groups: &[Group16Q4_1], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
-    let mr = tile_rows(isa);
-    #[cfg(target_arch = "x86_64")]
-    return matmul_groups(groups, rows, n, mr, |take| -> Tile<Group16Q4_1> {
-        if isa >= Isa::Avx512 {
-            tile_for!(take, tile_q4_1_vnni, 8)
-        } else {
-            tile_for!(take, tile_q4_1_avx2, 4)
-        }
-    });
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "repacked weights exist only on x86_64 ({mr}, {n}, {})",
-        groups.len() + rows.len()
-    )
-}
-
-/// [`matmul_q4_1x16`] for repacked Q8_0 weights.
-fn matmul_q8_0x16(groups: &[Group16Q8_0], rows: &Q8Rows, n: usize, isa: Isa) -> Vec<f32> {
-    let mr = tile_rows(isa);
-    #[cfg(target_arch = "x86_64")]
-    return matmul_groups(groups, rows, n, mr, |take| -> Tile<Group16Q8_0> {
-        if isa >= Isa::Avx512 {
-            tile_for!(take, tile_q8_0_vnni, 8)
-        } else {
-            tile_for!(take, tile_q8_0_avx2, 4)
-        }
-    });
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "repacked weights exist only on x86_64 ({mr}, {n}, {})",
-        groups.len() + rows.len()
-    )
 }
 
 /// Sixteen repacked Q8_0 weight rows against `MR` activation rows from `first`,
@@ -1080,8 +1071,8 @@ impl CustomOp1 for QuantMatMul {
         let n = w.rows;
         let rows = quantize_rows(x, k);
         let out = match &w.blocks {
-            Blocks::Q4_1x16(groups) => matmul_q4_1x16(groups, &rows, n, Isa::active()),
-            Blocks::Q8_0x16(groups) => matmul_q8_0x16(groups, &rows, n, Isa::active()),
+            Blocks::Q4_1x16(groups) => matmul_tiled(groups, &rows, n, Isa::active()),
+            Blocks::Q8_0x16(groups) => matmul_tiled(groups, &rows, n, Isa::active()),
             _ => w.matmul_rows(&rows, n),
         };
         let mut out_dims = dims.to_vec();
@@ -1320,8 +1311,8 @@ mod tests {
             let plain = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, false).unwrap();
             let packed = QuantMatrix::from_ggml_as(dtype, &bytes, rows, cols, true).unwrap();
             let product = |q: &Q8Rows, isa: Isa| match &packed.blocks {
-                Blocks::Q4_1x16(groups) => matmul_q4_1x16(groups, q, rows, isa),
-                Blocks::Q8_0x16(groups) => matmul_q8_0x16(groups, q, rows, isa),
+                Blocks::Q4_1x16(groups) => matmul_tiled(groups, q, rows, isa),
+                Blocks::Q8_0x16(groups) => matmul_tiled(groups, q, rows, isa),
                 _ => panic!("{dtype:?} not repacked"),
             };
             for m in [1, 2, 3, 4, 5, 7, 8, 9, 17, 128] {
